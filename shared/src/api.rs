@@ -1,0 +1,118 @@
+//! The request pipeline for OpenAlgo's `/api/v1/*` routes. Every route function is a call to [`run`]
+//! with its name, its rate-limit class, its body schema and its handler.
+//!
+//! Order of verdicts: ban (403) → rate limit (429) → body (413/400) → API key (403) → handler.
+//! The body is read and parsed before the gate so that the key id can join the gate's round trip,
+//! but a banned or throttled client learns nothing about its body.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use lambda_http::{Body, Request, RequestExt};
+use serde_json::Value;
+
+use crate::auth::{Principal, authenticate};
+use crate::bootstrap::Deps;
+use crate::client_ip::client_ip;
+use crate::crypto::api_key::ApiKey;
+use crate::error::AppError;
+use crate::http;
+use crate::limits::LimitedAction;
+use crate::traffic::{TrafficRecord, loggable_path};
+use crate::validate::Fields;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// Stable name for logs and the traffic record, e.g. `ping`.
+    pub name: &'static str,
+    pub action: LimitedAction,
+}
+
+/// What a handler receives: an authenticated principal and its validated input.
+#[derive(Debug)]
+pub struct Call<T> {
+    pub principal: Principal,
+    pub client_ip: IpAddr,
+    pub input: T,
+}
+
+/// Runs the whole pipeline and always produces a response; the runtime never sees an `Err`.
+pub async fn run<T, Parse, Handle, Fut>(deps: &Deps, request: Request, route: Route, parse: Parse, handle: Handle) -> lambda_http::Response<Body>
+where
+    Parse: FnOnce(&mut Fields) -> T,
+    Handle: FnOnce(Call<T>) -> Fut,
+    Fut: Future<Output = Result<Value, AppError>>,
+{
+    let started = Instant::now();
+    let at = deps.clock.now();
+    let ip = client_ip(&request).ok();
+    let mut user = None;
+    let response = match pipeline(deps, &request, route, parse, handle, &mut user).await {
+        Ok(data) => http::success(data),
+        Err(error) => {
+            if !error.is_server_error() {
+                tracing::info!(route = route.name, error.code = error.code(), "request refused");
+            }
+            http::error(&error)
+        }
+    };
+    let record = TrafficRecord {
+        at,
+        request_id: request.lambda_context_ref().map(|context| context.request_id.clone()).unwrap_or_else(|| {
+            request_id_from_context(&request)
+        }),
+        client_ip: ip,
+        method: request.method().to_string(),
+        path: loggable_path(request.uri().path()),
+        status: response.status().as_u16(),
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        user,
+        route: route.name,
+    };
+    if let Err(error) = deps.traffic.put(&record).await {
+        tracing::warn!(error = %error, "traffic record not written");
+    }
+    response
+}
+
+fn request_id_from_context(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
+            context.request_id.clone().unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+async fn pipeline<T, Parse, Handle, Fut>(
+    deps: &Deps,
+    request: &Request,
+    route: Route,
+    parse: Parse,
+    handle: Handle,
+    user: &mut Option<String>,
+) -> Result<Value, AppError>
+where
+    Parse: FnOnce(&mut Fields) -> T,
+    Handle: FnOnce(Call<T>) -> Fut,
+    Fut: Future<Output = Result<Value, AppError>>,
+{
+    let ip = client_ip(request)?;
+    let parsed = http::body_bytes(request, deps.config.max_body_bytes).and_then(|body| {
+        let mut fields = Fields::parse(body)?;
+        let apikey = fields.required_string("apikey", 1..=256);
+        let input = parse(&mut fields);
+        fields.finish()?;
+        Ok((apikey.unwrap_or_default(), input))
+    });
+    let presented = parsed.as_ref().ok().and_then(|(apikey, _)| ApiKey::parse(apikey));
+
+    let gate = crate::gate::pass(deps, ip, route.action, presented.as_ref()).await?;
+    gate.enforce()?;
+    let (_, input) = parsed?;
+    let presented = presented.ok_or(AppError::InvalidApiKey)?;
+    let principal = authenticate(deps, &presented, gate.key_record).await?;
+    *user = Some(principal.user.clone());
+    handle(Call { principal, client_ip: ip, input }).await
+}

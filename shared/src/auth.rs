@@ -1,0 +1,105 @@
+//! `authenticate()`: the one function that turns a presented credential into a principal.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::Semaphore;
+
+use crate::bootstrap::Deps;
+use crate::crypto::api_key::{ApiKey, KeyId};
+use crate::crypto::password::Verification;
+use crate::error::AppError;
+use crate::store::identity::ApiKeyRecord;
+
+/// Who is calling. Always derived from the credential, never from the request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub key_id: KeyId,
+    pub broker: String,
+}
+
+/// Verified keys per warm container, keyed by SHA-256 of the whole key. An entry is bound to the
+/// hash it was verified against, so a replaced record invalidates it; revocation is read from the
+/// record on every request, never from here.
+#[derive(Debug)]
+pub struct VerifiedKeyCache {
+    entries: Mutex<HashMap<[u8; 32], String>>,
+    capacity: usize,
+    /// Argon2id takes ~19 MiB per verification: bound how many run at once, so a burst of unseen
+    /// keys cannot exhaust memory, and so concurrent requests with one new key verify it once.
+    verifying: Semaphore,
+}
+
+impl VerifiedKeyCache {
+    pub fn new(capacity: usize, concurrent_verifications: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+            verifying: Semaphore::new(concurrent_verifications.max(1)),
+        }
+    }
+
+    fn holds(&self, fingerprint: &[u8; 32], phc: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(fingerprint).is_some_and(|cached| cached == phc)
+    }
+
+    fn remember(&self, fingerprint: [u8; 32], phc: String) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity {
+            // Rare and harmless: the next request per key pays one verification again.
+            entries.clear();
+        }
+        entries.insert(fingerprint, phc);
+    }
+}
+
+/// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are the
+/// same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
+pub async fn authenticate(deps: &Deps, presented: &ApiKey, record: Option<ApiKeyRecord>) -> Result<Principal, AppError> {
+    let record = record.ok_or(AppError::InvalidApiKey)?;
+    if record.id != *presented.id() {
+        return Err(AppError::InvalidApiKey);
+    }
+    let fingerprint = presented.fingerprint();
+    if !deps.verified_keys.holds(&fingerprint, &record.phc) {
+        let _permit = deps
+            .verified_keys
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
+        // Another request may have verified this key while we waited.
+        if !deps.verified_keys.holds(&fingerprint, &record.phc) {
+            verify_slowly(deps, presented, &record).await?;
+            deps.verified_keys.remember(fingerprint, record.phc.clone());
+        }
+    }
+    if record.revoked_at.is_some() {
+        return Err(AppError::RevokedApiKey);
+    }
+    Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
+}
+
+async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
+    let hasher = deps.passwords.clone();
+    let secret = zeroize::Zeroizing::new(presented.expose().to_owned());
+    let phc = record.phc.clone();
+    // Argon2 is ~tens of ms of CPU: keep it off the async workers.
+    let (verification, secret) = tokio::task::spawn_blocking(move || (hasher.verify(secret.as_bytes(), &phc), secret))
+        .await
+        .map_err(AppError::internal)?;
+    match verification.map_err(AppError::internal)? {
+        Verification::Invalid => Err(AppError::InvalidApiKey),
+        Verification::Valid { needs_rehash: false } => Ok(()),
+        Verification::Valid { needs_rehash: true } => {
+            let upgraded = deps.passwords.hash(secret.as_bytes()).map_err(AppError::internal)?;
+            if let Err(error) = deps.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
+                // The key did verify; an upgrade that loses a race is retried on a later request.
+                tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");
+            }
+            Ok(())
+        }
+    }
+}

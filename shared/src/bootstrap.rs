@@ -1,0 +1,83 @@
+//! Cold start: configuration, AWS clients, one Secrets Manager read, one KMS Decrypt, then nothing.
+//! Any failure refuses to start, with a message naming what is wrong.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+
+use crate::auth::VerifiedKeyCache;
+use crate::aws::AwsClients;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::crypto::CryptoError;
+use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
+use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, Pepper, PepperError};
+use crate::store::app_secret::{self, SecretError};
+use crate::store::bans::BanStore;
+use crate::store::identity::IdentityStore;
+use crate::store::rate_limit::RateLimitStore;
+use crate::store::traffic::TrafficStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("secret `{id}`: {source}")]
+    Pepper { id: String, source: PepperError },
+    #[error("secret `{id}` has no `keyring`: run `scripts/kavach provision` (or the deploy's post-deploy step) to create it")]
+    NoKeyRing { id: String },
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+}
+
+/// Everything a handler needs, built once per cold start and shared by reference.
+#[derive(Debug)]
+pub struct Deps {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub aws: AwsClients,
+    pub bans: BanStore,
+    pub limits: RateLimitStore,
+    pub identity: IdentityStore,
+    pub traffic: TrafficStore,
+    pub passwords: Arc<PasswordHasher>,
+    pub key_ring: KeyRing,
+    pub api_key_copies: PurposeCipher,
+    pub verified_keys: VerifiedKeyCache,
+}
+
+/// The production entry point: environment, system clock, SDK default credentials.
+pub async fn init() -> Result<Arc<Deps>, BootError> {
+    let config = Config::from_env()?;
+    let aws = AwsClients::from_env().await;
+    init_with(config, Arc::new(SystemClock), aws).await
+}
+
+/// Builds [`Deps`] from explicit parts: tests inject the clock and the gateway shares one set of
+/// clients.
+pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -> Result<Arc<Deps>, BootError> {
+    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
+    let pepper_bytes = secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
+    let pepper = Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
+    let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
+    let key_ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
+    let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;
+    let passwords = Arc::new(PasswordHasher::new(pepper, OWASP_FLOOR)?);
+
+    let table = |name: &str| name.to_owned();
+    Ok(Arc::new(Deps {
+        bans: BanStore::new(aws.dynamodb.clone(), table(&config.tables.security)),
+        limits: RateLimitStore::new(aws.dynamodb.clone(), table(&config.tables.security)),
+        identity: IdentityStore::new(aws.dynamodb.clone(), table(&config.tables.identity)),
+        traffic: TrafficStore::new(aws.dynamodb.clone(), table(&config.tables.traffic), config.traffic_retention_days),
+        verified_keys: VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get())),
+        passwords,
+        key_ring,
+        api_key_copies,
+        config,
+        clock,
+        aws,
+    }))
+}

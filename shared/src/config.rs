@@ -1,0 +1,249 @@
+//! Typed configuration, read once at cold start. Every error names the variable at fault.
+//!
+//! No secret is ever configured here: the pepper and the key ring live in Secrets Manager and are
+//! fetched by [`crate::bootstrap`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::limits::{LimitedAction, RateLimit};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("configuration: {0} is not set")]
+    Missing(&'static str),
+    #[error("configuration: {var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Tables {
+    /// Bans, offender history, rate-limit counters, trackers.
+    pub security: String,
+    /// Users, API keys, sessions.
+    pub identity: String,
+    /// The request log (14-day TTL).
+    pub traffic: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tables: Tables,
+    /// Secrets Manager id of the app secret: `{"pepper": …, "keyring": <KMS ciphertext>}`.
+    pub secret_id: String,
+    /// KMS key (id, ARN or `alias/…`) the key ring is encrypted under; Decrypt is pinned to it.
+    pub kms_key_id: String,
+    /// Free text bound into the KMS encryption context, so a ring from another stack won't decrypt.
+    pub stack_name: String,
+    pub rate_limits: HashMap<LimitedAction, RateLimit>,
+    /// Request bodies above this are refused with 413 before parsing.
+    pub max_body_bytes: usize,
+    /// Addresses that may never be banned or tracked.
+    pub never_ban: NeverBan,
+    pub traffic_retention_days: u64,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |var: &'static str| -> Result<String, ConfigError> {
+            match lookup(var) {
+                Some(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+                _ => Err(ConfigError::Missing(var)),
+            }
+        };
+        let optional = |var: &'static str| lookup(var).filter(|value| !value.trim().is_empty());
+
+        let mut rate_limits = HashMap::new();
+        for action in LimitedAction::ALL {
+            let limit = match optional(action.env_var()) {
+                Some(text) => {
+                    text.parse().map_err(|reason| ConfigError::Invalid { var: action.env_var(), reason })?
+                }
+                None => action.default_limit(),
+            };
+            rate_limits.insert(action, limit);
+        }
+
+        let max_body_bytes = match optional("MAX_BODY_BYTES") {
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(bytes) if (1024..=10 * 1024 * 1024).contains(&bytes) => bytes,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "MAX_BODY_BYTES",
+                        reason: format!("`{text}` is not a byte count between 1024 and 10485760"),
+                    });
+                }
+            },
+            None => 64 * 1024,
+        };
+
+        let never_ban = match optional("NEVER_BAN_CIDRS") {
+            Some(text) => NeverBan::parse(&text)
+                .map_err(|reason| ConfigError::Invalid { var: "NEVER_BAN_CIDRS", reason })?,
+            None => NeverBan::all_non_global(),
+        };
+
+        let traffic_retention_days = match optional("TRAFFIC_RETENTION_DAYS") {
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(days) if (1..=365).contains(&days) => days,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "TRAFFIC_RETENTION_DAYS",
+                        reason: format!("`{text}` is not a whole number of days between 1 and 365"),
+                    });
+                }
+            },
+            None => 14,
+        };
+
+        Ok(Self {
+            tables: Tables {
+                security: required("SECURITY_TABLE")?,
+                identity: required("IDENTITY_TABLE")?,
+                traffic: required("TRAFFIC_TABLE")?,
+            },
+            secret_id: required("APP_SECRET_ID")?,
+            kms_key_id: required("KMS_KEY_ID")?,
+            stack_name: required("STACK_NAME")?,
+            rate_limits,
+            max_body_bytes,
+            never_ban,
+            traffic_retention_days,
+        })
+    }
+
+    pub fn rate_limit(&self, action: LimitedAction) -> RateLimit {
+        self.rate_limits.get(&action).copied().unwrap_or(action.default_limit())
+    }
+}
+
+/// The set of addresses that are never banned and never feed a tracker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeverBan(Vec<IpNet>);
+
+impl NeverBan {
+    /// Every range that is not globally routable: a ban on one of these would lock out the
+    /// operator's own network, a NAT gateway, or a whole Docker bridge (OpenAlgo #2015).
+    pub const NON_GLOBAL: &'static [&'static str] = &[
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+        "100::/64",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ];
+
+    pub fn all_non_global() -> Self {
+        Self(Self::NON_GLOBAL.iter().filter_map(|cidr| cidr.parse().ok()).collect())
+    }
+
+    /// A comma-separated CIDR list. Tests narrow it (e.g. to `127.0.0.1/32`) so that other loopback
+    /// addresses can stand in for attackers.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| part.parse::<IpNet>().map_err(|_| format!("`{part}` is not a CIDR range like 127.0.0.1/32")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`) is the IPv4 address: one ban, one counter.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(name: &str) -> Option<String> {
+        let value = match name {
+            "SECURITY_TABLE" => "kavach-security",
+            "IDENTITY_TABLE" => "kavach-identity",
+            "TRAFFIC_TABLE" => "kavach-traffic",
+            "APP_SECRET_ID" => "kavach/app",
+            "KMS_KEY_ID" => "alias/kavach",
+            "STACK_NAME" => "kavach",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    }
+
+    #[test]
+    fn defaults_apply_when_optional_variables_are_absent() {
+        let config = Config::from_lookup(complete).expect("complete config");
+        assert_eq!(config.rate_limit(LimitedAction::Api), RateLimit::per_second(50));
+        assert_eq!(config.max_body_bytes, 65_536);
+        assert_eq!(config.traffic_retention_days, 14);
+        assert!(config.never_ban.contains("127.0.0.2".parse().expect("ip")));
+        assert!(config.never_ban.contains("100.64.1.1".parse().expect("ip")));
+        assert!(!config.never_ban.contains("8.8.8.8".parse().expect("ip")));
+    }
+
+    #[test]
+    fn refuses_each_missing_required_variable_by_name() {
+        for missing in ["SECURITY_TABLE", "IDENTITY_TABLE", "TRAFFIC_TABLE", "APP_SECRET_ID", "KMS_KEY_ID", "STACK_NAME"] {
+            let err = Config::from_lookup(|name| if name == missing { None } else { complete(name) })
+                .expect_err(missing);
+            assert_eq!(err, ConfigError::Missing(missing));
+            assert!(err.to_string().contains(missing));
+        }
+        let blank = Config::from_lookup(|name| if name == "KMS_KEY_ID" { Some("  ".into()) } else { complete(name) });
+        assert_eq!(blank.expect_err("blank"), ConfigError::Missing("KMS_KEY_ID"));
+    }
+
+    #[test]
+    fn refuses_invalid_values_naming_the_variable() {
+        let with = |var: &'static str, value: &'static str| {
+            Config::from_lookup(move |name| if name == var { Some(value.into()) } else { complete(name) })
+                .expect_err(var)
+                .to_string()
+        };
+        assert!(with("API_RATE_LIMIT", "fifty per second").contains("API_RATE_LIMIT"));
+        assert!(with("MAX_BODY_BYTES", "12").contains("MAX_BODY_BYTES"));
+        assert!(with("NEVER_BAN_CIDRS", "127.0.0.1/33").contains("NEVER_BAN_CIDRS"));
+        assert!(with("TRAFFIC_RETENTION_DAYS", "0").contains("TRAFFIC_RETENTION_DAYS"));
+    }
+
+    #[test]
+    fn narrowed_never_ban_set_and_mapped_addresses() {
+        let narrow = NeverBan::parse("127.0.0.1/32, ::1/128").expect("cidrs");
+        assert!(narrow.contains("127.0.0.1".parse().expect("ip")));
+        assert!(narrow.contains("::ffff:127.0.0.1".parse().expect("ip")));
+        assert!(!narrow.contains("127.0.0.2".parse().expect("ip")));
+    }
+}

@@ -1,0 +1,255 @@
+//! The envelope key ring. KMS protects a small set of 256-bit root keys (newest first); every
+//! Fernet key is derived from a root with HKDF-SHA256 and a purpose label, so the API-key copies,
+//! TOTP secrets, SMTP password and each broker's tokens are encrypted under different keys, and a
+//! leak of one derived key opens only its own purpose.
+//!
+//! Rotation prepends a new root: new writes use it, old tokens still decrypt under the older roots
+//! until they are re-encrypted, and nothing has to stop while that happens.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hkdf::Hkdf;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::CryptoError;
+use super::fernet::FernetKey;
+
+/// What a derived key protects. The label is part of the derivation and must never change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    ApiKeyCopy,
+    TotpSecret,
+    SmtpPassword,
+    /// One key per broker, named by its stable broker id (e.g. `zerodha`).
+    BrokerTokens(String),
+}
+
+impl Purpose {
+    fn label(&self) -> String {
+        match self {
+            Purpose::ApiKeyCopy => "kavach/fernet/v1/api-key-copy".into(),
+            Purpose::TotpSecret => "kavach/fernet/v1/totp-secret".into(),
+            Purpose::SmtpPassword => "kavach/fernet/v1/smtp-password".into(),
+            Purpose::BrokerTokens(broker) => format!("kavach/fernet/v1/broker/{broker}"),
+        }
+    }
+}
+
+struct RootKey {
+    id: u32,
+    material: Zeroizing<[u8; 32]>,
+}
+
+/// Root keys, newest first.
+pub struct KeyRing {
+    roots: Vec<RootKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u32> = self.roots.iter().map(|root| root.id).collect();
+        f.debug_struct("KeyRing").field("root_ids", &ids).finish_non_exhaustive()
+    }
+}
+
+/// The plaintext that KMS encrypts: `{"v":1,"keys":[{"id":2,"key":"<base64>"},…]}`.
+#[derive(Serialize, Deserialize)]
+struct RingDocument {
+    v: u32,
+    keys: Vec<RootDocument>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RootDocument {
+    id: u32,
+    key: String,
+}
+
+impl KeyRing {
+    /// A ring with one root, as provisioning creates it.
+    pub fn single(material: Zeroizing<[u8; 32]>) -> Self {
+        Self { roots: vec![RootKey { id: 1, material }] }
+    }
+
+    /// A new ring with `material` as its newest root; older roots stay for decryption.
+    #[must_use]
+    pub fn rotated(self, material: Zeroizing<[u8; 32]>) -> Self {
+        let id = self.roots.first().map_or(1, |newest| newest.id.saturating_add(1));
+        let mut roots = vec![RootKey { id, material }];
+        roots.extend(self.roots);
+        Self { roots }
+    }
+
+    pub fn newest_id(&self) -> Option<u32> {
+        self.roots.first().map(|root| root.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// Parses the decrypted ring. Roots are ordered newest first whatever the stored order.
+    pub fn from_plaintext(plaintext: &[u8]) -> Result<Self, CryptoError> {
+        let document: RingDocument =
+            serde_json::from_slice(plaintext).map_err(|_| CryptoError::BadKey("key ring is not valid JSON"))?;
+        if document.v != 1 {
+            return Err(CryptoError::BadKey("unknown key ring version"));
+        }
+        let mut roots = Vec::with_capacity(document.keys.len());
+        for root in document.keys {
+            let bytes = Zeroizing::new(STANDARD.decode(root.key).map_err(|_| CryptoError::BadKey("root key base64"))?);
+            let mut material = Zeroizing::new([0u8; 32]);
+            if bytes.len() != 32 {
+                return Err(CryptoError::BadKey("root key is not 32 bytes"));
+            }
+            material.copy_from_slice(&bytes);
+            roots.push(RootKey { id: root.id, material });
+        }
+        if roots.is_empty() {
+            return Err(CryptoError::BadKey("key ring has no keys"));
+        }
+        roots.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(Self { roots })
+    }
+
+    pub fn to_plaintext(&self) -> Zeroizing<Vec<u8>> {
+        let document = RingDocument {
+            v: 1,
+            keys: self
+                .roots
+                .iter()
+                .map(|root| RootDocument { id: root.id, key: STANDARD.encode(root.material.as_slice()) })
+                .collect(),
+        };
+        // Serialising plain strings and integers cannot fail.
+        Zeroizing::new(serde_json::to_vec(&document).unwrap_or_default())
+    }
+
+    /// The Fernet keys for one purpose, newest first.
+    pub fn cipher(&self, purpose: &Purpose) -> Result<PurposeCipher, CryptoError> {
+        let label = purpose.label();
+        let keys = self
+            .roots
+            .iter()
+            .map(|root| {
+                let mut okm = Zeroizing::new([0u8; 32]);
+                Hkdf::<Sha256>::new(Some(b"kavach-key-ring"), root.material.as_slice())
+                    .expand(label.as_bytes(), okm.as_mut_slice())
+                    .map_err(|_| CryptoError::BadKey("HKDF output length"))?;
+                Ok(FernetKey::from_bytes(&okm))
+            })
+            .collect::<Result<Vec<_>, CryptoError>>()?;
+        if keys.is_empty() {
+            return Err(CryptoError::BadKey("key ring has no keys"));
+        }
+        Ok(PurposeCipher { keys })
+    }
+}
+
+/// Encrypts with the newest key and decrypts with any, honouring the token's TTL.
+#[derive(Debug)]
+pub struct PurposeCipher {
+    keys: Vec<FernetKey>,
+}
+
+impl PurposeCipher {
+    pub fn encrypt(&self, plaintext: &[u8], now_secs: u64) -> Result<String, CryptoError> {
+        self.keys.first().ok_or(CryptoError::BadKey("no keys"))?.encrypt(plaintext, now_secs)
+    }
+
+    pub fn decrypt(&self, token: &str, ttl_secs: Option<u64>, now_secs: u64) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut outcome = Err(CryptoError::InvalidToken);
+        for key in &self.keys {
+            match key.decrypt(token, ttl_secs, now_secs) {
+                Ok(plaintext) => return Ok(plaintext),
+                Err(CryptoError::Expired) => outcome = Err(CryptoError::Expired),
+                Err(_) => {}
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(byte: u8) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new([byte; 32])
+    }
+
+    #[test]
+    fn purposes_derive_distinct_keys() {
+        let ring = KeyRing::single(root(1));
+        let api = ring.cipher(&Purpose::ApiKeyCopy).expect("cipher");
+        let totp = ring.cipher(&Purpose::TotpSecret).expect("cipher");
+        let zerodha = ring.cipher(&Purpose::BrokerTokens("zerodha".into())).expect("cipher");
+        let dhan = ring.cipher(&Purpose::BrokerTokens("dhan".into())).expect("cipher");
+        let token = api.encrypt(b"secret", 100).expect("encrypt");
+        assert_eq!(api.decrypt(&token, None, 100).expect("same purpose").as_slice(), b"secret");
+        for other in [&totp, &zerodha] {
+            assert_eq!(other.decrypt(&token, None, 100), Err(CryptoError::InvalidToken));
+        }
+        let broker_token = zerodha.encrypt(b"t", 100).expect("encrypt");
+        assert_eq!(dhan.decrypt(&broker_token, None, 100), Err(CryptoError::InvalidToken));
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_readable_and_writes_with_the_new_root() {
+        let old_ring = KeyRing::single(root(1));
+        let old_tokens: Vec<String> = (0..100)
+            .map(|i| old_ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], 10).expect("encrypt"))
+            .collect();
+
+        let ring = old_ring.rotated(root(2));
+        assert_eq!(ring.newest_id(), Some(2));
+        assert_eq!(ring.len(), 2);
+        let cipher = ring.cipher(&Purpose::ApiKeyCopy).expect("cipher");
+        for (i, token) in old_tokens.iter().enumerate() {
+            assert_eq!(cipher.decrypt(token, None, 10).expect("old token").as_slice(), &[i as u8]);
+        }
+
+        // 100 % of new writes use the new root: a ring holding only the new root reads them.
+        let only_new = KeyRing::single(root(2)).cipher(&Purpose::ApiKeyCopy).expect("cipher");
+        let only_old = KeyRing::single(root(1)).cipher(&Purpose::ApiKeyCopy).expect("cipher");
+        for i in 0..100u8 {
+            let token = cipher.encrypt(&[i], 10).expect("encrypt");
+            assert!(only_new.decrypt(&token, None, 10).is_ok());
+            assert_eq!(only_old.decrypt(&token, None, 10), Err(CryptoError::InvalidToken));
+        }
+    }
+
+    #[test]
+    fn ring_ttl_is_honoured() {
+        let cipher = KeyRing::single(root(3)).cipher(&Purpose::TotpSecret).expect("cipher");
+        let token = cipher.encrypt(b"x", 1_000).expect("encrypt");
+        assert!(cipher.decrypt(&token, Some(30), 1_030).is_ok());
+        assert_eq!(cipher.decrypt(&token, Some(30), 1_031), Err(CryptoError::Expired));
+    }
+
+    #[test]
+    fn plaintext_round_trip_orders_newest_first() {
+        let ring = KeyRing::single(root(1)).rotated(root(2)).rotated(root(3));
+        let text = ring.to_plaintext();
+        let mut document: serde_json::Value = serde_json::from_slice(&text).expect("json");
+        document["keys"].as_array_mut().expect("keys").reverse();
+        let reparsed = KeyRing::from_plaintext(document.to_string().as_bytes()).expect("ring");
+        assert_eq!(reparsed.newest_id(), Some(3));
+        let token = ring.cipher(&Purpose::SmtpPassword).expect("c").encrypt(b"p", 1).expect("e");
+        assert!(reparsed.cipher(&Purpose::SmtpPassword).expect("c").decrypt(&token, None, 1).is_ok());
+        assert!(!format!("{ring:?}").contains("key\""));
+    }
+
+    #[test]
+    fn malformed_rings_are_refused() {
+        for bad in [&b"not json"[..], br#"{"v":2,"keys":[]}"#, br#"{"v":1,"keys":[]}"#, br#"{"v":1,"keys":[{"id":1,"key":"AAAA"}]}"#] {
+            assert!(KeyRing::from_plaintext(bad).is_err());
+        }
+    }
+}

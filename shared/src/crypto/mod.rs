@@ -1,0 +1,51 @@
+//! Crypto with a narrow, boring API. Keys never leave this module's types, and no type here prints
+//! its secret through `Debug`.
+
+pub mod api_key;
+pub mod fernet;
+pub mod keyring;
+pub mod password;
+
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+/// The only way secrets are compared.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// Bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("token is invalid or has been tampered with")]
+    InvalidToken,
+    #[error("token has expired")]
+    Expired,
+    #[error("key material is malformed: {0}")]
+    BadKey(&'static str),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_compares_content_and_length() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn random_bytes_differ() {
+        assert_ne!(random_bytes::<32>(), random_bytes::<32>());
+    }
+}

@@ -1,0 +1,213 @@
+//! Argon2id with the pepper as Argon2's keyed `secret` input (RFC 9106 §3.1), stored as PHC strings.
+//!
+//! The pepper lives in Secrets Manager, never beside the hashes, so a stolen table alone cannot be
+//! attacked offline.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretBox};
+
+use super::CryptoError;
+
+/// The OWASP password-storage floor for Argon2id: 19 MiB, 2 passes, 1 lane.
+pub const OWASP_FLOOR: ArgonCost = ArgonCost { memory_kib: 19_456, iterations: 2, lanes: 1 };
+
+/// Strings that mark a secret as a sample or placeholder rather than generated randomness.
+const PLACEHOLDER_MARKERS: &[&str] = &["placeholder", "changeme", "change_me", "replace", "example", "regenerate", "xxxxxxxx"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgonCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub lanes: u32,
+}
+
+/// The keyed Argon2 input. At least 32 bytes, never a placeholder.
+pub struct Pepper(SecretBox<Vec<u8>>);
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pepper(**redacted**)")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PepperError {
+    #[error("the pepper is missing")]
+    Missing,
+    #[error("the pepper is {0} bytes; at least 32 random bytes are required")]
+    TooShort(usize),
+    #[error("the pepper is a placeholder value; generate a random one")]
+    Placeholder,
+}
+
+impl Pepper {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, PepperError> {
+        if bytes.is_empty() {
+            return Err(PepperError::Missing);
+        }
+        if bytes.len() < 32 {
+            return Err(PepperError::TooShort(bytes.len()));
+        }
+        let lower = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+        let distinct = {
+            let mut seen = bytes.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len()
+        };
+        // A generated 32+ byte secret has many distinct bytes; `aaaa…` or `0123…` patterns do not.
+        if PLACEHOLDER_MARKERS.iter().any(|marker| lower.contains(marker)) || distinct < 8 {
+            return Err(PepperError::Placeholder);
+        }
+        Ok(Self(SecretBox::new(Box::new(bytes))))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    Valid { needs_rehash: bool },
+    Invalid,
+}
+
+pub struct PasswordHasher {
+    pepper: Pepper,
+    params: Params,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("m_kib", &self.params.m_cost())
+            .field("t", &self.params.t_cost())
+            .field("p", &self.params.p_cost())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordHasher {
+    pub fn new(pepper: Pepper, cost: ArgonCost) -> Result<Self, CryptoError> {
+        if cost.memory_kib < OWASP_FLOOR.memory_kib || cost.iterations < OWASP_FLOOR.iterations || cost.lanes < 1 {
+            return Err(CryptoError::Hashing("Argon2 cost is below the OWASP floor".into()));
+        }
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.lanes, None)
+            .map_err(|error| CryptoError::Hashing(error.to_string()))?;
+        Ok(Self { pepper, params })
+    }
+
+    fn argon2(&self, params: Params) -> Result<Argon2<'_>, CryptoError> {
+        Argon2::new_with_secret(self.pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
+            .map_err(|error| CryptoError::Hashing(error.to_string()))
+    }
+
+    /// A fresh PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a random 16-byte salt.
+    pub fn hash(&self, secret: &[u8]) -> Result<String, CryptoError> {
+        let salt = SaltString::encode_b64(&super::random_bytes::<16>())
+            .map_err(|error| CryptoError::Hashing(error.to_string()))?;
+        self.argon2(self.params.clone())?
+            .hash_password(secret, &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|error| CryptoError::Hashing(error.to_string()))
+    }
+
+    /// Verifies against a stored PHC string using the parameters it records, and says whether it
+    /// should be re-hashed because our current parameters differ.
+    pub fn verify(&self, secret: &[u8], phc: &str) -> Result<Verification, CryptoError> {
+        let stored = PasswordHash::new(phc).map_err(|error| CryptoError::Hashing(error.to_string()))?;
+        let stored_params =
+            Params::try_from(&stored).map_err(|error| CryptoError::Hashing(error.to_string()))?;
+        let needs_rehash = stored.algorithm != argon2::ARGON2ID_IDENT
+            || stored_params.m_cost() != self.params.m_cost()
+            || stored_params.t_cost() != self.params.t_cost()
+            || stored_params.p_cost() != self.params.p_cost();
+        match self.argon2(stored_params)?.verify_password(secret, &stored) {
+            Ok(()) => Ok(Verification::Valid { needs_rehash }),
+            Err(argon2::password_hash::Error::Password) => Ok(Verification::Invalid),
+            Err(error) => Err(CryptoError::Hashing(error.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn test_pepper() -> Pepper {
+        Pepper::new((0u8..48).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect()).expect("pepper")
+    }
+
+    fn hasher() -> PasswordHasher {
+        PasswordHasher::new(test_pepper(), OWASP_FLOOR).expect("hasher")
+    }
+
+    #[test]
+    fn rfc9106_known_answers_with_keyed_secret() {
+        // RFC 9106 §5.1–5.3: password 32×0x01, salt 16×0x02, secret 8×0x03, AD 12×0x04,
+        // m = 32 KiB, t = 3, p = 4, 32-byte tag.
+        let vectors = [
+            (Algorithm::Argon2d, "512b391b6f1162975371d30919734294f868e3be3984f3c1a13a4db9fabe4acb"),
+            (Algorithm::Argon2i, "c814d9d1dc7f37aa13f0d77f2494bda1c8de6b016dd388d29952a4c4672b6ce8"),
+            (Algorithm::Argon2id, "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"),
+        ];
+        for (algorithm, expected) in vectors {
+            let params = argon2::ParamsBuilder::new()
+                .m_cost(32)
+                .t_cost(3)
+                .p_cost(4)
+                .output_len(32)
+                .data(argon2::AssociatedData::new(&[4u8; 12]).expect("ad"))
+                .build()
+                .expect("params");
+            let argon = Argon2::new_with_secret(&[3u8; 8], algorithm, Version::V0x13, params).expect("argon2");
+            let mut tag = [0u8; 32];
+            argon.hash_password_into(&[1u8; 32], &[2u8; 16], &mut tag).expect("hash");
+            assert_eq!(hex::encode(tag), expected, "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn phc_round_trip_and_wrong_secret() {
+        let hasher = hasher();
+        let phc = hasher.hash(b"correct horse").expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(matches!(hasher.verify(b"correct horse", &phc), Ok(Verification::Valid { needs_rehash: false })));
+        assert!(matches!(hasher.verify(b"correct horsf", &phc), Ok(Verification::Invalid)));
+        let long = vec![b'p'; 128];
+        let long_phc = hasher.hash(&long).expect("hash");
+        assert!(matches!(hasher.verify(&long[..127], &long_phc), Ok(Verification::Invalid)), "no truncation");
+    }
+
+    #[test]
+    fn wrong_pepper_never_verifies() {
+        let phc = hasher().hash(b"pw").expect("hash");
+        let other_pepper = Pepper::new((0u8..48).map(|i| i.wrapping_mul(91).wrapping_add(3)).collect()).expect("p");
+        let other = PasswordHasher::new(other_pepper, OWASP_FLOOR).expect("hasher");
+        assert!(matches!(other.verify(b"pw", &phc), Ok(Verification::Invalid)));
+    }
+
+    #[test]
+    fn parameter_change_asks_for_rehash() {
+        let old = hasher().hash(b"pw").expect("hash");
+        let stronger = PasswordHasher::new(test_pepper(), ArgonCost { memory_kib: 24_576, ..OWASP_FLOOR }).expect("h");
+        assert!(matches!(stronger.verify(b"pw", &old), Ok(Verification::Valid { needs_rehash: true })));
+        let upgraded = stronger.hash(b"pw").expect("hash");
+        assert!(upgraded.contains("m=24576"));
+        assert!(matches!(stronger.verify(b"pw", &upgraded), Ok(Verification::Valid { needs_rehash: false })));
+    }
+
+    #[test]
+    fn cost_below_the_floor_is_refused() {
+        assert!(PasswordHasher::new(test_pepper(), ArgonCost { memory_kib: 4096, ..OWASP_FLOOR }).is_err());
+        assert!(PasswordHasher::new(test_pepper(), ArgonCost { iterations: 1, ..OWASP_FLOOR }).is_err());
+    }
+
+    #[test]
+    fn pepper_refusals() {
+        assert_eq!(Pepper::new(vec![]).map(|_| ()), Err(PepperError::Missing));
+        assert_eq!(Pepper::new(vec![b'k'; 31]).map(|_| ()), Err(PepperError::TooShort(31)));
+        assert_eq!(Pepper::new(vec![b'a'; 64]).map(|_| ()), Err(PepperError::Placeholder));
+        let sample = b"OPENALGO_PLACEHOLDER_API_KEY_PEPPER_REGENERATE_BEFORE_USE".to_vec();
+        assert_eq!(Pepper::new(sample).map(|_| ()), Err(PepperError::Placeholder));
+        assert_eq!(format!("{:?}", test_pepper()), "Pepper(**redacted**)");
+    }
+}

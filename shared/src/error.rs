@@ -1,0 +1,140 @@
+//! The one error type. Each variant knows its HTTP status, its stable machine `code`, and the
+//! message a client may see; anything internal is logged once at the boundary and never sent.
+
+use std::collections::BTreeMap;
+
+/// Field name → messages, in marshmallow's words (`Missing data for required field.` …).
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Input that fails validation. `message` is readable on its own; `errors` is keyed by field.
+    #[error("bad request: {message}")]
+    BadRequest { message: String, errors: Option<FieldErrors> },
+    #[error("request body over {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A key that is malformed, unknown, or whose secret does not verify. The only auth failure
+    /// that counts towards bans.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// A key that was valid but has been revoked or regenerated.
+    #[error("revoked API key")]
+    RevokedApiKey,
+    #[error("banned client IP")]
+    Banned,
+    #[error("rate limited; retry in {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("no route for {path}")]
+    NotFound { path: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A dependency (DynamoDB, KMS, Secrets Manager) failed: fail closed with 503.
+    #[error("dependency unavailable: {0:#}")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error: {0:#}")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest { message: message.into(), errors: None }
+    }
+
+    pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(source.into())
+    }
+
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(source.into())
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::BadRequest { .. } => 400,
+            AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned => 403,
+            AppError::NotFound { .. } => 404,
+            AppError::MethodNotAllowed => 405,
+            AppError::PayloadTooLarge { .. } => 413,
+            AppError::RateLimited { .. } => 429,
+            AppError::Internal(_) => 500,
+            AppError::Unavailable(_) => 503,
+        }
+    }
+
+    /// Stable machine-readable code, so clients can tell causes apart (T14).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest { .. } => "invalid_request",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::InvalidApiKey => "invalid_apikey",
+            AppError::RevokedApiKey => "revoked_apikey",
+            AppError::Banned => "ip_banned",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::NotFound { .. } => "not_found",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::Unavailable(_) => "service_unavailable",
+            AppError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// What the client reads. 5xx texts are fixed: details only go to the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::BadRequest { message, .. } => message.clone(),
+            AppError::PayloadTooLarge { limit } => format!("Request body is larger than {limit} bytes"),
+            AppError::InvalidApiKey => "Invalid openalgo apikey".into(),
+            AppError::RevokedApiKey => "This API key has been revoked; generate a new key".into(),
+            AppError::Banned => "Access Denied: Your IP has been banned".into(),
+            AppError::RateLimited { .. } => "Rate limit exceeded. Please slow down your requests.".into(),
+            AppError::NotFound { .. } => "Not found".into(),
+            AppError::MethodNotAllowed => "Method not allowed".into(),
+            AppError::Unavailable(_) => "Service Unavailable".into(),
+            AppError::Internal(_) => "Internal Server Error".into(),
+        }
+    }
+
+    pub fn is_server_error(&self) -> bool {
+        self.status() >= 500
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_pinned_status_and_code() {
+        let cases = [
+            (AppError::bad_request("x"), 400, "invalid_request"),
+            (AppError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
+            (AppError::InvalidApiKey, 403, "invalid_apikey"),
+            (AppError::RevokedApiKey, 403, "revoked_apikey"),
+            (AppError::Banned, 403, "ip_banned"),
+            (AppError::RateLimited { retry_after_secs: 1 }, 429, "rate_limited"),
+            (AppError::NotFound { path: "/x".into() }, 404, "not_found"),
+            (AppError::MethodNotAllowed, 405, "method_not_allowed"),
+            (AppError::unavailable(anyhow::anyhow!("dynamodb timed out")), 503, "service_unavailable"),
+            (AppError::internal(anyhow::anyhow!("bug")), 500, "internal_error"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!((error.status(), error.code()), (status, code), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn server_errors_never_expose_their_source() {
+        let error = AppError::unavailable(anyhow::anyhow!("secret table name kavach-identity"));
+        assert_eq!(error.public_message(), "Service Unavailable");
+        assert!(error.to_string().contains("kavach-identity"), "the log line keeps the detail");
+    }
+
+    #[test]
+    fn openalgo_messages_are_verbatim() {
+        assert_eq!(AppError::InvalidApiKey.public_message(), "Invalid openalgo apikey");
+        assert_eq!(AppError::Banned.public_message(), "Access Denied: Your IP has been banned");
+        assert_eq!(
+            AppError::RateLimited { retry_after_secs: 1 }.public_message(),
+            "Rate limit exceeded. Please slow down your requests."
+        );
+    }
+}

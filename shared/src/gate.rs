@@ -1,0 +1,65 @@
+//! The security gate: ban record, credential record and rate-limit counters, fetched concurrently in
+//! a single DynamoDB round trip before the body is acted on.
+
+use std::net::IpAddr;
+
+use crate::bootstrap::Deps;
+use crate::clock::UnixMillis;
+use crate::crypto::api_key::ApiKey;
+use crate::error::AppError;
+use crate::limits::LimitedAction;
+use crate::store::bans::Ban;
+use crate::store::identity::ApiKeyRecord;
+use crate::store::rate_limit::Verdict;
+
+#[derive(Debug)]
+pub struct GateOutcome {
+    pub now: UnixMillis,
+    pub ban: Option<Ban>,
+    pub ip_limit: Verdict,
+    pub key_limit: Option<Verdict>,
+    pub key_record: Option<ApiKeyRecord>,
+}
+
+impl GateOutcome {
+    /// Ban first (403 before anything about the request is considered), then the rate limits.
+    pub fn enforce(&self) -> Result<(), AppError> {
+        if self.ban.is_some() {
+            return Err(AppError::Banned);
+        }
+        let over: Vec<&Verdict> =
+            [Some(&self.ip_limit), self.key_limit.as_ref()].into_iter().flatten().filter(|v| !v.admitted()).collect();
+        if let Some(retry_after_secs) = over.iter().map(|verdict| verdict.retry_after_secs(self.now)).max() {
+            return Err(AppError::RateLimited { retry_after_secs });
+        }
+        Ok(())
+    }
+}
+
+/// Runs the ban read, the key read and both counter updates at once.
+///
+/// The per-key counter is keyed by a fingerprint of the *whole* key, so someone who knows only a
+/// key id cannot spend its owner's budget.
+pub async fn pass(deps: &Deps, ip: IpAddr, action: LimitedAction, key: Option<&ApiKey>) -> Result<GateOutcome, AppError> {
+    let now = deps.clock.now();
+    let limit = deps.config.rate_limit(action);
+    let ip_subject = format!("ip#{ip}");
+    let key_subject = key.map(|key| format!("key#{}", hex::encode(&key.fingerprint()[..16])));
+
+    let ban = deps.bans.active(ip, now);
+    let ip_limit = deps.limits.hit(action, &ip_subject, limit, now);
+    let key_record = async {
+        match key {
+            Some(key) => deps.identity.api_key(key.id()).await,
+            None => Ok(None),
+        }
+    };
+    let key_limit = async {
+        match &key_subject {
+            Some(subject) => deps.limits.hit(action, subject, limit, now).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (ban, ip_limit, key_record, key_limit) = tokio::try_join!(ban, ip_limit, key_record, key_limit)?;
+    Ok(GateOutcome { now, ban, ip_limit, key_limit, key_record })
+}

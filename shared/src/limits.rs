@@ -1,0 +1,114 @@
+//! Rate-limit classes and their budgets, in OpenAlgo's `N per second|minute|hour|day` syntax.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A budget of `limit` requests per fixed `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    pub const fn per_second(limit: u32) -> Self {
+        Self { limit, window: Duration::from_secs(1) }
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    /// Accepts `50 per second`, `5 per minute`, `25 per hour`, `100 per day` (case-insensitive),
+    /// as OpenAlgo's `.env` does. Chained limits (`a;b`) are a separate class each here.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let expected = "expected `<count> per <second|minute|hour|day>`, e.g. `50 per second`";
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [count, per, unit] = words.as_slice() else {
+            return Err(format!("`{text}`: {expected}"));
+        };
+        if !per.eq_ignore_ascii_case("per") {
+            return Err(format!("`{text}`: {expected}"));
+        }
+        let limit: u32 = count.parse().map_err(|_| format!("`{count}` is not a whole number; {expected}"))?;
+        if limit == 0 {
+            return Err(format!("`{text}`: the count must be at least 1"));
+        }
+        let seconds = match unit.to_ascii_lowercase().trim_end_matches('s') {
+            "second" => 1,
+            "minute" => 60,
+            "hour" => 3600,
+            "day" => 86_400,
+            _ => return Err(format!("`{unit}` is not a unit; {expected}")),
+        };
+        Ok(Self { limit, window: Duration::from_secs(seconds) })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.window.as_secs() {
+            1 => "second",
+            60 => "minute",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(f, "{} per {unit}", self.limit)
+    }
+}
+
+/// Every action with its own counter. Each owns its environment override and default budget, so
+/// adding a class is one variant, not a hunt through handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitedAction {
+    /// Reads, utility routes and bulk order routes: `API_RATE_LIMIT`, default 50/s.
+    Api,
+}
+
+impl LimitedAction {
+    pub const ALL: [LimitedAction; 1] = [LimitedAction::Api];
+
+    pub const fn env_var(self) -> &'static str {
+        match self {
+            LimitedAction::Api => "API_RATE_LIMIT",
+        }
+    }
+
+    pub const fn default_limit(self) -> RateLimit {
+        match self {
+            LimitedAction::Api => RateLimit::per_second(50),
+        }
+    }
+
+    /// Short stable name used in counter keys and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            LimitedAction::Api => "api",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openalgo_syntax() {
+        assert_eq!("50 per second".parse(), Ok(RateLimit::per_second(50)));
+        assert_eq!(
+            "5 per Minute".parse(),
+            Ok(RateLimit { limit: 5, window: Duration::from_secs(60) })
+        );
+        assert_eq!("25 per hours".parse::<RateLimit>().map(|r| r.window.as_secs()), Ok(3600));
+        assert_eq!("100 per day".parse::<RateLimit>().map(|r| r.to_string()), Ok("100 per day".into()));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_a_reason() {
+        for bad in ["", "50", "50 every second", "x per second", "0 per second", "5 per fortnight", "-1 per second"] {
+            let err = bad.parse::<RateLimit>().expect_err(bad);
+            assert!(err.contains("per") || err.contains("least"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Users and API keys in the identity table.
+//!
+//! - `user#<username>`: the account. `broker` is the broker its orders go to (`sandbox` until one is
+//!   linked).
+//! - `apikey#<key id>`: one key. `phc` verifies it, `copy` is its Fernet-encrypted plaintext under the
+//!   API-key purpose key, `user` and `broker` are denormalised so that the gate's single `GetItem`
+//!   yields everything authentication needs. `revoked_at` is set when the key is regenerated or
+//!   revoked; the record stays so that the refusal can say why.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use super::{Item, PK, n, number, s, string, unavailable};
+use crate::crypto::api_key::KeyId;
+use crate::error::AppError;
+
+/// The built-in paper broker every account starts on.
+pub const SANDBOX_BROKER: &str = "sandbox";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: KeyId,
+    pub user: String,
+    pub phc: String,
+    pub encrypted_copy: String,
+    pub broker: String,
+    pub created_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+impl ApiKeyRecord {
+    fn from_item(item: &Item) -> Option<Self> {
+        let id = string(item, PK)?.strip_prefix("apikey#").and_then(KeyId::parse)?;
+        Some(Self {
+            id,
+            user: string(item, "user")?,
+            phc: string(item, "phc")?,
+            encrypted_copy: string(item, "copy").unwrap_or_default(),
+            broker: string(item, "broker").unwrap_or_else(|| SANDBOX_BROKER.into()),
+            created_at: number(item, "created_at").unwrap_or_default(),
+            revoked_at: number(item, "revoked_at"),
+        })
+    }
+}
+
+fn key_pk(id: &KeyId) -> String {
+    format!("apikey#{id}")
+}
+
+fn user_pk(username: &str) -> String {
+    format!("user#{username}")
+}
+
+#[derive(Clone, Debug)]
+pub struct IdentityStore {
+    client: Client,
+    table: String,
+}
+
+impl IdentityStore {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    /// The key record by id: one consistent `GetItem`, whatever the number of keys stored.
+    pub async fn api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, AppError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(key_pk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("read API key"))?;
+        Ok(output.item().and_then(ApiKeyRecord::from_item))
+    }
+
+    fn put_key(&self, record: &ApiKeyRecord) -> Result<TransactWriteItem, AppError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(key_pk(&record.id)))
+            .item("user", s(&record.user))
+            .item("phc", s(&record.phc))
+            .item("copy", s(&record.encrypted_copy))
+            .item("broker", s(&record.broker))
+            .item("created_at", n(record.created_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(AppError::internal)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Creates an account together with its first key, in one transaction: both or neither.
+    pub async fn create_user_with_key(&self, username: &str, record: &ApiKeyRecord) -> Result<(), AppError> {
+        let user = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(user_pk(username)))
+            .item("username", s(username))
+            .item("broker", s(&record.broker))
+            .item("api_key_id", s(record.id.as_str()))
+            .item("created_at", n(record.created_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(AppError::internal)?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(user).build())
+            .transact_items(self.put_key(record)?)
+            .send()
+            .await
+            .map_err(|error| match error.as_service_error() {
+                Some(service) if service.is_transaction_canceled_exception() => {
+                    AppError::bad_request(format!("user `{username}` already exists"))
+                }
+                _ => AppError::Unavailable(anyhow::Error::new(error).context("create user")),
+            })?;
+        Ok(())
+    }
+
+    /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
+    /// key is refused by every container on its next request because the gate reads the record.
+    pub async fn rotate_key(&self, username: &str, record: &ApiKeyRecord, now_secs: u64) -> Result<Option<KeyId>, AppError> {
+        let user = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("read user"))?;
+        let Some(user) = user.item() else {
+            return Err(AppError::bad_request(format!("user `{username}` does not exist")));
+        };
+        let previous = string(user, "api_key_id").and_then(|id| KeyId::parse(&id));
+        let mut point_user = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("SET api_key_id = :new")
+            .expression_attribute_values(":new", s(record.id.as_str()));
+        point_user = match &previous {
+            Some(old) => point_user
+                .condition_expression("api_key_id = :old")
+                .expression_attribute_values(":old", s(old.as_str())),
+            None => point_user.condition_expression("attribute_not_exists(api_key_id)"),
+        };
+        let mut transaction = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(point_user.build().map_err(AppError::internal)?).build())
+            .transact_items(self.put_key(record)?);
+        if let Some(old) = &previous {
+            let revoke = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(key_pk(old)))
+                .update_expression("SET revoked_at = :now")
+                .expression_attribute_values(":now", n(now_secs))
+                .build()
+                .map_err(AppError::internal)?;
+            transaction = transaction.transact_items(TransactWriteItem::builder().update(revoke).build());
+        }
+        transaction.send().await.map_err(unavailable("rotate API key"))?;
+        Ok(previous)
+    }
+
+    /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.
+    pub async fn upgrade_hash(&self, id: &KeyId, old_phc: &str, new_phc: &str) -> Result<(), AppError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key_pk(id)))
+            .update_expression("SET phc = :new")
+            .condition_expression("phc = :old")
+            .expression_attribute_values(":new", s(new_phc))
+            .expression_attribute_values(":old", s(old_phc))
+            .send()
+            .await
+            .map_err(unavailable("upgrade API key hash"))?;
+        Ok(())
+    }
+}

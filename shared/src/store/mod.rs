@@ -1,0 +1,45 @@
+//! DynamoDB adapters. Every check-then-act is one conditional write; every read treats an item past
+//! its `expires_at` (epoch seconds) as absent, because TTL deletion runs up to days late.
+
+pub mod app_secret;
+pub mod bans;
+pub mod identity;
+pub mod rate_limit;
+pub mod traffic;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::error::AppError;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The partition key attribute of every table.
+pub const PK: &str = "pk";
+/// The TTL attribute of every table, in epoch seconds.
+pub const EXPIRES_AT: &str = "expires_at";
+
+pub(crate) fn string(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|value| value.as_s().ok()).cloned()
+}
+
+pub(crate) fn number(item: &Item, name: &str) -> Option<u64> {
+    item.get(name).and_then(|value| value.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(crate) fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Any storage failure on the request path: fail closed with 503, keep the detail for the log.
+pub(crate) fn unavailable<E>(operation: &'static str) -> impl FnOnce(E) -> AppError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |error| AppError::Unavailable(anyhow::Error::new(error).context(operation))
+}

@@ -1,0 +1,44 @@
+//! One traffic record per request. Its fields are an allow-list: method, path without query string,
+//! status, duration, client IP, user and route. Bodies, headers, cookies and query strings never
+//! enter it, so a secret cannot leak through it whatever a client sends.
+
+use std::net::IpAddr;
+
+use crate::clock::UnixMillis;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrafficRecord {
+    pub at: UnixMillis,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub method: String,
+    /// The path only: a query string may carry `apikey` on OpenAlgo's GET routes.
+    pub path: String,
+    pub status: u16,
+    pub duration_us: u64,
+    pub user: Option<String>,
+    pub route: &'static str,
+}
+
+/// Strips the query string and caps the length, so a hostile URL cannot bloat the log.
+pub fn loggable_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let mut clean: String = path.chars().filter(|c| !c.is_control()).take(512).collect();
+    if clean.is_empty() {
+        clean.push('/');
+    }
+    clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_and_control_characters_never_reach_the_log() {
+        assert_eq!(loggable_path("/api/v1/ticker/NSE:SBIN?apikey=kav_secret"), "/api/v1/ticker/NSE:SBIN");
+        assert_eq!(loggable_path("/a\r\nInjected: 1"), "/aInjected: 1");
+        assert_eq!(loggable_path(""), "/");
+        assert_eq!(loggable_path(&"x".repeat(5000)).len(), 512);
+    }
+}
