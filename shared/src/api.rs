@@ -112,7 +112,15 @@ where
     gate.enforce()?;
     let (_, input) = parsed?;
     let presented = presented.ok_or(AppError::InvalidApiKey)?;
-    let principal = authenticate(deps, &presented, gate.key_record).await?;
+    let principal = match authenticate(deps, &presented, gate.key_record).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            if matches!(error, AppError::InvalidApiKey) {
+                crate::gate::charge_failure(deps, ip, route.action, gate.now).await?;
+            }
+            return Err(error);
+        }
+    };
     *user = Some(principal.user.clone());
     handle(Call { principal, client_ip: ip, input }).await
 }

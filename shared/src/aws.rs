@@ -30,13 +30,26 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub async fn from_env() -> Self {
+        Self::load(None).await
+    }
+
+    /// Clients for an explicit endpoint, e.g. a second emulator a fault-injection test can stop.
+    pub async fn for_endpoint(endpoint: &str) -> Self {
+        Self::load(Some(endpoint)).await
+    }
+
+    async fn load(endpoint: Option<&str>) -> Self {
         // Tight timeouts: a trader's order should fail fast with 503, not hang for the SDK default.
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(2))
             .operation_attempt_timeout(Duration::from_secs(3))
             .operation_timeout(Duration::from_secs(8))
             .build();
-        let shared = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
         let stats = AwsCallStats::default();
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(

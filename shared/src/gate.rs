@@ -36,18 +36,28 @@ impl GateOutcome {
     }
 }
 
-/// Runs the ban read, the key read and both counter updates at once.
+/// Runs the ban read, the key read and the rate-limit counters at once: one round trip.
 ///
-/// The per-key counter is keyed by a fingerprint of the *whole* key, so someone who knows only a
-/// key id cannot spend its owner's budget.
+/// A request is charged to exactly one counter, so admission under contention is exact:
+/// - with a well-formed key, to the key's counter (keyed by a fingerprint of the *whole* key, so
+///   someone who knows only a key id cannot spend its owner's budget), while the IP's counter is
+///   only read: an IP already over its budget of failures is refused;
+/// - without one, to the IP's counter.
+///
+/// A key that then fails to verify is charged to the IP as well ([`charge_failure`]), so spraying
+/// made-up keys from one address is throttled per IP.
 pub async fn pass(deps: &Deps, ip: IpAddr, action: LimitedAction, key: Option<&ApiKey>) -> Result<GateOutcome, AppError> {
     let now = deps.clock.now();
     let limit = deps.config.rate_limit(action);
-    let ip_subject = format!("ip#{ip}");
-    let key_subject = key.map(|key| format!("key#{}", hex::encode(&key.fingerprint()[..16])));
+    let ip_subject = ip_subject(ip);
 
     let ban = deps.bans.active(ip, now);
-    let ip_limit = deps.limits.hit(action, &ip_subject, limit, now);
+    let ip_limit = async {
+        match key {
+            Some(_) => deps.limits.peek(action, &ip_subject, limit, now).await,
+            None => deps.limits.hit(action, &ip_subject, limit, now).await,
+        }
+    };
     let key_record = async {
         match key {
             Some(key) => deps.identity.api_key(key.id()).await,
@@ -55,11 +65,24 @@ pub async fn pass(deps: &Deps, ip: IpAddr, action: LimitedAction, key: Option<&A
         }
     };
     let key_limit = async {
-        match &key_subject {
-            Some(subject) => deps.limits.hit(action, subject, limit, now).await.map(Some),
+        match key {
+            Some(key) => {
+                let subject = format!("key#{}", hex::encode(&key.fingerprint()[..16]));
+                deps.limits.hit(action, &subject, limit, now).await.map(Some)
+            }
             None => Ok(None),
         }
     };
     let (ban, ip_limit, key_record, key_limit) = tokio::try_join!(ban, ip_limit, key_record, key_limit)?;
     Ok(GateOutcome { now, ban, ip_limit, key_limit, key_record })
+}
+
+fn ip_subject(ip: IpAddr) -> String {
+    format!("ip#{ip}")
+}
+
+/// Charges a failed credential to the client's IP. Only the failing path pays this extra write.
+pub async fn charge_failure(deps: &Deps, ip: IpAddr, action: LimitedAction, now: UnixMillis) -> Result<(), AppError> {
+    let limit = deps.config.rate_limit(action);
+    deps.limits.hit(action, &ip_subject(ip), limit, now).await.map(|_| ())
 }

@@ -5,6 +5,7 @@
 //! shape with security headers and a traffic record ([`http`], [`traffic`]). Cold-start state is
 //! built once by [`bootstrap::init`] and passed by reference as [`Deps`].
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod aws;

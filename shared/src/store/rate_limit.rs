@@ -53,10 +53,7 @@ impl RateLimitStore {
         limit: RateLimit,
         now: UnixMillis,
     ) -> Result<Verdict, AppError> {
-        let window_ms = u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX).max(1);
-        let index = now.0 / window_ms;
-        let window_ends = UnixMillis(index.saturating_add(1).saturating_mul(window_ms));
-        let key = format!("rl#{}#{}ms#{subject}#{index}", action.name(), window_ms);
+        let (key, window_ends) = counter_key(action, subject, limit, now);
         let output = self
             .client
             .update_item()
@@ -73,6 +70,37 @@ impl RateLimitStore {
         let count = output.attributes().and_then(|item| number(item, "hits")).unwrap_or(u64::MAX);
         Ok(Verdict { count, limit: limit.limit, window_ends })
     }
+
+    /// What a hit *would* be, without counting one: the verdict for `subject`'s count so far plus
+    /// this request.
+    pub async fn peek(
+        &self,
+        action: LimitedAction,
+        subject: &str,
+        limit: RateLimit,
+        now: UnixMillis,
+    ) -> Result<Verdict, AppError> {
+        let (key, window_ends) = counter_key(action, subject, limit, now);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("read request count"))?;
+        let so_far = output.item().and_then(|item| number(item, "hits")).unwrap_or(0);
+        Ok(Verdict { count: so_far.saturating_add(1), limit: limit.limit, window_ends })
+    }
+}
+
+/// The counter item for `subject` in the window containing `now`, and when that window ends.
+fn counter_key(action: LimitedAction, subject: &str, limit: RateLimit, now: UnixMillis) -> (String, UnixMillis) {
+    let window_ms = u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX).max(1);
+    let index = now.0 / window_ms;
+    let window_ends = UnixMillis(index.saturating_add(1).saturating_mul(window_ms));
+    (format!("rl#{}#{}ms#{subject}#{index}", action.name(), window_ms), window_ends)
 }
 
 #[cfg(test)]

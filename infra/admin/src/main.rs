@@ -1,0 +1,216 @@
+//! `kavach`: the operator command. Reads the same configuration as the functions (environment
+//! variables, Secrets Manager, KMS), so what it writes is exactly what they read.
+#![expect(clippy::print_stdout, reason = "a command-line tool prints its results")]
+
+mod provision;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shared::aws::AwsClients;
+use shared::bootstrap;
+use shared::clock::{Clock, SystemClock};
+use shared::config::Config;
+use shared::crypto::keyring::KeyRing;
+use shared::store::app_secret;
+use shared::store::bans::{Ban, BanStore};
+
+const USAGE: &str = "usage:
+  kavach provision [--template template.yaml] [--stack kavach] [--param Name=Value]... [--env-file PATH]
+  kavach keyring init | keyring rotate
+  kavach user create <username>
+  kavach apikey regenerate <username>
+  kavach ban add <ip> [--hours N | --permanent] [--reason TEXT]
+  kavach ban remove <ip>
+  kavach ban list";
+
+#[tokio::main]
+async fn main() {
+    shared::logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(error) = run(&args).await {
+        eprintln!("kavach: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &[String]) -> anyhow::Result<()> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["provision", rest @ ..] => provision_command(rest).await,
+        ["keyring", "init"] => keyring_init(&Config::from_env()?, &AwsClients::from_env().await).await,
+        ["keyring", "rotate"] => keyring_rotate().await,
+        ["user", "create", username] => {
+            let deps = bootstrap::init().await?;
+            let key = shared::accounts::create_user(&deps, username).await.map_err(public)?;
+            println!("Created user `{username}` on the sandbox broker.");
+            println!("API key (shown once, store it now): {}", key.expose());
+            Ok(())
+        }
+        ["apikey", "regenerate", username] => {
+            let deps = bootstrap::init().await?;
+            let (key, previous) = shared::accounts::regenerate_api_key(&deps, username).await.map_err(public)?;
+            if let Some(previous) = previous {
+                println!("Revoked key id {previous}.");
+            }
+            println!("New API key (shown once, store it now): {}", key.expose());
+            Ok(())
+        }
+        ["ban", "add", ip, options @ ..] => ban_add(ip, options).await,
+        ["ban", "remove", ip] => {
+            let (store, _) = ban_store().await?;
+            let ip: IpAddr = ip.parse().with_context(|| format!("`{ip}` is not an IP address"))?;
+            if store.remove(ip).await.map_err(public)? {
+                println!("Unbanned {ip}.");
+            } else {
+                println!("{ip} was not banned.");
+            }
+            Ok(())
+        }
+        ["ban", "list"] => {
+            let (store, _) = ban_store().await?;
+            let bans = store.list_active(SystemClock.now()).await.map_err(public)?;
+            for ban in &bans {
+                let until = ban.expires_at.map_or_else(|| "permanent".to_owned(), |at| format!("until epoch {at}"));
+                println!("{}\t{until}\tcount {}\t{}\t{}", ban.ip, ban.ban_count, ban.created_by, ban.reason);
+            }
+            println!("{} active ban(s).", bans.len());
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Storage errors carry their detail in the source chain; show all of it to the operator.
+fn public(error: shared::AppError) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}
+
+async fn ban_store() -> anyhow::Result<(BanStore, Config)> {
+    let config = Config::from_env()?;
+    let aws = AwsClients::from_env().await;
+    Ok((BanStore::new(aws.dynamodb, config.tables.security.clone()), config))
+}
+
+async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
+    let ip: IpAddr = ip.parse().with_context(|| format!("`{ip}` is not an IP address"))?;
+    let ip = shared::config::canonical(ip);
+    let mut hours: Option<u64> = Some(24);
+    let mut reason = "Manual ban".to_owned();
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        match *option {
+            "--permanent" => hours = None,
+            "--hours" => {
+                let value = rest.next().context("--hours needs a number")?;
+                let parsed: u64 = value.parse().with_context(|| format!("--hours `{value}` is not a whole number"))?;
+                if !(1..=8760).contains(&parsed) {
+                    bail!("Ban duration must be Permanent or between 1 hour and 1 year (8760 hours)");
+                }
+                hours = Some(parsed);
+            }
+            "--reason" => reason = rest.next().context("--reason needs text")?.chars().take(200).collect(),
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    let (store, config) = ban_store().await?;
+    if config.never_ban.contains(ip) {
+        bail!("refusing to ban {ip}: it is in the never-ban set (NEVER_BAN_CIDRS)");
+    }
+    let now = SystemClock.now();
+    let ban = Ban {
+        ip,
+        reason,
+        created_by: "manual".into(),
+        banned_at: now.secs(),
+        expires_at: hours.map(|hours| now.plus(Duration::from_secs(hours * 3600)).secs()),
+        ban_count: 1,
+    };
+    let stored = store.put(&ban).await.map_err(public)?;
+    match stored.expires_at {
+        Some(at) => println!("Banned {ip} until epoch {at} (ban #{}).", stored.ban_count),
+        None => println!("Banned {ip} permanently (ban #{}).", stored.ban_count),
+    }
+    Ok(())
+}
+
+/// Seals a one-root key ring into the app secret unless one is already there.
+async fn keyring_init(config: &Config, aws: &AwsClients) -> anyhow::Result<()> {
+    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
+    if let Some(sealed) = secret.sealed_ring {
+        let ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
+        println!("Key ring already present ({} root key(s), newest {:?}).", ring.len(), ring.newest_id());
+        return Ok(());
+    }
+    let ring = KeyRing::single(app_secret::new_root(&aws.kms, config).await?);
+    let sealed = app_secret::seal_ring(&aws.kms, config, &ring).await?;
+    app_secret::store_ring(&aws.secrets, &config.secret_id, &sealed).await?;
+    println!("Key ring created in {} under {}.", config.secret_id, config.kms_key_id);
+    Ok(())
+}
+
+/// Prepends a new root. Running functions keep the old ring until their next cold start, and both
+/// rings read every token the other wrote except the new root's, so no request fails meanwhile.
+async fn keyring_rotate() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let aws = AwsClients::from_env().await;
+    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
+    let sealed = secret.sealed_ring.context("no key ring yet: run `kavach keyring init`")?;
+    let ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
+    let rotated = ring.rotated(app_secret::new_root(&aws.kms, &config).await?);
+    let sealed = app_secret::seal_ring(&aws.kms, &config, &rotated).await?;
+    app_secret::store_ring(&aws.secrets, &config.secret_id, &sealed).await?;
+    println!("Key ring rotated: {} root keys, newest id {:?}.", rotated.len(), rotated.newest_id());
+    Ok(())
+}
+
+async fn provision_command(options: &[&str]) -> anyhow::Result<()> {
+    let mut template_path = "template.yaml".to_owned();
+    let mut stack_name = "kavach".to_owned();
+    let mut overrides = Vec::new();
+    let mut env_file = None;
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        let mut value = || rest.next().map(|v| (*v).to_owned()).with_context(|| format!("{option} needs a value"));
+        match *option {
+            "--template" => template_path = value()?,
+            "--stack" => stack_name = value()?,
+            "--env-file" => env_file = Some(value()?),
+            "--param" => {
+                let pair = value()?;
+                let (name, val) = pair.split_once('=').with_context(|| format!("--param `{pair}` is not Name=Value"))?;
+                overrides.push((name.to_owned(), val.to_owned()));
+            }
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    let text = std::fs::read_to_string(&template_path).with_context(|| format!("reading {template_path}"))?;
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {template_path}"))?;
+    let aws = AwsClients::from_env().await;
+    let stack = provision::Stack {
+        name: stack_name,
+        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "ap-south-1".into()),
+        account: "123456789012".into(),
+        parameters: provision::parameters(&template, &overrides),
+    };
+    let provisioned = provision::provision(&template, &stack, &aws.dynamodb, &aws.kms, &aws.secrets).await?;
+    let environment: BTreeMap<String, String> = provisioned.environment;
+    let config = Config::from_lookup(|name| environment.get(name).cloned())?;
+    keyring_init(&config, &aws).await?;
+    // The environment holds names and ARNs only; no secret is ever written here.
+    let lines: String = environment.iter().map(|(name, value)| format!("{name}={}\n", shell_quote(value))).collect();
+    match env_file {
+        Some(path) => {
+            std::fs::write(&path, &lines).with_context(|| format!("writing {path}"))?;
+            println!("Provisioned; function environment written to {path}.");
+        }
+        None => print!("{lines}"),
+    }
+    Ok(())
+}
+
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}

@@ -1,0 +1,267 @@
+//! The local gateway: what `sam local start-api` would be, without Docker.
+//!
+//! It serves every route of `template.yaml` on loopback by turning each HTTP request into an API
+//! Gateway REST proxy event (source IP = the TCP peer) and calling the very handler function the
+//! Lambda binary calls. A function declared in the template without a handler here is a start-up
+//! error, so the local stack can never silently miss a route.
+
+pub mod template;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyRequestContext};
+use lambda_http::aws_lambda_events::query_map::QueryMap;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Body, Request, Response};
+use shared::{AppError, Deps};
+use tokio::net::TcpListener;
+
+pub use template::TemplateRoute;
+
+/// API Gateway's own payload limit.
+const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+pub type Handler = fn(Arc<Deps>, Request) -> BoxFuture<'static, Response<Body>>;
+
+/// Template logical id → the handler its Lambda binary runs.
+fn handlers() -> HashMap<&'static str, Handler> {
+    macro_rules! handler {
+        ($path:path) => {{
+            fn call(deps: Arc<Deps>, request: Request) -> BoxFuture<'static, Response<Body>> {
+                Box::pin(async move { $path(&deps, request).await })
+            }
+            call as Handler
+        }};
+    }
+    HashMap::from([("PingFunction", handler!(ping::handler))])
+}
+
+struct Route {
+    method: String,
+    path: String,
+    segments: Vec<String>,
+    handler: Handler,
+}
+
+impl Route {
+    /// Path parameters if `path` matches this resource (`{name}` one segment, `{name+}` the rest).
+    fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
+        let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let mut parameters = HashMap::new();
+        for (index, pattern) in self.segments.iter().enumerate() {
+            if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix("+}")) {
+                let rest = actual.get(index..).filter(|rest| !rest.is_empty() && !rest[0].is_empty())?;
+                parameters.insert(name.to_owned(), rest.join("/"));
+                return Some(parameters);
+            }
+            let segment = actual.get(index)?;
+            if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if segment.is_empty() {
+                    return None;
+                }
+                parameters.insert(name.to_owned(), (*segment).to_owned());
+            } else if pattern != segment {
+                return None;
+            }
+        }
+        (actual.len() == self.segments.len()).then_some(parameters)
+    }
+
+    /// Literal resources win over parameters, parameters over greedy ones, as in API Gateway.
+    fn specificity(&self) -> (usize, usize) {
+        let greedy = self.segments.iter().filter(|s| s.ends_with("+}")).count();
+        let literal = self.segments.iter().filter(|s| !s.starts_with('{')).count();
+        (greedy, usize::MAX - literal)
+    }
+}
+
+pub struct Gateway {
+    deps: Arc<Deps>,
+    routes: Vec<Route>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<String> = self.routes.iter().map(|route| format!("{} {}", route.method, route.path)).collect();
+        f.debug_struct("Gateway").field("routes", &routes).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Template(#[from] template::TemplateError),
+    #[error("template.yaml declares {0} but the local gateway has no handler for it; register it in infra/gateway")]
+    NoHandler(String),
+}
+
+impl Gateway {
+    pub fn from_template(deps: Arc<Deps>, template_yaml: &str) -> Result<Self, GatewayError> {
+        let handlers = handlers();
+        let mut routes = template::routes(template_yaml)?
+            .into_iter()
+            .map(|route| {
+                let handler = *handlers.get(route.function.as_str()).ok_or_else(|| GatewayError::NoHandler(route.function.clone()))?;
+                let segments = route.path.trim_start_matches('/').split('/').map(str::to_owned).collect();
+                Ok(Route { method: route.method, path: route.path, segments, handler })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        routes.sort_by_key(Route::specificity);
+        Ok(Self { deps, routes })
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(error = %error, "accept failed");
+                    continue;
+                }
+            };
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                });
+                if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!(error = %error, "connection ended");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, request: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_PAYLOAD_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return to_hyper(shared::http::error(&AppError::PayloadTooLarge { limit: MAX_PAYLOAD_BYTES })),
+        };
+        // API Gateway REST routes `/x/` to the `/x` resource.
+        let raw_path = parts.uri.path();
+        let path = if raw_path.len() > 1 { raw_path.trim_end_matches('/') } else { raw_path };
+        let path = if path.is_empty() { "/" } else { path };
+        let matched = self.routes.iter().find_map(|route| {
+            let method_ok = route.method == "ANY" || route.method == parts.method.as_str();
+            route.matches(path).filter(|_| method_ok).map(|params| (route, params))
+        });
+        let Some((route, path_parameters)) = matched else {
+            let error = if self.routes.iter().any(|route| route.matches(path).is_some()) {
+                AppError::MethodNotAllowed
+            } else {
+                AppError::NotFound { path: shared::traffic::loggable_path(raw_path) }
+            };
+            return to_hyper(shared::http::error(&error));
+        };
+        let event = proxy_event(&parts, body, peer, route, path_parameters);
+        let response = (route.handler)(self.deps.clone(), Request::from(LambdaRequest::ApiGatewayV1(event))).await;
+        to_hyper(response)
+    }
+}
+
+fn proxy_event(
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+    route: &Route,
+    path_parameters: HashMap<String, String>,
+) -> ApiGatewayProxyRequest {
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
+        query.entry(name.into_owned()).or_default().push(value.into_owned());
+    }
+    let query = QueryMap::from(query);
+
+    let mut context = ApiGatewayProxyRequestContext::default();
+    context.identity.source_ip = Some(peer.ip().to_string());
+    context.request_id = Some(hex::encode(rand::random::<[u8; 16]>()));
+    context.stage = Some("local".into());
+    context.resource_path = Some(route.path.clone());
+    context.path = Some(parts.uri.path().to_owned());
+    context.http_method = parts.method.clone();
+    context.protocol = Some("HTTP/1.1".into());
+    context.request_time_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+
+    let mut event = ApiGatewayProxyRequest::default();
+    event.resource = Some(route.path.clone());
+    event.path = Some(parts.uri.path().to_owned());
+    event.http_method = parts.method.clone();
+    event.headers = parts.headers.clone();
+    event.multi_value_headers = parts.headers.clone();
+    event.query_string_parameters = query.clone();
+    event.multi_value_query_string_parameters = query;
+    event.path_parameters = path_parameters;
+    event.request_context = context;
+    (event.body, event.is_base64_encoded) = match String::from_utf8(body.to_vec()) {
+        Ok(text) if text.is_empty() => (None, false),
+        Ok(text) => (Some(text), false),
+        Err(_) => (Some(base64::engine::general_purpose::STANDARD.encode(&body)), true),
+    };
+    event
+}
+
+fn to_hyper(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    hyper::Response::from_parts(parts, Full::new(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> Route {
+        fn never(_: Arc<Deps>, _: Request) -> BoxFuture<'static, Response<Body>> {
+            Box::pin(async { Response::new(Body::Empty) })
+        }
+        Route {
+            method: "POST".into(),
+            path: path.into(),
+            segments: path.trim_start_matches('/').split('/').map(str::to_owned).collect(),
+            handler: never,
+        }
+    }
+
+    #[test]
+    fn literal_parameter_and_greedy_matching() {
+        assert_eq!(route("/api/v1/ping").matches("/api/v1/ping"), Some(HashMap::new()));
+        assert_eq!(route("/api/v1/ping").matches("/api/v1/pin"), None);
+        assert_eq!(route("/api/v1/ping").matches("/api/v1/ping/x"), None);
+        let webhook = route("/strategy/webhook/{id}").matches("/strategy/webhook/abc");
+        assert_eq!(webhook.and_then(|p| p.get("id").cloned()).as_deref(), Some("abc"));
+        let proxy = route("/{proxy+}").matches("/a/b/c");
+        assert_eq!(proxy.and_then(|p| p.get("proxy").cloned()).as_deref(), Some("a/b/c"));
+        assert_eq!(route("/{proxy+}").matches("/"), None);
+    }
+
+    #[test]
+    fn every_template_function_has_a_handler() {
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).expect("template");
+        let handlers = handlers();
+        for route in template::routes(&template).expect("routes") {
+            assert!(handlers.contains_key(route.function.as_str()), "{} has no local handler", route.function);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Test harness for the integration suites. Everything runs against the real AWS emulator that
+//! `scripts/test` starts; a missing dependency fails the test with a message, it never skips.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use shared::Deps;
+use shared::aws::AwsClients;
+use shared::bootstrap;
+use shared::clock::{Clock, SystemClock};
+use shared::config::Config;
+
+/// A variable `scripts/test` sets. Absent means the suite is being run outside its stack: fail.
+pub fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!("{name} is not set: run the suite with scripts/test, which starts the AWS emulator"),
+    }
+}
+
+/// The stack's configuration, with `overrides` applied on top of the environment.
+pub fn config_with(overrides: &[(&str, &str)]) -> Config {
+    required_env("AWS_ENDPOINT_URL");
+    Config::from_lookup(|name| {
+        overrides
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+            .or_else(|| std::env::var(name).ok())
+    })
+    .unwrap_or_else(|error| panic!("stack configuration: {error}"))
+}
+
+/// A fresh cold start (new clients, one Secrets Manager read, one KMS Decrypt).
+pub async fn cold_start(config: Config, clock: Arc<dyn Clock>) -> Arc<Deps> {
+    let aws = AwsClients::from_env().await;
+    bootstrap::init_with(config, clock, aws).await.unwrap_or_else(|error| panic!("cold start: {error}"))
+}
+
+pub async fn deps() -> Arc<Deps> {
+    cold_start(config_with(&[]), Arc::new(SystemClock)).await
+}
+
+/// Serves the template's routes on an ephemeral loopback port, in-process, with these deps.
+pub async fn start_gateway(deps: Arc<Deps>) -> SocketAddr {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
+    let gateway = Arc::new(kavach_gateway::Gateway::from_template(deps, &template).expect("gateway"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(gateway.serve(listener));
+    address
+}
+
+/// A loopback source address no other test in this run uses, so counters and bans never collide.
+/// Linux routes all of 127.0.0.0/8 to the loopback interface.
+pub fn unique_ip() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let process = std::process::id() % 200 + 20;
+    let octets = [127, u8::try_from(process).unwrap_or(20), u8::try_from(n / 250).unwrap_or(0), u8::try_from(n % 250 + 2).unwrap_or(2)];
+    IpAddr::V4(Ipv4Addr::from(octets))
+}
+
+/// An HTTP client whose connections leave from `source`.
+pub fn client_from(source: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder().local_address(source).no_proxy().build().expect("client")
+}
+
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A new user on the sandbox broker and its API key.
+pub async fn new_user(deps: &Deps) -> (String, String) {
+    let username = unique_name("u");
+    let key = shared::accounts::create_user(deps, &username).await.expect("create user");
+    (username, key.expose().to_owned())
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// POSTs `body` verbatim to `path` from `source`.
+pub async fn post(address: SocketAddr, source: IpAddr, path: &str, body: &str) -> Reply {
+    post_with(client_from(source).post(format!("http://{address}{path}")).body(body.to_owned())).await
+}
+
+pub async fn post_with(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("gateway reachable");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text}"));
+    Reply { status, headers, body }
+}
+
+pub fn ping_body(key: &str) -> String {
+    serde_json::json!({ "apikey": key }).to_string()
+}

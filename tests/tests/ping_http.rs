@@ -1,0 +1,280 @@
+//! `POST /api/v1/ping` over real HTTP through the local gateway, one test per row of the pipeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kavach_tests::*;
+use shared::clock::{Clock, ManualClock, SystemClock};
+use shared::http::SECURITY_HEADERS;
+use shared::store::bans::Ban;
+
+fn assert_security_headers(reply: &Reply) {
+    for (name, value) in SECURITY_HEADERS {
+        assert_eq!(reply.headers.get(*name).and_then(|v| v.to_str().ok()), Some(*value), "{name} on {}", reply.status);
+    }
+}
+
+#[tokio::test]
+async fn valid_key_gets_pong_with_and_without_trailing_slash_and_any_content_type() {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    for path in ["/api/v1/ping", "/api/v1/ping/"] {
+        let reply = post(gateway, ip, path, &ping_body(&key)).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(reply.body["status"], "success");
+        assert_eq!(reply.body["data"]["message"], "pong");
+        assert_eq!(reply.body["data"]["broker"], "sandbox");
+        assert_security_headers(&reply);
+    }
+    for content_type in ["text/plain", "application/json", "application/x-www-form-urlencoded"] {
+        let request = client_from(ip)
+            .post(format!("http://{gateway}/api/v1/ping"))
+            .header("content-type", content_type)
+            .body(ping_body(&key));
+        assert_eq!(post_with(request).await.status, 200, "{content_type}");
+    }
+}
+
+#[tokio::test]
+async fn bad_keys_get_403_invalid_openalgo_apikey() {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    let wrong_secret = format!("{}{}", &key[..key.len() - 1], if key.ends_with('0') { '1' } else { '0' });
+    let unknown_id = format!("kav_{}_{}", "0".repeat(16), "a".repeat(64));
+    for bad in [wrong_secret.as_str(), unknown_id.as_str(), "not-a-kavach-key", &"f".repeat(64)] {
+        let reply = post(gateway, ip, "/api/v1/ping", &ping_body(bad)).await;
+        assert_eq!(reply.status, 403, "{bad}");
+        assert_eq!(reply.body["message"], "Invalid openalgo apikey");
+        assert_eq!(reply.body["code"], "invalid_apikey");
+        assert_security_headers(&reply);
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_naming_the_problem() {
+    let deps = deps().await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    let cases = [
+        ("", "empty"),
+        ("{", "not valid JSON"),
+        ("[]", "JSON object"),
+        ("{}", "apikey: Missing data for required field."),
+        (r#"{"apikey":""}"#, "apikey: Length must be between 1 and 256."),
+        (r#"{"apikey":"k","symbol":"SBIN"}"#, "symbol: Unknown field."),
+        (r#"{"apikey":7}"#, "apikey: Not a valid string."),
+    ];
+    for (body, needle) in cases {
+        let reply = post(gateway, ip, "/api/v1/ping", body).await;
+        assert_eq!(reply.status, 400, "{body}");
+        let message = reply.body["message"].as_str().expect("message");
+        assert!(message.contains(needle), "{body}: {message}");
+        assert_security_headers(&reply);
+    }
+    let reply = post(gateway, ip, "/api/v1/ping", r#"{"apikey":"k","symbol":"SBIN"}"#).await;
+    assert_eq!(reply.body["errors"]["symbol"][0], "Unknown field.");
+
+    let huge = format!(r#"{{"apikey":"{}"}}"#, "a".repeat(70_000));
+    let reply = post(gateway, ip, "/api/v1/ping", &huge).await;
+    assert_eq!(reply.status, 413);
+    assert!(reply.body["message"].as_str().expect("message").contains("65536 bytes"));
+}
+
+#[tokio::test]
+async fn banned_ip_gets_403_on_a_fresh_function_and_others_are_unaffected() {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let attacker = unique_ip();
+    let bystander = unique_ip();
+    let now = SystemClock.now();
+    deps.bans
+        .put(&Ban {
+            ip: attacker,
+            reason: "test".into(),
+            created_by: "manual".into(),
+            banned_at: now.secs(),
+            expires_at: Some(now.secs() + 3600),
+            ban_count: 1,
+        })
+        .await
+        .expect("ban");
+
+    // A function that has never seen this IP before enforces the ban on its first request.
+    let gateway = start_gateway(kavach_tests::deps().await).await;
+    for body in [ping_body(&key), "{".to_owned(), String::new()] {
+        let reply = post(gateway, attacker, "/api/v1/ping", &body).await;
+        assert_eq!(reply.status, 403, "banned before the body is considered: {body}");
+        assert_eq!(reply.body["message"], "Access Denied: Your IP has been banned");
+        assert_eq!(reply.body["code"], "ip_banned");
+        assert_security_headers(&reply);
+    }
+    assert_eq!(post(gateway, bystander, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+
+    // Forwarding headers are the client's word, not the client's address.
+    let spoof = |from, claimed: &str| {
+        client_from(from)
+            .post(format!("http://{gateway}/api/v1/ping"))
+            .header("x-forwarded-for", claimed)
+            .header("x-real-ip", claimed)
+            .header("cf-connecting-ip", claimed)
+            .body(ping_body(&key))
+    };
+    assert_eq!(post_with(spoof(attacker, &bystander.to_string())).await.status, 403);
+    assert_eq!(post_with(spoof(bystander, &attacker.to_string())).await.status, 200);
+}
+
+#[tokio::test]
+async fn expired_ban_still_physically_present_is_ignored() {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let ip = unique_ip();
+    let now = SystemClock.now();
+    deps.bans
+        .put(&Ban {
+            ip,
+            reason: "expired".into(),
+            created_by: "manual".into(),
+            banned_at: now.secs() - 7200,
+            expires_at: Some(now.secs() - 1),
+            ban_count: 1,
+        })
+        .await
+        .expect("ban");
+    let raw = deps
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&deps.config.tables.security)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("ban#{ip}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("raw read");
+    assert!(raw.item().is_some(), "the expired item is physically present (TTL deletion is lazy)");
+
+    let gateway = start_gateway(deps).await;
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_51st_request_in_a_window_gets_429_with_retry_after() {
+    // A one-hour window keeps the test exact however slow the machine is.
+    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "50 per hour")]), Arc::new(SystemClock)).await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    for n in 1..=50 {
+        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "request {n}");
+    }
+    let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.body["message"], "Rate limit exceeded. Please slow down your requests.");
+    let retry_after: u64 = reply.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=3600).contains(&retry_after));
+    assert_eq!(reply.body["retry_after"], retry_after);
+    assert_security_headers(&reply);
+}
+
+#[tokio::test]
+async fn default_limit_admits_50_in_one_second_and_refuses_the_51st() {
+    // The injected clock stands still, so all 51 requests fall in one 1-second window of the
+    // default `50 per second` however long the machine takes to send them.
+    let frozen = Arc::new(ManualClock::at(SystemClock.now()));
+    let deps = cold_start(config_with(&[]), frozen.clone()).await;
+    assert_eq!(deps.config.rate_limit(shared::limits::LimitedAction::Api).to_string(), "50 per second");
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    for n in 1..=50 {
+        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "request {n}");
+    }
+    let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.headers["retry-after"], "1");
+    // The next window admits again.
+    frozen.advance(Duration::from_secs(1));
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_requests_against_a_limit_of_50_admit_exactly_50() {
+    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "50 per hour")]), Arc::new(SystemClock)).await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
+    let client = client_from(ip);
+    let body = ping_body(&key);
+    let requests = (0..500).map(|_| post_with(client.post(format!("http://{gateway}/api/v1/ping")).body(body.clone())));
+    let replies = futures::stream::iter(requests).buffer_unordered(64).collect::<Vec<_>>().await;
+    let admitted = replies.iter().filter(|r| r.status == 200).count();
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    let others: Vec<String> = replies.iter().filter(|r| r.status != 200 && r.status != 429).map(|r| format!("{} {}", r.status, r.body)).take(3).collect();
+    assert_eq!((admitted, limited), (50, 450), "other replies: {others:?}");
+}
+
+#[tokio::test]
+async fn a_regenerated_keys_predecessor_gets_403_revoked_and_the_new_key_works() {
+    let deps = deps().await;
+    let (username, old_key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let ip = unique_ip();
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await.status, 200, "warm the cache");
+    let (new_key, _) = shared::accounts::regenerate_api_key(&deps, &username).await.expect("regenerate");
+    let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.body["code"], "revoked_apikey");
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(new_key.expose())).await.status, 200);
+}
+
+#[tokio::test]
+async fn every_request_leaves_one_traffic_record_without_secrets() {
+    let deps = deps().await;
+    let (username, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let ip = unique_ip();
+    let reply = post_with(client_from(ip).post(format!("http://{gateway}/api/v1/ping?apikey={key}")).body(ping_body(&key))).await;
+    assert_eq!(reply.status, 200);
+    let scan = deps
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&deps.config.tables.traffic)
+        .filter_expression("ip = :ip")
+        .expression_attribute_values(":ip", aws_sdk_dynamodb::types::AttributeValue::S(ip.to_string()))
+        .send()
+        .await
+        .expect("scan");
+    let items = scan.items();
+    assert_eq!(items.len(), 1, "exactly one record per request");
+    let record = format!("{:?}", items[0]);
+    assert!(record.contains("/api/v1/ping"), "{record}");
+    assert!(record.contains(&username), "{record}");
+    assert!(!record.contains(&key[21..]), "no secret in the traffic record: {record}");
+    assert!(!record.contains("apikey"), "{record}");
+    let expires: u64 = items[0]["expires_at"].as_n().expect("ttl").parse().expect("seconds");
+    let now = SystemClock.now().secs();
+    assert!((now + 13 * 86_400..=now + 15 * 86_400).contains(&expires), "14-day TTL in seconds, got {expires}");
+}
+
+
+#[tokio::test]
+async fn spraying_made_up_keys_from_one_ip_is_throttled_per_ip() {
+    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "20 per hour")]), Arc::new(SystemClock)).await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let sprayer = unique_ip();
+    for n in 0..20u32 {
+        let made_up = format!("kav_{:016x}_{}", n, "b".repeat(64));
+        assert_eq!(post(gateway, sprayer, "/api/v1/ping", &ping_body(&made_up)).await.status, 403, "attempt {n}");
+    }
+    let made_up = format!("kav_{:016x}_{}", 99, "b".repeat(64));
+    assert_eq!(post(gateway, sprayer, "/api/v1/ping", &ping_body(&made_up)).await.status, 429);
+    // The IP's budget is spent, whatever key it presents next; other IPs are untouched.
+    assert_eq!(post(gateway, sprayer, "/api/v1/ping", &ping_body(&key)).await.status, 429);
+    assert_eq!(post(gateway, unique_ip(), "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
