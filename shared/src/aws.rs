@@ -118,9 +118,12 @@ impl Intercept for AwsCallStats {
         "AwsCallStats"
     }
 
-    fn read_before_execution(
+    // Not `read_before_execution`: for client-level interceptors that runs before the operation's
+    // config (and so its `Metadata`) is in the bag.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let operation = cfg

@@ -1,0 +1,149 @@
+//! Cold start against the emulator: what it refuses, and what it costs.
+
+use std::sync::Arc;
+
+use kavach_tests::{config_with, deps, new_user, ping_body, post, start_gateway, unique_ip, unique_name};
+use shared::aws::AwsClients;
+use shared::bootstrap::{self, BootError};
+use shared::clock::SystemClock;
+use shared::config::Config;
+use shared::crypto::keyring::{KeyRing, Purpose};
+use shared::store::app_secret;
+
+/// Creates a secret holding `document`, sealing the stack's real key ring into it when asked.
+async fn secret_with(aws: &AwsClients, config: &Config, pepper: Option<&str>, with_ring: bool) -> String {
+    let mut document = serde_json::Map::new();
+    if let Some(pepper) = pepper {
+        document.insert("pepper".into(), pepper.into());
+    }
+    if with_ring {
+        let ring = KeyRing::single(app_secret::new_root(&aws.kms, config).await.expect("root"));
+        document.insert("keyring".into(), app_secret::seal_ring(&aws.kms, config, &ring).await.expect("seal").into());
+    }
+    let name = unique_name("boot-test");
+    aws.secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(serde_json::Value::Object(document).to_string())
+        .send()
+        .await
+        .expect("create secret");
+    name
+}
+
+async fn boot_with_secret(pepper: Option<&str>, with_ring: bool) -> Result<(), BootError> {
+    let aws = AwsClients::from_env().await;
+    let base = config_with(&[]);
+    let secret = secret_with(&aws, &base, pepper, with_ring).await;
+    let config = config_with(&[("APP_SECRET_ID", secret.as_str())]);
+    bootstrap::init_with(config, Arc::new(SystemClock), aws).await.map(|_| ())
+}
+
+const GOOD_PEPPER: &str = "Q7mZ2kR9vX4pL8tN3wS6yB1cF5hJ0dG2aE7uK4iO9rT3";
+
+#[tokio::test]
+async fn a_valid_secret_boots() {
+    boot_with_secret(Some(GOOD_PEPPER), true).await.expect("boots");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_missing_pepper_naming_the_secret() {
+    let error = boot_with_secret(None, true).await.expect_err("no pepper").to_string();
+    assert!(error.contains("boot-test") && error.contains("pepper is missing"), "{error}");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_short_pepper() {
+    let error = boot_with_secret(Some("only-31-bytes-of-pepper-abcdefg"), true).await.expect_err("short").to_string();
+    assert!(error.contains("31 bytes") && error.contains("at least 32"), "{error}");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_placeholder_pepper() {
+    let error = boot_with_secret(Some("OPENALGO_PLACEHOLDER_API_KEY_PEPPER_REGENERATE_BEFORE_USE"), true)
+        .await
+        .expect_err("placeholder")
+        .to_string();
+    assert!(error.contains("placeholder"), "{error}");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_secret_without_a_key_ring() {
+    let error = boot_with_secret(Some(GOOD_PEPPER), false).await.expect_err("no ring").to_string();
+    assert!(error.contains("no `keyring`") && error.contains("provision"), "{error}");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
+    let aws = AwsClients::from_env().await;
+    let config = config_with(&[("APP_SECRET_ID", "kavach/does-not-exist")]);
+    let error = bootstrap::init_with(config, Arc::new(SystemClock), aws.clone()).await.expect_err("missing").to_string();
+    assert!(error.contains("kavach/does-not-exist"), "{error}");
+
+    let other_key = aws.kms.create_key().send().await.expect("key").key_metadata.expect("metadata").key_id;
+    let config = config_with(&[("KMS_KEY_ID", other_key.as_str())]);
+    let error = bootstrap::init_with(config, Arc::new(SystemClock), aws).await.expect_err("wrong key").to_string();
+    assert!(error.contains("KMS") && error.contains(&other_key), "{error}");
+}
+
+#[tokio::test]
+async fn a_ring_sealed_for_another_stack_does_not_open() {
+    let aws = AwsClients::from_env().await;
+    let ours = config_with(&[]);
+    let ring = KeyRing::single(app_secret::new_root(&aws.kms, &ours).await.expect("root"));
+    let sealed = app_secret::seal_ring(&aws.kms, &ours, &ring).await.expect("seal");
+    let theirs = config_with(&[("STACK_NAME", "someone-else")]);
+    assert!(app_secret::open_ring(&aws.kms, &theirs, &sealed).await.is_err(), "encryption context binds the stack");
+    assert!(app_secret::open_ring(&aws.kms, &ours, &sealed).await.is_ok());
+}
+
+#[tokio::test]
+async fn key_ring_rotation_through_kms_keeps_old_ciphertext_readable() {
+    let aws = AwsClients::from_env().await;
+    let config = config_with(&[]);
+    let ring = KeyRing::single(app_secret::new_root(&aws.kms, &config).await.expect("root"));
+    let old_tokens: Vec<String> = (0..100u8)
+        .map(|i| ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], 1_000).expect("encrypt"))
+        .collect();
+    let old_sealed = app_secret::seal_ring(&aws.kms, &config, &ring).await.expect("seal");
+
+    let rotated = ring.rotated(app_secret::new_root(&aws.kms, &config).await.expect("root"));
+    let sealed = app_secret::seal_ring(&aws.kms, &config, &rotated).await.expect("seal");
+    let reopened = app_secret::open_ring(&aws.kms, &config, &sealed).await.expect("open");
+    assert_eq!(reopened.len(), 2);
+    let cipher = reopened.cipher(&Purpose::ApiKeyCopy).expect("cipher");
+    for (i, token) in old_tokens.iter().enumerate() {
+        assert_eq!(cipher.decrypt(token, None, 1_000).expect("old token").as_slice(), &[i as u8]);
+    }
+    let new_token = cipher.encrypt(b"new", 1_000).expect("encrypt");
+    let old_ring = app_secret::open_ring(&aws.kms, &config, &old_sealed).await.expect("open old");
+    assert!(old_ring.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(&new_token, None, 1_000).is_err(), "new writes use the new root");
+}
+
+#[tokio::test]
+async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_before_the_handler() {
+    let deps = deps().await;
+    let boot = deps.aws.stats.snapshot();
+    assert_eq!(boot.for_service("KMS"), 1, "one Decrypt at cold start: {boot:?}");
+    assert_eq!(boot.for_service("Secrets Manager"), 1, "one secret read at cold start: {boot:?}");
+
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let ip = unique_ip();
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "warm-up verifies the key once");
+
+    let before = deps.aws.stats.snapshot();
+    for _ in 0..10 {
+        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+    }
+    let after = deps.aws.stats.snapshot();
+    let per = |op: &str| after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0);
+    assert_eq!(after.for_service("KMS"), boot.for_service("KMS"), "no KMS on the warm path");
+    assert_eq!(after.for_service("Secrets Manager"), boot.for_service("Secrets Manager"));
+    // Gate: ban GetItem + key GetItem + IP counter GetItem + key counter UpdateItem, concurrently;
+    // then the traffic record.
+    assert_eq!(per("DynamoDB.GetItem"), 30);
+    assert_eq!(per("DynamoDB.UpdateItem"), 10);
+    assert_eq!(per("DynamoDB.PutItem"), 10);
+    assert_eq!(after.round_trips - before.round_trips, 20, "one gate round trip + one traffic write per request");
+}
