@@ -38,7 +38,13 @@ pub struct Call<T> {
 }
 
 /// Runs the whole pipeline and always produces a response; the runtime never sees an `Err`.
-pub async fn run<T, Parse, Handle, Fut>(deps: &Deps, request: Request, route: Route, parse: Parse, handle: Handle) -> lambda_http::Response<Body>
+pub async fn run<T, Parse, Handle, Fut>(
+    deps: &Deps,
+    request: Request,
+    route: Route,
+    parse: Parse,
+    handle: Handle,
+) -> lambda_http::Response<Body>
 where
     Parse: FnOnce(&mut Fields) -> T,
     Handle: FnOnce(Call<T>) -> Fut,
@@ -59,9 +65,10 @@ where
     };
     let record = TrafficRecord {
         at,
-        request_id: request.lambda_context_ref().map(|context| context.request_id.clone()).unwrap_or_else(|| {
-            request_id_from_context(&request)
-        }),
+        request_id: request
+            .lambda_context_ref()
+            .map(|context| context.request_id.clone())
+            .unwrap_or_else(|| request_id_from_context(&request)),
         client_ip: ip,
         method: request.method().to_string(),
         path: loggable_path(request.uri().path()),

@@ -57,7 +57,11 @@ impl VerifiedKeyCache {
 
 /// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are the
 /// same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
-pub async fn authenticate(deps: &Deps, presented: &ApiKey, record: Option<ApiKeyRecord>) -> Result<Principal, AppError> {
+pub async fn authenticate(
+    deps: &Deps,
+    presented: &ApiKey,
+    record: Option<ApiKeyRecord>,
+) -> Result<Principal, AppError> {
     let record = record.ok_or(AppError::InvalidApiKey)?;
     if record.id != *presented.id() {
         return Err(AppError::InvalidApiKey);

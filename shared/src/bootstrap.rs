@@ -26,7 +26,9 @@ pub enum BootError {
     Secret(#[from] SecretError),
     #[error("secret `{id}`: {source}")]
     Pepper { id: String, source: PepperError },
-    #[error("secret `{id}` has no `keyring`: run `scripts/kavach provision` (or the deploy's post-deploy step) to create it")]
+    #[error(
+        "secret `{id}` has no `keyring`: run `scripts/kavach provision` (or the deploy's post-deploy step) to create it"
+    )]
     NoKeyRing { id: String },
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
@@ -59,8 +61,10 @@ pub async fn init() -> Result<Arc<Deps>, BootError> {
 /// clients.
 pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -> Result<Arc<Deps>, BootError> {
     let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    let pepper_bytes = secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
-    let pepper = Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
+    let pepper_bytes =
+        secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
+    let pepper =
+        Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
     let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
     let key_ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
     let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;

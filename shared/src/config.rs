@@ -63,9 +63,7 @@ impl Config {
         let mut rate_limits = HashMap::new();
         for action in LimitedAction::ALL {
             let limit = match optional(action.env_var()) {
-                Some(text) => {
-                    text.parse().map_err(|reason| ConfigError::Invalid { var: action.env_var(), reason })?
-                }
+                Some(text) => text.parse().map_err(|reason| ConfigError::Invalid { var: action.env_var(), reason })?,
                 None => action.default_limit(),
             };
             rate_limits.insert(action, limit);
@@ -85,8 +83,9 @@ impl Config {
         };
 
         let never_ban = match optional("NEVER_BAN_CIDRS") {
-            Some(text) => NeverBan::parse(&text)
-                .map_err(|reason| ConfigError::Invalid { var: "NEVER_BAN_CIDRS", reason })?,
+            Some(text) => {
+                NeverBan::parse(&text).map_err(|reason| ConfigError::Invalid { var: "NEVER_BAN_CIDRS", reason })?
+            }
             None => NeverBan::all_non_global(),
         };
 
@@ -216,9 +215,11 @@ mod tests {
 
     #[test]
     fn refuses_each_missing_required_variable_by_name() {
-        for missing in ["SECURITY_TABLE", "IDENTITY_TABLE", "TRAFFIC_TABLE", "APP_SECRET_ID", "KMS_KEY_ID", "STACK_NAME"] {
-            let err = Config::from_lookup(|name| if name == missing { None } else { complete(name) })
-                .expect_err(missing);
+        for missing in
+            ["SECURITY_TABLE", "IDENTITY_TABLE", "TRAFFIC_TABLE", "APP_SECRET_ID", "KMS_KEY_ID", "STACK_NAME"]
+        {
+            let err =
+                Config::from_lookup(|name| if name == missing { None } else { complete(name) }).expect_err(missing);
             assert_eq!(err, ConfigError::Missing(missing));
             assert!(err.to_string().contains(missing));
         }

@@ -46,7 +46,12 @@ impl GateOutcome {
 ///
 /// A key that then fails to verify is charged to the IP as well ([`charge_failure`]), so spraying
 /// made-up keys from one address is throttled per IP.
-pub async fn pass(deps: &Deps, ip: IpAddr, action: LimitedAction, key: Option<&ApiKey>) -> Result<GateOutcome, AppError> {
+pub async fn pass(
+    deps: &Deps,
+    ip: IpAddr,
+    action: LimitedAction,
+    key: Option<&ApiKey>,
+) -> Result<GateOutcome, AppError> {
     let now = deps.clock.now();
     let limit = deps.config.rate_limit(action);
     let ip_subject = ip_subject(ip);

@@ -1,9 +1,9 @@
 //! One response shape: the OpenAlgo JSON envelope, with security headers on every response.
 
-use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use lambda_http::{Body, Request};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::error::AppError;
 

@@ -96,10 +96,7 @@ mod tests {
     #[test]
     fn parses_openalgo_syntax() {
         assert_eq!("50 per second".parse(), Ok(RateLimit::per_second(50)));
-        assert_eq!(
-            "5 per Minute".parse(),
-            Ok(RateLimit { limit: 5, window: Duration::from_secs(60) })
-        );
+        assert_eq!("5 per Minute".parse(), Ok(RateLimit { limit: 5, window: Duration::from_secs(60) }));
         assert_eq!("25 per hours".parse::<RateLimit>().map(|r| r.window.as_secs()), Ok(3600));
         assert_eq!("100 per day".parse::<RateLimit>().map(|r| r.to_string()), Ok("100 per day".into()));
     }

@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 /// Installs the subscriber once; a second call (tests, the local gateway) is a no-op.
 pub fn init() {
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL").map(|f| f))
+        .or_else(|_| EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()

@@ -44,7 +44,8 @@ pub async fn deps() -> Arc<Deps> {
 
 /// Serves the template's routes on an ephemeral loopback port, in-process, with these deps.
 pub async fn start_gateway(deps: Arc<Deps>) -> SocketAddr {
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
     let gateway = Arc::new(kavach_gateway::Gateway::from_template(deps, &template).expect("gateway"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -58,7 +59,12 @@ pub fn unique_ip() -> IpAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let process = std::process::id() % 200 + 20;
-    let octets = [127, u8::try_from(process).unwrap_or(20), u8::try_from(n / 250).unwrap_or(0), u8::try_from(n % 250 + 2).unwrap_or(2)];
+    let octets = [
+        127,
+        u8::try_from(process).unwrap_or(20),
+        u8::try_from(n / 250).unwrap_or(0),
+        u8::try_from(n % 250 + 2).unwrap_or(2),
+    ];
     IpAddr::V4(Ipv4Addr::from(octets))
 }
 

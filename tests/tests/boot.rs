@@ -77,7 +77,8 @@ async fn boot_refuses_a_secret_without_a_key_ring() {
 async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
     let aws = AwsClients::from_env().await;
     let config = config_with(&[("APP_SECRET_ID", "kavach/does-not-exist")]);
-    let error = bootstrap::init_with(config, Arc::new(SystemClock), aws.clone()).await.expect_err("missing").to_string();
+    let error =
+        bootstrap::init_with(config, Arc::new(SystemClock), aws.clone()).await.expect_err("missing").to_string();
     assert!(error.contains("kavach/does-not-exist"), "{error}");
 
     let other_key = aws.kms.create_key().send().await.expect("key").key_metadata.expect("metadata").key_id;
@@ -117,7 +118,10 @@ async fn key_ring_rotation_through_kms_keeps_old_ciphertext_readable() {
     }
     let new_token = cipher.encrypt(b"new", 1_000).expect("encrypt");
     let old_ring = app_secret::open_ring(&aws.kms, &config, &old_sealed).await.expect("open old");
-    assert!(old_ring.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(&new_token, None, 1_000).is_err(), "new writes use the new root");
+    assert!(
+        old_ring.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(&new_token, None, 1_000).is_err(),
+        "new writes use the new root"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +141,8 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
         assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
     }
     let after = deps.aws.stats.snapshot();
-    let per = |op: &str| after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0);
+    let per =
+        |op: &str| after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0);
     assert_eq!(after.for_service("KMS"), boot.for_service("KMS"), "no KMS on the warm path");
     assert_eq!(after.for_service("Secrets Manager"), boot.for_service("Secrets Manager"));
     // Gate: ban GetItem + key GetItem + IP counter GetItem + key counter UpdateItem, concurrently;

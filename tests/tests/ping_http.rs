@@ -213,7 +213,12 @@ async fn five_hundred_concurrent_requests_against_a_limit_of_50_admit_exactly_50
     let replies = futures::stream::iter(requests).buffer_unordered(64).collect::<Vec<_>>().await;
     let admitted = replies.iter().filter(|r| r.status == 200).count();
     let limited = replies.iter().filter(|r| r.status == 429).count();
-    let others: Vec<String> = replies.iter().filter(|r| r.status != 200 && r.status != 429).map(|r| format!("{} {}", r.status, r.body)).take(3).collect();
+    let others: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status != 200 && r.status != 429)
+        .map(|r| format!("{} {}", r.status, r.body))
+        .take(3)
+        .collect();
     assert_eq!((admitted, limited), (50, 450), "other replies: {others:?}");
 }
 
@@ -237,7 +242,9 @@ async fn every_request_leaves_one_traffic_record_without_secrets() {
     let (username, key) = new_user(&deps).await;
     let gateway = start_gateway(deps.clone()).await;
     let ip = unique_ip();
-    let reply = post_with(client_from(ip).post(format!("http://{gateway}/api/v1/ping?apikey={key}")).body(ping_body(&key))).await;
+    let reply =
+        post_with(client_from(ip).post(format!("http://{gateway}/api/v1/ping?apikey={key}")).body(ping_body(&key)))
+            .await;
     assert_eq!(reply.status, 200);
     let scan = deps
         .aws
@@ -260,7 +267,6 @@ async fn every_request_leaves_one_traffic_record_without_secrets() {
     let now = SystemClock.now().secs();
     assert!((now + 13 * 86_400..=now + 15 * 86_400).contains(&expires), "14-day TTL in seconds, got {expires}");
 }
-
 
 #[tokio::test]
 async fn spraying_made_up_keys_from_one_ip_is_throttled_per_ip() {

@@ -9,8 +9,12 @@ use shared::limits::LimitedAction;
 pub const ROUTE: Route = Route { name: "ping", action: LimitedAction::Api };
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
-    api::run(deps, request, ROUTE, |_no_other_fields| (), |call| async move {
-        Ok(json!({ "message": "pong", "broker": call.principal.broker }))
-    })
+    api::run(
+        deps,
+        request,
+        ROUTE,
+        |_no_other_fields| (),
+        |call| async move { Ok(json!({ "message": "pong", "broker": call.principal.broker })) },
+    )
     .await
 }

@@ -180,14 +180,16 @@ async fn provision_command(options: &[&str]) -> anyhow::Result<()> {
             "--env-file" => env_file = Some(value()?),
             "--param" => {
                 let pair = value()?;
-                let (name, val) = pair.split_once('=').with_context(|| format!("--param `{pair}` is not Name=Value"))?;
+                let (name, val) =
+                    pair.split_once('=').with_context(|| format!("--param `{pair}` is not Name=Value"))?;
                 overrides.push((name.to_owned(), val.to_owned()));
             }
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
     let text = std::fs::read_to_string(&template_path).with_context(|| format!("reading {template_path}"))?;
-    let template: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| format!("parsing {template_path}"))?;
+    let template: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {template_path}"))?;
     let aws = AwsClients::from_env().await;
     let stack = provision::Stack {
         name: stack_name,

@@ -56,7 +56,9 @@ impl Stack {
                     let end = start + text[start..].find('}').context("unclosed ${ in !Sub")?;
                     let variable = text[start + 2..end].to_owned();
                     let value = match variable.split_once('.') {
-                        Some((resource, "Arn")) => physical.arns.get(resource).cloned().context(format!("no Arn for {resource}"))?,
+                        Some((resource, "Arn")) => {
+                            physical.arns.get(resource).cloned().context(format!("no Arn for {resource}"))?
+                        }
                         _ => self.reference(&variable, physical)?,
                     };
                     text.replace_range(start..=end, &value);
@@ -69,7 +71,8 @@ impl Stack {
                     Value::Sequence(parts) => parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."),
                     _ => bail!("!GetAtt takes Resource.Attribute"),
                 };
-                let resource = target.strip_suffix(".Arn").context(format!("only .Arn attributes are supported: {target}"))?;
+                let resource =
+                    target.strip_suffix(".Arn").context(format!("only .Arn attributes are supported: {target}"))?;
                 physical.arns.get(resource).cloned().context(format!("{resource} has no Arn yet"))
             }
             other => bail!("intrinsic {other} is not supported by the local provisioner"),
@@ -132,9 +135,13 @@ pub async fn provision(
         let properties = resource.get("Properties").cloned().unwrap_or(Value::Null);
         match resource.get("Type").and_then(Value::as_str) {
             Some("AWS::DynamoDB::Table") => {
-                let name = stack.resolve(properties.get("TableName").context(format!("{logical}: TableName"))?, &physical)?;
+                let name =
+                    stack.resolve(properties.get("TableName").context(format!("{logical}: TableName"))?, &physical)?;
                 create_table(dynamodb, &name, &properties).await.with_context(|| format!("table {name}"))?;
-                physical.arns.insert(logical.into(), format!("arn:aws:dynamodb:{}:{}:table/{name}", stack.region, stack.account));
+                physical.arns.insert(
+                    logical.into(),
+                    format!("arn:aws:dynamodb:{}:{}:table/{name}", stack.region, stack.account),
+                );
                 physical.refs.insert(logical.into(), name);
             }
             Some("AWS::KMS::Key") => {
@@ -144,7 +151,12 @@ pub async fn provision(
                     Some(metadata) => metadata,
                     None => {
                         let description = properties.get("Description").and_then(Value::as_str).unwrap_or_default();
-                        kms.create_key().description(description).send().await?.key_metadata.context("CreateKey returned no metadata")?
+                        kms.create_key()
+                            .description(description)
+                            .send()
+                            .await?
+                            .key_metadata
+                            .context("CreateKey returned no metadata")?
                     }
                 };
                 physical.arns.insert(logical.into(), metadata.arn.clone().unwrap_or_default());
@@ -180,7 +192,8 @@ pub async fn provision(
     let mut environment = BTreeMap::new();
     for (name, value) in variables {
         let name = name.as_str().context("variable name")?;
-        environment.insert(name.to_owned(), stack.resolve(value, &physical).with_context(|| format!("variable {name}"))?);
+        environment
+            .insert(name.to_owned(), stack.resolve(value, &physical).with_context(|| format!("variable {name}"))?);
     }
     Ok(Provisioned { environment })
 }
@@ -190,11 +203,15 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
         return Ok(());
     }
     let mut request = client.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
-    for definition in properties.get("AttributeDefinitions").and_then(Value::as_sequence).context("AttributeDefinitions")? {
+    for definition in
+        properties.get("AttributeDefinitions").and_then(Value::as_sequence).context("AttributeDefinitions")?
+    {
         request = request.attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(definition.get("AttributeName").and_then(Value::as_str).context("AttributeName")?)
-                .attribute_type(ScalarAttributeType::from(definition.get("AttributeType").and_then(Value::as_str).context("AttributeType")?))
+                .attribute_type(ScalarAttributeType::from(
+                    definition.get("AttributeType").and_then(Value::as_str).context("AttributeType")?,
+                ))
                 .build()?,
         );
     }
@@ -213,7 +230,9 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
         client
             .update_time_to_live()
             .table_name(name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(attribute).enabled(enabled).build()?,
+            )
             .send()
             .await
             .context("UpdateTimeToLive")?;
@@ -223,7 +242,11 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
 
 /// Mirrors CloudFormation's `GenerateSecretString`: a random string under `GenerateStringKey`
 /// inside `SecretStringTemplate`, made by Secrets Manager's own generator.
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, properties: &Value) -> anyhow::Result<String> {
+async fn create_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    properties: &Value,
+) -> anyhow::Result<String> {
     if let Ok(existing) = client.describe_secret().secret_id(name).send().await {
         return existing.arn.context("DescribeSecret returned no ARN");
     }
@@ -239,7 +262,8 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, name: &str, prop
         .random_password
         .context("GetRandomPassword returned nothing")?;
     let template = generate.get("SecretStringTemplate").and_then(Value::as_str).unwrap_or("{}");
-    let mut document: serde_json::Map<String, serde_json::Value> = serde_json::from_str(template).context("SecretStringTemplate")?;
+    let mut document: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(template).context("SecretStringTemplate")?;
     let key = generate.get("GenerateStringKey").and_then(Value::as_str).context("GenerateStringKey")?;
     document.insert(key.to_owned(), serde_json::Value::String(password));
     let description = properties.get("Description").and_then(Value::as_str).unwrap_or_default();

@@ -111,7 +111,9 @@ impl Gateway {
         let mut routes = template::routes(template_yaml)?
             .into_iter()
             .map(|route| {
-                let handler = *handlers.get(route.function.as_str()).ok_or_else(|| GatewayError::NoHandler(route.function.clone()))?;
+                let handler = *handlers
+                    .get(route.function.as_str())
+                    .ok_or_else(|| GatewayError::NoHandler(route.function.clone()))?;
                 let segments = route.path.trim_start_matches('/').split('/').map(str::to_owned).collect();
                 Ok(Route { method: route.method, path: route.path, segments, handler })
             })
@@ -258,7 +260,8 @@ mod tests {
 
     #[test]
     fn every_template_function_has_a_handler() {
-        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).expect("template");
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).expect("template");
         let handlers = handlers();
         for route in template::routes(&template).expect("routes") {
             assert!(handlers.contains_key(route.function.as_str()), "{} has no local handler", route.function);

@@ -40,9 +40,11 @@ pub fn routes(template: &str) -> Result<Vec<TemplateRoute>, TemplateError> {
             }
             let properties = event.get("Properties");
             let field = |key: &str| {
-                properties.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
-                    TemplateError::Shape(format!("{function}: an Api event has no {key}"))
-                })
+                properties
+                    .and_then(|p| p.get(key))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| TemplateError::Shape(format!("{function}: an Api event has no {key}")))
             };
             routes.push(TemplateRoute {
                 function: function.to_owned(),

@@ -65,8 +65,8 @@ impl FernetKey {
 
     /// Encryption with a chosen IV: only the spec's generate vector needs this.
     pub fn encrypt_with_iv(&self, plaintext: &[u8], now_secs: u64, iv: &[u8; 16]) -> Result<String, CryptoError> {
-        let ciphertext = Aes128CbcEnc::new(self.encryption.as_ref().into(), iv.into())
-            .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+        let ciphertext =
+            Aes128CbcEnc::new(self.encryption.as_ref().into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext);
         let mut token = Vec::with_capacity(HEADER_LEN + ciphertext.len() + MAC_LEN);
         token.push(VERSION);
         token.extend_from_slice(&now_secs.to_be_bytes());
@@ -79,7 +79,12 @@ impl FernetKey {
 
     /// Verifies and decrypts. `ttl_secs` bounds the token's age; the timestamp may never be more
     /// than [`MAX_CLOCK_SKEW_SECS`] in the future. The MAC is checked before anything is decrypted.
-    pub fn decrypt(&self, token: &str, ttl_secs: Option<u64>, now_secs: u64) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn decrypt(
+        &self,
+        token: &str,
+        ttl_secs: Option<u64>,
+        now_secs: u64,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let raw = URL_SAFE.decode(token.trim_end()).map_err(|_| CryptoError::InvalidToken)?;
         if raw.len() < HEADER_LEN + 16 + MAC_LEN || raw[0] != VERSION {
             return Err(CryptoError::InvalidToken);
@@ -138,7 +143,10 @@ mod tests {
         let key = FernetKey::from_bytes(&[1u8; 32]);
         let now = 2_000_000_000;
         assert!(key.decrypt(&key.encrypt(b"x", now + 60).expect("encrypt"), Some(10), now).is_ok());
-        assert_eq!(key.decrypt(&key.encrypt(b"x", now + 61).expect("encrypt"), Some(10), now), Err(CryptoError::InvalidToken));
+        assert_eq!(
+            key.decrypt(&key.encrypt(b"x", now + 61).expect("encrypt"), Some(10), now),
+            Err(CryptoError::InvalidToken)
+        );
         let token = key.encrypt(b"x", now).expect("encrypt");
         assert!(key.decrypt(&token, Some(10), now + 10).is_ok());
         assert_eq!(key.decrypt(&token, Some(10), now + 11), Err(CryptoError::Expired));

@@ -114,7 +114,7 @@ impl KeyRing {
         if roots.is_empty() {
             return Err(CryptoError::BadKey("key ring has no keys"));
         }
-        roots.sort_by(|a, b| b.id.cmp(&a.id));
+        roots.sort_by_key(|root| std::cmp::Reverse(root.id));
         Ok(Self { roots })
     }
 
@@ -163,7 +163,12 @@ impl PurposeCipher {
         self.keys.first().ok_or(CryptoError::BadKey("no keys"))?.encrypt(plaintext, now_secs)
     }
 
-    pub fn decrypt(&self, token: &str, ttl_secs: Option<u64>, now_secs: u64) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub fn decrypt(
+        &self,
+        token: &str,
+        ttl_secs: Option<u64>,
+        now_secs: u64,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let mut outcome = Err(CryptoError::InvalidToken);
         for key in &self.keys {
             match key.decrypt(token, ttl_secs, now_secs) {
@@ -248,7 +253,12 @@ mod tests {
 
     #[test]
     fn malformed_rings_are_refused() {
-        for bad in [&b"not json"[..], br#"{"v":2,"keys":[]}"#, br#"{"v":1,"keys":[]}"#, br#"{"v":1,"keys":[{"id":1,"key":"AAAA"}]}"#] {
+        for bad in [
+            &b"not json"[..],
+            br#"{"v":2,"keys":[]}"#,
+            br#"{"v":1,"keys":[]}"#,
+            br#"{"v":1,"keys":[{"id":1,"key":"AAAA"}]}"#,
+        ] {
             assert!(KeyRing::from_plaintext(bad).is_err());
         }
     }

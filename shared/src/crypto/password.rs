@@ -13,7 +13,8 @@ use super::CryptoError;
 pub const OWASP_FLOOR: ArgonCost = ArgonCost { memory_kib: 19_456, iterations: 2, lanes: 1 };
 
 /// Strings that mark a secret as a sample or placeholder rather than generated randomness.
-const PLACEHOLDER_MARKERS: &[&str] = &["placeholder", "changeme", "change_me", "replace", "example", "regenerate", "xxxxxxxx"];
+const PLACEHOLDER_MARKERS: &[&str] =
+    &["placeholder", "changeme", "change_me", "replace", "example", "regenerate", "xxxxxxxx"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArgonCost {
@@ -114,8 +115,7 @@ impl PasswordHasher {
     /// should be re-hashed because our current parameters differ.
     pub fn verify(&self, secret: &[u8], phc: &str) -> Result<Verification, CryptoError> {
         let stored = PasswordHash::new(phc).map_err(|error| CryptoError::Hashing(error.to_string()))?;
-        let stored_params =
-            Params::try_from(&stored).map_err(|error| CryptoError::Hashing(error.to_string()))?;
+        let stored_params = Params::try_from(&stored).map_err(|error| CryptoError::Hashing(error.to_string()))?;
         let needs_rehash = stored.algorithm != argon2::ARGON2ID_IDENT
             || stored_params.m_cost() != self.params.m_cost()
             || stored_params.t_cost() != self.params.t_cost()

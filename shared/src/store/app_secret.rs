@@ -56,17 +56,19 @@ pub async fn load(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<A
         .send()
         .await
         .map_err(|error| SecretError::Read { id: id.into(), detail: aws_detail(&error) })?;
-    let text = output.secret_string().ok_or(SecretError::Malformed { id: id.into(), problem: "has no string value" })?;
+    let text =
+        output.secret_string().ok_or(SecretError::Malformed { id: id.into(), problem: "has no string value" })?;
     let document: Document = serde_json::from_str(text)
         .map_err(|_| SecretError::Malformed { id: id.into(), problem: "is not a JSON object" })?;
-    Ok(AppSecret {
-        pepper: document.pepper,
-        sealed_ring: document.keyring.filter(|ring| !ring.is_empty()),
-    })
+    Ok(AppSecret { pepper: document.pepper, sealed_ring: document.keyring.filter(|ring| !ring.is_empty()) })
 }
 
 /// Stores a newly sealed ring beside the existing pepper (and any other fields), as a new version.
-pub async fn store_ring(client: &aws_sdk_secretsmanager::Client, id: &str, sealed_ring: &str) -> Result<(), SecretError> {
+pub async fn store_ring(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    sealed_ring: &str,
+) -> Result<(), SecretError> {
     let current = client
         .get_secret_value()
         .secret_id(id)
@@ -109,7 +111,11 @@ pub async fn open_ring(kms: &aws_sdk_kms::Client, config: &Config, sealed: &str)
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms { action: "decrypt", key: config.kms_key_id.clone(), detail: aws_detail(&error) })?;
+        .map_err(|error| SecretError::Kms {
+            action: "decrypt",
+            key: config.kms_key_id.clone(),
+            detail: aws_detail(&error),
+        })?;
     let plaintext = Zeroizing::new(output.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default());
     Ok(KeyRing::from_plaintext(&plaintext)?)
 }
@@ -123,7 +129,11 @@ pub async fn seal_ring(kms: &aws_sdk_kms::Client, config: &Config, ring: &KeyRin
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms { action: "encrypt", key: config.kms_key_id.clone(), detail: aws_detail(&error) })?;
+        .map_err(|error| SecretError::Kms {
+            action: "encrypt",
+            key: config.kms_key_id.clone(),
+            detail: aws_detail(&error),
+        })?;
     let blob = output.ciphertext_blob().ok_or(SecretError::Kms {
         action: "encrypt",
         key: config.kms_key_id.clone(),
@@ -141,11 +151,19 @@ pub async fn new_root(kms: &aws_sdk_kms::Client, config: &Config) -> Result<Zero
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms { action: "generate a root for", key: config.kms_key_id.clone(), detail: aws_detail(&error) })?;
+        .map_err(|error| SecretError::Kms {
+            action: "generate a root for",
+            key: config.kms_key_id.clone(),
+            detail: aws_detail(&error),
+        })?;
     let bytes = Zeroizing::new(output.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default());
     let mut root = Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
-        return Err(SecretError::Kms { action: "generate a root for", key: config.kms_key_id.clone(), detail: "wrong length".into() });
+        return Err(SecretError::Kms {
+            action: "generate a root for",
+            key: config.kms_key_id.clone(),
+            detail: "wrong length".into(),
+        });
     }
     root.copy_from_slice(&bytes);
     Ok(root)

@@ -131,7 +131,7 @@ impl BanStore {
             }
         }
         bans.retain(|ban| ban.is_active(now));
-        bans.sort_by(|a, b| b.banned_at.cmp(&a.banned_at));
+        bans.sort_by_key(|ban| std::cmp::Reverse(ban.banned_at));
         Ok(bans)
     }
 }

@@ -120,7 +120,12 @@ impl IdentityStore {
 
     /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
     /// key is refused by every container on its next request because the gate reads the record.
-    pub async fn rotate_key(&self, username: &str, record: &ApiKeyRecord, now_secs: u64) -> Result<Option<KeyId>, AppError> {
+    pub async fn rotate_key(
+        &self,
+        username: &str,
+        record: &ApiKeyRecord,
+        now_secs: u64,
+    ) -> Result<Option<KeyId>, AppError> {
         let user = self
             .client
             .get_item()
@@ -148,7 +153,9 @@ impl IdentityStore {
         let mut transaction = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(point_user.build().map_err(AppError::internal)?).build())
+            .transact_items(
+                TransactWriteItem::builder().update(point_user.build().map_err(AppError::internal)?).build(),
+            )
             .transact_items(self.put_key(record)?);
         if let Some(old) = &previous {
             let revoke = Update::builder()

@@ -1,0 +1,72 @@
+# Shared by scripts/dev, scripts/test, scripts/bench and scripts/kavach. Source it; don't run it.
+# Everything it installs lives in this repo (.venv, target/) or comes from the package registries.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+STATE="$ROOT/.kavach"
+mkdir -p "$STATE"
+
+export SAM_CLI_TELEMETRY=0
+
+# The local stack never talks to real AWS: dummy credentials, one region, the emulator's endpoint.
+use_local_aws() {
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=ap-south-1 AWS_DEFAULT_REGION=ap-south-1
+  export AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Creates .venv and installs scripts/requirements.txt when missing or changed.
+ensure_python_tools() {
+  command -v python3 >/dev/null || die "python3 is required (Debian: apt-get install python3 python3-venv)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  fi
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing Python tools (moto, aws-sam-cli, cargo-lambda, ziglang) into .venv"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt" \
+      || die "pip install failed"
+    echo "$want" > "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is required (rustup.rs)"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() { # port seconds
+  local port=$1 tries=$(( ${2:-20} * 10 ))
+  for _ in $(seq "$tries"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_emulator PORT LOGFILE: starts moto's server in the background; sets EMULATOR_PID.
+start_emulator() {
+  local port=$1 log=$2
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  EMULATOR_PID=$!
+  wait_for_port "$port" 30 || die "moto_server did not start on port $port (see $log)"
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+}
+
+# provision ENVFILE: creates tables, key and secret from template.yaml in the emulator, seals the
+# key ring, writes the resolved function environment to ENVFILE and exports it.
+provision() {
+  local env_file=$1
+  "$ROOT/target/debug/kavach" provision --template "$ROOT/template.yaml" --env-file "$env_file" >&2 \
+    || die "provisioning from template.yaml failed"
+  set -a; . "$env_file"; set +a
+}
