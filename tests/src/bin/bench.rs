@@ -1,0 +1,211 @@
+//! `kavach-bench`: the figures `scripts/bench` reports. Run against the emulator `scripts/bench`
+//! starts; each figure is measured here, in one run, so ratios between them are meaningful.
+//!
+//! - `calls`: AWS calls per warm ping by service and operation, and sequential round trips, plus
+//!   in-process CPU per ping (handler + SDK, the emulator excluded).
+//! - `cold-start BIN`: exec of the Lambda binary to its first response, through a local Lambda
+//!   Runtime API.
+//! - `load URL KEY`: warm requests per second and latency percentiles through the local gateway.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["calls", n] => calls(n.parse()?).await,
+        ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
+        ["load", url, key, requests, concurrency] => load(url, key, requests.parse()?, concurrency.parse()?).await,
+        _ => anyhow::bail!("usage: kavach-bench calls N | cold-start BIN KEY RUNS | load URL KEY REQUESTS CONCURRENCY"),
+    }
+}
+
+fn ping_event(key: &str, source_ip: &str) -> String {
+    let body = serde_json::json!({ "apikey": key }).to_string();
+    serde_json::json!({
+        "resource": "/api/v1/ping", "path": "/api/v1/ping", "httpMethod": "POST",
+        "headers": { "content-type": "application/json" }, "multiValueHeaders": { "content-type": ["application/json"] },
+        "requestContext": { "resourcePath": "/api/v1/ping", "httpMethod": "POST", "stage": "bench",
+            "requestId": "bench", "identity": { "sourceIp": source_ip } },
+        "body": body, "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+/// Process CPU time (user + system) from /proc, in microseconds.
+fn cpu_micros(pid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // Linux reports in USER_HZ, 100 per second on every mainstream kernel.
+    Ok(ticks * 10_000)
+}
+
+async fn calls(requests: u32) -> anyhow::Result<()> {
+    let deps = kavach_tests::deps().await;
+    let boot = deps.aws.stats.snapshot();
+    let (_, key) = kavach_tests::new_user(&deps).await;
+    let event = ping_event(&key, "198.51.100.200");
+    let request = || lambda_http::request::from_str(&event).map_err(anyhow::Error::from);
+    let first = ping::handler(&deps, request()?).await;
+    anyhow::ensure!(first.status() == 200, "warm-up ping failed: {:?}", first.body());
+
+    let before = deps.aws.stats.snapshot();
+    let cpu_before = cpu_micros("self")?;
+    let started = Instant::now();
+    for _ in 0..requests {
+        let response = ping::handler(&deps, request()?).await;
+        anyhow::ensure!(response.status() == 200, "ping failed: {:?}", response.body());
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_micros("self")? - cpu_before;
+    let after = deps.aws.stats.snapshot();
+    println!("cold start: {} AWS calls ({:?})", boot.total(), boot.by_operation);
+    println!("per warm ping (mean of {requests}):");
+    for (operation, count) in &after.by_operation {
+        let delta = count - before.by_operation.get(operation).copied().unwrap_or(0);
+        if delta > 0 {
+            println!("  {operation:<28} {:.2}", delta as f64 / f64::from(requests));
+        }
+    }
+    println!("  KMS calls                    {}", after.for_service("KMS") - before.for_service("KMS"));
+    println!("  Secrets Manager calls        {}", after.for_service("Secrets Manager") - before.for_service("Secrets Manager"));
+    println!(
+        "  sequential round trips       {:.2}  (gate: 1, traffic record after the handler: 1)",
+        (after.round_trips - before.round_trips) as f64 / f64::from(requests)
+    );
+    println!("  in-process CPU               {:.0} µs  (handler + SDK; emulator excluded)", cpu as f64 / f64::from(requests));
+    println!("  wall time                    {:.2} ms  (against moto on loopback)", wall.as_secs_f64() * 1000.0 / f64::from(requests));
+    Ok(())
+}
+
+/// A minimal Lambda Runtime API: hands out one event, records when its response arrives.
+async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
+    let mut to_init = Vec::new();
+    let mut to_response = Vec::new();
+    for _ in 0..runs {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (events, mut received) = mpsc::unbounded_channel::<(&'static str, Instant)>();
+        let event = Arc::new(ping_event(key, "198.51.100.201"));
+        let server = tokio::spawn(async move {
+            let handed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (events, event, handed_out) = (events.clone(), event.clone(), handed_out.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (events, event, handed_out) = (events.clone(), event.clone(), handed_out.clone());
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let _ = request.into_body().collect().await;
+                            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                            if path.ends_with("/invocation/next") {
+                                let _ = events.send(("next", Instant::now()));
+                                if handed_out.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                                    // Keep the runtime waiting; the run ends here.
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                }
+                                let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) + 10_000;
+                                let headers = response.headers_mut();
+                                headers.insert("lambda-runtime-aws-request-id", "bench-1".parse().expect("header value"));
+                                headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header value"));
+                                headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:ap-south-1:123456789012:function:ping".parse().expect("header value"));
+                                *response.body_mut() = Full::new(Bytes::from(event.as_bytes().to_vec()));
+                            } else if path.ends_with("/response") {
+                                let _ = events.send(("response", Instant::now()));
+                                *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                            } else if path.ends_with("/error") {
+                                let _ = events.send(("error", Instant::now()));
+                                *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(binary)
+            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "ping")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut init = None;
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some((what, at)) = received.recv().await {
+                match what {
+                    "next" if init.is_none() => init = Some(at - started),
+                    "response" => return Ok(at - started),
+                    "error" => anyhow::bail!("the function reported an error"),
+                    _ => {}
+                }
+            }
+            anyhow::bail!("runtime API closed")
+        })
+        .await??;
+        child.kill().await?;
+        server.abort();
+        to_init.push(init.unwrap_or_default());
+        to_response.push(outcome);
+    }
+    to_init.sort();
+    to_response.sort();
+    let median = |values: &[Duration]| values[values.len() / 2].as_secs_f64() * 1000.0;
+    println!("cold start of {binary} over {runs} runs (median):");
+    println!("  exec → ready for the first event   {:.1} ms  (config, 1 Secrets Manager read, 1 KMS Decrypt)", median(&to_init));
+    println!("  exec → first response              {:.1} ms  (plus the gate and one Argon2id key verification)", median(&to_response));
+    Ok(())
+}
+
+async fn load(url: &str, key: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let body = serde_json::json!({ "apikey": key }).to_string();
+    // Warm the connection pool and the key cache.
+    for _ in 0..concurrency {
+        client.post(url).body(body.clone()).send().await?;
+    }
+    let started = Instant::now();
+    let results = futures::stream::iter(0..requests)
+        .map(|_| {
+            let (client, body) = (client.clone(), body.clone());
+            async move {
+                let sent = Instant::now();
+                let status = client.post(url).body(body).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                (status, sent.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let wall = started.elapsed();
+    let ok = results.iter().filter(|(status, _)| *status == 200).count();
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, latency)| *latency).collect();
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    println!("warm load through the local gateway: {requests} requests, {concurrency} concurrent");
+    println!("  200s                 {ok}/{requests}");
+    println!("  throughput           {:.0} requests/s", requests as f64 / wall.as_secs_f64());
+    println!("  latency p50 / p99    {:.2} / {:.2} ms", percentile(0.50), percentile(0.99));
+    anyhow::ensure!(ok == requests, "some requests failed");
+    Ok(())
+}
+
+use futures::StreamExt;
+
