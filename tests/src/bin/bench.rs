@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
@@ -44,8 +45,10 @@ fn ping_event(key: &str, source_ip: &str) -> String {
 /// Process CPU time (user + system) from /proc, in microseconds.
 fn cpu_micros(pid: &str) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
     // Linux reports in USER_HZ, 100 per second on every mainstream kernel.
     Ok(ticks * 10_000)
 }
@@ -78,13 +81,22 @@ async fn calls(requests: u32) -> anyhow::Result<()> {
         }
     }
     println!("  KMS calls                    {}", after.for_service("KMS") - before.for_service("KMS"));
-    println!("  Secrets Manager calls        {}", after.for_service("Secrets Manager") - before.for_service("Secrets Manager"));
+    println!(
+        "  Secrets Manager calls        {}",
+        after.for_service("Secrets Manager") - before.for_service("Secrets Manager")
+    );
     println!(
         "  sequential round trips       {:.2}  (gate: 1, traffic record after the handler: 1)",
         (after.round_trips - before.round_trips) as f64 / f64::from(requests)
     );
-    println!("  in-process CPU               {:.0} µs  (handler + SDK; emulator excluded)", cpu as f64 / f64::from(requests));
-    println!("  wall time                    {:.2} ms  (against moto on loopback)", wall.as_secs_f64() * 1000.0 / f64::from(requests));
+    println!(
+        "  in-process CPU               {:.0} µs  (handler + SDK; emulator excluded)",
+        cpu as f64 / f64::from(requests)
+    );
+    println!(
+        "  wall time                    {:.2} ms  (against moto on loopback)",
+        wall.as_secs_f64() * 1000.0 / f64::from(requests)
+    );
     Ok(())
 }
 
@@ -115,11 +127,23 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
                                     // Keep the runtime waiting; the run ends here.
                                     tokio::time::sleep(Duration::from_secs(3600)).await;
                                 }
-                                let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) + 10_000;
+                                let deadline = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_millis())
+                                    + 10_000;
                                 let headers = response.headers_mut();
-                                headers.insert("lambda-runtime-aws-request-id", "bench-1".parse().expect("header value"));
-                                headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header value"));
-                                headers.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:ap-south-1:123456789012:function:ping".parse().expect("header value"));
+                                headers
+                                    .insert("lambda-runtime-aws-request-id", "bench-1".parse().expect("header value"));
+                                headers.insert(
+                                    "lambda-runtime-deadline-ms",
+                                    deadline.to_string().parse().expect("header value"),
+                                );
+                                headers.insert(
+                                    "lambda-runtime-invoked-function-arn",
+                                    "arn:aws:lambda:ap-south-1:123456789012:function:ping"
+                                        .parse()
+                                        .expect("header value"),
+                                );
                                 *response.body_mut() = Full::new(Bytes::from(event.as_bytes().to_vec()));
                             } else if path.ends_with("/response") {
                                 let _ = events.send(("response", Instant::now()));
@@ -169,8 +193,14 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
     to_response.sort();
     let median = |values: &[Duration]| values[values.len() / 2].as_secs_f64() * 1000.0;
     println!("cold start of {binary} over {runs} runs (median):");
-    println!("  exec → ready for the first event   {:.1} ms  (config, 1 Secrets Manager read, 1 KMS Decrypt)", median(&to_init));
-    println!("  exec → first response              {:.1} ms  (plus the gate and one Argon2id key verification)", median(&to_response));
+    println!(
+        "  exec → ready for the first event   {:.1} ms  (config, 1 Secrets Manager read, 1 KMS Decrypt)",
+        median(&to_init)
+    );
+    println!(
+        "  exec → first response              {:.1} ms  (plus the gate and one Argon2id key verification)",
+        median(&to_response)
+    );
     Ok(())
 }
 
@@ -198,7 +228,8 @@ async fn load(url: &str, key: &str, requests: usize, concurrency: usize) -> anyh
     let ok = results.iter().filter(|(status, _)| *status == 200).count();
     let mut latencies: Vec<Duration> = results.iter().map(|(_, latency)| *latency).collect();
     latencies.sort();
-    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let percentile =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     println!("warm load through the local gateway: {requests} requests, {concurrency} concurrent");
     println!("  200s                 {ok}/{requests}");
     println!("  throughput           {:.0} requests/s", requests as f64 / wall.as_secs_f64());
@@ -206,6 +237,3 @@ async fn load(url: &str, key: &str, requests: usize, concurrency: usize) -> anyh
     anyhow::ensure!(ok == requests, "some requests failed");
     Ok(())
 }
-
-use futures::StreamExt;
-
