@@ -77,9 +77,7 @@ where
         user,
         route: route.name,
     };
-    if let Err(error) = deps.traffic.put(&record).await {
-        tracing::warn!(error = %error, "traffic record not written");
-    }
+    deps.pending_traffic.push(record);
     response
 }
 

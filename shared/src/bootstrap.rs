@@ -17,6 +17,7 @@ use crate::store::bans::BanStore;
 use crate::store::identity::IdentityStore;
 use crate::store::rate_limit::RateLimitStore;
 use crate::store::traffic::TrafficStore;
+use crate::traffic::TrafficQueue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -48,6 +49,21 @@ pub struct Deps {
     pub key_ring: KeyRing,
     pub api_key_copies: PurposeCipher,
     pub verified_keys: VerifiedKeyCache,
+    pub pending_traffic: TrafficQueue,
+}
+
+impl Deps {
+    /// Writes every queued traffic record, concurrently. A failed write is logged and dropped:
+    /// the request it describes has already been answered.
+    pub async fn flush_traffic(&self) {
+        let records = self.pending_traffic.take();
+        let writes = records.iter().map(|record| self.traffic.put(record));
+        for result in futures::future::join_all(writes).await {
+            if let Err(error) = result {
+                tracing::warn!(error = %error, "traffic record not written");
+            }
+        }
+    }
 }
 
 /// The production entry point: environment, system clock, SDK default credentials.
@@ -76,6 +92,7 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
         limits: RateLimitStore::new(aws.dynamodb.clone(), table(&config.tables.security)),
         identity: IdentityStore::new(aws.dynamodb.clone(), table(&config.tables.identity)),
         traffic: TrafficStore::new(aws.dynamodb.clone(), table(&config.tables.traffic), config.traffic_retention_days),
+        pending_traffic: TrafficQueue::default(),
         verified_keys: VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get())),
         passwords,
         key_ring,

@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod error;
 pub mod gate;
 pub mod http;
+pub mod lambda;
 pub mod limits;
 pub mod logging;
 pub mod store;

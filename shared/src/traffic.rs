@@ -3,6 +3,7 @@
 //! enter it, so a secret cannot leak through it whatever a client sends.
 
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 
 use crate::clock::UnixMillis;
 
@@ -18,6 +19,22 @@ pub struct TrafficRecord {
     pub duration_us: u64,
     pub user: Option<String>,
     pub route: &'static str,
+}
+
+/// Records waiting to be written. The pipeline queues a record instead of writing it, so the write
+/// never delays a response: on Lambda an internal extension flushes the queue after the response
+/// has gone (`crate::lambda`); the local gateway flushes in a task after responding.
+#[derive(Debug, Default)]
+pub struct TrafficQueue(Mutex<Vec<TrafficRecord>>);
+
+impl TrafficQueue {
+    pub fn push(&self, record: TrafficRecord) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+    }
+
+    pub fn take(&self) -> Vec<TrafficRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// Strips the query string and caps the length, so a hostile URL cannot bloat the log.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kavach_tests::{config_with, deps, new_user, ping_body, post, start_gateway, unique_ip, unique_name};
+use kavach_tests::{config_with, deps, new_user, ping_body, unique_ip, unique_name};
 use shared::aws::AwsClients;
 use shared::bootstrap::{self, BootError};
 use shared::clock::SystemClock;
@@ -125,30 +125,42 @@ async fn key_ring_rotation_through_kms_keeps_old_ciphertext_readable() {
 }
 
 #[tokio::test]
-async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_before_the_handler() {
+async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_before_responding() {
     let deps = deps().await;
     let boot = deps.aws.stats.snapshot();
     assert_eq!(boot.for_service("KMS"), 1, "one Decrypt at cold start: {boot:?}");
     assert_eq!(boot.for_service("Secrets Manager"), 1, "one secret read at cold start: {boot:?}");
 
     let (_, key) = new_user(&deps).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let ip = unique_ip();
-    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "warm-up verifies the key once");
+    let event = |ip: &str| {
+        let text = serde_json::json!({
+            "resource": "/api/v1/ping", "path": "/api/v1/ping", "httpMethod": "POST", "headers": {},
+            "requestContext": { "identity": { "sourceIp": ip }, "httpMethod": "POST", "requestId": "r" },
+            "body": ping_body(&key), "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&text.to_string()).expect("event")
+    };
+    let ip = unique_ip().to_string();
+    assert_eq!(ping::handler(&deps, event(&ip)).await.status(), 200, "warm-up verifies the key once");
+    deps.flush_traffic().await;
 
     let before = deps.aws.stats.snapshot();
     for _ in 0..10 {
-        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+        assert_eq!(ping::handler(&deps, event(&ip)).await.status(), 200);
     }
-    let after = deps.aws.stats.snapshot();
-    let per =
-        |op: &str| after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0);
-    assert_eq!(after.for_service("KMS"), boot.for_service("KMS"), "no KMS on the warm path");
-    assert_eq!(after.for_service("Secrets Manager"), boot.for_service("Secrets Manager"));
-    // Gate: ban GetItem + key GetItem + IP counter GetItem + key counter UpdateItem, concurrently;
-    // then the traffic record.
-    assert_eq!(per("DynamoDB.GetItem"), 30);
-    assert_eq!(per("DynamoDB.UpdateItem"), 10);
-    assert_eq!(per("DynamoDB.PutItem"), 10);
-    assert_eq!(after.round_trips - before.round_trips, 20, "one gate round trip + one traffic write per request");
+    let answered = deps.aws.stats.snapshot();
+    let delta = |after: &shared::aws::CallCounts, op: &str| {
+        after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0)
+    };
+    assert_eq!(answered.for_service("KMS"), boot.for_service("KMS"), "no KMS on the warm path");
+    assert_eq!(answered.for_service("Secrets Manager"), boot.for_service("Secrets Manager"));
+    // Gate: ban GetItem + key GetItem + IP counter GetItem + key counter UpdateItem, concurrently.
+    assert_eq!(delta(&answered, "DynamoDB.GetItem"), 30);
+    assert_eq!(delta(&answered, "DynamoDB.UpdateItem"), 10);
+    assert_eq!(delta(&answered, "DynamoDB.PutItem"), 0, "the traffic record waits until after the response");
+    assert_eq!(answered.round_trips - before.round_trips, 10, "one round trip per request before responding");
+
+    deps.flush_traffic().await;
+    let flushed = deps.aws.stats.snapshot();
+    assert_eq!(delta(&flushed, "DynamoDB.PutItem"), 10, "then one record per request");
 }

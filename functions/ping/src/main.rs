@@ -1,15 +1,7 @@
-use std::convert::Infallible;
-
-use lambda_http::{Error, run, service_fn};
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::logging::init();
     // A cold start that cannot load its keys must fail loudly, not serve requests half-armed.
     let deps = shared::bootstrap::init().await?;
-    run(service_fn(|request| {
-        let deps = deps.clone();
-        async move { Ok::<_, Infallible>(ping::handler(&deps, request).await) }
-    }))
-    .await
+    shared::lambda::serve(deps, |deps, request| async move { ping::handler(&deps, request).await }).await
 }

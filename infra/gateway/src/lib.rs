@@ -173,6 +173,9 @@ impl Gateway {
         };
         let event = proxy_event(&parts, body, peer, route, path_parameters);
         let response = (route.handler)(self.deps.clone(), Request::from(LambdaRequest::ApiGatewayV1(event))).await;
+        // As on Lambda, the traffic record is written after the response, off the client's clock.
+        let deps = self.deps.clone();
+        tokio::spawn(async move { deps.flush_traffic().await });
         to_hyper(response)
     }
 }

@@ -9,11 +9,13 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -102,63 +104,13 @@ async fn calls(requests: u32) -> anyhow::Result<()> {
 
 /// A minimal Lambda Runtime API: hands out one event, records when its response arrives.
 async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
-    let mut to_init = Vec::new();
-    let mut to_response = Vec::new();
+    let (mut to_init, mut to_response, mut to_flushed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (events, mut received) = mpsc::unbounded_channel::<(&'static str, Instant)>();
         let event = Arc::new(ping_event(key, "198.51.100.201"));
-        let server = tokio::spawn(async move {
-            let handed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (events, event, handed_out) = (events.clone(), event.clone(), handed_out.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (events, event, handed_out) = (events.clone(), event.clone(), handed_out.clone());
-                        async move {
-                            let path = request.uri().path().to_owned();
-                            let _ = request.into_body().collect().await;
-                            let mut response = hyper::Response::new(Full::new(Bytes::new()));
-                            if path.ends_with("/invocation/next") {
-                                let _ = events.send(("next", Instant::now()));
-                                if handed_out.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                                    // Keep the runtime waiting; the run ends here.
-                                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                                }
-                                let deadline = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .map_or(0, |d| d.as_millis())
-                                    + 10_000;
-                                let headers = response.headers_mut();
-                                headers
-                                    .insert("lambda-runtime-aws-request-id", "bench-1".parse().expect("header value"));
-                                headers.insert(
-                                    "lambda-runtime-deadline-ms",
-                                    deadline.to_string().parse().expect("header value"),
-                                );
-                                headers.insert(
-                                    "lambda-runtime-invoked-function-arn",
-                                    "arn:aws:lambda:ap-south-1:123456789012:function:ping"
-                                        .parse()
-                                        .expect("header value"),
-                                );
-                                *response.body_mut() = Full::new(Bytes::from(event.as_bytes().to_vec()));
-                            } else if path.ends_with("/response") {
-                                let _ = events.send(("response", Instant::now()));
-                                *response.status_mut() = hyper::StatusCode::ACCEPTED;
-                            } else if path.ends_with("/error") {
-                                let _ = events.send(("error", Instant::now()));
-                                *response.status_mut() = hyper::StatusCode::ACCEPTED;
-                            }
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
-            }
-        });
+        let server = tokio::spawn(serve_runtime_api(listener, events, event));
         let started = Instant::now();
         let mut child = tokio::process::Command::new(binary)
             .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
@@ -171,12 +123,14 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        let mut init = None;
-        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        let (mut init, mut response) = (None, None);
+        let flushed = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some((what, at)) = received.recv().await {
                 match what {
                     "next" if init.is_none() => init = Some(at - started),
-                    "response" => return Ok(at - started),
+                    "response" => response = Some(at - started),
+                    // The extension asks for its next event once the traffic record is written.
+                    "extension-next-again" => return Ok(at - started),
                     "error" => anyhow::bail!("the function reported an error"),
                     _ => {}
                 }
@@ -187,10 +141,12 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
         child.kill().await?;
         server.abort();
         to_init.push(init.unwrap_or_default());
-        to_response.push(outcome);
+        to_response.push(response.unwrap_or_default());
+        to_flushed.push(flushed);
     }
     to_init.sort();
     to_response.sort();
+    to_flushed.sort();
     let median = |values: &[Duration]| values[values.len() / 2].as_secs_f64() * 1000.0;
     println!("cold start of {binary} over {runs} runs (median):");
     println!(
@@ -202,6 +158,67 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
         median(&to_response)
     );
     Ok(())
+}
+
+/// Serves the Runtime API and the Extensions API for one invocation: registration, one event for
+/// the runtime and one for the extension, then both wait forever (the run ends there).
+async fn serve_runtime_api(
+    listener: tokio::net::TcpListener,
+    events: mpsc::UnboundedSender<(&'static str, Instant)>,
+    event: Arc<String>,
+) {
+    let runtime_served = Arc::new(AtomicBool::new(false));
+    let extension_served = Arc::new(AtomicBool::new(false));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let (events, event) = (events.clone(), event.clone());
+        let (runtime_served, extension_served) = (runtime_served.clone(), extension_served.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let (events, event) = (events.clone(), event.clone());
+                let (runtime_served, extension_served) = (runtime_served.clone(), extension_served.clone());
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let _ = request.into_body().collect().await;
+                    let deadline =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+                            + 10_000;
+                    let arn = "arn:aws:lambda:ap-south-1:123456789012:function:ping";
+                    let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                    if path.ends_with("/extension/register") {
+                        response.headers_mut().insert("lambda-extension-identifier", HeaderValue::from_static("bench"));
+                        let body = serde_json::json!({"functionName": "ping", "functionVersion": "$LATEST", "handler": "bootstrap"});
+                        *response.body_mut() = Full::new(Bytes::from(body.to_string()));
+                    } else if path.ends_with("/extension/event/next") {
+                        if extension_served.swap(true, Ordering::SeqCst) {
+                            let _ = events.send(("extension-next-again", Instant::now()));
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        let body = serde_json::json!({"eventType": "INVOKE", "deadlineMs": deadline, "requestId": "bench-1", "invokedFunctionArn": arn});
+                        *response.body_mut() = Full::new(Bytes::from(body.to_string()));
+                    } else if path.ends_with("/invocation/next") {
+                        let _ = events.send(("next", Instant::now()));
+                        if runtime_served.swap(true, Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        let headers = response.headers_mut();
+                        headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_static("bench-1"));
+                        headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline as u64));
+                        headers.insert("lambda-runtime-invoked-function-arn", HeaderValue::from_static(arn));
+                        *response.body_mut() = Full::new(Bytes::from(event.as_bytes().to_vec()));
+                    } else if path.ends_with("/response") {
+                        let _ = events.send(("response", Instant::now()));
+                        *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                    } else if path.ends_with("/error") {
+                        let _ = events.send(("error", Instant::now()));
+                        *response.status_mut() = hyper::StatusCode::ACCEPTED;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
 }
 
 async fn load(url: &str, key: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
