@@ -65,10 +65,7 @@ where
     };
     let record = TrafficRecord {
         at,
-        request_id: request
-            .lambda_context_ref()
-            .map(|context| context.request_id.clone())
-            .unwrap_or_else(|| request_id_from_context(&request)),
+        request_id: api_gateway_request_id(&request),
         client_ip: ip,
         method: request.method().to_string(),
         path: loggable_path(request.uri().path()),
@@ -81,7 +78,8 @@ where
     response
 }
 
-fn request_id_from_context(request: &Request) -> String {
+/// API Gateway's request id, so a traffic record can be matched with API Gateway's own logs.
+fn api_gateway_request_id(request: &Request) -> String {
     match request.request_context_ref() {
         Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
             context.request_id.clone().unwrap_or_default()

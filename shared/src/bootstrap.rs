@@ -86,12 +86,12 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
     let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;
     let passwords = Arc::new(PasswordHasher::new(pepper, OWASP_FLOOR)?);
 
-    let table = |name: &str| name.to_owned();
+    let tables = config.tables.clone();
     Ok(Arc::new(Deps {
-        bans: BanStore::new(aws.dynamodb.clone(), table(&config.tables.security)),
-        limits: RateLimitStore::new(aws.dynamodb.clone(), table(&config.tables.security)),
-        identity: IdentityStore::new(aws.dynamodb.clone(), table(&config.tables.identity)),
-        traffic: TrafficStore::new(aws.dynamodb.clone(), table(&config.tables.traffic), config.traffic_retention_days),
+        bans: BanStore::new(aws.dynamodb.clone(), tables.security.clone()),
+        limits: RateLimitStore::new(aws.dynamodb.clone(), tables.security),
+        identity: IdentityStore::new(aws.dynamodb.clone(), tables.identity),
+        traffic: TrafficStore::new(aws.dynamodb.clone(), tables.traffic, config.traffic_retention_days),
         pending_traffic: TrafficQueue::default(),
         verified_keys: VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get())),
         passwords,

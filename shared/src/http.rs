@@ -76,7 +76,6 @@ pub fn body_bytes(request: &Request, limit: usize) -> Result<&[u8], AppError> {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
         // `Body` is non-exhaustive upstream; an unknown shape is not something we can parse.
-        #[allow(unreachable_patterns)]
         _ => return Err(AppError::bad_request("Request body could not be read")),
     };
     if bytes.len() > limit {

@@ -9,6 +9,13 @@ use shared::clock::{Clock, ManualClock, SystemClock};
 use shared::http::SECURITY_HEADERS;
 use shared::store::bans::Ban;
 
+/// Sends `count` pings in sequence, each of which must be admitted.
+async fn spend_budget(gateway: std::net::SocketAddr, ip: std::net::IpAddr, key: &str, count: u32) {
+    for n in 1..=count {
+        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(key)).await.status, 200, "request {n}");
+    }
+}
+
 fn assert_security_headers(reply: &Reply) {
     for (name, value) in SECURITY_HEADERS {
         assert_eq!(reply.headers.get(*name).and_then(|v| v.to_str().ok()), Some(*value), "{name} on {}", reply.status);
@@ -168,9 +175,7 @@ async fn the_51st_request_in_a_window_gets_429_with_retry_after() {
     let (_, key) = new_user(&deps).await;
     let gateway = start_gateway(deps).await;
     let ip = unique_ip();
-    for n in 1..=50 {
-        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "request {n}");
-    }
+    spend_budget(gateway, ip, &key, 50).await;
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.body["message"], "Rate limit exceeded. Please slow down your requests.");
@@ -190,9 +195,7 @@ async fn default_limit_admits_50_in_one_second_and_refuses_the_51st() {
     let (_, key) = new_user(&deps).await;
     let gateway = start_gateway(deps).await;
     let ip = unique_ip();
-    for n in 1..=50 {
-        assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "request {n}");
-    }
+    spend_budget(gateway, ip, &key, 50).await;
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.headers["retry-after"], "1");

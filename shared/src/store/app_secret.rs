@@ -111,11 +111,7 @@ pub async fn open_ring(kms: &aws_sdk_kms::Client, config: &Config, sealed: &str)
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms {
-            action: "decrypt",
-            key: config.kms_key_id.clone(),
-            detail: aws_detail(&error),
-        })?;
+        .map_err(|error| kms_error(config, "decrypt", aws_detail(&error)))?;
     let plaintext = Zeroizing::new(output.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default());
     Ok(KeyRing::from_plaintext(&plaintext)?)
 }
@@ -129,16 +125,8 @@ pub async fn seal_ring(kms: &aws_sdk_kms::Client, config: &Config, ring: &KeyRin
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms {
-            action: "encrypt",
-            key: config.kms_key_id.clone(),
-            detail: aws_detail(&error),
-        })?;
-    let blob = output.ciphertext_blob().ok_or(SecretError::Kms {
-        action: "encrypt",
-        key: config.kms_key_id.clone(),
-        detail: "no ciphertext returned".into(),
-    })?;
+        .map_err(|error| kms_error(config, "encrypt", aws_detail(&error)))?;
+    let blob = output.ciphertext_blob().ok_or_else(|| kms_error(config, "encrypt", "no ciphertext returned".into()))?;
     Ok(STANDARD.encode(blob.as_ref()))
 }
 
@@ -151,22 +139,18 @@ pub async fn new_root(kms: &aws_sdk_kms::Client, config: &Config) -> Result<Zero
         .set_encryption_context(Some(encryption_context(config)))
         .send()
         .await
-        .map_err(|error| SecretError::Kms {
-            action: "generate a root for",
-            key: config.kms_key_id.clone(),
-            detail: aws_detail(&error),
-        })?;
+        .map_err(|error| kms_error(config, "generate a root for", aws_detail(&error)))?;
     let bytes = Zeroizing::new(output.plaintext().map(|blob| blob.as_ref().to_vec()).unwrap_or_default());
     let mut root = Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
-        return Err(SecretError::Kms {
-            action: "generate a root for",
-            key: config.kms_key_id.clone(),
-            detail: "wrong length".into(),
-        });
+        return Err(kms_error(config, "generate a root for", "wrong length".into()));
     }
     root.copy_from_slice(&bytes);
     Ok(root)
+}
+
+fn kms_error(config: &Config, action: &'static str, detail: String) -> SecretError {
+    SecretError::Kms { action, key: config.kms_key_id.clone(), detail }
 }
 
 /// An SDK error's code and message, without the request it failed on.

@@ -8,6 +8,7 @@
 //!   revoked; the record stays so that the refusal can say why.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
 use super::{Item, PK, n, number, s, string, unavailable};
@@ -109,11 +110,21 @@ impl IdentityStore {
             .transact_items(self.put_key(record)?)
             .send()
             .await
-            .map_err(|error| match error.as_service_error() {
-                Some(service) if service.is_transaction_canceled_exception() => {
+            .map_err(|error| {
+                // Only a failed `attribute_not_exists` means the user exists; a cancellation for a
+                // concurrent transaction is a transient conflict.
+                let exists = match error.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
+                    _ => false,
+                };
+                if exists {
                     AppError::bad_request(format!("user `{username}` already exists"))
+                } else {
+                    AppError::Unavailable(anyhow::Error::new(error).context("create user"))
                 }
-                _ => AppError::Unavailable(anyhow::Error::new(error).context("create user")),
             })?;
         Ok(())
     }
