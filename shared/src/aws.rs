@@ -14,9 +14,10 @@ use aws_config::timeout::TimeoutConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -72,6 +73,8 @@ pub struct CallCounts {
     pub by_operation: BTreeMap<String, u64>,
     /// Times the number of calls in flight rose from zero: sequential round trips.
     pub round_trips: u64,
+    /// Attempts beyond the first (SDK retries). A retried `ADD` may have counted twice.
+    pub retries: u64,
 }
 
 impl CallCounts {
@@ -107,6 +110,12 @@ impl AwsCallStats {
         state.in_flight += 1;
     }
 
+    fn attempted(&self, first: bool) {
+        if !first {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).counts.retries += 1;
+        }
+    }
+
     fn finished(&self) {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         state.in_flight = state.in_flight.saturating_sub(1);
@@ -130,6 +139,17 @@ impl Intercept for AwsCallStats {
             .load::<Metadata>()
             .map_or_else(|| "unknown".to_owned(), |meta| format!("{}.{}", meta.service(), meta.name()));
         self.started(operation);
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |attempts| attempts.attempts());
+        self.attempted(attempt <= 1);
         Ok(())
     }
 
