@@ -79,6 +79,14 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A gateway on a fresh cold start with `overrides` applied, and a new user's API key.
+pub async fn gateway_with_user(overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> (Arc<Deps>, SocketAddr, String) {
+    let deps = cold_start(config_with(overrides), clock).await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    (deps, gateway, key)
+}
+
 /// A new user on the sandbox broker and its API key.
 pub async fn new_user(deps: &Deps) -> (String, String) {
     let username = unique_name("u");

@@ -171,9 +171,7 @@ async fn expired_ban_still_physically_present_is_ignored() {
 #[tokio::test]
 async fn the_51st_request_in_a_window_gets_429_with_retry_after() {
     // A one-hour window keeps the test exact however slow the machine is.
-    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "50 per hour")]), Arc::new(SystemClock)).await;
-    let (_, key) = new_user(&deps).await;
-    let gateway = start_gateway(deps).await;
+    let (_, gateway, key) = gateway_with_user(&[("API_RATE_LIMIT", "50 per hour")], Arc::new(SystemClock)).await;
     let ip = unique_ip();
     spend_budget(gateway, ip, &key, 50).await;
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
@@ -206,9 +204,7 @@ async fn default_limit_admits_50_in_one_second_and_refuses_the_51st() {
 
 #[tokio::test]
 async fn five_hundred_concurrent_requests_against_a_limit_of_50_admit_exactly_50() {
-    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "50 per hour")]), Arc::new(SystemClock)).await;
-    let (_, key) = new_user(&deps).await;
-    let gateway = start_gateway(deps.clone()).await;
+    let (deps, gateway, key) = gateway_with_user(&[("API_RATE_LIMIT", "50 per hour")], Arc::new(SystemClock)).await;
     let ip = unique_ip();
     let client = client_from(ip);
     let body = ping_body(&key);
@@ -297,9 +293,7 @@ async fn every_request_leaves_one_traffic_record_without_secrets() {
 
 #[tokio::test]
 async fn spraying_made_up_keys_from_one_ip_is_throttled_per_ip() {
-    let deps = cold_start(config_with(&[("API_RATE_LIMIT", "20 per hour")]), Arc::new(SystemClock)).await;
-    let (_, key) = new_user(&deps).await;
-    let gateway = start_gateway(deps).await;
+    let (_, gateway, key) = gateway_with_user(&[("API_RATE_LIMIT", "20 per hour")], Arc::new(SystemClock)).await;
     let sprayer = unique_ip();
     for n in 0..20u32 {
         let made_up = format!("kav_{:016x}_{}", n, "b".repeat(64));

@@ -162,6 +162,10 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
         "  exec → first response              {:.1} ms  (plus the gate and one Argon2id key verification)",
         median(&to_response)
     );
+    println!(
+        "  exec → traffic record written      {:.1} ms  (after the response, by the internal extension)",
+        median(&to_flushed)
+    );
     Ok(())
 }
 
