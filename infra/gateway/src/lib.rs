@@ -155,7 +155,7 @@ impl Gateway {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return to_hyper(shared::http::error(&AppError::PayloadTooLarge { limit: MAX_PAYLOAD_BYTES })),
         };
-        // API Gateway REST routes `/x/` to the `/x` resource.
+        // OpenAlgo answers `/x/` as `/x` (its routes use strict_slashes=False).
         let raw_path = parts.uri.path();
         let path = if raw_path.len() > 1 { raw_path.trim_end_matches('/') } else { raw_path };
         let path = if path.is_empty() { "/" } else { path };
