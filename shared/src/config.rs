@@ -206,6 +206,8 @@ mod tests {
     fn defaults_apply_when_optional_variables_are_absent() {
         let config = Config::from_lookup(complete).expect("complete config");
         assert_eq!(config.rate_limit(LimitedAction::Api), RateLimit::per_second(50));
+        assert_eq!(config.rate_limit(LimitedAction::Order), RateLimit::per_second(10));
+        assert_eq!(config.rate_limit(LimitedAction::SmartOrder), RateLimit::per_second(10));
         assert_eq!(config.max_body_bytes, 65_536);
         assert_eq!(config.traffic_retention_days, 14);
         assert!(config.never_ban.contains("127.0.0.2".parse().expect("ip")));
@@ -235,6 +237,7 @@ mod tests {
                 .to_string()
         };
         assert!(with("API_RATE_LIMIT", "fifty per second").contains("API_RATE_LIMIT"));
+        assert!(with("ORDER_RATE_LIMIT", "10 per fortnight").contains("ORDER_RATE_LIMIT"));
         assert!(with("MAX_BODY_BYTES", "12").contains("MAX_BODY_BYTES"));
         assert!(with("NEVER_BAN_CIDRS", "127.0.0.1/33").contains("NEVER_BAN_CIDRS"));
         assert!(with("TRAFFIC_RETENTION_DAYS", "0").contains("TRAFFIC_RETENTION_DAYS"));

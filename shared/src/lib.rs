@@ -20,6 +20,7 @@ pub mod http;
 pub mod lambda;
 pub mod limits;
 pub mod logging;
+pub mod orders;
 pub mod store;
 pub mod traffic;
 pub mod validate;

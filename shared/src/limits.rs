@@ -62,22 +62,31 @@ impl fmt::Display for RateLimit {
 /// adding a class is one variant, not a hunt through handlers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitedAction {
-    /// Reads, utility routes and bulk order routes: `API_RATE_LIMIT`, default 50/s.
+    /// Reads, utility routes and bulk order routes (basket, split, cancel-all, close):
+    /// `API_RATE_LIMIT`, default 50/s.
     Api,
+    /// placeorder, modifyorder, cancelorder: `ORDER_RATE_LIMIT`, default 10/s.
+    Order,
+    /// placesmartorder: `SMART_ORDER_RATE_LIMIT`, default 10/s.
+    SmartOrder,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 1] = [LimitedAction::Api];
+    pub const ALL: [LimitedAction; 3] = [LimitedAction::Api, LimitedAction::Order, LimitedAction::SmartOrder];
 
     pub const fn env_var(self) -> &'static str {
         match self {
             LimitedAction::Api => "API_RATE_LIMIT",
+            LimitedAction::Order => "ORDER_RATE_LIMIT",
+            LimitedAction::SmartOrder => "SMART_ORDER_RATE_LIMIT",
         }
     }
 
+    /// OpenAlgo's `.sample.env` values.
     pub const fn default_limit(self) -> RateLimit {
         match self {
             LimitedAction::Api => RateLimit::per_second(50),
+            LimitedAction::Order | LimitedAction::SmartOrder => RateLimit::per_second(10),
         }
     }
 
@@ -85,6 +94,8 @@ impl LimitedAction {
     pub const fn name(self) -> &'static str {
         match self {
             LimitedAction::Api => "api",
+            LimitedAction::Order => "order",
+            LimitedAction::SmartOrder => "smart-order",
         }
     }
 }
@@ -99,6 +110,14 @@ mod tests {
         assert_eq!("5 per Minute".parse(), Ok(RateLimit { limit: 5, window: Duration::from_secs(60) }));
         assert_eq!("25 per hours".parse::<RateLimit>().map(|r| r.window.as_secs()), Ok(3600));
         assert_eq!("100 per day".parse::<RateLimit>().map(|r| r.to_string()), Ok("100 per day".into()));
+    }
+
+    #[test]
+    fn every_class_has_its_own_variable_name_and_openalgo_default() {
+        let names: std::collections::HashSet<&str> = LimitedAction::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(names.len(), LimitedAction::ALL.len(), "counter keys must not collide");
+        assert_eq!(LimitedAction::Order.default_limit(), RateLimit::per_second(10));
+        assert_eq!(LimitedAction::SmartOrder.env_var(), "SMART_ORDER_RATE_LIMIT");
     }
 
     #[test]

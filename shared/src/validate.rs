@@ -11,6 +11,11 @@ pub const MISSING: &str = "Missing data for required field.";
 pub const UNKNOWN: &str = "Unknown field.";
 pub const NOT_A_STRING: &str = "Not a valid string.";
 pub const NULL: &str = "Field may not be null.";
+pub const NOT_A_NUMBER: &str = "Not a valid number.";
+pub const NOT_AN_INTEGER: &str = "Not a valid integer.";
+pub const NOT_FINITE: &str = "Special numeric values (nan or infinity) are not permitted.";
+pub const NOT_A_LIST: &str = "Not a valid list.";
+pub const NOT_AN_OBJECT: &str = "Invalid input type.";
 
 /// A parsed JSON object whose fields are taken one by one; whatever is left is unknown.
 #[derive(Debug)]
@@ -38,34 +43,152 @@ impl Fields {
         }
     }
 
-    fn fail(&mut self, field: &str, message: impl Into<String>) {
+    /// The fields of one object inside a list, e.g. a basket leg; `finish_into` files its errors
+    /// under `orders[1].quantity`-style names.
+    pub fn object(value: Value) -> Result<Self, &'static str> {
+        match value {
+            Value::Object(remaining) => Ok(Self { remaining, errors: FieldErrors::new() }),
+            _ => Err(NOT_AN_OBJECT),
+        }
+    }
+
+    pub fn fail(&mut self, field: &str, message: impl Into<String>) {
         self.errors.entry(field.to_owned()).or_default().push(message.into());
     }
 
-    /// A required string whose length (in characters) lies in `length`.
-    pub fn required_string(&mut self, field: &str, length: RangeInclusive<usize>) -> Option<String> {
+    /// Whether no error has been recorded so far.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Takes a field out, mapping JSON `null` to an error: OpenAlgo's fields are not nullable
+    /// unless said so.
+    fn take(&mut self, field: &str) -> Option<Value> {
         match self.remaining.remove(field) {
-            None => {
-                self.fail(field, MISSING);
-                None
-            }
             Some(Value::Null) => {
                 self.fail(field, NULL);
                 None
             }
-            Some(Value::String(text)) => {
-                if length.contains(&text.chars().count()) {
-                    Some(text)
-                } else {
-                    self.fail(field, format!("Length must be between {} and {}.", length.start(), length.end()));
-                    None
-                }
+            other => other,
+        }
+    }
+
+    /// A required string of any content whose length (in characters) lies in `length`.
+    pub fn string_in(&mut self, field: &str, length: RangeInclusive<usize>, required: bool) -> Option<String> {
+        let value = self.take(field);
+        if value.is_none() && required && !self.errors.contains_key(field) {
+            self.fail(field, MISSING);
+        }
+        match value? {
+            Value::String(text) if length.contains(&text.chars().count()) => Some(text),
+            Value::String(_) => {
+                self.fail(field, format!("Length must be between {} and {}.", length.start(), length.end()));
+                None
             }
-            Some(_) => {
+            _ => {
                 self.fail(field, NOT_A_STRING);
                 None
             }
         }
+    }
+
+    /// A value from a fixed set, compared exactly (OpenAlgo's enums are case-sensitive lists).
+    pub fn one_of<T: Copy>(&mut self, field: &str, choices: &[(&str, T)], default: Option<T>) -> Option<T> {
+        let Some(value) = self.take(field) else {
+            if default.is_none() && !self.errors.contains_key(field) {
+                self.fail(field, MISSING);
+            }
+            return default;
+        };
+        let found = value.as_str().and_then(|text| choices.iter().find(|(name, _)| *name == text));
+        if let Some((_, choice)) = found {
+            return Some(*choice);
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        self.fail(field, format!("Must be one of: {}.", names.join(", ")));
+        None
+    }
+
+    /// A number: a JSON number or a numeric string (`"1"`, `"800.5"`, `"1e3"`), never a boolean,
+    /// NaN or infinity. `None` when absent; errors are recorded.
+    pub fn number(&mut self, field: &str, required: bool) -> Option<f64> {
+        let Some(value) = self.take(field) else {
+            if required && !self.errors.contains_key(field) {
+                self.fail(field, MISSING);
+            }
+            return None;
+        };
+        let parsed = match &value {
+            Value::Number(number) => number.as_f64(),
+            Value::String(text) => text.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(number) if number.is_finite() => Some(number),
+            Some(_) => {
+                self.fail(field, NOT_FINITE);
+                None
+            }
+            None => {
+                self.fail(field, NOT_A_NUMBER);
+                None
+            }
+        }
+    }
+
+    /// A whole number: a JSON integer, an integral JSON float, or a string of digits.
+    pub fn integer(&mut self, field: &str, required: bool) -> Option<i64> {
+        let Some(value) = self.take(field) else {
+            if required && !self.errors.contains_key(field) {
+                self.fail(field, MISSING);
+            }
+            return None;
+        };
+        let parsed = match &value {
+            Value::Number(number) => number
+                .as_i64()
+                .or_else(|| number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+            Value::String(text) => text.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(field, NOT_AN_INTEGER);
+        }
+        parsed
+    }
+
+    /// A required list; each element comes back as raw JSON for its own schema.
+    pub fn list(&mut self, field: &str) -> Option<Vec<Value>> {
+        let Some(value) = self.take(field) else {
+            if !self.errors.contains_key(field) {
+                self.fail(field, MISSING);
+            }
+            return None;
+        };
+        match value {
+            Value::Array(items) => Some(items),
+            _ => {
+                self.fail(field, NOT_A_LIST);
+                None
+            }
+        }
+    }
+
+    /// Ends validation of a nested object: unknown fields become errors, and every error moves
+    /// into `parent` under `prefix.field`.
+    pub fn finish_into(mut self, parent: &mut Fields, prefix: &str) {
+        let unknown: Vec<String> = self.remaining.keys().cloned().collect();
+        for field in unknown {
+            self.fail(&field, UNKNOWN);
+        }
+        for (field, messages) in self.errors {
+            parent.errors.entry(format!("{prefix}.{field}")).or_default().extend(messages);
+        }
+    }
+
+    /// A required string whose length (in characters) lies in `length`.
+    pub fn required_string(&mut self, field: &str, length: RangeInclusive<usize>) -> Option<String> {
+        self.string_in(field, length, true)
     }
 
     /// Ends validation: any field not taken is unknown. All failures come back together.
@@ -125,6 +248,57 @@ mod tests {
             assert!(fields.required_string("apikey", 1..=256).is_none());
             assert_eq!(errors_of(fields.finish())["apikey"], vec![message], "{body}");
         }
+    }
+
+    #[test]
+    fn numbers_accept_json_numbers_and_numeric_strings_only() {
+        let mut fields =
+            Fields::parse(br#"{"a":1,"b":"800.5","c":"1e3","d":true,"e":"NaN","f":"abc","g":" 7 ","h":-2.5}"#)
+                .expect("object");
+        assert_eq!(fields.number("a", true), Some(1.0));
+        assert_eq!(fields.number("b", true), Some(800.5));
+        assert_eq!(fields.number("c", true), Some(1000.0));
+        assert_eq!(fields.number("d", true), None);
+        assert_eq!(fields.number("e", true), None);
+        assert_eq!(fields.number("f", true), None);
+        assert_eq!(fields.number("g", true), Some(7.0));
+        assert_eq!(fields.number("h", true), Some(-2.5));
+        assert_eq!(fields.number("absent", false), None);
+        let errors = errors_of(fields.finish());
+        assert_eq!(errors["d"], vec![NOT_A_NUMBER]);
+        assert_eq!(errors["e"], vec![NOT_FINITE]);
+        assert_eq!(errors["f"], vec![NOT_A_NUMBER]);
+        assert!(!errors.contains_key("absent"));
+    }
+
+    #[test]
+    fn integers_and_enums() {
+        let mut fields = Fields::parse(br#"{"a":"5","b":5.0,"c":5.5,"d":"5.0","x":"buy","y":"Buy"}"#).expect("object");
+        assert_eq!(fields.integer("a", true), Some(5));
+        assert_eq!(fields.integer("b", true), Some(5));
+        assert_eq!(fields.integer("c", true), None);
+        assert_eq!(fields.integer("d", true), None);
+        let choices = [("BUY", 1), ("SELL", 2), ("buy", 1), ("sell", 2)];
+        assert_eq!(fields.one_of("x", &choices, None), Some(1));
+        assert_eq!(fields.one_of("y", &choices, None), None);
+        assert_eq!(fields.one_of("z", &choices, Some(2)), Some(2));
+        let errors = errors_of(fields.finish());
+        assert_eq!(errors["c"], vec![NOT_AN_INTEGER]);
+        assert_eq!(errors["y"], vec!["Must be one of: BUY, SELL, buy, sell."]);
+    }
+
+    #[test]
+    fn nested_objects_file_errors_under_their_index() {
+        let mut fields = Fields::parse(br#"{"orders":[{"symbol":"SBIN"},{"x":1}]}"#).expect("object");
+        for (index, item) in fields.list("orders").expect("list").into_iter().enumerate() {
+            let mut leg = Fields::object(item).expect("object");
+            let _ = leg.required_string("symbol", 1..=64);
+            leg.finish_into(&mut fields, &format!("orders[{index}]"));
+        }
+        let errors = errors_of(fields.finish());
+        assert_eq!(errors["orders[1].symbol"], vec![MISSING]);
+        assert_eq!(errors["orders[1].x"], vec![UNKNOWN]);
+        assert!(!errors.contains_key("orders[0].symbol"));
     }
 
     #[test]
