@@ -21,6 +21,7 @@ pub mod lambda;
 pub mod limits;
 pub mod logging;
 pub mod orders;
+pub mod reads;
 pub mod store;
 pub mod traffic;
 pub mod validate;

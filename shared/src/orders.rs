@@ -306,19 +306,7 @@ impl SplitOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{AppError, FieldErrors};
-
-    /// Parses `body` with `parse` the way the pipeline does (apikey taken first, then finish).
-    fn run<T>(body: &str, parse: fn(&mut Fields) -> Option<T>) -> Result<T, FieldErrors> {
-        let mut fields = Fields::parse(body.as_bytes()).expect("object");
-        let _ = fields.required_string("apikey", 1..=256);
-        let parsed = parse(&mut fields);
-        match fields.finish() {
-            Ok(()) => Ok(parsed.expect("parsed when no errors")),
-            Err(AppError::BadRequest { errors: Some(errors), .. }) => Err(errors),
-            Err(other) => panic!("{other:?}"),
-        }
-    }
+    use crate::validate::run_schema as run;
 
     const SDK_PLACEORDER: &str = r#"{"apikey":"k","strategy":"Python","symbol":"SBIN","action":"BUY","exchange":"NSE","pricetype":"MARKET","product":"MIS","quantity":"1"}"#;
 

@@ -16,6 +16,8 @@ pub const NOT_AN_INTEGER: &str = "Not a valid integer.";
 pub const NOT_FINITE: &str = "Special numeric values (nan or infinity) are not permitted.";
 pub const NOT_A_LIST: &str = "Not a valid list.";
 pub const NOT_AN_OBJECT: &str = "Invalid input type.";
+pub const NOT_A_BOOLEAN: &str = "Not a valid boolean.";
+pub const NOT_A_DATE: &str = "Not a valid date.";
 
 /// A parsed JSON object whose fields are taken one by one; whatever is left is unknown.
 #[derive(Debug)]
@@ -157,6 +159,59 @@ impl Fields {
         parsed
     }
 
+    /// A boolean as marshmallow reads one: `true`/`false`, 1/0, and the strings `true`, `on`, `yes`,
+    /// `y`, `t`, `1` (and their negations) in lower, upper or title case.
+    pub fn boolean(&mut self, field: &str) -> Option<bool> {
+        const TRUTHY: &[&str] = &["t", "true", "on", "y", "yes", "1"];
+        const FALSY: &[&str] = &["f", "false", "off", "n", "no", "0"];
+        let Some(value) = self.take(field) else {
+            if !self.errors.contains_key(field) {
+                self.fail(field, MISSING);
+            }
+            return None;
+        };
+        let cased = |text: &str, word: &str| {
+            let title: String = word.chars().take(1).flat_map(char::to_uppercase).chain(word.chars().skip(1)).collect();
+            text == word || text == word.to_uppercase() || text == title
+        };
+        let parsed = match &value {
+            Value::Bool(flag) => Some(*flag),
+            Value::Number(number) => match number.as_f64() {
+                Some(1.0) => Some(true),
+                Some(0.0) => Some(false),
+                _ => None,
+            },
+            Value::String(text) if TRUTHY.iter().any(|word| cased(text, word)) => Some(true),
+            Value::String(text) if FALSY.iter().any(|word| cased(text, word)) => Some(false),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(field, NOT_A_BOOLEAN);
+        }
+        parsed
+    }
+
+    /// A calendar date written `YYYY-MM-DD`, returned as (year, month, day).
+    pub fn date(&mut self, field: &str) -> Option<(i32, u32, u32)> {
+        let text = self.string_in(field, 0..=usize::MAX, true)?;
+        let parts: Vec<&str> = text.split('-').collect();
+        let parsed = match parts.as_slice() {
+            [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
+                match (y.parse::<i32>(), m.parse::<u32>(), d.parse::<u32>()) {
+                    (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=days_in_month(y, m)).contains(&d) => {
+                        Some((y, m, d))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(field, NOT_A_DATE);
+        }
+        parsed
+    }
+
     /// A required list; each element comes back as raw JSON for its own schema.
     pub fn list(&mut self, field: &str) -> Option<Vec<Value>> {
         let Some(value) = self.take(field) else {
@@ -207,6 +262,29 @@ impl Fields {
             .collect::<Vec<_>>()
             .join("; ");
         Err(AppError::BadRequest { message: format!("Invalid request: {summary}"), errors: Some(self.errors) })
+    }
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Runs a route schema over `body` the way the pipeline does: `apikey` first, then the schema,
+/// then the unknown-field check. Ok only if nothing failed, and then the schema must have parsed.
+#[cfg(test)]
+pub(crate) fn run_schema<T>(body: &str, parse: fn(&mut Fields) -> Option<T>) -> Result<T, FieldErrors> {
+    let mut fields = Fields::parse(body.as_bytes()).expect("object");
+    let _ = fields.required_string("apikey", 1..=256);
+    let parsed = parse(&mut fields);
+    match fields.finish() {
+        Ok(()) => Ok(parsed.expect("a schema that records no error must parse")),
+        Err(AppError::BadRequest { errors: Some(errors), .. }) => Err(errors),
+        Err(other) => panic!("{other:?}"),
     }
 }
 
@@ -285,6 +363,35 @@ mod tests {
         let errors = errors_of(fields.finish());
         assert_eq!(errors["c"], vec![NOT_AN_INTEGER]);
         assert_eq!(errors["y"], vec!["Must be one of: BUY, SELL, buy, sell."]);
+    }
+
+    #[test]
+    fn booleans_as_marshmallow_reads_them() {
+        let mut fields =
+            Fields::parse(br#"{"a":true,"b":"on","c":"TRUE","d":1,"e":"no","f":0,"g":"maybe","h":"tRUE","i":2}"#)
+                .expect("object");
+        let read: Vec<Option<bool>> =
+            ["a", "b", "c", "d", "e", "f", "g", "h", "i"].iter().map(|f| fields.boolean(f)).collect();
+        assert_eq!(
+            read,
+            vec![Some(true), Some(true), Some(true), Some(true), Some(false), Some(false), None, None, None]
+        );
+        let errors = errors_of(fields.finish());
+        assert_eq!(errors["g"], vec![NOT_A_BOOLEAN]);
+    }
+
+    #[test]
+    fn dates_are_real_calendar_days() {
+        let mut fields = Fields::parse(
+            br#"{"a":"2025-01-02","b":"2024-02-29","c":"2025-02-29","d":"2025-1-2","e":"02-01-2025","f":"2025-13-01"}"#,
+        )
+        .expect("object");
+        assert_eq!(fields.date("a"), Some((2025, 1, 2)));
+        assert_eq!(fields.date("b"), Some((2024, 2, 29)));
+        for bad in ["c", "d", "e", "f"] {
+            assert_eq!(fields.date(bad), None, "{bad}");
+        }
+        assert_eq!(errors_of(fields.finish())["c"], vec![NOT_A_DATE]);
     }
 
     #[test]
