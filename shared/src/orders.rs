@@ -260,19 +260,7 @@ impl BasketOrder {
             );
             return None;
         }
-        let mut orders = Vec::with_capacity(items.len());
-        for (index, item) in items.into_iter().enumerate() {
-            let name = format!("orders[{index}]");
-            match Fields::object(item) {
-                Ok(mut item) => {
-                    if let Some(parsed) = leg(&mut item, &PLAIN) {
-                        orders.push(parsed);
-                    }
-                    item.finish_into(fields, &name);
-                }
-                Err(message) => fields.fail(&name, message),
-            }
-        }
+        let orders = fields.objects("orders", items, |leg_fields| leg(leg_fields, &PLAIN));
         Some(Self { strategy: strategy?, orders }).filter(|_| fields.is_clean())
     }
 }

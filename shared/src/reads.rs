@@ -74,19 +74,7 @@ impl MultiQuotes {
             fields.fail("symbols", format!("Symbols must contain 1 to {MAX_MULTIQUOTE_SYMBOLS} items."));
             return None;
         }
-        let mut symbols = Vec::with_capacity(items.len());
-        for (index, item) in items.into_iter().enumerate() {
-            let name = format!("symbols[{index}]");
-            match Fields::object(item) {
-                Ok(mut item) => {
-                    if let Some(instrument) = Instrument::parse(&mut item) {
-                        symbols.push(instrument);
-                    }
-                    item.finish_into(fields, &name);
-                }
-                Err(message) => fields.fail(&name, message),
-            }
-        }
+        let symbols = fields.objects("symbols", items, Instrument::parse);
         Some(Self { symbols }).filter(|_| fields.is_clean())
     }
 }

@@ -229,6 +229,28 @@ impl Fields {
         }
     }
 
+    /// Parses every element of the list `field` as an object with `parse`, filing each element's
+    /// errors under `field[index].name`. Returns the elements that parsed.
+    pub fn objects<T>(
+        &mut self,
+        field: &str,
+        items: Vec<Value>,
+        mut parse: impl FnMut(&mut Fields) -> Option<T>,
+    ) -> Vec<T> {
+        let mut parsed = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let name = format!("{field}[{index}]");
+            match Fields::object(item) {
+                Ok(mut item) => {
+                    parsed.extend(parse(&mut item));
+                    item.finish_into(self, &name);
+                }
+                Err(message) => self.fail(&name, message),
+            }
+        }
+        parsed
+    }
+
     /// Ends validation of a nested object: unknown fields become errors, and every error moves
     /// into `parent` under `prefix.field`.
     pub fn finish_into(mut self, parent: &mut Fields, prefix: &str) {
