@@ -52,9 +52,10 @@ where
 {
     let started = Instant::now();
     let at = deps.clock.now();
-    let ip = client_ip(&request).ok();
+    let ip = client_ip(&request);
+    let record_ip = ip.as_ref().ok().copied();
     let mut user = None;
-    let response = match pipeline(deps, &request, route, parse, handle, &mut user).await {
+    let response = match pipeline(deps, &request, ip, route, parse, handle, &mut user).await {
         Ok(data) => http::success(data),
         Err(error) => {
             if !error.is_server_error() {
@@ -66,7 +67,7 @@ where
     let record = TrafficRecord {
         at,
         request_id: api_gateway_request_id(&request),
-        client_ip: ip,
+        client_ip: record_ip,
         method: request.method().to_string(),
         path: loggable_path(request.uri().path()),
         status: response.status().as_u16(),
@@ -91,6 +92,7 @@ fn api_gateway_request_id(request: &Request) -> String {
 async fn pipeline<T, Parse, Handle, Fut>(
     deps: &Deps,
     request: &Request,
+    ip: Result<IpAddr, AppError>,
     route: Route,
     parse: Parse,
     handle: Handle,
@@ -101,7 +103,7 @@ where
     Handle: FnOnce(Call<T>) -> Fut,
     Fut: Future<Output = Result<Value, AppError>>,
 {
-    let ip = client_ip(request)?;
+    let ip = ip?;
     let parsed = http::body_bytes(request, deps.config.max_body_bytes).and_then(|body| {
         let mut fields = Fields::parse(body)?;
         let apikey = fields.required_string("apikey", 1..=256);

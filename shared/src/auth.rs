@@ -86,19 +86,32 @@ pub async fn authenticate(
     Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
 }
 
+/// What the blocking Argon2 task found.
+enum Checked {
+    Invalid,
+    Valid,
+    /// Valid under old parameters; this is the hash under the current ones.
+    Rehashed(String),
+}
+
 async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
     let hasher = deps.passwords.clone();
     let secret = zeroize::Zeroizing::new(presented.expose().to_owned());
     let phc = record.phc.clone();
-    // Argon2 is ~tens of ms of CPU: keep it off the async workers.
-    let (verification, secret) = tokio::task::spawn_blocking(move || (hasher.verify(secret.as_bytes(), &phc), secret))
-        .await
-        .map_err(AppError::internal)?;
-    match verification.map_err(AppError::internal)? {
-        Verification::Invalid => Err(AppError::InvalidApiKey),
-        Verification::Valid { needs_rehash: false } => Ok(()),
-        Verification::Valid { needs_rehash: true } => {
-            let upgraded = deps.passwords.hash(secret.as_bytes()).map_err(AppError::internal)?;
+    // Argon2 is tens of ms of CPU: verifying, and re-hashing when the parameters changed, both run
+    // off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || match hasher.verify(secret.as_bytes(), &phc)? {
+        Verification::Invalid => Ok(Checked::Invalid),
+        Verification::Valid { needs_rehash: false } => Ok(Checked::Valid),
+        Verification::Valid { needs_rehash: true } => hasher.hash(secret.as_bytes()).map(Checked::Rehashed),
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(AppError::internal)?;
+    match outcome {
+        Checked::Invalid => Err(AppError::InvalidApiKey),
+        Checked::Valid => Ok(()),
+        Checked::Rehashed(upgraded) => {
             if let Err(error) = deps.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
                 // The key did verify; an upgrade that loses a race is retried on a later request.
                 tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");

@@ -27,9 +27,13 @@ impl GateOutcome {
         if self.ban.is_some() {
             return Err(AppError::Banned);
         }
-        let over: Vec<&Verdict> =
-            [Some(&self.ip_limit), self.key_limit.as_ref()].into_iter().flatten().filter(|v| !v.admitted()).collect();
-        if let Some(retry_after_secs) = over.iter().map(|verdict| verdict.retry_after_secs(self.now)).max() {
+        let longest_wait = [Some(&self.ip_limit), self.key_limit.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|verdict| !verdict.admitted())
+            .map(|verdict| verdict.retry_after_secs(self.now))
+            .max();
+        if let Some(retry_after_secs) = longest_wait {
             return Err(AppError::RateLimited { retry_after_secs });
         }
         Ok(())

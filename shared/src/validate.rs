@@ -75,13 +75,27 @@ impl Fields {
         }
     }
 
-    /// A required string of any content whose length (in characters) lies in `length`.
-    pub fn string_in(&mut self, field: &str, length: RangeInclusive<usize>, required: bool) -> Option<String> {
+    /// Takes a field out; a required one that is absent (and not already failed as `null`) is
+    /// recorded as missing.
+    fn take_present(&mut self, field: &str, required: bool) -> Option<Value> {
         let value = self.take(field);
         if value.is_none() && required && !self.errors.contains_key(field) {
             self.fail(field, MISSING);
         }
-        match value? {
+        value
+    }
+
+    /// Records every field nobody took as unknown.
+    fn reject_unknown(&mut self) {
+        let unknown: Vec<String> = self.remaining.keys().cloned().collect();
+        for field in unknown {
+            self.fail(&field, UNKNOWN);
+        }
+    }
+
+    /// A required string of any content whose length (in characters) lies in `length`.
+    pub fn string_in(&mut self, field: &str, length: RangeInclusive<usize>, required: bool) -> Option<String> {
+        match self.take_present(field, required)? {
             Value::String(text) if length.contains(&text.chars().count()) => Some(text),
             Value::String(_) => {
                 self.fail(field, format!("Length must be between {} and {}.", length.start(), length.end()));
@@ -96,10 +110,7 @@ impl Fields {
 
     /// A value from a fixed set, compared exactly (OpenAlgo's enums are case-sensitive lists).
     pub fn one_of<T: Copy>(&mut self, field: &str, choices: &[(&str, T)], default: Option<T>) -> Option<T> {
-        let Some(value) = self.take(field) else {
-            if default.is_none() && !self.errors.contains_key(field) {
-                self.fail(field, MISSING);
-            }
+        let Some(value) = self.take_present(field, default.is_none()) else {
             return default;
         };
         let found = value.as_str().and_then(|text| choices.iter().find(|(name, _)| *name == text));
@@ -114,12 +125,7 @@ impl Fields {
     /// A number: a JSON number or a numeric string (`"1"`, `"800.5"`, `"1e3"`), never a boolean,
     /// NaN or infinity. `None` when absent; errors are recorded.
     pub fn number(&mut self, field: &str, required: bool) -> Option<f64> {
-        let Some(value) = self.take(field) else {
-            if required && !self.errors.contains_key(field) {
-                self.fail(field, MISSING);
-            }
-            return None;
-        };
+        let value = self.take_present(field, required)?;
         let parsed = match &value {
             Value::Number(number) => number.as_f64(),
             Value::String(text) => text.trim().parse::<f64>().ok(),
@@ -140,12 +146,7 @@ impl Fields {
 
     /// A whole number: a JSON integer, an integral JSON float, or a string of digits.
     pub fn integer(&mut self, field: &str, required: bool) -> Option<i64> {
-        let Some(value) = self.take(field) else {
-            if required && !self.errors.contains_key(field) {
-                self.fail(field, MISSING);
-            }
-            return None;
-        };
+        let value = self.take_present(field, required)?;
         let parsed = match &value {
             Value::Number(number) => number
                 .as_i64()
@@ -164,12 +165,7 @@ impl Fields {
     pub fn boolean(&mut self, field: &str) -> Option<bool> {
         const TRUTHY: &[&str] = &["t", "true", "on", "y", "yes", "1"];
         const FALSY: &[&str] = &["f", "false", "off", "n", "no", "0"];
-        let Some(value) = self.take(field) else {
-            if !self.errors.contains_key(field) {
-                self.fail(field, MISSING);
-            }
-            return None;
-        };
+        let value = self.take_present(field, true)?;
         let cased = |text: &str, word: &str| {
             let title: String = word.chars().take(1).flat_map(char::to_uppercase).chain(word.chars().skip(1)).collect();
             text == word || text == word.to_uppercase() || text == title
@@ -214,12 +210,7 @@ impl Fields {
 
     /// A required list; each element comes back as raw JSON for its own schema.
     pub fn list(&mut self, field: &str) -> Option<Vec<Value>> {
-        let Some(value) = self.take(field) else {
-            if !self.errors.contains_key(field) {
-                self.fail(field, MISSING);
-            }
-            return None;
-        };
+        let value = self.take_present(field, true)?;
         match value {
             Value::Array(items) => Some(items),
             _ => {
@@ -254,10 +245,7 @@ impl Fields {
     /// Ends validation of a nested object: unknown fields become errors, and every error moves
     /// into `parent` under `prefix.field`.
     pub fn finish_into(mut self, parent: &mut Fields, prefix: &str) {
-        let unknown: Vec<String> = self.remaining.keys().cloned().collect();
-        for field in unknown {
-            self.fail(&field, UNKNOWN);
-        }
+        self.reject_unknown();
         for (field, messages) in self.errors {
             parent.errors.entry(format!("{prefix}.{field}")).or_default().extend(messages);
         }
@@ -270,10 +258,7 @@ impl Fields {
 
     /// Ends validation: any field not taken is unknown. All failures come back together.
     pub fn finish(mut self) -> Result<(), AppError> {
-        let unknown: Vec<String> = self.remaining.keys().cloned().collect();
-        for field in unknown {
-            self.fail(&field, UNKNOWN);
-        }
+        self.reject_unknown();
         if self.errors.is_empty() {
             return Ok(());
         }

@@ -60,8 +60,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         }
         ["ban", "add", ip, options @ ..] => ban_add(ip, options).await,
         ["ban", "remove", ip] => {
+            let ip = parse_ip(ip)?;
             let (store, _) = ban_store().await?;
-            let ip: IpAddr = ip.parse().with_context(|| format!("`{ip}` is not an IP address"))?;
             if store.remove(ip).await.map_err(public)? {
                 println!("Unbanned {ip}.");
             } else {
@@ -88,6 +88,12 @@ fn public(error: shared::AppError) -> anyhow::Error {
     anyhow::anyhow!("{error}")
 }
 
+/// The address a ban is stored under: IPv4-mapped IPv6 is the IPv4 address, as requests see it.
+fn parse_ip(text: &str) -> anyhow::Result<IpAddr> {
+    let ip: IpAddr = text.parse().with_context(|| format!("`{text}` is not an IP address"))?;
+    Ok(shared::config::canonical(ip))
+}
+
 async fn ban_store() -> anyhow::Result<(BanStore, Config)> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;
@@ -95,8 +101,7 @@ async fn ban_store() -> anyhow::Result<(BanStore, Config)> {
 }
 
 async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
-    let ip: IpAddr = ip.parse().with_context(|| format!("`{ip}` is not an IP address"))?;
-    let ip = shared::config::canonical(ip);
+    let ip = parse_ip(ip)?;
     let mut hours: Option<u64> = Some(24);
     let mut reason = "Manual ban".to_owned();
     let mut rest = options.iter();
