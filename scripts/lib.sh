@@ -56,9 +56,9 @@ wait_for_port() { # port seconds
 # start_emulator PORT LOGFILE: starts moto's server in the background; sets EMULATOR_PID.
 start_emulator() {
   local port=$1 log=$2
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  "$ROOT/scripts/emulator" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   EMULATOR_PID=$!
-  wait_for_port "$port" 30 || die "moto_server did not start on port $port (see $log)"
+  wait_for_port "$port" 30 || die "the emulator did not start on port $port (see $log)"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 }
 
