@@ -16,6 +16,7 @@ use crate::store::app_secret::{self, SecretError};
 use crate::store::bans::BanStore;
 use crate::store::identity::IdentityStore;
 use crate::store::rate_limit::RateLimitStore;
+use crate::store::sandbox::SandboxStore;
 use crate::store::traffic::TrafficStore;
 use crate::traffic::TrafficQueue;
 
@@ -45,6 +46,7 @@ pub struct Deps {
     pub limits: RateLimitStore,
     pub identity: IdentityStore,
     pub traffic: TrafficStore,
+    pub sandbox: SandboxStore,
     pub passwords: Arc<PasswordHasher>,
     pub key_ring: KeyRing,
     pub api_key_copies: PurposeCipher,
@@ -92,6 +94,7 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
         limits: RateLimitStore::new(aws.dynamodb.clone(), tables.security),
         identity: IdentityStore::new(aws.dynamodb.clone(), tables.identity),
         traffic: TrafficStore::new(aws.dynamodb.clone(), tables.traffic, config.traffic_retention_days),
+        sandbox: SandboxStore::new(aws.dynamodb.clone(), tables.sandbox),
         pending_traffic: TrafficQueue::default(),
         verified_keys: VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get())),
         passwords,

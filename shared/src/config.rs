@@ -26,6 +26,8 @@ pub struct Tables {
     pub identity: String,
     /// The request log (14-day TTL).
     pub traffic: String,
+    /// The sandbox broker: funds, positions, orders and trades per account.
+    pub sandbox: String,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +45,17 @@ pub struct Config {
     /// Addresses that may never be banned or tracked.
     pub never_ban: NeverBan,
     pub traffic_retention_days: u64,
+    pub order_caps: OrderCaps,
+}
+
+/// Per-order ceilings OpenAlgo lacks: a fat-fingered quantity or a mis-scaled alert is refused
+/// before it reaches any broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderCaps {
+    /// `MAX_ORDER_QUANTITY`, default 100 000.
+    pub max_quantity: u64,
+    /// `MAX_ORDER_VALUE` in rupees (quantity × price, or the last price for MARKET), default ₹5 crore.
+    pub max_value_rupees: u64,
 }
 
 impl Config {
@@ -89,17 +102,20 @@ impl Config {
             None => NeverBan::all_non_global(),
         };
 
-        let traffic_retention_days = match optional("TRAFFIC_RETENTION_DAYS") {
+        let whole = |var: &'static str, range: std::ops::RangeInclusive<u64>, default: u64| match optional(var) {
             Some(text) => match text.trim().parse::<u64>() {
-                Ok(days) if (1..=365).contains(&days) => days,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "TRAFFIC_RETENTION_DAYS",
-                        reason: format!("`{text}` is not a whole number of days between 1 and 365"),
-                    });
-                }
+                Ok(value) if range.contains(&value) => Ok(value),
+                _ => Err(ConfigError::Invalid {
+                    var,
+                    reason: format!("`{text}` is not a whole number between {} and {}", range.start(), range.end()),
+                }),
             },
-            None => 14,
+            None => Ok(default),
+        };
+        let traffic_retention_days = whole("TRAFFIC_RETENTION_DAYS", 1..=365, 14)?;
+        let order_caps = OrderCaps {
+            max_quantity: whole("MAX_ORDER_QUANTITY", 1..=u64::from(u32::MAX), 100_000)?,
+            max_value_rupees: whole("MAX_ORDER_VALUE", 1..=1_000_000_000_000, 50_000_000)?,
         };
 
         Ok(Self {
@@ -107,6 +123,7 @@ impl Config {
                 security: required("SECURITY_TABLE")?,
                 identity: required("IDENTITY_TABLE")?,
                 traffic: required("TRAFFIC_TABLE")?,
+                sandbox: required("SANDBOX_TABLE")?,
             },
             secret_id: required("APP_SECRET_ID")?,
             kms_key_id: required("KMS_KEY_ID")?,
@@ -115,6 +132,7 @@ impl Config {
             max_body_bytes,
             never_ban,
             traffic_retention_days,
+            order_caps,
         })
     }
 
@@ -194,6 +212,7 @@ mod tests {
             "SECURITY_TABLE" => "kavach-security",
             "IDENTITY_TABLE" => "kavach-identity",
             "TRAFFIC_TABLE" => "kavach-traffic",
+            "SANDBOX_TABLE" => "kavach-sandbox",
             "APP_SECRET_ID" => "kavach/app",
             "KMS_KEY_ID" => "alias/kavach",
             "STACK_NAME" => "kavach",
@@ -217,9 +236,15 @@ mod tests {
 
     #[test]
     fn refuses_each_missing_required_variable_by_name() {
-        for missing in
-            ["SECURITY_TABLE", "IDENTITY_TABLE", "TRAFFIC_TABLE", "APP_SECRET_ID", "KMS_KEY_ID", "STACK_NAME"]
-        {
+        for missing in [
+            "SECURITY_TABLE",
+            "IDENTITY_TABLE",
+            "TRAFFIC_TABLE",
+            "SANDBOX_TABLE",
+            "APP_SECRET_ID",
+            "KMS_KEY_ID",
+            "STACK_NAME",
+        ] {
             let err =
                 Config::from_lookup(|name| if name == missing { None } else { complete(name) }).expect_err(missing);
             assert_eq!(err, ConfigError::Missing(missing));

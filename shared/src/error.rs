@@ -22,6 +22,19 @@ pub enum AppError {
     RevokedApiKey,
     #[error("banned client IP")]
     Banned,
+    /// The account trades on the sandbox and the request needs a live broker (for example
+    /// leaving analyzer mode).
+    #[error("no broker linked")]
+    NoBrokerLinked,
+    /// The broker refused the order (for the sandbox: its acceptance rules). `order_id` is set when
+    /// the refusal was recorded as a `rejected` order.
+    #[error("order rejected: {message}")]
+    OrderRejected { message: String, order_id: Option<String> },
+    #[error("order {order_id} not found")]
+    OrderNotFound { order_id: String },
+    /// Concurrent writers kept changing the account; nothing was written.
+    #[error("account busy")]
+    AccountBusy,
     #[error("rate limited; retry in {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("no route for {path}")]
@@ -51,8 +64,10 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest { .. } => 400,
-            AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned => 403,
-            AppError::NotFound { .. } => 404,
+            AppError::OrderRejected { .. } => 400,
+            AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
+            AppError::NotFound { .. } | AppError::OrderNotFound { .. } => 404,
+            AppError::AccountBusy => 409,
             AppError::MethodNotAllowed => 405,
             AppError::PayloadTooLarge { .. } => 413,
             AppError::RateLimited { .. } => 429,
@@ -69,6 +84,10 @@ impl AppError {
             AppError::InvalidApiKey => "invalid_apikey",
             AppError::RevokedApiKey => "revoked_apikey",
             AppError::Banned => "ip_banned",
+            AppError::NoBrokerLinked => "broker_not_linked",
+            AppError::OrderRejected { .. } => "order_rejected",
+            AppError::OrderNotFound { .. } => "order_not_found",
+            AppError::AccountBusy => "account_busy",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -85,6 +104,12 @@ impl AppError {
             AppError::InvalidApiKey => "Invalid openalgo apikey".into(),
             AppError::RevokedApiKey => "This API key has been revoked; generate a new key".into(),
             AppError::Banned => "Access Denied: Your IP has been banned".into(),
+            AppError::NoBrokerLinked => {
+                "No broker is linked to this account: orders go to the sandbox. Link a broker to trade live.".into()
+            }
+            AppError::OrderRejected { message, .. } => message.clone(),
+            AppError::OrderNotFound { order_id } => format!("Order {order_id} not found"),
+            AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
             AppError::RateLimited { .. } => "Rate limit exceeded. Please slow down your requests.".into(),
             AppError::NotFound { .. } => "Not found".into(),
             AppError::MethodNotAllowed => "Method not allowed".into(),
@@ -110,6 +135,10 @@ mod tests {
             (AppError::InvalidApiKey, 403, "invalid_apikey"),
             (AppError::RevokedApiKey, 403, "revoked_apikey"),
             (AppError::Banned, 403, "ip_banned"),
+            (AppError::NoBrokerLinked, 403, "broker_not_linked"),
+            (AppError::OrderRejected { message: "x".into(), order_id: None }, 400, "order_rejected"),
+            (AppError::OrderNotFound { order_id: "1".into() }, 404, "order_not_found"),
+            (AppError::AccountBusy, 409, "account_busy"),
             (AppError::RateLimited { retry_after_secs: 1 }, 429, "rate_limited"),
             (AppError::NotFound { path: "/x".into() }, 404, "not_found"),
             (AppError::MethodNotAllowed, 405, "method_not_allowed"),

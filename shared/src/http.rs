@@ -44,8 +44,14 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
 }
 
 /// `{"status":"success","data":…}` with 200.
-pub fn success(data: Value) -> Response<Body> {
-    json_response(200, &json!({ "status": "success", "data": data }))
+/// `{"status":"success", …fields}`: OpenAlgo's routes put their payload at the top level under
+/// different names (`data`, `orderid`, `results`, `quantity`), so handlers return the whole body.
+pub fn success(fields: Value) -> Response<Body> {
+    let mut body = json!({ "status": "success" });
+    if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
+        body.extend(fields);
+    }
+    json_response(200, &body)
 }
 
 /// `{"status":"error","message":…,"code":…}` plus `errors` for field failures and `retry_after`
@@ -59,6 +65,13 @@ pub fn error(error: &AppError) -> Response<Body> {
         AppError::BadRequest { errors: Some(errors), .. } => body["errors"] = json!(errors),
         AppError::NotFound { path } => body["path"] = json!(path),
         AppError::RateLimited { retry_after_secs } => body["retry_after"] = json!(retry_after_secs),
+        AppError::OrderRejected { order_id, .. } => {
+            body["mode"] = json!("analyze");
+            if let Some(order_id) = order_id {
+                body["orderid"] = json!(order_id);
+            }
+        }
+        AppError::OrderNotFound { .. } => body["mode"] = json!("analyze"),
         _ => {}
     }
     let mut response = json_response(error.status(), &body);

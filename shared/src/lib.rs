@@ -23,6 +23,7 @@ pub mod logging;
 pub mod market;
 pub mod orders;
 pub mod reads;
+pub mod sandbox;
 pub mod store;
 pub mod traffic;
 pub mod validate;

@@ -17,7 +17,7 @@ pub const MAX_SPLIT_CHILDREN: u64 = 100;
 
 macro_rules! string_enum {
     ($name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -25,6 +25,30 @@ macro_rules! string_enum {
 
             pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $wire),+ }
+            }
+        }
+
+        wire_name_serde!($name);
+    };
+}
+
+/// Stored and serialised by wire name, so a stored order reads like the request that made it.
+macro_rules! wire_name_serde {
+    ($name:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let wire = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $name::CHOICES
+                    .iter()
+                    .find(|(name, _)| *name == wire)
+                    .map(|(_, value)| *value)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown {} `{wire}`", stringify!($name))))
             }
         }
     };
@@ -56,6 +80,8 @@ impl Action {
         }
     }
 }
+
+wire_name_serde!(Action);
 
 /// The fields every order leg has.
 #[derive(Clone, Debug, PartialEq)]

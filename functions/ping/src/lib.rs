@@ -14,7 +14,7 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
         request,
         ROUTE,
         |_no_other_fields| (),
-        |call| async move { Ok(json!({ "message": "pong", "broker": call.principal.broker })) },
+        |call| async move { Ok(json!({ "data": { "message": "pong", "broker": call.principal.broker } })) },
     )
     .await
 }

@@ -5,6 +5,7 @@ pub mod app_secret;
 pub mod bans;
 pub mod identity;
 pub mod rate_limit;
+pub mod sandbox;
 pub mod traffic;
 
 use std::collections::HashMap;
