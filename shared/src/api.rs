@@ -46,7 +46,7 @@ pub async fn run<T, Parse, Handle, Fut>(
     handle: Handle,
 ) -> lambda_http::Response<Body>
 where
-    Parse: FnOnce(&mut Fields) -> T,
+    Parse: FnOnce(&mut Fields) -> Option<T>,
     Handle: FnOnce(Call<T>) -> Fut,
     Fut: Future<Output = Result<Value, AppError>>,
 {
@@ -79,6 +79,23 @@ where
     response
 }
 
+/// The template resource the request was routed to (`/api/v1/placeorder`), from API Gateway's
+/// request context: the path itself may carry a stage prefix or a trailing slash.
+pub fn resource(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
+            context.resource_path.clone().unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+/// For a resource this function does not serve: API Gateway only routes declared resources here,
+/// so this means the template and the function disagree.
+pub fn unknown_resource(request: &Request) -> lambda_http::Response<Body> {
+    http::error(&AppError::NotFound { path: loggable_path(request.uri().path()) })
+}
+
 /// API Gateway's request id, so a traffic record can be matched with API Gateway's own logs.
 fn api_gateway_request_id(request: &Request) -> String {
     match request.request_context_ref() {
@@ -99,7 +116,7 @@ async fn pipeline<T, Parse, Handle, Fut>(
     user: &mut Option<String>,
 ) -> Result<Value, AppError>
 where
-    Parse: FnOnce(&mut Fields) -> T,
+    Parse: FnOnce(&mut Fields) -> Option<T>,
     Handle: FnOnce(Call<T>) -> Fut,
     Fut: Future<Output = Result<Value, AppError>>,
 {
@@ -109,6 +126,8 @@ where
         let apikey = fields.required_string("apikey", 1..=256);
         let input = parse(&mut fields);
         fields.finish()?;
+        // A schema returns `None` only after recording why, so `finish` has already refused it.
+        let input = input.ok_or_else(|| AppError::internal(anyhow::anyhow!("schema returned nothing")))?;
         Ok((apikey.unwrap_or_default(), input))
     });
     let presented = parsed.as_ref().ok().and_then(|(apikey, _)| ApiKey::parse(apikey));

@@ -96,9 +96,10 @@ pub fn instrument(symbol: &str, exchange: Exchange) -> Option<&'static Instrumen
 /// Octave k has a period of 2^k seconds; 2^0 … 2^22 s spans a second to about seven weeks.
 const OCTAVES: u32 = 23;
 /// IST is UTC+05:30 all year.
-pub const IST_OFFSET_SECS: i64 = 5 * 3600 + 30 * 60;
-const SESSION_OPEN_SECS: i64 = 9 * 3600 + 15 * 60;
-const SESSION_CLOSE_SECS: i64 = 15 * 3600 + 30 * 60;
+use crate::sandbox::ist::OFFSET_SECS as IST_OFFSET_SECS;
+/// The equity session in IST seconds of day: 09:15 to 15:30.
+pub const SESSION_OPEN_SECS: i64 = 9 * 3600 + 15 * 60;
+pub const SESSION_CLOSE_SECS: i64 = 15 * 3600 + 30 * 60;
 
 /// splitmix64's finaliser: a fast, well-mixed integer hash (simulation, not security).
 fn mix(mut z: u64) -> u64 {

@@ -13,7 +13,7 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
         deps,
         request,
         ROUTE,
-        |_no_other_fields| (),
+        |_no_other_fields| Some(()),
         |call| async move { Ok(json!({ "data": { "message": "pong", "broker": call.principal.broker } })) },
     )
     .await

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use serde_yaml::Value;
 
@@ -198,6 +199,22 @@ pub async fn provision(
     Ok(Provisioned { environment })
 }
 
+/// A table's or an index's `KeySchema`.
+fn key_schema(properties: &Value) -> anyhow::Result<Vec<KeySchemaElement>> {
+    properties
+        .get("KeySchema")
+        .and_then(Value::as_sequence)
+        .context("KeySchema")?
+        .iter()
+        .map(|element| {
+            Ok(KeySchemaElement::builder()
+                .attribute_name(element.get("AttributeName").and_then(Value::as_str).context("AttributeName")?)
+                .key_type(KeyType::from(element.get("KeyType").and_then(Value::as_str).context("KeyType")?))
+                .build()?)
+        })
+        .collect()
+}
+
 async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties: &Value) -> anyhow::Result<()> {
     if client.describe_table().table_name(name).send().await.is_ok() {
         return Ok(());
@@ -215,11 +232,16 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
                 .build()?,
         );
     }
-    for element in properties.get("KeySchema").and_then(Value::as_sequence).context("KeySchema")? {
-        request = request.key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(element.get("AttributeName").and_then(Value::as_str).context("AttributeName")?)
-                .key_type(KeyType::from(element.get("KeyType").and_then(Value::as_str).context("KeyType")?))
+    for element in key_schema(properties)? {
+        request = request.key_schema(element);
+    }
+    for index in properties.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
+        let projection = index.get("Projection").and_then(|p| p.get("ProjectionType")).and_then(Value::as_str);
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index.get("IndexName").and_then(Value::as_str).context("IndexName")?)
+                .set_key_schema(Some(key_schema(index)?))
+                .projection(Projection::builder().projection_type(ProjectionType::from(projection.unwrap_or("ALL"))).build())
                 .build()?,
         );
     }

@@ -43,7 +43,12 @@ fn handlers() -> HashMap<&'static str, Handler> {
             call as Handler
         }};
     }
-    HashMap::from([("PingFunction", handler!(ping::handler))])
+    HashMap::from([
+        ("PingFunction", handler!(ping::handler)),
+        ("OrdersFunction", handler!(orders::handler)),
+        ("AccountFunction", handler!(account::handler)),
+        ("MarketFunction", handler!(market::handler)),
+    ])
 }
 
 struct Route {
@@ -82,6 +87,19 @@ impl Route {
         let greedy = self.segments.iter().filter(|s| s.ends_with("+}")).count();
         let literal = self.segments.iter().filter(|s| !s.starts_with('{')).count();
         (greedy, usize::MAX - literal)
+    }
+}
+
+/// What EventBridge does for the fill engine in AWS: one matching pass every `interval`, for as long
+/// as the task lives. A failed pass is logged and the next one runs on time.
+pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = engine.run_once().await {
+            tracing::warn!(error = %error, "fill engine pass failed");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use rand::Rng;
 use super::ist::{IstTime, last_boundary};
 use super::ledger::{Ledger, Order, PositionKey, Rejection, SESSION_BOUNDARY_SECS};
 use crate::bootstrap::Deps;
-use crate::clock::UnixMillis;
+use crate::clock::{Clock, UnixMillis};
 use crate::config::OrderCaps;
 use crate::error::AppError;
 use crate::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
@@ -55,20 +55,34 @@ pub struct LegOutcome {
     pub result: Result<Order, AppError>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Sandbox<'a> {
     store: &'a SandboxStore,
-    deps: &'a Deps,
+    clock: &'a dyn Clock,
     caps: OrderCaps,
 }
 
 impl<'a> Sandbox<'a> {
-    pub fn new(deps: &'a Deps) -> Self {
-        Self { store: &deps.sandbox, deps, caps: deps.config.order_caps }
+    pub fn new(store: &'a SandboxStore, clock: &'a dyn Clock, caps: OrderCaps) -> Self {
+        Self { store, clock, caps }
+    }
+
+    pub fn from_deps(deps: &'a Deps) -> Self {
+        Self::new(&deps.sandbox, deps.clock.as_ref(), deps.config.order_caps)
     }
 
     pub fn now(&self) -> UnixMillis {
-        self.deps.clock.now()
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &SandboxStore {
+        self.store
+    }
+
+    /// The account as it stands, for reads: funds and positions with the session rolled over.
+    pub async fn ledger(&self, user: &str) -> Result<Ledger, AppError> {
+        let state = self.store.account(user).await?;
+        Ok(Ledger::new(state.funds, state.positions, self.now()))
     }
 
     /// The first order id of the current session (03:00 IST), for the books' key ranges.

@@ -1,0 +1,34 @@
+//! The sandbox's fill engine: one pass over every resting order (LIMIT, SL, SL-M) against the
+//! simulated market. EventBridge runs it every minute in AWS; the local gateway runs the same pass
+//! on a timer. It needs no keys and no secrets: only the sandbox table.
+
+use std::sync::Arc;
+
+use shared::aws::AwsClients;
+use shared::clock::Clock;
+use shared::config::{Config, OrderCaps};
+use shared::sandbox::service::Sandbox;
+use shared::store::sandbox::SandboxStore;
+use shared::AppError;
+
+#[derive(Debug)]
+pub struct FillEngine {
+    store: SandboxStore,
+    clock: Arc<dyn Clock>,
+    caps: OrderCaps,
+}
+
+impl FillEngine {
+    pub fn new(config: &Config, aws: &AwsClients, clock: Arc<dyn Clock>) -> Self {
+        Self { store: SandboxStore::new(aws.dynamodb.clone(), config.tables.sandbox.clone()), clock, caps: config.order_caps }
+    }
+
+    /// Matches every resting order once; returns how many changed (filled or triggered).
+    pub async fn run_once(&self) -> Result<usize, AppError> {
+        let changed = Sandbox::new(&self.store, self.clock.as_ref(), self.caps).match_resting_orders().await?;
+        if changed > 0 {
+            tracing::info!(changed, "resting sandbox orders matched");
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,191 @@
+//! Market data from the simulated market. No account state is touched, so this function holds no
+//! sandbox privileges at all.
+
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+use shared::api::{self, Call, Route};
+use shared::limits::LimitedAction;
+use shared::market::{self, Candle, SESSION_CLOSE_SECS, SESSION_OPEN_SECS};
+use shared::reads::{History, Instrument, MultiQuotes};
+use shared::sandbox::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
+use shared::{AppError, Deps};
+
+/// Most candles one history request may return (1-second candles over a week would be 135 000).
+pub const MAX_CANDLES: usize = 20_000;
+
+const fn route(name: &'static str) -> Route {
+    Route { name, action: LimitedAction::Api }
+}
+
+pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
+    let now = deps.clock.now().0 / 1000;
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let nothing_else = |_: &mut shared::validate::Fields| Some(());
+    match api::resource(&request).as_str() {
+        "/api/v1/quotes" => api::run(deps, request, route("quotes"), Instrument::parse, |c| quotes(c, now)).await,
+        "/api/v1/multiquotes" => {
+            api::run(deps, request, route("multiquotes"), MultiQuotes::parse, |c| multi_quotes(c, now)).await
+        }
+        "/api/v1/depth" => api::run(deps, request, route("depth"), Instrument::parse, |c| depth(c, now)).await,
+        "/api/v1/history" => api::run(deps, request, route("history"), History::parse, |c| history(c, now)).await,
+        "/api/v1/intervals" => api::run(deps, request, route("intervals"), nothing_else, |_| intervals()).await,
+        _ => api::unknown_resource(&request),
+    }
+}
+
+fn lookup(instrument: &Instrument) -> Result<&'static market::Instrument, AppError> {
+    market::instrument(&instrument.symbol, instrument.exchange).ok_or_else(|| {
+        AppError::bad_request(format!("Symbol {} not found on {}", instrument.symbol, instrument.exchange.as_str()))
+    })
+}
+
+fn quote_data(instrument: &market::Instrument, now: i64) -> Value {
+    let quote = instrument.quote(now);
+    json!({
+        "open": quote.open, "high": quote.high, "low": quote.low, "ltp": quote.ltp, "ask": quote.ask,
+        "bid": quote.bid, "prev_close": quote.prev_close, "volume": quote.volume, "oi": 0,
+    })
+}
+
+async fn quotes(call: Call<Instrument>, now: i64) -> Result<Value, AppError> {
+    Ok(json!({ "data": quote_data(lookup(&call.input)?, now) }))
+}
+
+async fn multi_quotes(call: Call<MultiQuotes>, now: i64) -> Result<Value, AppError> {
+    let results: Vec<Value> = call
+        .input
+        .symbols
+        .iter()
+        .map(|requested| {
+            let mut row = json!({ "symbol": requested.symbol, "exchange": requested.exchange.as_str() });
+            match lookup(requested) {
+                Ok(instrument) => row["data"] = quote_data(instrument, now),
+                Err(error) => row["error"] = json!(error.public_message()),
+            }
+            row
+        })
+        .collect();
+    Ok(json!({ "results": results }))
+}
+
+async fn depth(call: Call<Instrument>, now: i64) -> Result<Value, AppError> {
+    let instrument = lookup(&call.input)?;
+    let quote = instrument.quote(now);
+    let book = instrument.depth(now);
+    let levels = |levels: &[market::Level]| -> Vec<Value> {
+        levels.iter().map(|level| json!({ "price": level.price, "quantity": level.quantity })).collect()
+    };
+    Ok(json!({ "data": {
+        "open": quote.open, "high": quote.high, "low": quote.low, "ltp": quote.ltp,
+        "ltq": u64::from(instrument.lot_size), "prev_close": quote.prev_close, "volume": quote.volume, "oi": 0,
+        "totalbuyqty": book.bids.iter().map(|l| l.quantity).sum::<u64>(),
+        "totalsellqty": book.asks.iter().map(|l| l.quantity).sum::<u64>(),
+        "bids": levels(&book.bids), "asks": levels(&book.asks),
+    }}))
+}
+
+/// Seconds per candle for intraday intervals; `None` for D, W, M, Q and Y.
+fn intraday_step(interval: &str) -> Option<i64> {
+    let (digits, unit) = interval.split_at(interval.len().saturating_sub(1));
+    let count: i64 = digits.parse().ok()?;
+    match unit {
+        "s" => Some(count),
+        "m" => Some(count * 60),
+        "h" => Some(count * 3600),
+        _ => None,
+    }
+}
+
+/// Trading days (Monday to Friday) from `start` to `end`, as days since the epoch.
+fn trading_days(start: (i32, u32, u32), end: (i32, u32, u32)) -> impl Iterator<Item = i64> {
+    let first = days_from_civil(i64::from(start.0), start.1, start.2);
+    let last = days_from_civil(i64::from(end.0), end.1, end.2);
+    // 1970-01-01 was a Thursday: day 0 → weekday 3 (Monday = 0).
+    (first..=last).filter(|day| (day + 3).rem_euclid(7) < 5)
+}
+
+fn candle_json(candle: &Candle, timestamp: i64) -> Value {
+    json!({
+        "timestamp": timestamp, "open": candle.open, "high": candle.high, "low": candle.low,
+        "close": candle.close, "volume": candle.volume, "oi": 0,
+    })
+}
+
+/// The key that groups days into one candle: the day itself, its week (Monday), month, quarter or
+/// year, as the day number of the period's first calendar day.
+fn period_start(day: i64, interval: &str) -> i64 {
+    let (year, month, _) = civil_from_days(day);
+    match interval {
+        "W" => day - (day + 3).rem_euclid(7),
+        "M" => days_from_civil(year, month, 1),
+        "Q" => days_from_civil(year, (month - 1) / 3 * 3 + 1, 1),
+        "Y" => days_from_civil(year, 1, 1),
+        _ => day,
+    }
+}
+
+async fn history(call: Call<History>, now: i64) -> Result<Value, AppError> {
+    let input = &call.input;
+    if input.end < input.start {
+        return Err(AppError::bad_request("end_date must not be before start_date"));
+    }
+    let instrument = lookup(&input.instrument)?;
+    let mut rows = Vec::new();
+    let too_many = || {
+        AppError::bad_request(format!(
+            "The range holds more than {MAX_CANDLES} {} candles; request a shorter range or a longer interval",
+            input.interval
+        ))
+    };
+    if let Some(step) = intraday_step(input.interval) {
+        for day in trading_days(input.start, input.end) {
+            let midnight = day * 86_400 - IST_OFFSET_SECS;
+            let (open, close) = (midnight + SESSION_OPEN_SECS, (midnight + SESSION_CLOSE_SECS).min(now + 1));
+            let mut at = open;
+            while at < close {
+                if rows.len() == MAX_CANDLES {
+                    return Err(too_many());
+                }
+                let candle = instrument.candle(at, (at + step).min(close), step.clamp(1, 60));
+                rows.push(candle_json(&candle, at));
+                at += step;
+            }
+        }
+    } else {
+        let mut periods: Vec<(i64, Candle)> = Vec::new();
+        for day in trading_days(input.start, input.end) {
+            let midnight = day * 86_400 - IST_OFFSET_SECS;
+            let open = midnight + SESSION_OPEN_SECS;
+            if open > now {
+                break;
+            }
+            let daily = instrument.candle(open, (midnight + SESSION_CLOSE_SECS).min(now + 1), 300);
+            let start = period_start(day, input.interval);
+            match periods.last_mut() {
+                Some((period, candle)) if *period == start => {
+                    candle.high = candle.high.max(daily.high);
+                    candle.low = candle.low.min(daily.low);
+                    candle.close = daily.close;
+                    candle.volume += daily.volume;
+                }
+                _ => periods.push((start, daily)),
+            }
+            if periods.len() > MAX_CANDLES {
+                return Err(too_many());
+            }
+        }
+        // Daily and longer candles carry IST midnight of their first day, as brokers do.
+        rows = periods.iter().map(|(day, candle)| candle_json(candle, day * 86_400 - IST_OFFSET_SECS)).collect();
+    }
+    Ok(json!({ "data": rows }))
+}
+
+async fn intervals() -> Result<Value, AppError> {
+    let of = |unit: char| -> Vec<&str> {
+        shared::reads::INTERVALS.iter().copied().filter(|i| i.len() > 1 && i.ends_with(unit)).collect()
+    };
+    Ok(json!({ "data": {
+        "seconds": of('s'), "minutes": of('m'), "hours": of('h'),
+        "days": ["D"], "weeks": ["W"], "months": ["M"], "quarters": ["Q"], "years": ["Y"],
+    }}))
+}
