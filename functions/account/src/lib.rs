@@ -21,8 +21,12 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let sandbox = &sandbox;
     let nothing_else = |_: &mut shared::validate::Fields| Some(());
     match api::resource(&request).as_str() {
-        "/api/v1/orderbook" => api::run(deps, request, route("orderbook"), nothing_else, |c| order_book(sandbox, c)).await,
-        "/api/v1/tradebook" => api::run(deps, request, route("tradebook"), nothing_else, |c| trade_book(sandbox, c)).await,
+        "/api/v1/orderbook" => {
+            api::run(deps, request, route("orderbook"), nothing_else, |c| order_book(sandbox, c)).await
+        }
+        "/api/v1/tradebook" => {
+            api::run(deps, request, route("tradebook"), nothing_else, |c| trade_book(sandbox, c)).await
+        }
         "/api/v1/positionbook" => {
             api::run(deps, request, route("positionbook"), nothing_else, |c| position_book(sandbox, c)).await
         }

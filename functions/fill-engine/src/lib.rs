@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use shared::AppError;
 use shared::aws::AwsClients;
 use shared::clock::Clock;
 use shared::config::{Config, OrderCaps};
 use shared::sandbox::service::Sandbox;
 use shared::store::sandbox::SandboxStore;
-use shared::AppError;
 
 #[derive(Debug)]
 pub struct FillEngine {
@@ -20,7 +20,11 @@ pub struct FillEngine {
 
 impl FillEngine {
     pub fn new(config: &Config, aws: &AwsClients, clock: Arc<dyn Clock>) -> Self {
-        Self { store: SandboxStore::new(aws.dynamodb.clone(), config.tables.sandbox.clone()), clock, caps: config.order_caps }
+        Self {
+            store: SandboxStore::new(aws.dynamodb.clone(), config.tables.sandbox.clone()),
+            clock,
+            caps: config.order_caps,
+        }
     }
 
     /// Matches every resting order once; returns how many changed (filled or triggered).

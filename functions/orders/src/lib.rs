@@ -23,14 +23,24 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let sandbox = &sandbox;
     match api::resource(&request).as_str() {
         "/api/v1/placeorder" => api::run(deps, request, PLACE, PlaceOrder::parse, |call| place(sandbox, call)).await,
-        "/api/v1/placesmartorder" => api::run(deps, request, SMART, SmartOrder::parse, |call| smart(sandbox, call)).await,
-        "/api/v1/modifyorder" => api::run(deps, request, MODIFY, ModifyOrder::parse, |call| modify(sandbox, call)).await,
-        "/api/v1/cancelorder" => api::run(deps, request, CANCEL, CancelOrder::parse, |call| cancel(sandbox, call)).await,
+        "/api/v1/placesmartorder" => {
+            api::run(deps, request, SMART, SmartOrder::parse, |call| smart(sandbox, call)).await
+        }
+        "/api/v1/modifyorder" => {
+            api::run(deps, request, MODIFY, ModifyOrder::parse, |call| modify(sandbox, call)).await
+        }
+        "/api/v1/cancelorder" => {
+            api::run(deps, request, CANCEL, CancelOrder::parse, |call| cancel(sandbox, call)).await
+        }
         "/api/v1/cancelallorder" => {
             api::run(deps, request, CANCEL_ALL, StrategyOnly::parse, |call| cancel_all(sandbox, call)).await
         }
-        "/api/v1/closeposition" => api::run(deps, request, CLOSE, StrategyOnly::parse, |call| close(sandbox, call)).await,
-        "/api/v1/basketorder" => api::run(deps, request, BASKET, BasketOrder::parse, |call| basket(sandbox, call)).await,
+        "/api/v1/closeposition" => {
+            api::run(deps, request, CLOSE, StrategyOnly::parse, |call| close(sandbox, call)).await
+        }
+        "/api/v1/basketorder" => {
+            api::run(deps, request, BASKET, BasketOrder::parse, |call| basket(sandbox, call)).await
+        }
         "/api/v1/splitorder" => api::run(deps, request, SPLIT, SplitOrder::parse, |call| split(sandbox, call)).await,
         _ => api::unknown_resource(&request),
     }
@@ -114,7 +124,8 @@ async fn basket(sandbox: &Sandbox<'_>, call: Call<BasketOrder>) -> Result<Value,
         .iter()
         .map(|outcome| {
             let leg = &outcome.leg;
-            let row = json!({ "symbol": leg.symbol, "exchange": leg.exchange.as_str(), "product": leg.product.as_str() });
+            let row =
+                json!({ "symbol": leg.symbol, "exchange": leg.exchange.as_str(), "product": leg.product.as_str() });
             leg_result(outcome, row)
         })
         .collect();
@@ -126,7 +137,9 @@ async fn split(sandbox: &Sandbox<'_>, call: Call<SplitOrder>) -> Result<Value, A
     let results: Vec<Value> = outcomes
         .iter()
         .enumerate()
-        .map(|(index, outcome)| leg_result(outcome, json!({ "order_num": index + 1, "quantity": outcome.leg.quantity as u64 })))
+        .map(|(index, outcome)| {
+            leg_result(outcome, json!({ "order_num": index + 1, "quantity": outcome.leg.quantity as u64 }))
+        })
         .collect();
     Ok(json!({
         "total_quantity": call.input.leg.quantity as u64,

@@ -241,7 +241,9 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
             GlobalSecondaryIndex::builder()
                 .index_name(index.get("IndexName").and_then(Value::as_str).context("IndexName")?)
                 .set_key_schema(Some(key_schema(index)?))
-                .projection(Projection::builder().projection_type(ProjectionType::from(projection.unwrap_or("ALL"))).build())
+                .projection(
+                    Projection::builder().projection_type(ProjectionType::from(projection.unwrap_or("ALL"))).build(),
+                )
                 .build()?,
         );
     }

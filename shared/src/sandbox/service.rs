@@ -14,8 +14,15 @@ use crate::error::AppError;
 use crate::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
 use crate::store::sandbox::{CommitError, SandboxStore};
 
-/// Conflicts are rare (one trader, a few clients), so a handful of attempts covers real bursts.
-const ATTEMPTS: usize = 8;
+/// Concurrent orders on one account commit one at a time, so a burst of N orders needs up to N
+/// attempts for its last one; a trader's burst is bounded by the order rate limit (10 per second).
+const ATTEMPTS: u64 = 20;
+
+/// A short random pause after a conflict, so the writers that lost do not collide again in step.
+async fn back_off(attempt: u64) {
+    let millis = rand::thread_rng().gen_range(0..=attempt.min(10) * 3);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
 
 /// The strategy label OpenAlgo's sandbox gives the orders that close positions.
 pub const SQUARE_OFF_STRATEGY: &str = "AUTO_SQUARE_OFF";
@@ -97,7 +104,7 @@ impl<'a> Sandbox<'a> {
         user: &str,
         mut operation: impl FnMut(&mut Ledger) -> Result<R, AppError>,
     ) -> Result<R, AppError> {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let state = self.store.account(user).await?;
             let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
             let outcome = operation(&mut ledger);
@@ -106,7 +113,7 @@ impl<'a> Sandbox<'a> {
             }
             match self.store.commit(user, state.version, &ledger).await {
                 Ok(()) => return outcome,
-                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Conflict) => back_off(attempt).await,
                 Err(CommitError::Store(error)) => return Err(error),
             }
         }
@@ -120,7 +127,7 @@ impl<'a> Sandbox<'a> {
         order_id: &str,
         mut operation: impl FnMut(&mut Ledger, &Order) -> Result<R, AppError>,
     ) -> Result<R, AppError> {
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let (state, order) = tokio::try_join!(self.store.account(user), self.store.order(user, order_id))?;
             let order = order.ok_or_else(|| AppError::OrderNotFound { order_id: order_id.to_owned() })?;
             let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
@@ -130,7 +137,7 @@ impl<'a> Sandbox<'a> {
             }
             match self.store.commit(user, state.version, &ledger).await {
                 Ok(()) => return outcome,
-                Err(CommitError::Conflict) => continue,
+                Err(CommitError::Conflict) => back_off(attempt).await,
                 Err(CommitError::Store(error)) => return Err(error),
             }
         }
