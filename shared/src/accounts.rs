@@ -66,6 +66,21 @@ pub async fn regenerate_api_key(deps: &Deps, username: &str) -> Result<(ApiKey, 
     Ok((key, previous))
 }
 
+/// Creates a strategy webhook for an existing user; returns its secret id (shown once).
+pub async fn create_webhook(deps: &Deps, webhook: &crate::webhooks::Webhook) -> Result<String, AppError> {
+    check_username(&webhook.user)?;
+    if !deps.identity.user_exists(&webhook.user).await? {
+        return Err(AppError::bad_request(format!("no user `{}`", webhook.user)));
+    }
+    if webhook.strategy.trim().is_empty() || webhook.strategy.chars().count() > 256 {
+        return Err(AppError::bad_request("a strategy name of 1 to 256 characters is required"));
+    }
+    if webhook.symbols.is_empty() || webhook.symbols.values().any(|quantity| *quantity == 0) {
+        return Err(AppError::bad_request("map at least one symbol, each to a quantity of 1 or more"));
+    }
+    deps.webhooks.create(webhook).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::auth::{Principal, authenticate};
 use crate::bootstrap::Deps;
 use crate::client_ip::client_ip;
+use crate::clock::UnixMillis;
 use crate::crypto::api_key::ApiKey;
 use crate::error::AppError;
 use crate::http;
@@ -50,33 +51,70 @@ where
     Handle: FnOnce(Call<T>) -> Fut,
     Fut: Future<Output = Result<Value, AppError>>,
 {
-    let started = Instant::now();
-    let at = deps.clock.now();
-    let ip = client_ip(&request);
-    let record_ip = ip.as_ref().ok().copied();
+    let exchange = Exchange::begin(deps, &request, route);
     let mut user = None;
-    let response = match pipeline(deps, &request, ip, route, parse, handle, &mut user).await {
-        Ok(data) => http::success(data),
-        Err(error) => {
-            if !error.is_server_error() {
-                tracing::info!(route = route.name, error.code = error.code(), "request refused");
+    let outcome = pipeline(deps, &request, exchange.client_ip(), route, parse, handle, &mut user).await;
+    exchange.respond(deps, &request, outcome, user)
+}
+
+/// One request/response exchange: when it started, from where, and how it ends: the JSON response
+/// with its security headers, and the traffic record queued for after the response.
+#[derive(Debug)]
+pub struct Exchange {
+    started: Instant,
+    at: UnixMillis,
+    route: Route,
+    /// `None` when the request context carries no usable source IP (logged at `begin`).
+    pub ip: Option<IpAddr>,
+}
+
+impl Exchange {
+    pub fn begin(deps: &Deps, request: &Request, route: Route) -> Self {
+        let ip = client_ip(request)
+            .inspect_err(|error| tracing::error!(error.detail = %error, "no client IP; refusing the request"))
+            .ok();
+        Self { started: Instant::now(), at: deps.clock.now(), route, ip }
+    }
+
+    /// The client IP, or the 500 every request without one gets: API Gateway always sets it, so its
+    /// absence means the function is not behind API Gateway.
+    pub fn client_ip(&self) -> Result<IpAddr, AppError> {
+        self.ip.ok_or_else(|| AppError::internal(anyhow::anyhow!("request context has no usable sourceIp")))
+    }
+
+    /// The response for `outcome`, after queueing the traffic record. The path recorded is the
+    /// template resource when there is one, so a secret in the path (a webhook id) is never logged.
+    pub fn respond(
+        self,
+        deps: &Deps,
+        request: &Request,
+        outcome: Result<Value, AppError>,
+        user: Option<String>,
+    ) -> lambda_http::Response<Body> {
+        let response = match outcome {
+            Ok(data) => http::success(data),
+            Err(error) => {
+                if !error.is_server_error() {
+                    tracing::info!(route = self.route.name, error.code = error.code(), "request refused");
+                }
+                http::error(&error)
             }
-            http::error(&error)
-        }
-    };
-    let record = TrafficRecord {
-        at,
-        request_id: api_gateway_request_id(&request),
-        client_ip: record_ip,
-        method: request.method().to_string(),
-        path: loggable_path(request.uri().path()),
-        status: response.status().as_u16(),
-        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        user,
-        route: route.name,
-    };
-    deps.pending_traffic.push(record);
-    response
+        };
+        let resource = resource(request);
+        let path = if resource.contains('{') { resource } else { request.uri().path().to_owned() };
+        deps.pending_traffic.push(TrafficRecord {
+            at: self.at,
+            request_id: api_gateway_request_id(request),
+            client_ip: self.ip,
+            method: request.method().to_string(),
+            path: loggable_path(&path),
+            status: response.status().as_u16(),
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            user,
+            route: self.route.name,
+        });
+        response
+    }
 }
 
 /// The template resource the request was routed to (`/api/v1/placeorder`), from API Gateway's

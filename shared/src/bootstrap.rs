@@ -19,6 +19,7 @@ use crate::store::rate_limit::RateLimitStore;
 use crate::store::sandbox::SandboxStore;
 use crate::store::traffic::TrafficStore;
 use crate::traffic::TrafficQueue;
+use crate::webhooks::WebhookStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -47,6 +48,7 @@ pub struct Deps {
     pub identity: IdentityStore,
     pub traffic: TrafficStore,
     pub sandbox: SandboxStore,
+    pub webhooks: WebhookStore,
     pub passwords: Arc<PasswordHasher>,
     pub key_ring: KeyRing,
     pub api_key_copies: PurposeCipher,
@@ -92,6 +94,7 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
     Ok(Arc::new(Deps {
         bans: BanStore::new(aws.dynamodb.clone(), tables.security.clone()),
         limits: RateLimitStore::new(aws.dynamodb.clone(), tables.security),
+        webhooks: WebhookStore::new(aws.dynamodb.clone(), tables.identity.clone()),
         identity: IdentityStore::new(aws.dynamodb.clone(), tables.identity),
         traffic: TrafficStore::new(aws.dynamodb.clone(), tables.traffic, config.traffic_retention_days),
         sandbox: SandboxStore::new(aws.dynamodb.clone(), tables.sandbox),

@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod store;
 pub mod traffic;
 pub mod validate;
+pub mod webhooks;
 
 pub use bootstrap::Deps;
 pub use error::AppError;

@@ -69,16 +69,20 @@ pub enum LimitedAction {
     Order,
     /// placesmartorder: `SMART_ORDER_RATE_LIMIT`, default 10/s.
     SmartOrder,
+    /// `/strategy/webhook/<id>`, per source IP: `WEBHOOK_RATE_LIMIT`, default 100/min.
+    Webhook,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 3] = [LimitedAction::Api, LimitedAction::Order, LimitedAction::SmartOrder];
+    pub const ALL: [LimitedAction; 4] =
+        [LimitedAction::Api, LimitedAction::Order, LimitedAction::SmartOrder, LimitedAction::Webhook];
 
     pub const fn env_var(self) -> &'static str {
         match self {
             LimitedAction::Api => "API_RATE_LIMIT",
             LimitedAction::Order => "ORDER_RATE_LIMIT",
             LimitedAction::SmartOrder => "SMART_ORDER_RATE_LIMIT",
+            LimitedAction::Webhook => "WEBHOOK_RATE_LIMIT",
         }
     }
 
@@ -87,6 +91,7 @@ impl LimitedAction {
         match self {
             LimitedAction::Api => RateLimit::per_second(50),
             LimitedAction::Order | LimitedAction::SmartOrder => RateLimit::per_second(10),
+            LimitedAction::Webhook => RateLimit { limit: 100, window: Duration::from_secs(60) },
         }
     }
 
@@ -96,6 +101,7 @@ impl LimitedAction {
             LimitedAction::Api => "api",
             LimitedAction::Order => "order",
             LimitedAction::SmartOrder => "smart-order",
+            LimitedAction::Webhook => "webhook",
         }
     }
 }

@@ -24,7 +24,9 @@ const USAGE: &str = "usage:
   kavach apikey regenerate <username>
   kavach ban add <ip> [--hours N | --permanent] [--reason TEXT]
   kavach ban remove <ip>
-  kavach ban list";
+  kavach ban list
+  kavach webhook create <username> --strategy NAME --exchange NSE --product MIS|CNC|NRML
+                        --mode long|short|both --symbol SYMBOL=QUANTITY [--symbol ...]";
 
 #[tokio::main]
 async fn main() {
@@ -79,6 +81,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             println!("{} active ban(s).", bans.len());
             Ok(())
         }
+        ["webhook", "create", username, options @ ..] => webhook_create(username, options).await,
         _ => bail!("{USAGE}"),
     }
 }
@@ -92,6 +95,52 @@ fn public(error: shared::AppError) -> anyhow::Error {
 fn parse_ip(text: &str) -> anyhow::Result<IpAddr> {
     let ip: IpAddr = text.parse().with_context(|| format!("`{text}` is not an IP address"))?;
     Ok(shared::config::canonical(ip))
+}
+
+async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> {
+    use shared::orders::{Exchange, Product};
+    use shared::webhooks::{Mode, Webhook};
+    fn choice<T: Copy>(name: &str, value: &str, choices: &[(&str, T)]) -> anyhow::Result<T> {
+        choices.iter().find(|(wire, _)| *wire == value).map(|(_, v)| *v).with_context(|| {
+            let names: Vec<&str> = choices.iter().map(|(wire, _)| *wire).collect();
+            format!("{name} `{value}` is not one of {}", names.join(", "))
+        })
+    }
+    let (mut strategy, mut exchange, mut product, mut mode) = (None, None, None, None);
+    let mut symbols = BTreeMap::new();
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        let value = *rest.next().with_context(|| format!("{option} needs a value"))?;
+        match *option {
+            "--strategy" => strategy = Some(value.to_owned()),
+            "--exchange" => exchange = Some(choice("--exchange", value, Exchange::CHOICES)?),
+            "--product" => product = Some(choice("--product", value, Product::CHOICES)?),
+            "--mode" => {
+                let modes = [("long", Mode::Long), ("short", Mode::Short), ("both", Mode::Both)];
+                mode = Some(choice("--mode", value, &modes)?);
+            }
+            "--symbol" => {
+                let (symbol, quantity) = value.split_once('=').context("--symbol takes SYMBOL=QUANTITY")?;
+                let quantity: u64 =
+                    quantity.parse().with_context(|| format!("quantity `{quantity}` is not a whole number"))?;
+                symbols.insert(symbol.to_owned(), quantity);
+            }
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    let webhook = Webhook {
+        user: username.to_owned(),
+        strategy: strategy.context("--strategy is required")?,
+        exchange: exchange.context("--exchange is required")?,
+        product: product.context("--product is required")?,
+        mode: mode.context("--mode is required")?,
+        symbols,
+    };
+    let deps = bootstrap::init().await?;
+    let id = shared::accounts::create_webhook(&deps, &webhook).await.map_err(public)?;
+    println!("Webhook for `{}` (strategy `{}`), shown once:", webhook.user, webhook.strategy);
+    println!("  POST <ApiUrl>/strategy/webhook/{id}");
+    Ok(())
 }
 
 async fn ban_store() -> anyhow::Result<(BanStore, Config)> {

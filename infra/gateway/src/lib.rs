@@ -48,6 +48,7 @@ fn handlers() -> HashMap<&'static str, Handler> {
         ("OrdersFunction", handler!(orders::handler)),
         ("AccountFunction", handler!(account::handler)),
         ("MarketFunction", handler!(market::handler)),
+        ("WebhookFunction", handler!(webhook::handler)),
     ])
 }
 

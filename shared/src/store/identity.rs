@@ -93,6 +93,19 @@ impl IdentityStore {
     }
 
     /// Creates an account together with its first key, in one transaction: both or neither.
+    pub async fn user_exists(&self, username: &str) -> Result<bool, AppError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("read user"))?;
+        Ok(output.item().is_some())
+    }
+
     pub async fn create_user_with_key(&self, username: &str, record: &ApiKeyRecord) -> Result<(), AppError> {
         let user = Put::builder()
             .table_name(&self.table)

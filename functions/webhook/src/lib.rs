@@ -1,0 +1,92 @@
+//! `POST /strategy/webhook/{webhook_id}`: a strategy signal `{"symbol","action"[,"position_size"]}`
+//! authenticated only by the secret id in the URL (see `shared::webhooks`). It passes the same gate
+//! as the API (ban, then a per-IP counter in its own class, 100 per minute by default), is
+//! validated strictly, and trades on the webhook owner's account.
+
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
+use shared::api::{Exchange as ApiExchange, Route};
+use shared::limits::LimitedAction;
+use shared::orders::{Action, OrderLeg, PriceType, SmartOrder};
+use shared::sandbox::service::{Sandbox, SmartOutcome};
+use shared::validate::Fields;
+use shared::webhooks::Mode;
+use shared::{AppError, Deps, http};
+
+pub const ROUTE: Route = Route { name: "strategy/webhook", action: LimitedAction::Webhook };
+const PATH: &str = "/strategy/webhook/{webhook_id}";
+
+struct Signal {
+    symbol: String,
+    action: Action,
+    position_size: Option<f64>,
+}
+
+pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
+    let exchange = ApiExchange::begin(deps, &request, ROUTE);
+    match signal(deps, &request, exchange.client_ip()).await {
+        Ok((body, user)) => exchange.respond(deps, &request, Ok(body), Some(user)),
+        Err(error) => exchange.respond(deps, &request, Err(error), None),
+    }
+}
+
+async fn signal(
+    deps: &Deps,
+    request: &Request,
+    ip: Result<std::net::IpAddr, AppError>,
+) -> Result<(Value, String), AppError> {
+    let gate = shared::gate::pass(deps, ip?, ROUTE.action, None).await?;
+    gate.enforce()?;
+    let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
+    let symbol = fields.required_string("symbol", 1..=64);
+    let action = fields.one_of("action", Action::CHOICES, None);
+    let position_size = fields.number("position_size", false);
+    fields.finish()?;
+    // `finish` has refused a missing or invalid field already; this only unwraps the values.
+    let (symbol, action) = symbol.zip(action).ok_or_else(|| AppError::bad_request("symbol and action are required"))?;
+    let input = Signal { symbol, action, position_size };
+
+    let presented = request.path_parameters_ref().and_then(|p| p.first("webhook_id")).unwrap_or_default();
+    let webhook = deps.webhooks.find(presented).await?.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
+    let Some(quantity) = webhook.symbols.get(&input.symbol).copied() else {
+        return Err(AppError::bad_request(format!(
+            "Symbol {} is not mapped to strategy {}",
+            input.symbol, webhook.strategy
+        )));
+    };
+    let leg = OrderLeg {
+        exchange: webhook.exchange,
+        symbol: input.symbol.clone(),
+        action: input.action,
+        quantity: quantity as f64,
+        price_type: PriceType::Market,
+        product: webhook.product,
+        price: 0.0,
+        trigger_price: 0.0,
+        disclosed_quantity: 0,
+    };
+    let target = match (webhook.mode, input.action) {
+        (Mode::Long, Action::Buy) | (Mode::Short, Action::Sell) => None,
+        (Mode::Long, Action::Sell) | (Mode::Short, Action::Buy) => Some(0.0),
+        (Mode::Both, _) => Some(input.position_size.ok_or_else(|| {
+            AppError::bad_request("position_size is required: this strategy trades both ways (mode both)")
+        })?),
+    };
+    let sandbox = Sandbox::from_deps(deps);
+    let body = match target {
+        None => {
+            let order = sandbox.place(&webhook.user, &webhook.strategy, &leg).await?;
+            json!({ "message": format!("Order placed for {}", input.symbol), "orderid": order.id, "mode": "analyze" })
+        }
+        Some(position_size) => {
+            let smart = SmartOrder { strategy: webhook.strategy.clone(), leg, position_size };
+            match sandbox.smart(&webhook.user, &smart).await? {
+                SmartOutcome::Placed(order) => json!({
+                    "message": format!("Order placed for {}", input.symbol), "orderid": order.id, "mode": "analyze"
+                }),
+                SmartOutcome::Matched(message) => json!({ "message": message, "mode": "analyze" }),
+            }
+        }
+    };
+    Ok((body, webhook.user))
+}
