@@ -25,23 +25,39 @@ use tokio::sync::mpsc;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["calls", n] => calls(n.parse()?).await,
+        ["calls", route, n] => calls(route, n.parse()?).await,
         ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
-        ["load", url, key, requests, concurrency] => load(url, key, requests.parse()?, concurrency.parse()?).await,
-        _ => anyhow::bail!("usage: kavach-bench calls N | cold-start BIN KEY RUNS | load URL KEY REQUESTS CONCURRENCY"),
+        ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
+        _ => anyhow::bail!(
+            "usage: kavach-bench calls ping|placeorder|orderbook N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+        ),
     }
 }
 
 fn ping_event(key: &str, source_ip: &str) -> String {
-    let body = serde_json::json!({ "apikey": key }).to_string();
+    api_event("/api/v1/ping", &serde_json::json!({ "apikey": key }), source_ip)
+}
+
+/// A REST proxy event for `resource`, as API Gateway sends it.
+fn api_event(resource: &str, body: &serde_json::Value, source_ip: &str) -> String {
     serde_json::json!({
-        "resource": "/api/v1/ping", "path": "/api/v1/ping", "httpMethod": "POST",
+        "resource": resource, "path": resource, "httpMethod": "POST",
         "headers": { "content-type": "application/json" }, "multiValueHeaders": { "content-type": ["application/json"] },
-        "requestContext": { "resourcePath": "/api/v1/ping", "httpMethod": "POST", "stage": "bench",
+        "requestContext": { "resourcePath": resource, "httpMethod": "POST", "stage": "bench",
             "requestId": "bench", "identity": { "sourceIp": source_ip } },
-        "body": body, "isBase64Encoded": false
+        "body": body.to_string(), "isBase64Encoded": false
     })
     .to_string()
+}
+
+/// The body the bench sends to each measured route: a one-share CNC market buy for placeorder
+/// (CNC is accepted at any hour; MIS is refused after 15:15 IST).
+pub fn route_body(route: &str, key: &str) -> serde_json::Value {
+    match route {
+        "placeorder" => serde_json::json!({ "apikey": key, "strategy": "bench", "symbol": "SBIN", "exchange": "NSE",
+            "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "CNC" }),
+        _ => serde_json::json!({ "apikey": key }),
+    }
 }
 
 /// Process CPU time (user + system) from /proc, in microseconds.
@@ -55,21 +71,28 @@ fn cpu_micros(pid: &str) -> anyhow::Result<u64> {
     Ok(ticks * 10_000)
 }
 
-async fn calls(requests: u32) -> anyhow::Result<()> {
+async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     let deps = kavach_tests::deps().await;
     let boot = deps.aws.stats.snapshot();
     let (_, key) = kavach_tests::new_user(&deps).await;
-    let event = ping_event(&key, "198.51.100.200");
+    let event = api_event(&format!("/api/v1/{route}"), &route_body(route, &key), "198.51.100.200");
     let request = || lambda_http::request::from_str(&event).map_err(anyhow::Error::from);
-    let first = ping::handler(&deps, request()?).await;
-    anyhow::ensure!(first.status() == 200, "warm-up ping failed: {:?}", first.body());
+    let handle = |request| async {
+        match route {
+            "ping" => ping::handler(&deps, request).await,
+            "placeorder" => orders::handler(&deps, request).await,
+            _ => account::handler(&deps, request).await,
+        }
+    };
+    let first = handle(request()?).await;
+    anyhow::ensure!(first.status() == 200, "warm-up {route} failed: {:?}", first.body());
 
     let before = deps.aws.stats.snapshot();
     let cpu_before = cpu_micros("self")?;
     let started = Instant::now();
     for _ in 0..requests {
-        let response = ping::handler(&deps, request()?).await;
-        anyhow::ensure!(response.status() == 200, "ping failed: {:?}", response.body());
+        let response = handle(request()?).await;
+        anyhow::ensure!(response.status() == 200, "{route} failed: {:?}", response.body());
     }
     let wall = started.elapsed();
     let cpu = cpu_micros("self")? - cpu_before;
@@ -79,7 +102,7 @@ async fn calls(requests: u32) -> anyhow::Result<()> {
     let flushed = deps.aws.stats.snapshot();
     let per_request = |count: u64| count as f64 / f64::from(requests);
     println!("cold start: {} AWS calls ({:?})", boot.total(), boot.by_operation);
-    println!("per warm ping (mean of {requests}), before the response:");
+    println!("per warm {route} (mean of {requests}), before the response:");
     for (operation, count) in &answered.by_operation {
         let delta = count - before.by_operation.get(operation).copied().unwrap_or(0);
         if delta > 0 {
@@ -97,11 +120,11 @@ async fn calls(requests: u32) -> anyhow::Result<()> {
         per_request(flushed.for_service("DynamoDB") - answered.for_service("DynamoDB"))
     );
     println!(
-        "in-process CPU per ping        {:.0} µs  (pipeline + SDK; emulator excluded)",
+        "in-process CPU per {route}    {:.0} µs  (pipeline + SDK; emulator excluded)",
         cpu as f64 / f64::from(requests)
     );
     println!(
-        "wall time per ping            {:.2} ms  (against moto on loopback, one request at a time)",
+        "wall time per {route}         {:.2} ms  (against moto on loopback, one request at a time)",
         wall.as_secs_f64() * 1000.0 / f64::from(requests)
     );
     Ok(())
@@ -230,9 +253,9 @@ async fn serve_runtime_api(
     }
 }
 
-async fn load(url: &str, key: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
+async fn load(url: &str, body: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let body = serde_json::json!({ "apikey": key }).to_string();
+    let body = body.to_owned();
     // Warm the connection pool and the key cache.
     for _ in 0..concurrency {
         client.post(url).body(body.clone()).send().await?;
