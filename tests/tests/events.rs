@@ -93,3 +93,17 @@ async fn rate_limited_event_gets_429_on_the_second_call() {
     assert_eq!(second.status(), 429);
     assert!(second.headers().contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn tradingview_placeorder_event_books_an_order_the_orderbook_event_lists() {
+    let deps = deps().await;
+    with_fixture_user(&deps).await;
+    let placed = orders::handler(&deps, event("placeorder-tradingview")).await;
+    assert_eq!(placed.status(), 200, "{}", json(&placed));
+    let order_id = json(&placed)["orderid"].as_str().expect("orderid").to_owned();
+    let book = account::handler(&deps, event("orderbook-ok")).await;
+    assert_eq!(book.status(), 200, "{}", json(&book));
+    let orders = json(&book)["data"]["orders"].as_array().expect("orders").clone();
+    let row = orders.iter().find(|order| order["orderid"] == order_id.as_str()).expect("the new order is listed");
+    assert_eq!((row["action"].as_str(), row["order_status"].as_str()), (Some("BUY"), Some("complete")));
+}
