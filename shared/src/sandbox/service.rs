@@ -108,16 +108,31 @@ impl<'a> Sandbox<'a> {
             let state = self.store.account(user).await?;
             let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
             let outcome = operation(&mut ledger);
-            if ledger.changes.is_empty() {
-                return outcome;
+            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
+                return settled;
             }
-            match self.store.commit(user, state.version, &ledger).await {
-                Ok(()) => return outcome,
-                Err(CommitError::Conflict) => back_off(attempt).await,
-                Err(CommitError::Store(error)) => return Err(error),
-            }
+            back_off(attempt).await;
         }
         Err(AppError::AccountBusy)
+    }
+
+    /// Commits what `ledger` changed (a refusal that recorded a `rejected` order included) and
+    /// returns the operation's outcome; `None` when a concurrent writer got there first.
+    async fn settle<R>(
+        &self,
+        user: &str,
+        version: u64,
+        ledger: &Ledger,
+        outcome: Result<R, AppError>,
+    ) -> Option<Result<R, AppError>> {
+        if ledger.changes.is_empty() {
+            return Some(outcome);
+        }
+        match self.store.commit(user, version, ledger).await {
+            Ok(()) => Some(outcome),
+            Err(CommitError::Conflict) => None,
+            Err(CommitError::Store(error)) => Some(Err(error)),
+        }
     }
 
     /// As [`Self::transact`], for an operation on one existing order.
@@ -132,14 +147,10 @@ impl<'a> Sandbox<'a> {
             let order = order.ok_or_else(|| AppError::OrderNotFound { order_id: order_id.to_owned() })?;
             let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
             let outcome = operation(&mut ledger, &order);
-            if ledger.changes.is_empty() {
-                return outcome;
+            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
+                return settled;
             }
-            match self.store.commit(user, state.version, &ledger).await {
-                Ok(()) => return outcome,
-                Err(CommitError::Conflict) => back_off(attempt).await,
-                Err(CommitError::Store(error)) => return Err(error),
-            }
+            back_off(attempt).await;
         }
         Err(AppError::AccountBusy)
     }
