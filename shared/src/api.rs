@@ -51,16 +51,16 @@ where
     Handle: FnOnce(Call<T>) -> Fut,
     Fut: Future<Output = Result<Value, AppError>>,
 {
-    let exchange = Exchange::begin(deps, &request, route);
+    let in_flight = InFlight::begin(deps, &request, route);
     let mut user = None;
-    let outcome = pipeline(deps, &request, exchange.client_ip(), route, parse, handle, &mut user).await;
-    exchange.respond(deps, &request, outcome, user)
+    let outcome = pipeline(deps, &request, in_flight.client_ip(), route, parse, handle, &mut user).await;
+    in_flight.respond(deps, &request, outcome, user)
 }
 
-/// One request/response exchange: when it started, from where, and how it ends: the JSON response
+/// One request in flight: when it started, from where, and how it ends: the JSON response
 /// with its security headers, and the traffic record queued for after the response.
 #[derive(Debug)]
-pub struct Exchange {
+pub struct InFlight {
     started: Instant,
     at: UnixMillis,
     route: Route,
@@ -68,7 +68,7 @@ pub struct Exchange {
     pub ip: Option<IpAddr>,
 }
 
-impl Exchange {
+impl InFlight {
     pub fn begin(deps: &Deps, request: &Request, route: Route) -> Self {
         let ip = client_ip(request)
             .inspect_err(|error| tracing::error!(error.detail = %error, "no client IP; refusing the request"))

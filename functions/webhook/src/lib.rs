@@ -5,7 +5,7 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
-use shared::api::{Exchange as ApiExchange, Route};
+use shared::api::{InFlight, Route};
 use shared::limits::LimitedAction;
 use shared::orders::{Action, OrderLeg, PriceType, SmartOrder};
 use shared::sandbox::service::{Sandbox, SmartOutcome};
@@ -23,10 +23,10 @@ struct Signal {
 }
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
-    let exchange = ApiExchange::begin(deps, &request, ROUTE);
-    match signal(deps, &request, exchange.client_ip()).await {
-        Ok((body, user)) => exchange.respond(deps, &request, Ok(body), Some(user)),
-        Err(error) => exchange.respond(deps, &request, Err(error), None),
+    let in_flight = InFlight::begin(deps, &request, ROUTE);
+    match signal(deps, &request, in_flight.client_ip()).await {
+        Ok((body, user)) => in_flight.respond(deps, &request, Ok(body), Some(user)),
+        Err(error) => in_flight.respond(deps, &request, Err(error), None),
     }
 }
 
