@@ -189,11 +189,18 @@ impl Instrument {
             .sum()
     }
 
+    /// The last price and the best bid and ask around it: all a fill needs, without the session's
+    /// candle that a full [`Self::quote`] samples.
+    pub fn touch(&self, epoch_secs: i64) -> Touch {
+        let ltp = self.price_at(epoch_secs);
+        Touch { ltp, bid: self.round_to_tick(ltp - self.tick_size), ask: self.round_to_tick(ltp + self.tick_size) }
+    }
+
     /// A quote at `epoch_secs`, the session being the one that opened at the latest 09:15 IST.
     pub fn quote(&self, epoch_secs: i64) -> Quote {
         let open_at = Self::session_open(epoch_secs);
         let session = self.candle(open_at, epoch_secs + 1, 60);
-        let ltp = self.price_at(epoch_secs);
+        let Touch { ltp, bid, ask } = self.touch(epoch_secs);
         let prev_close = self.price_at(open_at - 86_400 + (SESSION_CLOSE_SECS - SESSION_OPEN_SECS));
         Quote {
             ltp,
@@ -201,8 +208,8 @@ impl Instrument {
             high: session.high.max(ltp),
             low: session.low.min(ltp),
             prev_close,
-            bid: self.round_to_tick(ltp - self.tick_size),
-            ask: self.round_to_tick(ltp + self.tick_size),
+            bid,
+            ask,
             volume: session.volume,
         }
     }
@@ -230,6 +237,13 @@ pub struct Candle {
     pub low: f64,
     pub close: f64,
     pub volume: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Touch {
+    pub ltp: f64,
+    pub bid: f64,
+    pub ask: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ist::{IstTime, last_boundary};
 use crate::clock::UnixMillis;
 use crate::config::OrderCaps;
-use crate::market::{self, Instrument, Quote};
+use crate::market::{self, Instrument, Touch};
 use crate::orders::{Action, Exchange, OrderLeg, PriceType, Product};
 
 pub type Paise = i64;
@@ -270,8 +270,8 @@ impl Ledger {
         self.positions.get(key).map_or(0, |position| position.quantity)
     }
 
-    fn quote(&self, instrument: &Instrument) -> Quote {
-        instrument.quote(i64::try_from(self.now.0 / 1000).unwrap_or(i64::MAX))
+    fn quote(&self, instrument: &Instrument) -> Touch {
+        instrument.touch(i64::try_from(self.now.0 / 1000).unwrap_or(i64::MAX))
     }
 
     /// Places one order: OpenAlgo's acceptance rules in their order (§4.3), then the fill model.
@@ -575,7 +575,7 @@ fn opening_quantity(current: i64, signed: i64) -> i64 {
 
 /// Fill, rest, or trigger (§4.4). At placement a marketable LIMIT fills at the last price (price
 /// improvement); resting, it fills at its limit.
-fn evaluate(order: &Order, quote: &Quote, at_placement: bool) -> Step {
+fn evaluate(order: &Order, quote: &Touch, at_placement: bool) -> Step {
     let ltp = to_paise(quote.ltp);
     let buy = order.action == Action::Buy;
     let limit_met = if buy { ltp <= order.price } else { ltp >= order.price };

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["calls", route, n] => calls(route, n.parse()?).await,
+        ["ledger", n] => ledger(n.parse()?),
         ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
@@ -126,6 +127,39 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     println!(
         "wall time per {route}         {:.2} ms  (against moto on loopback, one request at a time)",
         wall.as_secs_f64() * 1000.0 / f64::from(requests)
+    );
+    Ok(())
+}
+
+/// The sandbox's own work per order, without I/O: acceptance, margin, fill, position.
+fn ledger(orders: u32) -> anyhow::Result<()> {
+    use shared::orders::{Action, Exchange, OrderLeg, PriceType, Product};
+    use shared::sandbox::ledger::Ledger;
+    let leg = OrderLeg {
+        exchange: Exchange::Nse,
+        symbol: "SBIN".into(),
+        action: Action::Buy,
+        quantity: 1.0,
+        price_type: PriceType::Market,
+        product: Product::Cnc,
+        price: 0.0,
+        trigger_price: 0.0,
+        disclosed_quantity: 0,
+    };
+    let now = shared::clock::Clock::now(&shared::clock::SystemClock);
+    let cpu_before = cpu_micros("self")?;
+    let started = Instant::now();
+    for n in 0..orders {
+        let mut book = Ledger::new(None, Vec::new(), shared::clock::UnixMillis(now.0 + u64::from(n)));
+        let order = book.place(n.to_string(), "bench", &leg).map_err(|r| anyhow::anyhow!(r.message))?;
+        std::hint::black_box(order);
+    }
+    let wall = started.elapsed();
+    let cpu = cpu_micros("self")? - cpu_before;
+    println!(
+        "sandbox ledger per placeorder (no I/O, {orders} orders): {:.1} µs wall, {:.1} µs CPU",
+        wall.as_secs_f64() * 1e6 / f64::from(orders),
+        cpu as f64 / f64::from(orders)
     );
     Ok(())
 }
