@@ -65,16 +65,25 @@ impl IdentityStore {
 
     /// The key record by id: one consistent `GetItem`, whatever the number of keys stored.
     pub async fn api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, AppError> {
+        Ok(self.item(key_pk(id), "read API key").await?.as_ref().and_then(ApiKeyRecord::from_item))
+    }
+
+    pub async fn user_exists(&self, username: &str) -> Result<bool, AppError> {
+        Ok(self.item(user_pk(username), "read user").await?.is_some())
+    }
+
+    /// One consistent `GetItem` by partition key.
+    async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(PK, s(key_pk(id)))
+            .key(PK, s(pk))
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable("read API key"))?;
-        Ok(output.item().and_then(ApiKeyRecord::from_item))
+            .map_err(unavailable(operation))?;
+        Ok(output.item)
     }
 
     fn put_key(&self, record: &ApiKeyRecord) -> Result<TransactWriteItem, AppError> {
@@ -93,19 +102,6 @@ impl IdentityStore {
     }
 
     /// Creates an account together with its first key, in one transaction: both or neither.
-    pub async fn user_exists(&self, username: &str) -> Result<bool, AppError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(user_pk(username)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read user"))?;
-        Ok(output.item().is_some())
-    }
-
     pub async fn create_user_with_key(&self, username: &str, record: &ApiKeyRecord) -> Result<(), AppError> {
         let user = Put::builder()
             .table_name(&self.table)

@@ -144,88 +144,65 @@ impl SandboxStore {
     /// The account's resting orders, from the sparse index (eventually consistent: every write
     /// that acts on one re-checks its status in the transaction).
     pub async fn resting_orders(&self, user: &str) -> Result<Vec<Order>, AppError> {
-        let mut orders = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(RESTING_INDEX)
-                .key_condition_expression("#acct = :acct")
-                .expression_attribute_names("#acct", RESTING_ACCOUNT)
-                .expression_attribute_values(":acct", s(account_pk(user)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("read resting sandbox orders"))?;
-            for item in output.items() {
-                orders.push(decode(item)?);
-            }
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(orders);
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RESTING_INDEX)
+            .key_condition_expression("#acct = :acct")
+            .expression_attribute_names("#acct", RESTING_ACCOUNT)
+            .expression_attribute_values(":acct", s(account_pk(user)))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(unavailable("read resting sandbox orders"))?;
+        items.iter().map(decode).collect()
     }
 
     /// Every account's resting orders, for the fill engine: (user, order).
     pub async fn all_resting_orders(&self) -> Result<Vec<(String, Order)>, AppError> {
-        let mut orders = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .index_name(RESTING_INDEX)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("scan resting sandbox orders"))?;
-            for item in output.items() {
-                let user = string(item, PK).and_then(|pk| pk.strip_prefix("acct#").map(str::to_owned));
-                if let Some(user) = user {
-                    orders.push((user, decode(item)?));
-                }
-            }
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(orders);
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .index_name(RESTING_INDEX)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(unavailable("scan resting sandbox orders"))?;
+        let mut orders = Vec::with_capacity(items.len());
+        for item in &items {
+            if let Some(user) = string(item, PK).and_then(|pk| pk.strip_prefix("acct#").map(str::to_owned)) {
+                orders.push((user, decode(item)?));
             }
         }
+        Ok(orders)
     }
 
     async fn query(&self, pk: &str, prefix: &str, from_id: Option<&str>, forward: bool) -> Result<Vec<Item>, AppError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true)
-                .scan_index_forward(forward)
-                .set_exclusive_start_key(start);
-            let request = match from_id {
-                Some(from) => request
-                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":from", s(format!("{prefix}{from}")))
-                    .expression_attribute_values(":to", s(format!("{prefix}{ID_CEILING}"))),
-                None => request
-                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(prefix)),
-            };
-            let output = request.send().await.map_err(unavailable("read sandbox account"))?;
-            items.extend(output.items().iter().cloned());
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        let request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+            .scan_index_forward(forward);
+        let request = match from_id {
+            Some(from) => request
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_values(":from", s(format!("{prefix}{from}")))
+                .expression_attribute_values(":to", s(format!("{prefix}{ID_CEILING}"))),
+            None => request
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+        };
+        request.into_paginator().items().send().try_collect().await.map_err(unavailable("read sandbox account"))
     }
 
     /// Writes everything `ledger` changed in one transaction, on the condition that the account's
