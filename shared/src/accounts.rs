@@ -37,6 +37,7 @@ async fn key_record_for(deps: &Deps, username: &str, key: ApiKey) -> Result<(Api
         broker: SANDBOX_BROKER.to_owned(),
         created_at: now,
         revoked_at: None,
+        allow: Vec::new(),
     };
     Ok((key, record))
 }

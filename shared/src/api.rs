@@ -100,6 +100,17 @@ impl InFlight {
                 http::error(&error)
             }
         };
+        self.finish(deps, request, response, user)
+    }
+
+    /// Queues the traffic record for a response built elsewhere (a page) and returns it.
+    pub fn finish(
+        self,
+        deps: &Deps,
+        request: &Request,
+        response: lambda_http::Response<Body>,
+        user: Option<String>,
+    ) -> lambda_http::Response<Body> {
         let resource = resource(request);
         let path = if resource.contains('{') { resource } else { request.uri().path().to_owned() };
         deps.pending_traffic.push(TrafficRecord {
@@ -174,7 +185,7 @@ where
     gate.enforce()?;
     let (_, input) = parsed?;
     let presented = presented.ok_or(AppError::InvalidApiKey)?;
-    let principal = match authenticate(deps, &presented, gate.key_record).await {
+    let principal = match authenticate(deps, &presented, gate.key_record, ip).await {
         Ok(principal) => principal,
         Err(error) => {
             if matches!(error, AppError::InvalidApiKey) {

@@ -1,8 +1,10 @@
 //! `authenticate()`: the one function that turns a presented credential into a principal.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
+use ipnet::IpNet;
 use tokio::sync::Semaphore;
 
 use crate::bootstrap::Deps;
@@ -61,6 +63,7 @@ pub async fn authenticate(
     deps: &Deps,
     presented: &ApiKey,
     record: Option<ApiKeyRecord>,
+    client_ip: IpAddr,
 ) -> Result<Principal, AppError> {
     let record = record.ok_or(AppError::InvalidApiKey)?;
     if record.id != *presented.id() {
@@ -83,7 +86,41 @@ pub async fn authenticate(
     if record.revoked_at.is_some() {
         return Err(AppError::RevokedApiKey);
     }
+    if !allowlist_admits(&record.allow, client_ip) {
+        return Err(AppError::IpNotAllowed);
+    }
     Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
+}
+
+/// A key's IP allowlist (SEBI's static-IP rule): empty admits every address. An entry that does not
+/// parse admits nothing, so a corrupted list fails closed.
+pub fn allowlist_admits(allow: &[String], client_ip: IpAddr) -> bool {
+    let client_ip = crate::config::canonical(client_ip);
+    allow.is_empty()
+        || allow.iter().any(|entry| {
+            entry.parse::<IpNet>().map(|net| net.contains(&client_ip)).unwrap_or(false)
+                || entry.parse::<IpAddr>().is_ok_and(|ip| crate::config::canonical(ip) == client_ip)
+        })
+}
+
+/// Parses what a user typed into the allowlist form: addresses or CIDR ranges, separated by commas,
+/// spaces or new lines. Each bad entry is named.
+pub fn parse_allowlist(text: &str) -> Result<Vec<String>, AppError> {
+    let mut entries = Vec::new();
+    for entry in text.split([',', ' ', '\n', '\r', '\t']).map(str::trim).filter(|e| !e.is_empty()) {
+        let normalised = match (entry.parse::<IpAddr>(), entry.parse::<IpNet>()) {
+            (Ok(ip), _) => crate::config::canonical(ip).to_string(),
+            (_, Ok(net)) => net.trunc().to_string(),
+            _ => return Err(AppError::bad_request(format!("`{entry}` is not an IP address or CIDR range"))),
+        };
+        if !entries.contains(&normalised) {
+            entries.push(normalised);
+        }
+    }
+    if entries.len() > 20 {
+        return Err(AppError::bad_request("At most 20 addresses or ranges may be allowed"));
+    }
+    Ok(entries)
 }
 
 /// What the blocking Argon2 task found.
@@ -118,5 +155,28 @@ async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    #[test]
+    fn allowlists() {
+        assert!(allowlist_admits(&[], ip("203.0.113.9")));
+        let list = parse_allowlist("203.0.113.9, 198.51.100.0/24\n::ffff:192.0.2.1").expect("valid");
+        assert_eq!(list, ["203.0.113.9", "198.51.100.0/24", "192.0.2.1"]);
+        assert!(allowlist_admits(&list, ip("203.0.113.9")));
+        assert!(allowlist_admits(&list, ip("198.51.100.77")));
+        assert!(allowlist_admits(&list, ip("::ffff:203.0.113.9")));
+        assert!(!allowlist_admits(&list, ip("203.0.113.10")));
+        assert!(!allowlist_admits(&["garbage".into()], ip("203.0.113.9")));
+        let error = parse_allowlist("1.2.3.4, nonsense").expect_err("bad entry");
+        assert!(error.public_message().contains("nonsense"));
     }
 }

@@ -52,6 +52,8 @@ pub struct Deps {
     pub passwords: Arc<PasswordHasher>,
     pub key_ring: KeyRing,
     pub api_key_copies: PurposeCipher,
+    pub totp_secrets: PurposeCipher,
+    pub smtp_passwords: PurposeCipher,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
 }
@@ -88,6 +90,8 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
     let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
     let key_ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
     let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;
+    let totp_secrets = key_ring.cipher(&Purpose::TotpSecret)?;
+    let smtp_passwords = key_ring.cipher(&Purpose::SmtpPassword)?;
     let passwords = Arc::new(PasswordHasher::new(pepper, OWASP_FLOOR)?);
 
     let tables = config.tables.clone();
@@ -103,6 +107,8 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
         passwords,
         key_ring,
         api_key_copies,
+        totp_secrets,
+        smtp_passwords,
         config,
         clock,
         aws,

@@ -46,6 +46,11 @@ pub struct Config {
     pub never_ban: NeverBan,
     pub traffic_retention_days: u64,
     pub order_caps: OrderCaps,
+    /// `SESSION_EXPIRY_TIME` (`HH:MM` IST, default 03:00): every web session ends at this boundary.
+    pub session_expiry: crate::sessions::DailyExpiry,
+    /// `PUBLIC_BASE_URL`: the only origin outbound links (password-reset mail) are built from,
+    /// never the request's `Host`. Without it, reset by email is unavailable.
+    pub public_base_url: Option<String>,
 }
 
 /// Per-order ceilings OpenAlgo lacks: a fat-fingered quantity or a mis-scaled alert is refused
@@ -118,6 +123,26 @@ impl Config {
             max_value_rupees: whole("MAX_ORDER_VALUE", 1..=1_000_000_000_000, 50_000_000)?,
         };
 
+        let session_expiry = match optional("SESSION_EXPIRY_TIME") {
+            Some(text) => text.parse().map_err(|reason| ConfigError::Invalid { var: "SESSION_EXPIRY_TIME", reason })?,
+            None => crate::sessions::DailyExpiry::default(),
+        };
+        let public_base_url = match optional("PUBLIC_BASE_URL") {
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/').to_owned();
+                let scheme_ok = url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost");
+                let host_ok = url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+                if !(scheme_ok && host_ok) {
+                    return Err(ConfigError::Invalid {
+                        var: "PUBLIC_BASE_URL",
+                        reason: format!("`{url}` is not an https:// origin (http:// only for localhost)"),
+                    });
+                }
+                Some(url)
+            }
+            None => None,
+        };
+
         Ok(Self {
             tables: Tables {
                 security: required("SECURITY_TABLE")?,
@@ -133,6 +158,8 @@ impl Config {
             never_ban,
             traffic_retention_days,
             order_caps,
+            session_expiry,
+            public_base_url,
         })
     }
 
@@ -266,6 +293,9 @@ mod tests {
         assert!(with("MAX_BODY_BYTES", "12").contains("MAX_BODY_BYTES"));
         assert!(with("NEVER_BAN_CIDRS", "127.0.0.1/33").contains("NEVER_BAN_CIDRS"));
         assert!(with("TRAFFIC_RETENTION_DAYS", "0").contains("TRAFFIC_RETENTION_DAYS"));
+        assert!(with("SESSION_EXPIRY_TIME", "25:00").contains("SESSION_EXPIRY_TIME"));
+        assert!(with("PUBLIC_BASE_URL", "http://evil.example").contains("PUBLIC_BASE_URL"));
+        assert!(with("LOGIN_RATE_LIMIT_MIN", "5 per fortnight").contains("LOGIN_RATE_LIMIT_MIN"));
     }
 
     #[test]

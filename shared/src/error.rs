@@ -35,6 +35,24 @@ pub enum AppError {
     /// Concurrent writers kept changing the account; nothing was written.
     #[error("account busy")]
     AccountBusy,
+    /// No valid web session (none, ended, or past the daily boundary).
+    #[error("session expired")]
+    SessionExpired,
+    /// A wrong password or unknown user: one answer for both.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A refused second factor or login step, with OpenAlgo's words.
+    #[error("authentication step refused: {code}")]
+    AuthStep { code: &'static str, message: &'static str },
+    /// A state-changing web request without this session's synchroniser token.
+    #[error("CSRF token missing or wrong")]
+    CsrfFailed,
+    /// `Sec-Fetch-Site` says the request came from another site.
+    #[error("cross-site request refused")]
+    CrossSite,
+    /// The API key has an IP allowlist and the caller is not on it.
+    #[error("client IP not on the key's allowlist")]
+    IpNotAllowed,
     #[error("rate limited; retry in {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("no route for {path}")]
@@ -64,7 +82,9 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest { .. } => 400,
-            AppError::OrderRejected { .. } => 400,
+            AppError::OrderRejected { .. } | AppError::CsrfFailed => 400,
+            AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep { .. } => 401,
+            AppError::CrossSite | AppError::IpNotAllowed => 403,
             AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
             AppError::NotFound { .. } | AppError::OrderNotFound { .. } => 404,
             AppError::AccountBusy => 409,
@@ -88,6 +108,12 @@ impl AppError {
             AppError::OrderRejected { .. } => "order_rejected",
             AppError::OrderNotFound { .. } => "order_not_found",
             AppError::AccountBusy => "account_busy",
+            AppError::SessionExpired => "session_expired",
+            AppError::InvalidCredentials => "invalid_credentials",
+            AppError::AuthStep { code, .. } => code,
+            AppError::CsrfFailed => "csrf_failed",
+            AppError::CrossSite => "cross_site_refused",
+            AppError::IpNotAllowed => "ip_not_allowed",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -110,6 +136,12 @@ impl AppError {
             AppError::OrderRejected { message, .. } => message.clone(),
             AppError::OrderNotFound { order_id } => format!("Order {order_id} not found"),
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
+            AppError::SessionExpired => "Your session has expired. Please log in again.".into(),
+            AppError::InvalidCredentials => "Invalid credentials".into(),
+            AppError::AuthStep { message, .. } => (*message).into(),
+            AppError::CsrfFailed => "Security token expired or invalid. Please refresh the page and try again.".into(),
+            AppError::CrossSite => "Access Denied".into(),
+            AppError::IpNotAllowed => "This API key may not be used from your IP address".into(),
             AppError::RateLimited { .. } => "Rate limit exceeded. Please slow down your requests.".into(),
             AppError::NotFound { .. } => "Not found".into(),
             AppError::MethodNotAllowed => "Method not allowed".into(),
@@ -140,6 +172,11 @@ mod tests {
             (AppError::OrderNotFound { order_id: "1".into() }, 404, "order_not_found"),
             (AppError::AccountBusy, 409, "account_busy"),
             (AppError::RateLimited { retry_after_secs: 1 }, 429, "rate_limited"),
+            (AppError::SessionExpired, 401, "session_expired"),
+            (AppError::InvalidCredentials, 401, "invalid_credentials"),
+            (AppError::CsrfFailed, 400, "csrf_failed"),
+            (AppError::CrossSite, 403, "cross_site_refused"),
+            (AppError::IpNotAllowed, 403, "ip_not_allowed"),
             (AppError::NotFound { path: "/x".into() }, 404, "not_found"),
             (AppError::MethodNotAllowed, 405, "method_not_allowed"),
             (AppError::unavailable(anyhow::anyhow!("dynamodb timed out")), 503, "service_unavailable"),

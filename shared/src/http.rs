@@ -72,6 +72,10 @@ pub fn error(error: &AppError) -> Response<Body> {
             }
         }
         AppError::OrderNotFound { .. } => body["mode"] = json!("analyze"),
+        // OpenAlgo's shapes, which its front end and scripts look for.
+        AppError::SessionExpired => body["error"] = json!("session_expired"),
+        AppError::CsrfFailed => body["error"] = json!("CSRF validation failed"),
+        AppError::CrossSite => body["error"] = json!("Access Denied"),
         _ => {}
     }
     let mut response = json_response(error.status(), &body);

@@ -24,9 +24,12 @@ pub mod market;
 pub mod orders;
 pub mod reads;
 pub mod sandbox;
+pub mod sessions;
 pub mod store;
+pub mod totp;
 pub mod traffic;
 pub mod validate;
+pub mod web;
 pub mod webhooks;
 
 pub use bootstrap::Deps;

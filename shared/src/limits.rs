@@ -71,11 +71,22 @@ pub enum LimitedAction {
     SmartOrder,
     /// `/strategy/webhook/<id>`, per source IP: `WEBHOOK_RATE_LIMIT`, default 100/min.
     Webhook,
+    /// Password, TOTP, setup and reset attempts, per IP and per username: `LOGIN_RATE_LIMIT_MIN`,
+    /// default 5/min …
+    LoginMinute,
+    /// … and `LOGIN_RATE_LIMIT_HOUR`, default 25/hour.
+    LoginHour,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 4] =
-        [LimitedAction::Api, LimitedAction::Order, LimitedAction::SmartOrder, LimitedAction::Webhook];
+    pub const ALL: [LimitedAction; 6] = [
+        LimitedAction::Api,
+        LimitedAction::Order,
+        LimitedAction::SmartOrder,
+        LimitedAction::Webhook,
+        LimitedAction::LoginMinute,
+        LimitedAction::LoginHour,
+    ];
 
     pub const fn env_var(self) -> &'static str {
         match self {
@@ -83,6 +94,8 @@ impl LimitedAction {
             LimitedAction::Order => "ORDER_RATE_LIMIT",
             LimitedAction::SmartOrder => "SMART_ORDER_RATE_LIMIT",
             LimitedAction::Webhook => "WEBHOOK_RATE_LIMIT",
+            LimitedAction::LoginMinute => "LOGIN_RATE_LIMIT_MIN",
+            LimitedAction::LoginHour => "LOGIN_RATE_LIMIT_HOUR",
         }
     }
 
@@ -92,6 +105,8 @@ impl LimitedAction {
             LimitedAction::Api => RateLimit::per_second(50),
             LimitedAction::Order | LimitedAction::SmartOrder => RateLimit::per_second(10),
             LimitedAction::Webhook => RateLimit { limit: 100, window: Duration::from_secs(60) },
+            LimitedAction::LoginMinute => RateLimit { limit: 5, window: Duration::from_secs(60) },
+            LimitedAction::LoginHour => RateLimit { limit: 25, window: Duration::from_secs(3600) },
         }
     }
 
@@ -102,6 +117,8 @@ impl LimitedAction {
             LimitedAction::Order => "order",
             LimitedAction::SmartOrder => "smart-order",
             LimitedAction::Webhook => "webhook",
+            LimitedAction::LoginMinute => "login-min",
+            LimitedAction::LoginHour => "login-hour",
         }
     }
 }

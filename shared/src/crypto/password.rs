@@ -74,6 +74,9 @@ pub enum Verification {
 pub struct PasswordHasher {
     pepper: Pepper,
     params: Params,
+    /// A hash of a random password under the current parameters, made on first use: verifying an
+    /// unknown user's attempt against it costs what a real verification costs (W15).
+    decoy: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -93,7 +96,7 @@ impl PasswordHasher {
         }
         let params = Params::new(cost.memory_kib, cost.iterations, cost.lanes, None)
             .map_err(|error| CryptoError::Hashing(error.to_string()))?;
-        Ok(Self { pepper, params })
+        Ok(Self { pepper, params, decoy: std::sync::OnceLock::new() })
     }
 
     fn argon2(&self, params: Params) -> Result<Argon2<'_>, CryptoError> {
@@ -109,6 +112,19 @@ impl PasswordHasher {
             .hash_password(secret, &salt)
             .map(|hash| hash.to_string())
             .map_err(|error| CryptoError::Hashing(error.to_string()))
+    }
+
+    /// Spends exactly a verification's work and always answers `Invalid`: the path for a username
+    /// that does not exist, so that its timing matches a wrong password's.
+    pub fn verify_decoy(&self, secret: &[u8]) -> Result<Verification, CryptoError> {
+        let decoy = match self.decoy.get() {
+            Some(decoy) => decoy,
+            None => {
+                let made = self.hash(&super::random_bytes::<32>())?;
+                self.decoy.get_or_init(|| made)
+            }
+        };
+        self.verify(secret, decoy).map(|_| Verification::Invalid)
     }
 
     /// Verifies against a stored PHC string using the parameters it records, and says whether it

@@ -9,11 +9,15 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use super::{Item, PK, n, number, s, string, unavailable};
+use super::{Item, PK, n, number, s, string, string_set, unavailable};
 use crate::crypto::api_key::KeyId;
 use crate::error::AppError;
+
+/// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate
+/// reads).
+pub(crate) const ALLOW: &str = "allow";
 
 /// The built-in paper broker every account starts on.
 pub const SANDBOX_BROKER: &str = "sandbox";
@@ -27,6 +31,8 @@ pub struct ApiKeyRecord {
     pub broker: String,
     pub created_at: u64,
     pub revoked_at: Option<u64>,
+    /// The key's IP allowlist (SEBI static IP), as CIDR ranges; empty means any address.
+    pub allow: Vec<String>,
 }
 
 impl ApiKeyRecord {
@@ -40,22 +46,23 @@ impl ApiKeyRecord {
             broker: string(item, "broker").unwrap_or_else(|| SANDBOX_BROKER.into()),
             created_at: number(item, "created_at").unwrap_or_default(),
             revoked_at: number(item, "revoked_at"),
+            allow: string_set(item, ALLOW),
         })
     }
 }
 
-fn key_pk(id: &KeyId) -> String {
+pub(crate) fn key_pk(id: &KeyId) -> String {
     format!("apikey#{id}")
 }
 
-fn user_pk(username: &str) -> String {
+pub(crate) fn user_pk(username: &str) -> String {
     format!("user#{username}")
 }
 
 #[derive(Clone, Debug)]
 pub struct IdentityStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl IdentityStore {
@@ -73,7 +80,7 @@ impl IdentityStore {
     }
 
     /// One consistent `GetItem` by partition key.
-    async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
+    pub(crate) async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
         let output = self
             .client
             .get_item()
@@ -86,8 +93,12 @@ impl IdentityStore {
         Ok(output.item)
     }
 
-    fn put_key(&self, record: &ApiKeyRecord) -> Result<TransactWriteItem, AppError> {
-        let put = Put::builder()
+    pub(crate) fn put_key(&self, record: &ApiKeyRecord) -> Result<TransactWriteItem, AppError> {
+        let mut put = Put::builder();
+        if !record.allow.is_empty() {
+            put = put.item(ALLOW, AttributeValue::Ss(record.allow.clone()));
+        }
+        let put = put
             .table_name(&self.table)
             .item(PK, s(key_pk(&record.id)))
             .item("user", s(&record.user))
@@ -159,6 +170,8 @@ impl IdentityStore {
             return Err(AppError::bad_request(format!("user `{username}` does not exist")));
         };
         let previous = string(user, "api_key_id").and_then(|id| KeyId::parse(&id));
+        // The allowlist is the user's setting: the new key inherits it.
+        let record = &ApiKeyRecord { allow: string_set(user, ALLOW), ..record.clone() };
         let mut point_user = Update::builder()
             .table_name(&self.table)
             .key(PK, s(user_pk(username)))

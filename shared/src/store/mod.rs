@@ -6,7 +6,9 @@ pub mod bans;
 pub mod identity;
 pub mod rate_limit;
 pub mod sandbox;
+pub mod sessions;
 pub mod traffic;
+pub mod users;
 
 use std::collections::HashMap;
 
@@ -27,6 +29,11 @@ pub(crate) fn string(item: &Item, name: &str) -> Option<String> {
 
 pub(crate) fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name).and_then(|value| value.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+/// A string set; absent (DynamoDB has no empty sets) reads as empty.
+pub(crate) fn string_set(item: &Item, name: &str) -> Vec<String> {
+    item.get(name).and_then(|value| value.as_ss().ok()).cloned().unwrap_or_default()
 }
 
 pub(crate) fn s(value: impl Into<String>) -> AttributeValue {

@@ -1,0 +1,397 @@
+//! The web identity of users, in the identity table beside their API keys.
+//!
+//! - `user#<username>` gains `role`, `phc` (Argon2id of the password), `email`, `totp` (the TOTP
+//!   secret, Fernet-encrypted under the TOTP purpose key), `totp_step` (the last step accepted: the
+//!   replay guard) and `sessions` (a map of session hash → login time, so that "log out everywhere"
+//!   and the 5-session cap find every session with one consistent read).
+//! - `admin`: exists once the first-run setup has created the administrator; setup is conditional
+//!   on its absence, so two racing setups cannot both win.
+//! - `setup#token`: SHA-256 of the one-time setup token that provisioning printed.
+//! - `email#<lower-case address>`: the user an address belongs to (password reset by email).
+//! - `reset#<sha256>`: a password-reset token, single use, 15-minute TTL.
+//! - `audit#<millis>#<random>`: one login attempt, key reveal or reset, listed by the `audit` index.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update};
+
+use super::identity::{ALLOW, ApiKeyRecord, IdentityStore, key_pk, user_pk};
+use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable};
+use crate::clock::UnixMillis;
+use crate::error::AppError;
+
+pub const ADMIN_ROLE: &str = "admin";
+const ADMIN_PK: &str = "admin";
+const SETUP_TOKEN_PK: &str = "setup#token";
+/// Login audit records are kept this long.
+const AUDIT_RETENTION_SECS: u64 = 90 * 86_400;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub role: String,
+    pub email: String,
+    /// Argon2id PHC of the password; `None` for API-only users made by the operator CLI.
+    pub phc: Option<String>,
+    /// Fernet token of the TOTP secret; `None` when TOTP is not enrolled.
+    pub totp: Option<String>,
+    pub totp_step: Option<u64>,
+    /// Session hash → login time (epoch ms).
+    pub sessions: BTreeMap<String, u64>,
+    pub api_key_id: Option<String>,
+    pub allow: Vec<String>,
+}
+
+impl UserRecord {
+    fn from_item(item: &Item) -> Option<Self> {
+        let sessions = item
+            .get("sessions")
+            .and_then(|value| value.as_m().ok())
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(hash, at)| Some((hash.clone(), at.as_n().ok()?.parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Self {
+            username: string(item, "username")?,
+            role: string(item, "role").unwrap_or_default(),
+            email: string(item, "email").unwrap_or_default(),
+            phc: string(item, "phc"),
+            totp: string(item, "totp"),
+            totp_step: number(item, "totp_step"),
+            sessions,
+            api_key_id: string(item, "api_key_id"),
+            allow: string_set(item, ALLOW),
+        })
+    }
+}
+
+/// What the first-run setup writes, all in one transaction.
+#[derive(Debug)]
+pub struct NewAdmin<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub phc: &'a str,
+    pub encrypted_totp: &'a str,
+    pub key: &'a ApiKeyRecord,
+    pub setup_token_hash: &'a str,
+}
+
+/// One audited event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// `login`, `reveal`, `reset`, `password`.
+    pub kind: &'static str,
+    pub at: UnixMillis,
+    pub username: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// `success` or `failed`.
+    pub outcome: &'static str,
+    /// Why it failed (`invalid_credentials`, `invalid_totp`, `rate_limited` …) or how it succeeded.
+    pub detail: String,
+}
+
+pub(crate) fn cancelled_by_condition(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons().iter().any(|reason| reason.code() == Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn write(item: impl Into<WriteKind>) -> TransactWriteItem {
+    match item.into() {
+        WriteKind::Put(put) => TransactWriteItem::builder().put(put).build(),
+        WriteKind::Update(update) => TransactWriteItem::builder().update(update).build(),
+        WriteKind::Delete(delete) => TransactWriteItem::builder().delete(delete).build(),
+    }
+}
+
+pub(crate) enum WriteKind {
+    Put(Put),
+    Update(Update),
+    Delete(Delete),
+}
+
+impl From<Put> for WriteKind {
+    fn from(put: Put) -> Self {
+        Self::Put(put)
+    }
+}
+impl From<Update> for WriteKind {
+    fn from(update: Update) -> Self {
+        Self::Update(update)
+    }
+}
+impl From<Delete> for WriteKind {
+    fn from(delete: Delete) -> Self {
+        Self::Delete(delete)
+    }
+}
+
+impl IdentityStore {
+    pub async fn user(&self, username: &str) -> Result<Option<UserRecord>, AppError> {
+        Ok(self.item(user_pk(username), "read user").await?.as_ref().and_then(UserRecord::from_item))
+    }
+
+    /// Whether the first-run setup has happened.
+    pub async fn admin_exists(&self) -> Result<bool, AppError> {
+        Ok(self.item(ADMIN_PK.into(), "read admin marker").await?.is_some())
+    }
+
+    /// The SHA-256 (hex) of the pending setup token, if setup has not happened yet.
+    pub async fn setup_token_hash(&self) -> Result<Option<String>, AppError> {
+        Ok(self.item(SETUP_TOKEN_PK.into(), "read setup token").await?.and_then(|item| string(&item, "hash")))
+    }
+
+    /// Stores a new setup token's hash, replacing any earlier one, unless an admin already exists.
+    pub async fn put_setup_token(&self, hash: &str, now_secs: u64) -> Result<(), AppError> {
+        if self.admin_exists().await? {
+            return Err(AppError::bad_request("setup is already complete: an administrator exists"));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(SETUP_TOKEN_PK))
+            .item("hash", s(hash))
+            .item("created_at", n(now_secs))
+            .send()
+            .await
+            .map_err(unavailable("store setup token"))?;
+        Ok(())
+    }
+
+    /// Creates the administrator with password, TOTP, email and first key, consuming the setup
+    /// token, in one transaction: the token must still be the one presented, and no admin, user,
+    /// key or email may exist yet. Any of those failing writes nothing.
+    pub async fn create_admin(&self, admin: &NewAdmin<'_>) -> Result<(), AppError> {
+        let consume_token = Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(SETUP_TOKEN_PK))
+            .condition_expression("#hash = :hash")
+            .expression_attribute_names("#hash", "hash")
+            .expression_attribute_values(":hash", s(admin.setup_token_hash))
+            .build()
+            .map_err(AppError::internal)?;
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(ADMIN_PK))
+            .item("user", s(admin.username))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(AppError::internal)?;
+        let user = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(user_pk(admin.username)))
+            .item("username", s(admin.username))
+            .item("role", s(ADMIN_ROLE))
+            .item("email", s(admin.email))
+            .item("phc", s(admin.phc))
+            .item("totp", s(admin.encrypted_totp))
+            .item("sessions", AttributeValue::M(Default::default()))
+            .item("broker", s(&admin.key.broker))
+            .item("api_key_id", s(admin.key.id.as_str()))
+            .item("created_at", n(admin.key.created_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(AppError::internal)?;
+        let email = Put::builder()
+            .table_name(&self.table)
+            .item(PK, s(email_pk(admin.email)))
+            .item("user", s(admin.username))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(AppError::internal)?;
+        self.client
+            .transact_write_items()
+            .transact_items(write(consume_token))
+            .transact_items(write(marker))
+            .transact_items(write(user))
+            .transact_items(write(email))
+            .transact_items(self.put_key(admin.key)?)
+            .send()
+            .await
+            .map_err(|error| {
+                if cancelled_by_condition(&error) {
+                    AppError::bad_request("Setup is no longer available: the setup token is invalid or already used")
+                } else {
+                    AppError::Unavailable(anyhow::Error::new(error).context("create admin"))
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Claims TOTP step `step` for `username`: succeeds only if no step at or after it has been
+    /// accepted before. This conditional write is the replay guard: of any number of concurrent
+    /// submissions of one code, exactly one succeeds.
+    pub async fn claim_totp_step(&self, username: &str, step: u64) -> Result<bool, AppError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("SET totp_step = :step")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(totp_step) OR totp_step < :step)")
+            .expression_attribute_values(":step", n(step))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(unavailable("claim TOTP step")(error)),
+        }
+    }
+
+    /// Replaces the password hash. Ending the user's sessions is the caller's next step.
+    pub async fn set_password(&self, username: &str, phc: &str) -> Result<(), AppError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("SET phc = :phc")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":phc", s(phc))
+            .send()
+            .await
+            .map_err(unavailable("set password"))?;
+        Ok(())
+    }
+
+    /// Sets the IP allowlist on the user (the setting) and on its current key (what the gate reads),
+    /// together. An empty list removes both.
+    pub async fn set_allowlist(&self, user: &UserRecord, allow: &[String]) -> Result<(), AppError> {
+        let key_id = user.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+        let update = |pk: String| -> Result<Update, AppError> {
+            let builder = Update::builder().table_name(&self.table).key(PK, s(pk)).condition_expression("attribute_exists(pk)");
+            let builder = if allow.is_empty() {
+                builder.update_expression("REMOVE #allow")
+            } else {
+                builder.update_expression("SET #allow = :allow").expression_attribute_values(":allow", AttributeValue::Ss(allow.to_vec()))
+            };
+            builder.expression_attribute_names("#allow", ALLOW).build().map_err(AppError::internal)
+        };
+        let key_id = crate::crypto::api_key::KeyId::parse(key_id)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))?;
+        self.client
+            .transact_write_items()
+            .transact_items(write(update(user_pk(&user.username))?))
+            .transact_items(write(update(key_pk(&key_id))?))
+            .send()
+            .await
+            .map_err(unavailable("set IP allowlist"))?;
+        Ok(())
+    }
+
+    /// The user an email address belongs to.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<String>, AppError> {
+        Ok(self.item(email_pk(email), "read email index").await?.and_then(|item| string(&item, "user")))
+    }
+
+    /// Stores a reset token's hash for `username`, valid until `expires_at_secs`.
+    pub async fn put_reset_token(&self, hash: &str, username: &str, now: UnixMillis, expires_at_secs: u64) -> Result<(), AppError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(format!("reset#{hash}")))
+            .item("user", s(username))
+            .item("created_at", n(now.secs()))
+            .item(EXPIRES_AT, n(expires_at_secs))
+            .send()
+            .await
+            .map_err(unavailable("store reset token"))?;
+        Ok(())
+    }
+
+    /// The user a live reset token belongs to, without using it up (the form that asks for the
+    /// new password is shown first).
+    pub async fn peek_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
+        let item = self.item(format!("reset#{hash}"), "read reset token").await?;
+        Ok(item.filter(|item| number(item, EXPIRES_AT).is_some_and(|at| at > now.secs())).and_then(|item| string(&item, "user")))
+    }
+
+    /// Uses a reset token up: one conditional delete, so a token works once however many
+    /// requests race with it, and never after its expiry even if TTL has not removed it yet.
+    pub async fn take_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
+        let outcome = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(format!("reset#{hash}")))
+            .condition_expression("attribute_exists(pk) AND #exp > :now")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":now", n(now.secs()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match outcome {
+            Ok(output) => Ok(output.attributes().and_then(|item| string(item, "user"))),
+            Err(error)
+                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(unavailable("use reset token")(error)),
+        }
+    }
+
+    pub async fn audit(&self, event: &AuditEvent) -> Result<(), AppError> {
+        let suffix = hex::encode(crate::crypto::random_bytes::<6>());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(format!("audit#{}#{suffix}", event.at.0)))
+            .item("audit_kind", s(event.kind))
+            .item("at", n(event.at.0))
+            .item("username", s(&event.username))
+            .item("ip", s(&event.ip))
+            .item("user_agent", s(&event.user_agent))
+            .item("outcome", s(event.outcome))
+            .item("detail", s(&event.detail))
+            .item(EXPIRES_AT, n(event.at.secs() + AUDIT_RETENTION_SECS))
+            .send()
+            .await
+            .map_err(unavailable("write audit record"))?;
+        Ok(())
+    }
+
+    /// The latest `limit` audit events of one kind, newest first (the `audit` index).
+    pub async fn recent_audit(&self, kind: &str, limit: i32) -> Result<Vec<AuditEvent>, AppError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("audit")
+            .key_condition_expression("audit_kind = :kind")
+            .expression_attribute_values(":kind", s(kind))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(unavailable("read audit"))?;
+        Ok(output
+            .items()
+            .iter()
+            .map(|item| AuditEvent {
+                kind: if kind == "login" { "login" } else { "other" },
+                at: UnixMillis(number(item, "at").unwrap_or_default()),
+                username: string(item, "username").unwrap_or_default(),
+                ip: string(item, "ip").unwrap_or_default(),
+                user_agent: string(item, "user_agent").unwrap_or_default(),
+                outcome: if string(item, "outcome").as_deref() == Some("success") { "success" } else { "failed" },
+                detail: string(item, "detail").unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+fn email_pk(email: &str) -> String {
+    format!("email#{}", email.trim().to_ascii_lowercase())
+}

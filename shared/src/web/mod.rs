@@ -1,0 +1,362 @@
+//! The request pipeline for server-rendered pages and their form/JSON endpoints.
+//!
+//! Order: client IP → one concurrent round trip (ban, session by cookie hash, the IP's page budget)
+//! → ban (403) → rate limit (429) → session (401 JSON or a redirect to login) → `Sec-Fetch-Site`
+//! (403 when cross-site) → body → CSRF on state-changing requests of a session (400) → handler.
+//! Every response carries the security headers and a CSP whose script and style sources are a
+//! fresh nonce, so no inline script or style runs unless this response put it there.
+
+pub mod html;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+
+use base64::Engine;
+use http::header::{CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE};
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request};
+use serde_json::{Value, json};
+
+use crate::api::{InFlight, Route};
+use crate::bootstrap::Deps;
+use crate::clock::UnixMillis;
+use crate::error::AppError;
+use crate::http as responses;
+use crate::limits::LimitedAction;
+use crate::sessions::{SessionId, clear_cookie};
+use crate::store::sessions::{SessionRecord, Stage};
+
+/// Which session a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (login, setup, reset). A full session, if present, is passed along.
+    Public,
+    /// A session that has passed the password and still owes its TOTP code.
+    PendingTotp,
+    /// A fully logged-in session.
+    Session,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PageRoute {
+    pub name: &'static str,
+    pub access: Access,
+}
+
+/// What a page handler receives.
+#[derive(Debug)]
+pub struct WebRequest<'a> {
+    pub request: &'a Request,
+    pub method: Method,
+    pub ip: IpAddr,
+    pub now: UnixMillis,
+    /// The valid session this route's [`Access`] asked for (`None` only on public routes).
+    pub session: Option<SessionRecord>,
+    /// Form fields or a JSON object's string/number fields.
+    pub form: HashMap<String, String>,
+    /// This response's CSP nonce.
+    pub nonce: String,
+    pub wants_json: bool,
+    pub user_agent: String,
+}
+
+impl WebRequest<'_> {
+    /// A trimmed form field, `""` when absent.
+    pub fn field(&self, name: &str) -> &str {
+        self.form.get(name).map_or("", |value| value.trim())
+    }
+
+    /// The session a [`Access::Session`] or [`Access::PendingTotp`] route is guaranteed to have.
+    pub fn session(&self) -> Result<&SessionRecord, AppError> {
+        self.session.as_ref().ok_or(AppError::SessionExpired)
+    }
+
+    pub fn page(&self, status: u16, title: &str, body: &str) -> Reply {
+        let viewer = self
+            .session
+            .as_ref()
+            .filter(|session| session.stage == Stage::Full)
+            .map(|session| html::Viewer { username: &session.user, csrf: &session.csrf });
+        Reply::new(status, Content::Html(html::layout(title, &self.nonce, viewer.as_ref(), body)))
+    }
+}
+
+#[derive(Debug)]
+enum Content {
+    Html(String),
+    Json(Value),
+    Redirect(String),
+}
+
+/// A handler's answer, plus any cookies to set.
+#[derive(Debug)]
+pub struct Reply {
+    status: u16,
+    content: Content,
+    cookies: Vec<String>,
+}
+
+impl Reply {
+    fn new(status: u16, content: Content) -> Self {
+        Self { status, content, cookies: Vec::new() }
+    }
+
+    /// 303 See Other: after a POST the browser follows with a GET.
+    pub fn redirect(location: &str) -> Self {
+        Self::new(303, Content::Redirect(location.to_owned()))
+    }
+
+    /// `{"status":"success", …fields}`.
+    pub fn json(fields: Value) -> Self {
+        let mut body = json!({ "status": "success" });
+        if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
+            body.extend(fields);
+        }
+        Self::new(200, Content::Json(body))
+    }
+
+    #[must_use]
+    pub fn with_cookie(mut self, cookie: String) -> Self {
+        self.cookies.push(cookie);
+        self
+    }
+}
+
+/// Runs the page pipeline and always produces a response.
+pub async fn serve<Handle, Fut>(deps: &Deps, request: Request, route: PageRoute, handle: Handle) -> lambda_http::Response<Body>
+where
+    Handle: FnOnce(WebRequest<'_>) -> Fut,
+    Fut: Future<Output = Result<Reply, AppError>>,
+{
+    let traffic_route = Route { name: route.name, action: LimitedAction::Api };
+    let in_flight = InFlight::begin(deps, &request, traffic_route);
+    let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<16>());
+    let wants_json = wants_json(&request);
+    let mut user = None;
+    let outcome = pipeline(deps, &request, in_flight.client_ip(), route, nonce.clone(), wants_json, &mut user, handle).await;
+    let response = match outcome {
+        Ok(reply) => render(reply, &nonce),
+        Err(error) => render_error(&error, wants_json, &nonce, route),
+    };
+    in_flight.finish(deps, &request, response, user)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline<'r, Handle, Fut>(
+    deps: &Deps,
+    request: &'r Request,
+    ip: Result<IpAddr, AppError>,
+    route: PageRoute,
+    nonce: String,
+    wants_json: bool,
+    user: &mut Option<String>,
+    handle: Handle,
+) -> Result<Reply, AppError>
+where
+    Handle: FnOnce(WebRequest<'r>) -> Fut,
+    Fut: Future<Output = Result<Reply, AppError>>,
+{
+    let ip = ip?;
+    let now = deps.clock.now();
+    let presented = session_cookie(request);
+    let limit = deps.config.rate_limit(LimitedAction::Api);
+    let budget_subject = format!("page#{ip}");
+    let (ban, budget, session) = tokio::try_join!(
+        deps.bans.active(ip, now),
+        deps.limits.hit(LimitedAction::Api, &budget_subject, limit, now),
+        async {
+            match &presented {
+                Some(id) => deps.identity.session(&id.hash(), now).await,
+                None => Ok(None),
+            }
+        }
+    )?;
+    if ban.is_some() {
+        return Err(AppError::Banned);
+    }
+    if !budget.admitted() {
+        return Err(AppError::RateLimited { retry_after_secs: budget.retry_after_secs(now) });
+    }
+    let session = session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now));
+    let session = match route.access {
+        Access::Public => session.filter(|session| session.stage == Stage::Full),
+        Access::PendingTotp => Some(session.filter(|s| s.stage == Stage::PendingTotp).ok_or(AppError::AuthStep {
+            code: "no_pending_login",
+            message: "No pending login. Sign in first.",
+        })?),
+        Access::Session => Some(session.filter(|s| s.stage == Stage::Full).ok_or(AppError::SessionExpired)?),
+    };
+    *user = session.as_ref().map(|session| session.user.clone());
+
+    let method = request.method().clone();
+    let state_changing = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if state_changing {
+        refuse_cross_site(request)?;
+    }
+    let body = responses::body_bytes(request, deps.config.max_body_bytes)?;
+    let form = parse_form(request, body)?;
+    if state_changing && let Some(session) = &session {
+        let presented = form
+            .get("csrf_token")
+            .map(String::as_str)
+            .or_else(|| request.headers().get("x-csrf-token").and_then(|value| value.to_str().ok()))
+            .or_else(|| request.headers().get("x-csrftoken").and_then(|value| value.to_str().ok()))
+            .unwrap_or_default();
+        if !crate::crypto::ct_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+            return Err(AppError::CsrfFailed);
+        }
+    }
+    if let Some(session) = &session
+        && let Err(error) = deps.identity.touch_session(session, now).await
+    {
+        tracing::warn!(error = %error, "session last-seen not recorded");
+    }
+    let user_agent: String = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
+    handle(WebRequest { request, method, ip, now, session, form, nonce, wants_json, user_agent }).await
+}
+
+/// The session cookie, if one of the right shape was sent.
+pub fn session_cookie(request: &Request) -> Option<SessionId> {
+    request
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == crate::sessions::COOKIE_NAME)
+        .and_then(|(_, value)| SessionId::parse(value))
+}
+
+/// Fetch metadata: a browser says where a request came from, and a state change from another site
+/// is refused outright. A missing header (an older browser, curl) is allowed: the CSRF token and
+/// `SameSite=Lax` still stand.
+fn refuse_cross_site(request: &Request) -> Result<(), AppError> {
+    match request.headers().get("sec-fetch-site").and_then(|value| value.to_str().ok()) {
+        None | Some("same-origin") | Some("none") => Ok(()),
+        Some(_) => Err(AppError::CrossSite),
+    }
+}
+
+/// OpenAlgo's test for an AJAX caller, which gets JSON errors instead of redirects.
+fn wants_json(request: &Request) -> bool {
+    let header = |name: &str| request.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    header("accept").starts_with("application/json")
+        || header("x-requested-with").eq_ignore_ascii_case("XMLHttpRequest")
+        || header("content-type").starts_with("application/json")
+}
+
+/// Form-encoded or JSON bodies, into one flat map of strings.
+fn parse_form(request: &Request, body: &[u8]) -> Result<HashMap<String, String>, AppError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HashMap::new());
+    }
+    if content_type.starts_with("application/json") {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| AppError::bad_request(format!("Request body is not valid JSON: {error}")))?;
+        let Value::Object(object) = value else {
+            return Err(AppError::bad_request("Request body must be a JSON object"));
+        };
+        return object
+            .into_iter()
+            .map(|(name, value)| match value {
+                Value::String(text) => Ok((name, text)),
+                Value::Number(number) => Ok((name, number.to_string())),
+                Value::Bool(flag) => Ok((name, flag.to_string())),
+                _ => Err(AppError::bad_request(format!("Field `{name}` must be a string"))),
+            })
+            .collect();
+    }
+    Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+fn csp(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    )
+}
+
+fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
+    let mut response = match reply.content {
+        Content::Html(html) => {
+            let mut response = lambda_http::Response::new(Body::Text(html));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response
+        }
+        Content::Json(value) => {
+            let mut response = lambda_http::Response::new(Body::Text(value.to_string()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Content::Redirect(location) => {
+            let mut response = lambda_http::Response::new(Body::Empty);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
+    };
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    if let Ok(policy) = HeaderValue::from_str(&csp(nonce)) {
+        response.headers_mut().insert("content-security-policy", policy);
+    }
+    for cookie in reply.cookies {
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
+    }
+    responses::with_security_headers(response)
+}
+
+/// JSON callers get OpenAlgo's JSON error bodies; browsers get a redirect to login when the session
+/// is gone, and an error page otherwise. Both clear a dead session cookie.
+fn render_error(error: &AppError, wants_json: bool, nonce: &str, route: PageRoute) -> lambda_http::Response<Body> {
+    let mut response = if wants_json {
+        responses::error(error)
+    } else if matches!(error, AppError::SessionExpired) || matches!(error, AppError::AuthStep { code: "no_pending_login", .. }) {
+        render(Reply::redirect("/auth/login"), nonce)
+    } else {
+        if error.is_server_error() {
+            tracing::error!(error.code = error.code(), error.detail = %error, "page failed");
+        }
+        let body = format!(r#"<p class="error" id="error">{}</p><p><a href="/auth/login">Log in</a></p>"#, html::escape(&error.public_message()));
+        let page = html::layout("Something went wrong", nonce, None, &body);
+        let mut response = render(Reply::new(error.status(), Content::Html(page)), nonce);
+        if let AppError::RateLimited { retry_after_secs } = error {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    };
+    if matches!(error, AppError::SessionExpired) && route.access != Access::Public {
+        if let Ok(cookie) = HeaderValue::from_str(&clear_cookie()) {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
+    }
+    if !error.is_server_error() {
+        tracing::info!(route = route.name, error.code = error.code(), "page request refused");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csp_has_no_unsafe_inline_and_uses_the_nonce() {
+        let policy = csp("n0nce");
+        assert!(policy.contains("script-src 'nonce-n0nce'") && policy.contains("style-src 'nonce-n0nce'"));
+        assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"));
+        assert!(policy.contains("frame-ancestors 'none'"));
+    }
+}
