@@ -2,8 +2,10 @@
 
 use crate::bootstrap::Deps;
 use crate::crypto::api_key::{ApiKey, KeyId};
+use crate::crypto::password::Verification;
 use crate::error::AppError;
 use crate::store::identity::{ApiKeyRecord, SANDBOX_BROKER};
+use crate::store::users::UserRecord;
 
 /// Usernames are shown in the dashboard and used in keys: keep them boring.
 pub fn check_username(username: &str) -> Result<(), AppError> {
@@ -16,17 +18,74 @@ pub fn check_username(username: &str) -> Result<(), AppError> {
     }
 }
 
-async fn new_key_record(deps: &Deps, username: &str) -> Result<(ApiKey, ApiKeyRecord), AppError> {
+/// OpenAlgo's strength rules, checked in its order with its messages: the first failure wins.
+pub fn check_password_strength(password: &str) -> Result<(), AppError> {
+    let failure = if password.is_empty() {
+        Some("Password is required")
+    } else if password.chars().count() < 8 {
+        Some("Password must be at least 8 characters long")
+    } else if !password.chars().any(|c| c.is_ascii_uppercase()) {
+        Some("Password must contain at least 1 uppercase letter (A-Z)")
+    } else if !password.chars().any(|c| c.is_ascii_lowercase()) {
+        Some("Password must contain at least 1 lowercase letter (a-z)")
+    } else if !password.chars().any(|c| c.is_ascii_digit()) {
+        Some("Password must contain at least 1 number (0-9)")
+    } else if !password.chars().any(|c| "!@#$%^&*".contains(c)) {
+        Some("Password must contain at least 1 special character (!@#$%^&*)")
+    } else if password.len() > 1024 {
+        // Argon2 hashes any length, but a megabyte of "password" is an attack on our CPU.
+        Some("Password must be at most 1024 bytes long")
+    } else {
+        None
+    };
+    failure.map_or(Ok(()), |message| Err(AppError::bad_request(message)))
+}
+
+/// Argon2id (keyed by the pepper) of a secret, off the async workers.
+pub async fn hash_secret(deps: &Deps, secret: &str) -> Result<String, AppError> {
+    let hasher = deps.passwords.clone();
+    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || hasher.hash(&secret))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
+/// Checks a password for a user who may not exist. An unknown user, a user without a password and
+/// a wrong password cost the same Argon2 work and give the same `false` (W15). A right password
+/// under old parameters is re-hashed on the way.
+pub async fn verify_password(deps: &Deps, user: Option<&UserRecord>, password: &str) -> Result<bool, AppError> {
+    let hasher = deps.passwords.clone();
+    let secret = zeroize::Zeroizing::new(password.as_bytes().to_vec());
+    let phc = user.and_then(|user| user.phc.clone());
+    let stored = phc.clone();
+    let verdict = tokio::task::spawn_blocking(move || match &stored {
+        Some(phc) => hasher.verify(&secret, phc),
+        None => hasher.verify_decoy(&secret),
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(AppError::internal)?;
+    match (verdict, user) {
+        (Verification::Valid { needs_rehash }, Some(user)) => {
+            if needs_rehash {
+                let upgraded = hash_secret(deps, password).await?;
+                if let Err(error) = deps.identity.set_password(&user.username, &upgraded).await {
+                    tracing::warn!(error = %error, "password hash upgrade failed");
+                }
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+pub async fn new_key_record(deps: &Deps, username: &str) -> Result<(ApiKey, ApiKeyRecord), AppError> {
     key_record_for(deps, username, ApiKey::generate()).await
 }
 
 async fn key_record_for(deps: &Deps, username: &str, key: ApiKey) -> Result<(ApiKey, ApiKeyRecord), AppError> {
-    let hasher = deps.passwords.clone();
-    let secret = zeroize::Zeroizing::new(key.expose().to_owned());
-    let phc = tokio::task::spawn_blocking(move || hasher.hash(secret.as_bytes()))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)?;
+    let phc = hash_secret(deps, key.expose()).await?;
     let now = deps.clock.now().secs();
     let encrypted_copy = deps.api_key_copies.encrypt(key.expose().as_bytes(), now).map_err(AppError::internal)?;
     let record = ApiKeyRecord {
@@ -67,6 +126,21 @@ pub async fn regenerate_api_key(deps: &Deps, username: &str) -> Result<(ApiKey, 
     Ok((key, previous))
 }
 
+/// SHA-256 (hex) of a one-time token (setup, password reset): only this is ever stored.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+/// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
+/// exists. Only its hash is stored; the token is returned to be printed once.
+pub async fn issue_setup_token(deps: &Deps) -> Result<String, AppError> {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>());
+    deps.identity.put_setup_token(&token_hash(&token), deps.clock.now().secs()).await?;
+    Ok(token)
+}
+
 /// Creates a strategy webhook for an existing user; returns its secret id (shown once).
 pub async fn create_webhook(deps: &Deps, webhook: &crate::webhooks::Webhook) -> Result<String, AppError> {
     check_username(&webhook.user)?;
@@ -85,6 +159,22 @@ pub async fn create_webhook(deps: &Deps, webhook: &crate::webhooks::Webhook) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openalgo_password_rules_in_order() {
+        let cases = [
+            ("", "Password is required"),
+            ("Ab1!", "Password must be at least 8 characters long"),
+            ("abcdefg1!", "Password must contain at least 1 uppercase letter (A-Z)"),
+            ("ABCDEFG1!", "Password must contain at least 1 lowercase letter (a-z)"),
+            ("Abcdefgh!", "Password must contain at least 1 number (0-9)"),
+            ("Abcdefg1_", "Password must contain at least 1 special character (!@#$%^&*)"),
+        ];
+        for (password, message) in cases {
+            assert_eq!(check_password_strength(password).expect_err(password).public_message(), message);
+        }
+        assert!(check_password_strength("Abcdefg1!").is_ok());
+    }
 
     #[test]
     fn usernames() {

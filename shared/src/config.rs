@@ -130,8 +130,11 @@ impl Config {
         let public_base_url = match optional("PUBLIC_BASE_URL") {
             Some(url) => {
                 let url = url.trim().trim_end_matches('/').to_owned();
-                let scheme_ok = url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost");
-                let host_ok = url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+                let scheme_ok = url.starts_with("https://")
+                    || url.starts_with("http://127.0.0.1")
+                    || url.starts_with("http://localhost");
+                let host_ok =
+                    url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
                 if !(scheme_ok && host_ok) {
                     return Err(ConfigError::Invalid {
                         var: "PUBLIC_BASE_URL",

@@ -20,6 +20,7 @@ pub mod http;
 pub mod lambda;
 pub mod limits;
 pub mod logging;
+pub mod mail;
 pub mod market;
 pub mod orders;
 pub mod reads;

@@ -111,7 +111,8 @@ mod tests {
     #[test]
     fn rfc6238_vectors() {
         let secret = TotpSecret::from_bytes(b"12345678901234567890").expect("20 bytes");
-        for (time, code) in [(59, "287082"), (1_111_111_109, "081804"), (1_234_567_890, "005924"), (2_000_000_000, "279037")]
+        for (time, code) in
+            [(59, "287082"), (1_111_111_109, "081804"), (1_234_567_890, "005924"), (2_000_000_000, "279037")]
         {
             assert_eq!(secret.code_at(UnixMillis::from_secs(time)), code, "t={time}");
         }

@@ -20,6 +20,9 @@ use shared::store::bans::{Ban, BanStore};
 const USAGE: &str = "usage:
   kavach provision [--template template.yaml] [--stack kavach] [--param Name=Value]... [--env-file PATH]
   kavach keyring init | keyring rotate
+  kavach setup-token
+  kavach smtp set --host HOST [--port 465] [--starttls] [--username USER] --from ADDRESS [--ca-file PEM]
+                  (the password is read from standard input)
   kavach user create <username>
   kavach apikey regenerate <username>
   kavach ban add <ip> [--hours N | --permanent] [--reason TEXT]
@@ -44,6 +47,14 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["provision", rest @ ..] => provision_command(rest).await,
         ["keyring", "init"] => keyring_init(&Config::from_env()?, &AwsClients::from_env().await).await,
         ["keyring", "rotate"] => keyring_rotate().await,
+        ["setup-token"] => {
+            let deps = bootstrap::init().await?;
+            let token = shared::accounts::issue_setup_token(&deps).await.map_err(public)?;
+            println!("One-time setup token (open /setup and enter it to create the administrator):");
+            println!("{token}");
+            Ok(())
+        }
+        ["smtp", "set", options @ ..] => smtp_set(options).await,
         ["user", "create", username] => {
             let deps = bootstrap::init().await?;
             let key = shared::accounts::create_user(&deps, username).await.map_err(public)?;
@@ -95,6 +106,43 @@ fn public(error: shared::AppError) -> anyhow::Error {
 fn parse_ip(text: &str) -> anyhow::Result<IpAddr> {
     let ip: IpAddr = text.parse().with_context(|| format!("`{text}` is not an IP address"))?;
     Ok(shared::config::canonical(ip))
+}
+
+async fn smtp_set(options: &[&str]) -> anyhow::Result<()> {
+    use shared::mail::{Security, SmtpSettings};
+    let (mut host, mut port, mut security, mut username, mut from, mut ca_pem) =
+        (None, None, Security::Implicit, String::new(), None, None);
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        if *option == "--starttls" {
+            security = Security::StartTls;
+            continue;
+        }
+        let value = *rest.next().with_context(|| format!("{option} needs a value"))?;
+        match *option {
+            "--host" => host = Some(value.to_owned()),
+            "--port" => port = Some(value.parse::<u16>().with_context(|| format!("port `{value}` is not a number"))?),
+            "--username" => username = value.to_owned(),
+            "--from" => from = Some(value.to_owned()),
+            "--ca-file" => ca_pem = Some(std::fs::read_to_string(value).with_context(|| format!("reading {value}"))?),
+            other => bail!("unknown option `{other}`\n{USAGE}"),
+        }
+    }
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("reading the SMTP password from standard input")?;
+    let settings = SmtpSettings {
+        host: host.context("--host is required")?,
+        port: port.unwrap_or(if security == Security::Implicit { 465 } else { 587 }),
+        security,
+        username,
+        password: password.trim_end_matches(['\r', '\n']).to_owned().into(),
+        from: from.context("--from is required")?,
+        ca_pem,
+    };
+    let deps = bootstrap::init().await?;
+    shared::mail::configure(&deps, &settings).await.map_err(public)?;
+    println!("SMTP settings stored; the password is encrypted under the SMTP key.");
+    Ok(())
 }
 
 async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> {

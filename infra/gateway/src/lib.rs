@@ -49,6 +49,9 @@ fn handlers() -> HashMap<&'static str, Handler> {
         ("AccountFunction", handler!(account::handler)),
         ("MarketFunction", handler!(market::handler)),
         ("WebhookFunction", handler!(webhook::handler)),
+        ("SetupFunction", handler!(web::setup_handler)),
+        ("AuthFunction", handler!(web::auth_handler)),
+        ("PortalFunction", handler!(web::portal_handler)),
     ])
 }
 

@@ -80,7 +80,7 @@ impl IdentityStore {
     }
 
     /// One consistent `GetItem` by partition key.
-    pub(crate) async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
+    pub async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
         let output = self
             .client
             .get_item()

@@ -23,11 +23,11 @@ pub const PK: &str = "pk";
 /// The TTL attribute of every table, in epoch seconds.
 pub const EXPIRES_AT: &str = "expires_at";
 
-pub(crate) fn string(item: &Item, name: &str) -> Option<String> {
+pub fn string(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|value| value.as_s().ok()).cloned()
 }
 
-pub(crate) fn number(item: &Item, name: &str) -> Option<u64> {
+pub fn number(item: &Item, name: &str) -> Option<u64> {
     item.get(name).and_then(|value| value.as_n().ok()).and_then(|n| n.parse().ok())
 }
 
@@ -36,7 +36,7 @@ pub(crate) fn string_set(item: &Item, name: &str) -> Vec<String> {
     item.get(name).and_then(|value| value.as_ss().ok()).cloned().unwrap_or_default()
 }
 
-pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
@@ -45,7 +45,7 @@ pub(crate) fn n(value: u64) -> AttributeValue {
 }
 
 /// Any storage failure on the request path: fail closed with 503, keep the detail for the log.
-pub(crate) fn unavailable<E>(operation: &'static str) -> impl FnOnce(E) -> AppError
+pub fn unavailable<E>(operation: &'static str) -> impl FnOnce(E) -> AppError
 where
     E: std::error::Error + Send + Sync + 'static,
 {

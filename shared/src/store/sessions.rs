@@ -161,13 +161,11 @@ impl IdentityStore {
                 names = names.expression_attribute_names(format!("#s{index}"), hash);
                 removals.push(format!("sessions.#s{index}"));
             }
-            let map_change =
-                names.update_expression(format!("REMOVE {}", removals.join(", "))).build().map_err(AppError::internal)?;
-            transaction
-                .transact_items(write(map_change))
-                .send()
-                .await
-                .map_err(unavailable("end sessions"))?;
+            let map_change = names
+                .update_expression(format!("REMOVE {}", removals.join(", ")))
+                .build()
+                .map_err(AppError::internal)?;
+            transaction.transact_items(write(map_change)).send().await.map_err(unavailable("end sessions"))?;
         }
         Ok(())
     }

@@ -49,9 +49,7 @@ impl UserRecord {
             .get("sessions")
             .and_then(|value| value.as_m().ok())
             .map(|map| {
-                map.iter()
-                    .filter_map(|(hash, at)| Some((hash.clone(), at.as_n().ok()?.parse().ok()?)))
-                    .collect()
+                map.iter().filter_map(|(hash, at)| Some((hash.clone(), at.as_n().ok()?.parse().ok()?))).collect()
             })
             .unwrap_or_default();
         Some(Self {
@@ -241,9 +239,7 @@ impl IdentityStore {
             .await;
         match outcome {
             Ok(_) => Ok(true),
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(false)
             }
             Err(error) => Err(unavailable("claim TOTP step")(error)),
@@ -270,11 +266,14 @@ impl IdentityStore {
     pub async fn set_allowlist(&self, user: &UserRecord, allow: &[String]) -> Result<(), AppError> {
         let key_id = user.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
         let update = |pk: String| -> Result<Update, AppError> {
-            let builder = Update::builder().table_name(&self.table).key(PK, s(pk)).condition_expression("attribute_exists(pk)");
+            let builder =
+                Update::builder().table_name(&self.table).key(PK, s(pk)).condition_expression("attribute_exists(pk)");
             let builder = if allow.is_empty() {
                 builder.update_expression("REMOVE #allow")
             } else {
-                builder.update_expression("SET #allow = :allow").expression_attribute_values(":allow", AttributeValue::Ss(allow.to_vec()))
+                builder
+                    .update_expression("SET #allow = :allow")
+                    .expression_attribute_values(":allow", AttributeValue::Ss(allow.to_vec()))
             };
             builder.expression_attribute_names("#allow", ALLOW).build().map_err(AppError::internal)
         };
@@ -296,7 +295,13 @@ impl IdentityStore {
     }
 
     /// Stores a reset token's hash for `username`, valid until `expires_at_secs`.
-    pub async fn put_reset_token(&self, hash: &str, username: &str, now: UnixMillis, expires_at_secs: u64) -> Result<(), AppError> {
+    pub async fn put_reset_token(
+        &self,
+        hash: &str,
+        username: &str,
+        now: UnixMillis,
+        expires_at_secs: u64,
+    ) -> Result<(), AppError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -314,7 +319,9 @@ impl IdentityStore {
     /// new password is shown first).
     pub async fn peek_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
         let item = self.item(format!("reset#{hash}"), "read reset token").await?;
-        Ok(item.filter(|item| number(item, EXPIRES_AT).is_some_and(|at| at > now.secs())).and_then(|item| string(&item, "user")))
+        Ok(item
+            .filter(|item| number(item, EXPIRES_AT).is_some_and(|at| at > now.secs()))
+            .and_then(|item| string(&item, "user")))
     }
 
     /// Uses a reset token up: one conditional delete, so a token works once however many
@@ -333,9 +340,7 @@ impl IdentityStore {
             .await;
         match outcome {
             Ok(output) => Ok(output.attributes().and_then(|item| string(item, "user"))),
-            Err(error)
-                if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(None)
             }
             Err(error) => Err(unavailable("use reset token")(error)),

@@ -46,8 +46,9 @@ pub struct PageRoute {
 
 /// What a page handler receives.
 #[derive(Debug)]
-pub struct WebRequest<'a> {
-    pub request: &'a Request,
+pub struct WebRequest {
+    /// The query string, if any.
+    pub query: String,
     pub method: Method,
     pub ip: IpAddr,
     pub now: UnixMillis,
@@ -61,7 +62,7 @@ pub struct WebRequest<'a> {
     pub user_agent: String,
 }
 
-impl WebRequest<'_> {
+impl WebRequest {
     /// A trimmed form field, `""` when absent.
     pub fn field(&self, name: &str) -> &str {
         self.form.get(name).map_or("", |value| value.trim())
@@ -124,9 +125,14 @@ impl Reply {
 }
 
 /// Runs the page pipeline and always produces a response.
-pub async fn serve<Handle, Fut>(deps: &Deps, request: Request, route: PageRoute, handle: Handle) -> lambda_http::Response<Body>
+pub async fn serve<Handle, Fut>(
+    deps: &Deps,
+    request: Request,
+    route: PageRoute,
+    handle: Handle,
+) -> lambda_http::Response<Body>
 where
-    Handle: FnOnce(WebRequest<'_>) -> Fut,
+    Handle: FnOnce(WebRequest) -> Fut,
     Fut: Future<Output = Result<Reply, AppError>>,
 {
     let traffic_route = Route { name: route.name, action: LimitedAction::Api };
@@ -134,7 +140,8 @@ where
     let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<16>());
     let wants_json = wants_json(&request);
     let mut user = None;
-    let outcome = pipeline(deps, &request, in_flight.client_ip(), route, nonce.clone(), wants_json, &mut user, handle).await;
+    let outcome =
+        pipeline(deps, &request, in_flight.client_ip(), route, nonce.clone(), wants_json, &mut user, handle).await;
     let response = match outcome {
         Ok(reply) => render(reply, &nonce),
         Err(error) => render_error(&error, wants_json, &nonce, route),
@@ -143,9 +150,9 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn pipeline<'r, Handle, Fut>(
+async fn pipeline<Handle, Fut>(
     deps: &Deps,
-    request: &'r Request,
+    request: &Request,
     ip: Result<IpAddr, AppError>,
     route: PageRoute,
     nonce: String,
@@ -154,7 +161,7 @@ async fn pipeline<'r, Handle, Fut>(
     handle: Handle,
 ) -> Result<Reply, AppError>
 where
-    Handle: FnOnce(WebRequest<'r>) -> Fut,
+    Handle: FnOnce(WebRequest) -> Fut,
     Fut: Future<Output = Result<Reply, AppError>>,
 {
     let ip = ip?;
@@ -181,10 +188,11 @@ where
     let session = session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now));
     let session = match route.access {
         Access::Public => session.filter(|session| session.stage == Stage::Full),
-        Access::PendingTotp => Some(session.filter(|s| s.stage == Stage::PendingTotp).ok_or(AppError::AuthStep {
-            code: "no_pending_login",
-            message: "No pending login. Sign in first.",
-        })?),
+        Access::PendingTotp => Some(
+            session
+                .filter(|s| s.stage == Stage::PendingTotp)
+                .ok_or(AppError::AuthStep { code: "no_pending_login", message: "No pending login. Sign in first." })?,
+        ),
         Access::Session => Some(session.filter(|s| s.stage == Stage::Full).ok_or(AppError::SessionExpired)?),
     };
     *user = session.as_ref().map(|session| session.user.clone());
@@ -220,7 +228,31 @@ where
         .chars()
         .take(500)
         .collect();
-    handle(WebRequest { request, method, ip, now, session, form, nonce, wants_json, user_agent }).await
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent }).await
+}
+
+/// Spends one login-class attempt (password, TOTP code, setup, reset, key reveal) against the IP and
+/// the username, per minute and per hour: four counters, one concurrent round trip. Every attempt
+/// counts, as in OpenAlgo, so guessing is bounded per account whatever the number of addresses.
+pub async fn spend_login_attempt(deps: &Deps, ip: IpAddr, username: &str, now: UnixMillis) -> Result<(), AppError> {
+    let account = format!("user#{}", username.trim().to_ascii_lowercase());
+    let address = format!("ip#{ip}");
+    let count = |action: LimitedAction, subject: &'static str| {
+        let subject = if subject == "ip" { &address } else { &account };
+        deps.limits.hit(action, subject, deps.config.rate_limit(action), now)
+    };
+    let verdicts = futures::future::try_join_all([
+        count(LimitedAction::LoginMinute, "ip"),
+        count(LimitedAction::LoginHour, "ip"),
+        count(LimitedAction::LoginMinute, "user"),
+        count(LimitedAction::LoginHour, "user"),
+    ])
+    .await?;
+    match verdicts.iter().filter(|verdict| !verdict.admitted()).map(|verdict| verdict.retry_after_secs(now)).max() {
+        Some(retry_after_secs) => Err(AppError::RateLimited { retry_after_secs }),
+        None => Ok(()),
+    }
 }
 
 /// The session cookie, if one of the right shape was sent.
@@ -323,13 +355,18 @@ fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
 fn render_error(error: &AppError, wants_json: bool, nonce: &str, route: PageRoute) -> lambda_http::Response<Body> {
     let mut response = if wants_json {
         responses::error(error)
-    } else if matches!(error, AppError::SessionExpired) || matches!(error, AppError::AuthStep { code: "no_pending_login", .. }) {
+    } else if matches!(error, AppError::SessionExpired)
+        || matches!(error, AppError::AuthStep { code: "no_pending_login", .. })
+    {
         render(Reply::redirect("/auth/login"), nonce)
     } else {
         if error.is_server_error() {
             tracing::error!(error.code = error.code(), error.detail = %error, "page failed");
         }
-        let body = format!(r#"<p class="error" id="error">{}</p><p><a href="/auth/login">Log in</a></p>"#, html::escape(&error.public_message()));
+        let body = format!(
+            r#"<p class="error" id="error">{}</p><p><a href="/auth/login">Log in</a></p>"#,
+            html::escape(&error.public_message())
+        );
         let page = html::layout("Something went wrong", nonce, None, &body);
         let mut response = render(Reply::new(error.status(), Content::Html(page)), nonce);
         if let AppError::RateLimited { retry_after_secs } = error {
@@ -337,10 +374,11 @@ fn render_error(error: &AppError, wants_json: bool, nonce: &str, route: PageRout
         }
         response
     };
-    if matches!(error, AppError::SessionExpired) && route.access != Access::Public {
-        if let Ok(cookie) = HeaderValue::from_str(&clear_cookie()) {
-            response.headers_mut().append(SET_COOKIE, cookie);
-        }
+    if matches!(error, AppError::SessionExpired)
+        && route.access != Access::Public
+        && let Ok(cookie) = HeaderValue::from_str(&clear_cookie())
+    {
+        response.headers_mut().append(SET_COOKIE, cookie);
     }
     if !error.is_server_error() {
         tracing::info!(route = route.name, error.code = error.code(), "page request refused");

@@ -1,0 +1,92 @@
+//! What the page groups share: session creation, TOTP checks, the audit, IST display.
+
+use shared::Deps;
+use shared::clock::UnixMillis;
+use shared::error::AppError;
+use shared::sandbox::ist::IstTime;
+use shared::sessions::{PENDING_TOTP_SECS, SessionId, new_csrf_token};
+use shared::store::sessions::{SessionRecord, Stage};
+use shared::store::users::{AuditEvent, UserRecord};
+use shared::totp::TotpSecret;
+use shared::web::WebRequest;
+
+pub use shared::accounts::token_hash;
+
+/// `2026-11-22 09:15:02 IST`.
+pub fn ist(at: UnixMillis) -> String {
+    format!("{} IST", IstTime::at(at).timestamp())
+}
+
+/// Writes one audit record of this request.
+pub async fn audit(
+    deps: &Deps,
+    request: &WebRequest,
+    kind: &'static str,
+    username: &str,
+    outcome: &'static str,
+    detail: &str,
+) -> Result<(), AppError> {
+    deps.identity
+        .audit(&AuditEvent {
+            kind,
+            at: request.now,
+            username: username.chars().take(64).collect(),
+            ip: request.ip.to_string(),
+            user_agent: request.user_agent.clone(),
+            outcome,
+            detail: detail.to_owned(),
+        })
+        .await
+}
+
+/// Starts a session for `user` at `stage`, replacing `replaces` if given (the id is always new:
+/// rotation at login, at TOTP step-up and at re-authentication). Returns the `Set-Cookie` value.
+pub async fn start_session(
+    deps: &Deps,
+    request: &WebRequest,
+    user: &str,
+    stage: Stage,
+    replaces: Option<&SessionRecord>,
+) -> Result<(String, SessionRecord), AppError> {
+    let id = SessionId::generate();
+    let now = request.now;
+    let daily = deps.config.session_expiry.next_after(now);
+    let expires_at = match stage {
+        Stage::PendingTotp => daily.min(now.secs() + PENDING_TOTP_SECS),
+        Stage::Full => daily,
+    };
+    let record = SessionRecord {
+        hash: id.hash(),
+        user: user.to_owned(),
+        stage,
+        // A step-up keeps the login time: the daily boundary counts from the original login.
+        created_at: replaces.filter(|old| old.stage == Stage::Full).map_or(now, |old| old.created_at),
+        last_seen: now,
+        ip: request.ip.to_string(),
+        user_agent: request.user_agent.clone(),
+        csrf: new_csrf_token(),
+        reauth_at: Some(now),
+        expires_at,
+    };
+    deps.identity.start_session(&record, replaces.map(|old| old.hash.as_str())).await?;
+    Ok((id.set_cookie(now, expires_at), record))
+}
+
+/// The user's TOTP secret, decrypted; `None` when not enrolled.
+pub fn totp_secret(deps: &Deps, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
+    let Some(token) = &user.totp else { return Ok(None) };
+    let bytes = deps.totp_secrets.decrypt(token, None, now.secs()).map_err(AppError::internal)?;
+    TotpSecret::from_bytes(&bytes)
+        .map(Some)
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored TOTP secret has the wrong length")))
+}
+
+/// Whether `code` is a valid, never-used code for `user`. The step it matches is claimed with a
+/// conditional write, so a code works once even under concurrent submissions.
+pub async fn accept_totp(deps: &Deps, user: &UserRecord, code: &str, now: UnixMillis) -> Result<bool, AppError> {
+    let Some(secret) = totp_secret(deps, user, now)? else { return Ok(false) };
+    match secret.matching_step(code, now) {
+        Some(step) => deps.identity.claim_totp_step(&user.username, step).await,
+        None => Ok(false),
+    }
+}

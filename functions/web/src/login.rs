@@ -1,0 +1,145 @@
+//! `/auth/login` (password) and `/auth/login/totp` (the second step).
+//!
+//! An unknown username and a wrong password give the same status, body and Argon2 work. A right
+//! password with TOTP enrolled starts a *pending* session that can do nothing but submit a code for
+//! five minutes; the code's acceptance replaces it with a full session under a new id.
+
+use serde_json::json;
+use shared::Deps;
+use shared::accounts::verify_password;
+use shared::error::AppError;
+use shared::store::sessions::Stage;
+use shared::web::html::{csrf_field, error_box, escape};
+use shared::web::{Reply, WebRequest, spend_login_attempt};
+
+use crate::common::{accept_totp, audit, start_session};
+
+pub async fn home(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    if request.session.is_some() {
+        return Ok(Reply::redirect("/dashboard"));
+    }
+    form(deps, request).await
+}
+
+fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
+    let notice =
+        notice.map(|text| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(text))).unwrap_or_default();
+    let body = format!(
+        r#"{notice}{error}
+<form method="post" action="/auth/login">
+<label for="username">Username</label><input id="username" name="username" value="{username}" autocomplete="username" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button id="login" type="submit">Log in</button>
+</form>
+<p><a id="forgot" href="/auth/reset-password">Forgot your password?</a></p>"#,
+        error = error_box(error),
+        username = escape(request.field("username")),
+    );
+    request.page(status, "Log in", &body)
+}
+
+pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    if request.session.is_some() {
+        return Ok(Reply::redirect("/dashboard"));
+    }
+    if !deps.identity.admin_exists().await? {
+        return Ok(Reply::redirect("/setup"));
+    }
+    let notice = match request.query.as_str() {
+        "reset" => Some("Your password has been reset successfully. Log in with the new one."),
+        "changed" => Some("Password changed. Every session has been logged out."),
+        "bye" => Some("Logged out successfully."),
+        _ => None,
+    };
+    Ok(login_page(&request, 200, None, notice))
+}
+
+pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let username = request.field("username").to_owned();
+    let password = request.form.get("password").cloned().unwrap_or_default();
+    if username.is_empty() || password.is_empty() {
+        return Err(AppError::bad_request("Username and password are required"));
+    }
+    let (budget, user) =
+        tokio::join!(spend_login_attempt(deps, request.ip, &username, request.now), deps.identity.user(&username));
+    if let Err(error) = budget {
+        audit(deps, &request, "login", &username, "failed", "rate_limited").await?;
+        return Err(error);
+    }
+    let user = user?;
+    if !verify_password(deps, user.as_ref(), &password).await? {
+        audit(deps, &request, "login", &username, "failed", "invalid_credentials").await?;
+        if request.wants_json {
+            return Err(AppError::InvalidCredentials);
+        }
+        return Ok(login_page(&request, 401, Some("Invalid credentials"), None));
+    }
+    let Some(user) = user else { return Err(AppError::InvalidCredentials) };
+    if user.totp.is_some() {
+        let (cookie, _) = start_session(deps, &request, &user.username, Stage::PendingTotp, None).await?;
+        audit(deps, &request, "login", &user.username, "success", "password_ok_totp_required").await?;
+        let reply = if request.wants_json {
+            Reply::json(
+                json!({ "status": "totp_required", "message": "Enter the code from your authenticator app.", "redirect": "/auth/login/totp" }),
+            )
+        } else {
+            Reply::redirect("/auth/login/totp")
+        };
+        return Ok(reply.with_cookie(cookie));
+    }
+    let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, None).await?;
+    audit(deps, &request, "login", &user.username, "success", "password").await?;
+    Ok(logged_in(&request).with_cookie(cookie))
+}
+
+fn logged_in(request: &WebRequest) -> Reply {
+    if request.wants_json {
+        Reply::json(json!({ "message": "Login successful", "redirect": "/dashboard" }))
+    } else {
+        Reply::redirect("/dashboard")
+    }
+}
+
+fn totp_page(request: &WebRequest, status: u16, error: Option<&str>) -> Result<Reply, AppError> {
+    let body = format!(
+        r#"<p>Enter the 6-digit code from your authenticator app.</p>{error}
+<form method="post" action="/auth/login/totp">{csrf}
+<label for="totp_code">Code</label><input id="totp_code" name="totp_code" inputmode="numeric" pattern="[0-9]{{6}}" maxlength="6" autocomplete="one-time-code" required>
+<button id="verify" type="submit">Verify</button>
+</form>"#,
+        error = error_box(error),
+        csrf = csrf_field(&request.session()?.csrf),
+    );
+    Ok(request.page(status, "Two-factor authentication", &body))
+}
+
+pub async fn totp_form(request: WebRequest) -> Result<Reply, AppError> {
+    totp_page(&request, 200, None)
+}
+
+pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let pending = request.session()?.clone();
+    let code = request.field("totp_code");
+    if code.is_empty() {
+        return Err(AppError::bad_request("TOTP code is required."));
+    }
+    let (budget, user) = tokio::join!(
+        spend_login_attempt(deps, request.ip, &pending.user, request.now),
+        deps.identity.user(&pending.user)
+    );
+    if let Err(error) = budget {
+        audit(deps, &request, "login", &pending.user, "failed", "rate_limited").await?;
+        return Err(error);
+    }
+    let user = user?.ok_or(AppError::SessionExpired)?;
+    if !accept_totp(deps, &user, code, request.now).await? {
+        audit(deps, &request, "login", &user.username, "failed", "invalid_totp").await?;
+        if request.wants_json {
+            return Err(AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." });
+        }
+        return totp_page(&request, 401, Some("Invalid TOTP code."));
+    }
+    let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&pending)).await?;
+    audit(deps, &request, "login", &user.username, "success", "totp").await?;
+    Ok(logged_in(&request).with_cookie(cookie))
+}

@@ -1,0 +1,257 @@
+//! The logged-in pages: dashboard, API key, sessions, logout, password change. The principal is
+//! always the session's user, never a form field (W9).
+
+use serde_json::json;
+use shared::Deps;
+use shared::accounts::{check_password_strength, hash_secret, regenerate_api_key, verify_password};
+use shared::auth::parse_allowlist;
+use shared::error::AppError;
+use shared::sessions::{REAUTH_WINDOW_SECS, clear_cookie};
+use shared::store::sessions::{SessionRecord, Stage};
+use shared::store::users::UserRecord;
+use shared::web::html::{csrf_field, error_box, escape};
+use shared::web::{Reply, WebRequest, spend_login_attempt};
+
+use crate::common::{accept_totp, audit, ist, start_session};
+
+async fn current_user(deps: &Deps, session: &SessionRecord) -> Result<UserRecord, AppError> {
+    deps.identity.user(&session.user).await?.ok_or(AppError::SessionExpired)
+}
+
+pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let session = request.session()?;
+    let user = current_user(deps, session).await?;
+    let expires = ist(shared::clock::UnixMillis::from_secs(session.expires_at));
+    let body = format!(
+        r#"<p>Logged in as <strong id="username">{user}</strong> ({role}). Orders go to the <strong>sandbox</strong> broker.</p>
+<p>This session ends at <span id="session-expiry">{expires}</span>, the daily boundary.</p>
+<h2>Change password</h2>
+<form method="post" action="/auth/change-password">{csrf}
+<label for="current_password">Current password</label><input id="current_password" name="current_password" type="password" autocomplete="current-password" required>
+<label for="new_password">New password</label><input id="new_password" name="new_password" type="password" autocomplete="new-password" required>
+<label for="confirm_password">Confirm new password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
+<button id="change-password" type="submit">Change password and log out everywhere</button></form>"#,
+        user = escape(&user.username),
+        role = escape(if user.role.is_empty() { "user" } else { &user.role }),
+        csrf = csrf_field(&session.csrf),
+    );
+    Ok(request.page(200, "Dashboard", &body))
+}
+
+/// The API-key page; `shown` is a key to display this once (just generated or revealed).
+fn key_page(
+    request: &WebRequest,
+    user: &UserRecord,
+    shown: Option<(&str, &str)>,
+    error: Option<&str>,
+    status: u16,
+) -> Result<Reply, AppError> {
+    let session = request.session()?;
+    let csrf = csrf_field(&session.csrf);
+    let shown = shown
+        .map(|(label, key)| {
+            format!(r#"<p class="notice">{}</p><p class="secret" id="api-key">{}</p>"#, escape(label), escape(key))
+        })
+        .unwrap_or_default();
+    let key_id = user.api_key_id.as_deref().map_or_else(|| "none".to_owned(), |id| format!("kav_{id}_…"));
+    let reauth_fresh =
+        session.reauth_at.is_some_and(|at| request.now.0.saturating_sub(at.0) <= REAUTH_WINDOW_SECS * 1000);
+    let reveal = if reauth_fresh {
+        format!(
+            r#"<form method="post" action="/apikey/reveal">{csrf}<button id="reveal" type="submit">Show my API key</button></form>"#
+        )
+    } else {
+        format!(
+            r#"<form method="post" action="/apikey/reveal">{csrf}<p>To see the key again, confirm it is you with your password or a code from your authenticator app.</p>
+<label for="reveal_password">Password</label><input id="reveal_password" name="password" type="password" autocomplete="current-password">
+<label for="reveal_totp">or code</label><input id="reveal_totp" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code">
+<button id="reveal" type="submit">Show my API key</button></form>"#
+        )
+    };
+    let body = format!(
+        r#"{error}{shown}
+<p>Current key: <code id="key-id">{key_id}</code></p>
+{reveal}
+<h2>Regenerate</h2>
+<p>A new key replaces the current one at once: the old key is refused on its next use.</p>
+<form method="post" action="/apikey">{csrf}<button id="regenerate" type="submit">Generate a new API key</button></form>
+<h2>IP allowlist</h2>
+<p>SEBI's static-IP rule: when set, the key works only from these addresses or ranges. Empty allows any address.</p>
+<form method="post" action="/apikey/allowlist">{csrf}
+<label for="allowlist">Addresses or CIDR ranges, one per line</label><textarea id="allowlist" name="allowlist" rows="3">{allow}</textarea>
+<button id="save-allowlist" type="submit">Save allowlist</button></form>"#,
+        error = error_box(error),
+        key_id = escape(&key_id),
+        allow = escape(&user.allow.join("\n")),
+    );
+    Ok(request.page(status, "API key", &body))
+}
+
+pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let user = current_user(deps, request.session()?).await?;
+    key_page(&request, &user, None, None, 200)
+}
+
+pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let username = request.session()?.user.clone();
+    let (key, _) = regenerate_api_key(deps, &username).await?;
+    audit(deps, &request, "apikey", &username, "success", "regenerated").await?;
+    if request.wants_json {
+        return Ok(Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() })));
+    }
+    let user = current_user(deps, request.session()?).await?;
+    key_page(
+        &request,
+        &user,
+        Some(("Your new API key. It is shown once; the old key no longer works.", key.expose())),
+        None,
+        200,
+    )
+}
+
+pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let session = request.session()?.clone();
+    let user = current_user(deps, &session).await?;
+    let fresh = session.reauth_at.is_some_and(|at| request.now.0.saturating_sub(at.0) <= REAUTH_WINDOW_SECS * 1000);
+    let mut cookie = None;
+    if !fresh {
+        spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
+        let password = request.form.get("password").map_or("", String::as_str);
+        let code = request.field("totp_code");
+        let confirmed = if !password.is_empty() {
+            verify_password(deps, Some(&user), password).await?
+        } else if !code.is_empty() {
+            accept_totp(deps, &user, code, request.now).await?
+        } else {
+            false
+        };
+        if !confirmed {
+            audit(deps, &request, "reveal", &user.username, "failed", "reauth_failed").await?;
+            if request.wants_json {
+                return Err(AppError::AuthStep { code: "reauth_failed", message: "Password or code is incorrect." });
+            }
+            return key_page(&request, &user, None, Some("Password or code is incorrect."), 401);
+        }
+        // Re-authentication is a step-up: the session id changes with it.
+        let (set_cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?;
+        cookie = Some(set_cookie);
+    }
+    let key_id = user
+        .api_key_id
+        .as_deref()
+        .and_then(shared::crypto::api_key::KeyId::parse)
+        .ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+    let record =
+        deps.identity.api_key(&key_id).await?.ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+    let plaintext =
+        deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now.secs()).map_err(AppError::internal)?;
+    let key = String::from_utf8_lossy(&plaintext).into_owned();
+    audit(deps, &request, "reveal", &user.username, "success", "api_key_shown").await?;
+    let reply = if request.wants_json {
+        Reply::json(json!({ "api_key": key }))
+    } else {
+        // The page is rendered with the CSRF token of the session the browser will hold next.
+        let session = match &cookie {
+            Some(_) => deps.identity.sessions_of(&user.username, request.now).await?.into_iter().next(),
+            None => None,
+        };
+        let rerendered = WebRequest { session: session.or(request.session.clone()), ..request };
+        key_page(&rerendered, &user, Some(("Your API key:", &key)), None, 200)?
+    };
+    Ok(match cookie {
+        Some(cookie) => reply.with_cookie(cookie),
+        None => reply,
+    })
+}
+
+pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let user = current_user(deps, request.session()?).await?;
+    let entries = match parse_allowlist(request.field("allowlist")) {
+        Ok(entries) => entries,
+        Err(error) if !request.wants_json => {
+            return key_page(&request, &user, None, Some(&error.public_message()), 400);
+        }
+        Err(error) => return Err(error),
+    };
+    deps.identity.set_allowlist(&user, &entries).await?;
+    audit(deps, &request, "apikey", &user.username, "success", &format!("allowlist:{}", entries.join(","))).await?;
+    if request.wants_json {
+        return Ok(Reply::json(json!({ "message": "Allowlist saved", "allowlist": entries })));
+    }
+    Ok(Reply::redirect("/apikey"))
+}
+
+pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let session = request.session()?;
+    let list = deps.identity.sessions_of(&session.user, request.now).await?;
+    if request.wants_json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|s| json!({ "ip": s.ip, "user_agent": s.user_agent, "login_time": ist(s.created_at), "last_seen": ist(s.last_seen), "current": s.hash == session.hash }))
+            .collect();
+        return Ok(Reply::json(json!({ "data": rows })));
+    }
+    let rows: String = list
+        .iter()
+        .map(|s| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&s.ip),
+                escape(&s.user_agent.chars().take(80).collect::<String>()),
+                escape(&ist(s.created_at)),
+                escape(&ist(s.last_seen)),
+                if s.hash == session.hash { "this device" } else { "" },
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<table id="sessions"><tr><th>IP</th><th>Browser</th><th>Logged in</th><th>Last seen</th><th></th></tr>{rows}</table>
+<form method="post" action="/auth/logout-all">{csrf}<button id="logout-all" type="submit">Log out all devices</button></form>"#,
+        csrf = csrf_field(&session.csrf),
+    );
+    Ok(request.page(200, "Active sessions", &body))
+}
+
+fn logged_out(request: &WebRequest) -> Reply {
+    let reply = if request.wants_json {
+        Reply::json(json!({ "message": "Logged out successfully" }))
+    } else {
+        Reply::redirect("/auth/login?bye")
+    };
+    reply.with_cookie(clear_cookie())
+}
+
+pub async fn logout(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let session = request.session()?;
+    deps.identity.end_sessions(&session.user, std::slice::from_ref(&session.hash)).await?;
+    Ok(logged_out(&request))
+}
+
+pub async fn logout_all(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    deps.identity.end_all_sessions(&request.session()?.user).await?;
+    Ok(logged_out(&request))
+}
+
+pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let user = current_user(deps, request.session()?).await?;
+    let field = |name: &str| request.form.get(name).map_or("", String::as_str);
+    spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
+    if !verify_password(deps, Some(&user), field("current_password")).await? {
+        audit(deps, &request, "password", &user.username, "failed", "invalid_credentials").await?;
+        return Err(AppError::bad_request("Current password is incorrect"));
+    }
+    check_password_strength(field("new_password"))?;
+    if field("new_password") != field("confirm_password") {
+        return Err(AppError::bad_request("New password and confirm password do not match."));
+    }
+    let phc = hash_secret(deps, field("new_password")).await?;
+    deps.identity.set_password(&user.username, &phc).await?;
+    deps.identity.end_all_sessions(&user.username).await?;
+    audit(deps, &request, "password", &user.username, "success", "changed").await?;
+    let reply = if request.wants_json {
+        Reply::json(json!({ "message": "Password changed; every session has been logged out" }))
+    } else {
+        Reply::redirect("/auth/login?changed")
+    };
+    Ok(reply.with_cookie(clear_cookie()))
+}

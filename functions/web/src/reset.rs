@@ -1,0 +1,159 @@
+//! Password reset, by TOTP or by email, with server-side single-use tokens (W13).
+//!
+//! Either way ends in a reset token: 256 random bits, of which only the SHA-256 is stored, for 15
+//! minutes, used up by one conditional delete. The new password is only ever *posted*: the token
+//! travels in a hidden form field, and a mailed link's GET only shows the form. Answers are the same
+//! whether or not the account exists (W15), and links are built from `PUBLIC_BASE_URL`, never from
+//! the request's `Host`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use shared::Deps;
+use shared::accounts::{check_password_strength, hash_secret};
+use shared::error::AppError;
+use shared::web::html::{error_box, escape};
+use shared::web::{Reply, WebRequest, spend_login_attempt};
+
+use crate::common::{accept_totp, audit, token_hash};
+
+/// How long a reset token lives.
+const TOKEN_TTL_SECS: u64 = 15 * 60;
+const INVALID_TOKEN: &str = "Invalid or expired reset token.";
+const EMAIL_SENT: &str = "If an account with that email exists, a reset link has been sent to it.";
+
+fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
+    let notice =
+        notice.map(|text| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(text))).unwrap_or_default();
+    let body = format!(
+        r#"{notice}{error}
+<h2>With your authenticator app</h2>
+<form method="post" action="/auth/reset-password"><input type="hidden" name="method" value="totp">
+<label for="username">Username</label><input id="username" name="username" autocomplete="username" required>
+<label for="totp_code">Code</label><input id="totp_code" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code" required>
+<button id="reset-totp" type="submit">Continue</button></form>
+<h2>By email</h2>
+<form method="post" action="/auth/reset-password"><input type="hidden" name="method" value="email">
+<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" required>
+<button id="reset-email" type="submit">Send reset link</button></form>
+<p><a href="/auth/login">Back to login</a></p>"#,
+        error = error_box(error),
+    );
+    request.page(status, "Reset password", &body)
+}
+
+fn password_page(request: &WebRequest, token: &str, status: u16, error: Option<&str>) -> Reply {
+    let body = format!(
+        r#"{error}<form method="post" action="/auth/reset-password/confirm"><input type="hidden" name="token" value="{token}">
+<label for="password">New password</label><input id="password" name="password" type="password" autocomplete="new-password" required>
+<label for="confirm_password">Confirm new password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
+<button id="set-password" type="submit">Set new password</button></form>"#,
+        error = error_box(error),
+        token = escape(token),
+    );
+    request.page(status, "Choose a new password", &body)
+}
+
+pub async fn form(request: WebRequest) -> Result<Reply, AppError> {
+    Ok(start_page(&request, 200, None, None))
+}
+
+async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<String, AppError> {
+    let token = URL_SAFE_NO_PAD.encode(shared::crypto::random_bytes::<32>());
+    deps.identity
+        .put_reset_token(&token_hash(&token), username, request.now, request.now.secs() + TOKEN_TTL_SECS)
+        .await?;
+    Ok(token)
+}
+
+pub async fn start(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    match request.field("method") {
+        "totp" => by_totp(deps, &request).await,
+        "email" => by_email(deps, &request).await,
+        _ => Err(AppError::bad_request("Invalid step")),
+    }
+}
+
+async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
+    let username = request.field("username");
+    let (budget, user) =
+        tokio::join!(spend_login_attempt(deps, request.ip, username, request.now), deps.identity.user(username));
+    budget?;
+    let accepted = match user? {
+        Some(user) => accept_totp(deps, &user, request.field("totp_code"), request.now).await?,
+        None => false,
+    };
+    audit(deps, request, "reset", username, if accepted { "success" } else { "failed" }, "totp").await?;
+    if !accepted {
+        const INVALID: &str = "Invalid TOTP code. Please try again.";
+        if request.wants_json {
+            return Err(AppError::bad_request(INVALID));
+        }
+        return Ok(start_page(request, 400, Some(INVALID), None));
+    }
+    let token = issue_token(deps, request, username).await?;
+    if request.wants_json {
+        return Ok(Reply::json(serde_json::json!({ "message": "TOTP verified", "token": token })));
+    }
+    Ok(password_page(request, &token, 200, None))
+}
+
+async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
+    let email = request.field("email");
+    spend_login_attempt(deps, request.ip, &format!("email:{email}"), request.now).await?;
+    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, shared::mail::settings(deps).await?) else {
+        return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
+    };
+    if let Some(username) = deps.identity.user_by_email(email).await? {
+        let token = issue_token(deps, request, &username).await?;
+        let link = format!("{base_url}/auth/reset-password/confirm?token={token}");
+        let text = format!(
+            "Someone asked to reset the Kavach password of {username}.\n\nTo choose a new password, open this link within 15 minutes:\n{link}\n\nIf it was not you, ignore this message: your password stays as it is.\n"
+        );
+        // The answer must not depend on whether the account exists, so a failed send is logged,
+        // not reported.
+        if let Err(error) = shared::mail::send(&smtp, email, "Reset your Kavach password", text).await {
+            tracing::error!(error = %error, "reset email not sent");
+        }
+        audit(deps, request, "reset", &username, "success", "email_sent").await?;
+    }
+    if request.wants_json {
+        return Ok(Reply::json(serde_json::json!({ "message": EMAIL_SENT })));
+    }
+    Ok(start_page(request, 200, None, Some(EMAIL_SENT)))
+}
+
+/// The mailed link: shows the form if the token is live, without using it up.
+pub async fn confirm_form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let token = request.query.split('&').find_map(|pair| pair.strip_prefix("token=")).unwrap_or_default().to_owned();
+    if token.is_empty() || deps.identity.peek_reset_token(&token_hash(&token), request.now).await?.is_none() {
+        return Err(AppError::bad_request(INVALID_TOKEN));
+    }
+    Ok(password_page(&request, &token, 200, None))
+}
+
+pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let token = request.field("token").to_owned();
+    let password = request.form.get("password").cloned().unwrap_or_default();
+    // A weak or mistyped password must not use the token up: check it first.
+    let refusal = check_password_strength(&password).err().map(|error| error.public_message()).or_else(|| {
+        (request.form.get("confirm_password").map_or("", String::as_str) != password)
+            .then(|| "Passwords do not match".to_owned())
+    });
+    if let Some(message) = refusal {
+        if request.wants_json {
+            return Err(AppError::bad_request(message));
+        }
+        return Ok(password_page(&request, &token, 400, Some(&message)));
+    }
+    let Some(username) = deps.identity.take_reset_token(&token_hash(&token), request.now).await? else {
+        return Err(AppError::bad_request(INVALID_TOKEN));
+    };
+    let phc = hash_secret(deps, &password).await?;
+    deps.identity.set_password(&username, &phc).await?;
+    deps.identity.end_all_sessions(&username).await?;
+    audit(deps, &request, "reset", &username, "success", "password_set").await?;
+    if request.wants_json {
+        return Ok(Reply::json(serde_json::json!({ "message": "Your password has been reset successfully." })));
+    }
+    Ok(Reply::redirect("/auth/login?reset"))
+}

@@ -1,0 +1,120 @@
+//! `/setup`: creates the administrator once, and only for whoever holds the one-time setup token
+//! that provisioning printed (OpenAlgo let the first visitor of a fresh instance take it over, W24).
+
+use shared::Deps;
+use shared::accounts::{check_password_strength, check_username, hash_secret, new_key_record};
+use shared::crypto::ct_eq;
+use shared::error::AppError;
+use shared::store::users::NewAdmin;
+use shared::totp::TotpSecret;
+use shared::web::html::{error_box, escape};
+use shared::web::{Reply, WebRequest, spend_login_attempt};
+
+use crate::common::token_hash;
+
+fn form_page(request: &WebRequest, status: u16, error: Option<&str>) -> Reply {
+    let value = |name: &str| escape(request.field(name));
+    let body = format!(
+        r#"<p>Create the administrator. You need the one-time setup token printed by <code>scripts/dev</code> or the deploy step.</p>
+{error}
+<form method="post" action="/setup">
+<label for="setup_token">Setup token</label><input id="setup_token" name="setup_token" autocomplete="off" required>
+<label for="username">Username</label><input id="username" name="username" value="{username}" autocomplete="username" required>
+<label for="email">Email</label><input id="email" name="email" type="email" value="{email}" autocomplete="email" required>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="new-password" required>
+<label for="confirm_password">Confirm password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
+<button id="create" type="submit">Create administrator</button>
+</form>
+<p>Passwords need 8 or more characters with an upper-case letter, a lower-case letter, a digit and one of <code>!@#$%^&amp;*</code>.</p>"#,
+        error = error_box(error),
+        username = value("username"),
+        email = value("email"),
+    );
+    request.page(status, "First-run setup", &body)
+}
+
+pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    if deps.identity.admin_exists().await? {
+        return Ok(Reply::redirect("/auth/login"));
+    }
+    Ok(form_page(&request, 200, None))
+}
+
+pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    match create(deps, &request).await {
+        Ok(reply) => Ok(reply),
+        Err(error) if !request.wants_json && matches!(error, AppError::BadRequest { .. }) => {
+            Ok(form_page(&request, 400, Some(&error.public_message())))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
+    let username = request.field("username");
+    spend_login_attempt(deps, request.ip, "setup", request.now).await?;
+    let stored = deps.identity.setup_token_hash().await?;
+    let presented = token_hash(request.field("setup_token"));
+    let token_ok = stored.as_deref().is_some_and(|stored| ct_eq(stored.as_bytes(), presented.as_bytes()));
+    if !token_ok {
+        if deps.identity.admin_exists().await? {
+            return Ok(Reply::redirect("/auth/login"));
+        }
+        return Err(AppError::bad_request("Invalid setup token"));
+    }
+    check_username(username)?;
+    let email = request.field("email");
+    if email.len() > 254
+        || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
+    {
+        return Err(AppError::bad_request("A valid email address is required"));
+    }
+    let password = request.form.get("password").map_or("", String::as_str);
+    check_password_strength(password)?;
+    if request.form.get("confirm_password").map_or("", String::as_str) != password {
+        return Err(AppError::bad_request("Passwords do not match"));
+    }
+
+    let secret = TotpSecret::generate();
+    let encrypted_totp =
+        deps.totp_secrets.encrypt(secret.expose_bytes(), request.now.secs()).map_err(AppError::internal)?;
+    let phc = hash_secret(deps, password).await?;
+    let (key, key_record) = new_key_record(deps, username).await?;
+    deps.identity
+        .create_admin(&NewAdmin {
+            username,
+            email,
+            phc: &phc,
+            encrypted_totp: &encrypted_totp,
+            key: &key_record,
+            setup_token_hash: &presented,
+        })
+        .await?;
+    tracing::info!(user = username, "administrator created by first-run setup");
+
+    if request.wants_json {
+        return Ok(Reply::json(serde_json::json!({
+            "message": "Setup complete",
+            "totp_secret": secret.base32(),
+            "totp_uri": secret.provisioning_uri(email),
+            "apikey": key.expose(),
+            "redirect": "/auth/login",
+        })));
+    }
+    let qr = secret.qr_svg(email).unwrap_or_default();
+    let body = format!(
+        r#"<p class="notice">The administrator <strong>{user}</strong> has been created. What follows is shown <strong>once</strong>.</p>
+<h2>Two-factor authentication</h2>
+<p>Scan this code with an authenticator app (Google Authenticator, Aegis, 1Password…). Every login will ask for its 6-digit code.</p>
+<div id="totp-qr">{qr}</div>
+<p>Or enter this secret by hand:</p><p class="secret" id="totp-secret">{secret}</p>
+<h2>Your API key</h2>
+<p>For TradingView, Amibroker, Chartink and the <code>openalgo</code> SDK. Store it now; you can regenerate it later.</p>
+<p class="secret" id="api-key">{key}</p>
+<p><a id="to-login" href="/auth/login">Continue to login</a></p>"#,
+        user = escape(username),
+        secret = escape(&secret.base32()),
+        key = escape(key.expose()),
+    );
+    Ok(request.page(200, "Setup complete", &body))
+}
