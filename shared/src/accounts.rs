@@ -5,7 +5,8 @@ use crate::crypto::api_key::{ApiKey, KeyId};
 use crate::crypto::password::Verification;
 use crate::error::AppError;
 use crate::store::identity::{ApiKeyRecord, SANDBOX_BROKER};
-use crate::store::users::UserRecord;
+use crate::store::users::{ADMIN_ROLE, NewWebUser, UserRecord};
+use crate::totp::TotpSecret;
 
 /// Usernames are shown in the dashboard and used in keys: keep them boring.
 pub fn check_username(username: &str) -> Result<(), AppError> {
@@ -124,6 +125,38 @@ pub async fn regenerate_api_key(deps: &Deps, username: &str) -> Result<(ApiKey, 
     let (key, record) = new_key_record(deps, username).await?;
     let previous = deps.identity.rotate_key(username, &record, deps.clock.now().secs()).await?;
     Ok((key, previous))
+}
+
+/// What creating a web user returns, each shown once: the first API key and the TOTP secret.
+#[derive(Debug)]
+pub struct WebUserCreated {
+    pub key: ApiKey,
+    pub totp: TotpSecret,
+}
+
+/// Creates a user who can log in to the pages: checked username, email and password (OpenAlgo's
+/// rules), a fresh TOTP secret stored encrypted, and a first API key, all in one transaction. With a
+/// setup token hash this is the first-run setup and the user is the administrator.
+pub async fn create_web_user(
+    deps: &Deps,
+    username: &str,
+    email: &str,
+    password: &str,
+    setup_token_hash: Option<&str>,
+) -> Result<WebUserCreated, AppError> {
+    check_username(username)?;
+    if email.len() > 254 || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.')) {
+        return Err(AppError::bad_request("A valid email address is required"));
+    }
+    check_password_strength(password)?;
+    let totp = TotpSecret::generate();
+    let encrypted_totp = deps.totp_secrets.encrypt(totp.expose_bytes(), deps.clock.now().secs()).map_err(AppError::internal)?;
+    let phc = hash_secret(deps, password).await?;
+    let (key, record) = new_key_record(deps, username).await?;
+    let role = if setup_token_hash.is_some() { ADMIN_ROLE } else { "user" };
+    let user = NewWebUser { username, email, role, phc: &phc, encrypted_totp: &encrypted_totp, key: &record };
+    deps.identity.create_web_user(&user, setup_token_hash).await?;
+    Ok(WebUserCreated { key, totp })
 }
 
 /// SHA-256 (hex) of a one-time token (setup, password reset): only this is ever stored.

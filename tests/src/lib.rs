@@ -11,6 +11,10 @@ use shared::bootstrap;
 use shared::clock::{Clock, SystemClock};
 use shared::config::Config;
 
+pub mod smtp_sink;
+pub mod web;
+pub mod webdriver;
+
 /// A variable `scripts/test` sets. Absent means the suite is being run outside its stack: fail.
 pub fn required_env(name: &str) -> String {
     match std::env::var(name) {
@@ -117,4 +121,29 @@ pub async fn post_with(request: reqwest::RequestBuilder) -> Reply {
 
 pub fn ping_body(key: &str) -> String {
     serde_json::json!({ "apikey": key }).to_string()
+}
+
+/// A web user with a password and enrolled TOTP, as the pages would create one.
+#[derive(Debug)]
+pub struct WebUser {
+    pub username: String,
+    pub password: String,
+    pub api_key: String,
+    pub totp: shared::totp::TotpSecret,
+}
+
+impl WebUser {
+    /// The code the user's authenticator shows at `deps`' clock.
+    pub fn code(&self, deps: &Deps) -> String {
+        self.totp.code_at(deps.clock.now())
+    }
+}
+
+pub async fn new_web_user(deps: &Deps) -> WebUser {
+    let username = unique_name("w");
+    let password = "Str0ng!pass".to_owned();
+    let created = shared::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
+        .await
+        .expect("create web user");
+    WebUser { username, password, api_key: created.key.expose().to_owned(), totp: created.totp }
 }

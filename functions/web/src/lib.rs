@@ -48,6 +48,7 @@ pub async fn auth_handler(deps: &Deps, request: Request) -> Response<Body> {
         (Method::POST, "/auth/login/totp") => {
             serve(deps, request, route("login-totp", Access::PendingTotp), |r| login::totp_submit(deps, r)).await
         }
+        (Method::GET, "/auth/csrf-token") => serve(deps, request, public("csrf-token"), login::csrf_token).await,
         (Method::GET, "/auth/reset-password") => serve(deps, request, public("reset"), reset::form).await,
         (Method::POST, "/auth/reset-password") => {
             serve(deps, request, public("reset"), |r| reset::start(deps, r)).await

@@ -143,3 +143,9 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     audit(deps, &request, "login", &user.username, "success", "totp").await?;
     Ok(logged_in(&request).with_cookie(cookie))
 }
+
+/// OpenAlgo's token endpoint for script-driven callers: this session's CSRF token.
+pub async fn csrf_token(request: WebRequest) -> Result<Reply, AppError> {
+    let session = request.session.as_ref().ok_or(AppError::SessionExpired)?;
+    Ok(Reply::json(json!({ "csrf_token": session.csrf })))
+}

@@ -2,11 +2,9 @@
 //! that provisioning printed (OpenAlgo let the first visitor of a fresh instance take it over, W24).
 
 use shared::Deps;
-use shared::accounts::{check_password_strength, check_username, hash_secret, new_key_record};
+use shared::accounts::{WebUserCreated, check_password_strength, create_web_user};
 use shared::crypto::ct_eq;
 use shared::error::AppError;
-use shared::store::users::NewAdmin;
-use shared::totp::TotpSecret;
 use shared::web::html::{error_box, escape};
 use shared::web::{Reply, WebRequest, spend_login_attempt};
 
@@ -62,34 +60,13 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         }
         return Err(AppError::bad_request("Invalid setup token"));
     }
-    check_username(username)?;
-    let email = request.field("email");
-    if email.len() > 254
-        || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
-    {
-        return Err(AppError::bad_request("A valid email address is required"));
-    }
     let password = request.form.get("password").map_or("", String::as_str);
     check_password_strength(password)?;
     if request.form.get("confirm_password").map_or("", String::as_str) != password {
         return Err(AppError::bad_request("Passwords do not match"));
     }
-
-    let secret = TotpSecret::generate();
-    let encrypted_totp =
-        deps.totp_secrets.encrypt(secret.expose_bytes(), request.now.secs()).map_err(AppError::internal)?;
-    let phc = hash_secret(deps, password).await?;
-    let (key, key_record) = new_key_record(deps, username).await?;
-    deps.identity
-        .create_admin(&NewAdmin {
-            username,
-            email,
-            phc: &phc,
-            encrypted_totp: &encrypted_totp,
-            key: &key_record,
-            setup_token_hash: &presented,
-        })
-        .await?;
+    let email = request.field("email");
+    let WebUserCreated { key, totp: secret } = create_web_user(deps, username, email, password, Some(&presented)).await?;
     tracing::info!(user = username, "administrator created by first-run setup");
 
     if request.wants_json {

@@ -66,15 +66,15 @@ impl UserRecord {
     }
 }
 
-/// What the first-run setup writes, all in one transaction.
+/// A user who can log in to the pages, written in one transaction with its first key.
 #[derive(Debug)]
-pub struct NewAdmin<'a> {
+pub struct NewWebUser<'a> {
     pub username: &'a str,
     pub email: &'a str,
+    pub role: &'a str,
     pub phc: &'a str,
     pub encrypted_totp: &'a str,
     pub key: &'a ApiKeyRecord,
-    pub setup_token_hash: &'a str,
 }
 
 /// One audited event.
@@ -163,30 +163,35 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Creates the administrator with password, TOTP, email and first key, consuming the setup
-    /// token, in one transaction: the token must still be the one presented, and no admin, user,
-    /// key or email may exist yet. Any of those failing writes nothing.
-    pub async fn create_admin(&self, admin: &NewAdmin<'_>) -> Result<(), AppError> {
-        let consume_token = Delete::builder()
-            .table_name(&self.table)
-            .key(PK, s(SETUP_TOKEN_PK))
-            .condition_expression("#hash = :hash")
-            .expression_attribute_names("#hash", "hash")
-            .expression_attribute_values(":hash", s(admin.setup_token_hash))
-            .build()
-            .map_err(AppError::internal)?;
-        let marker = Put::builder()
-            .table_name(&self.table)
-            .item(PK, s(ADMIN_PK))
-            .item("user", s(admin.username))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(AppError::internal)?;
+    /// Creates a web user with password, TOTP, email and first key in one transaction; no user,
+    /// key or email of the same name may exist. With `setup_token_hash` it is the first-run setup:
+    /// the stored setup token must still be that one (it is consumed) and no admin may exist yet.
+    /// Any condition failing writes nothing.
+    pub async fn create_web_user(&self, admin: &NewWebUser<'_>, setup_token_hash: Option<&str>) -> Result<(), AppError> {
+        let mut transaction = self.client.transact_write_items();
+        if let Some(hash) = setup_token_hash {
+            let consume_token = Delete::builder()
+                .table_name(&self.table)
+                .key(PK, s(SETUP_TOKEN_PK))
+                .condition_expression("#hash = :hash")
+                .expression_attribute_names("#hash", "hash")
+                .expression_attribute_values(":hash", s(hash))
+                .build()
+                .map_err(AppError::internal)?;
+            let marker = Put::builder()
+                .table_name(&self.table)
+                .item(PK, s(ADMIN_PK))
+                .item("user", s(admin.username))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(AppError::internal)?;
+            transaction = transaction.transact_items(write(consume_token)).transact_items(write(marker));
+        }
         let user = Put::builder()
             .table_name(&self.table)
             .item(PK, s(user_pk(admin.username)))
             .item("username", s(admin.username))
-            .item("role", s(ADMIN_ROLE))
+            .item("role", s(admin.role))
             .item("email", s(admin.email))
             .item("phc", s(admin.phc))
             .item("totp", s(admin.encrypted_totp))
@@ -204,21 +209,18 @@ impl IdentityStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(AppError::internal)?;
-        self.client
-            .transact_write_items()
-            .transact_items(write(consume_token))
-            .transact_items(write(marker))
+        transaction
             .transact_items(write(user))
             .transact_items(write(email))
             .transact_items(self.put_key(admin.key)?)
             .send()
             .await
-            .map_err(|error| {
-                if cancelled_by_condition(&error) {
-                    AppError::bad_request("Setup is no longer available: the setup token is invalid or already used")
-                } else {
-                    AppError::Unavailable(anyhow::Error::new(error).context("create admin"))
-                }
+            .map_err(|error| match (cancelled_by_condition(&error), setup_token_hash) {
+                (true, Some(_)) => AppError::bad_request(
+                    "Setup is no longer available, or the username or email is taken: the setup token is invalid or already used",
+                ),
+                (true, None) => AppError::bad_request(format!("user `{}` or its email already exists", admin.username)),
+                (false, _) => AppError::Unavailable(anyhow::Error::new(error).context("create web user")),
             })?;
         Ok(())
     }

@@ -1,0 +1,99 @@
+//! A local SMTP server over implicit TLS with a certificate from a throw-away CA, so that the mail
+//! path is tested with certificate verification on: Kavach is told to trust this CA (as an operator
+//! with a private relay would), never to skip verification. Every accepted message is kept.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Debug)]
+pub struct SmtpSink {
+    pub address: SocketAddr,
+    /// PEM of the CA that signed the sink's certificate for `localhost`.
+    pub ca_pem: String,
+    pub messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Kavach test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, kept) = (acceptor.clone(), kept.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = converse(stream, kept).await;
+                    }
+                });
+            }
+        });
+        Self { address, ca_pem: ca.pem(), messages }
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().expect("messages").clone()
+    }
+}
+
+/// Just enough SMTP (RFC 5321) for one client: greeting, EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT.
+async fn converse<S>(stream: S, kept: Arc<Mutex<Vec<String>>>) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"220 localhost Kavach test sink\r\n").await?;
+    while let Some(line) = lines.next_line().await? {
+        let verb = line.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => write.write_all(b"250-localhost\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n").await?,
+            "AUTH" => write.write_all(b"235 2.7.0 Authentication successful\r\n").await?,
+            "MAIL" | "RCPT" | "RSET" | "NOOP" => write.write_all(b"250 OK\r\n").await?,
+            "DATA" => {
+                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                let mut message = String::new();
+                while let Some(data) = lines.next_line().await? {
+                    if data == "." {
+                        break;
+                    }
+                    message.push_str(&data);
+                    message.push('\n');
+                }
+                kept.lock().expect("messages").push(message);
+                write.write_all(b"250 OK queued\r\n").await?;
+            }
+            "QUIT" => {
+                write.write_all(b"221 Bye\r\n").await?;
+                break;
+            }
+            _ => write.write_all(b"502 Command not implemented\r\n").await?,
+        }
+    }
+    Ok(())
+}

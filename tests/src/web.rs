@@ -1,0 +1,113 @@
+//! A cookie-carrying HTTP client for the pages, as a browser without JavaScript would use them:
+//! no automatic redirects (tests look at each hop), one session cookie, forms posted url-encoded.
+
+use std::net::{IpAddr, SocketAddr};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers.get("location").and_then(|value| value.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The CSRF token a rendered page embeds in its forms.
+    pub fn csrf(&self) -> String {
+        let marker = r#"name="csrf_token" value=""#;
+        let start = self.text.find(marker).map(|at| at + marker.len()).unwrap_or_else(|| panic!("no CSRF field in: {}", self.text));
+        self.text[start..].split('"').next().unwrap_or_default().to_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("status {}: not JSON: {}", self.status, self.text))
+    }
+
+    /// The text of the element with `id`, tags stripped.
+    pub fn element_text(&self, id: &str) -> Option<String> {
+        let start = self.text.find(&format!(r#"id="{id}""#))?;
+        let open_end = self.text[start..].find('>')? + start + 1;
+        let close = self.text[open_end..].find("</")? + open_end;
+        Some(self.text[open_end..close].trim().to_owned())
+    }
+}
+
+#[derive(Debug)]
+pub struct WebClient {
+    client: reqwest::Client,
+    base: String,
+    /// The `__Host-kavach_session` value currently held.
+    pub cookie: Option<String>,
+}
+
+impl WebClient {
+    pub fn new(gateway: SocketAddr, source: IpAddr) -> Self {
+        let client = reqwest::Client::builder()
+            .local_address(source)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self { client, base: format!("http://{gateway}"), cookie: None }
+    }
+
+    pub fn with_cookie(&self, cookie: Option<String>) -> Self {
+        Self { client: self.client.clone(), base: self.base.clone(), cookie }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        self.send(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    pub async fn get_json(&mut self, path: &str) -> Page {
+        self.send(reqwest::Method::GET, path, None, &[("accept", "application/json")]).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.post_with(path, form, &[]).await
+    }
+
+    pub async fn post_with(&mut self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        self.send(reqwest::Method::POST, path, Some(body), headers).await
+    }
+
+    async fn send(&mut self, method: reqwest::Method, path: &str, body: Option<String>, headers: &[(&str, &str)]) -> Page {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/x-www-form-urlencoded").body(body);
+        }
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", format!("{}={cookie}", shared::sessions::COOKIE_NAME));
+        }
+        for (name, value) in headers {
+            request = request.header(HeaderName::from_bytes(name.as_bytes()).expect("name"), HeaderValue::from_str(value).expect("value"));
+        }
+        let response = request.send().await.expect("gateway reachable");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        for set in headers.get_all("set-cookie") {
+            let set = set.to_str().expect("ascii cookie");
+            let Some(rest) = set.strip_prefix(&format!("{}=", shared::sessions::COOKIE_NAME)) else { continue };
+            let value = rest.split(';').next().unwrap_or_default();
+            self.cookie = (!value.is_empty()).then(|| value.to_owned());
+        }
+        let text = response.text().await.expect("body");
+        Page { status, headers, text }
+    }
+
+    /// Password then TOTP code: ends fully logged in, or panics saying which step failed.
+    pub async fn log_in(&mut self, username: &str, password: &str, code: &str) {
+        let step1 = self.post("/auth/login", &[("username", username), ("password", password)]).await;
+        assert_eq!((step1.status, step1.location()), (303, "/auth/login/totp"), "password step: {}", step1.text);
+        let form = self.get("/auth/login/totp").await;
+        assert_eq!(form.status, 200, "TOTP form: {}", form.text);
+        let step2 = self.post("/auth/login/totp", &[("totp_code", code), ("csrf_token", &form.csrf())]).await;
+        assert_eq!((step2.status, step2.location()), (303, "/dashboard"), "TOTP step: {}", step2.text);
+    }
+}
