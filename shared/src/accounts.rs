@@ -145,12 +145,15 @@ pub async fn create_web_user(
     setup_token_hash: Option<&str>,
 ) -> Result<WebUserCreated, AppError> {
     check_username(username)?;
-    if email.len() > 254 || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.')) {
+    if email.len() > 254
+        || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
+    {
         return Err(AppError::bad_request("A valid email address is required"));
     }
     check_password_strength(password)?;
     let totp = TotpSecret::generate();
-    let encrypted_totp = deps.totp_secrets.encrypt(totp.expose_bytes(), deps.clock.now().secs()).map_err(AppError::internal)?;
+    let encrypted_totp =
+        deps.totp_secrets.encrypt(totp.expose_bytes(), deps.clock.now().secs()).map_err(AppError::internal)?;
     let phc = hash_secret(deps, password).await?;
     let (key, record) = new_key_record(deps, username).await?;
     let role = if setup_token_hash.is_some() { ADMIN_ROLE } else { "user" };

@@ -142,8 +142,9 @@ impl WebUser {
 pub async fn new_web_user(deps: &Deps) -> WebUser {
     let username = unique_name("w");
     let password = "Str0ng!pass".to_owned();
-    let created = shared::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
-        .await
-        .expect("create web user");
+    let created =
+        shared::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
+            .await
+            .expect("create web user");
     WebUser { username, password, api_key: created.key.expose().to_owned(), totp: created.totp }
 }

@@ -20,7 +20,11 @@ impl Page {
     /// The CSRF token a rendered page embeds in its forms.
     pub fn csrf(&self) -> String {
         let marker = r#"name="csrf_token" value=""#;
-        let start = self.text.find(marker).map(|at| at + marker.len()).unwrap_or_else(|| panic!("no CSRF field in: {}", self.text));
+        let start = self
+            .text
+            .find(marker)
+            .map(|at| at + marker.len())
+            .unwrap_or_else(|| panic!("no CSRF field in: {}", self.text));
         self.text[start..].split('"').next().unwrap_or_default().to_owned()
     }
 
@@ -77,7 +81,13 @@ impl WebClient {
         self.send(reqwest::Method::POST, path, Some(body), headers).await
     }
 
-    async fn send(&mut self, method: reqwest::Method, path: &str, body: Option<String>, headers: &[(&str, &str)]) -> Page {
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.header("content-type", "application/x-www-form-urlencoded").body(body);
@@ -86,7 +96,10 @@ impl WebClient {
             request = request.header("cookie", format!("{}={cookie}", shared::sessions::COOKIE_NAME));
         }
         for (name, value) in headers {
-            request = request.header(HeaderName::from_bytes(name.as_bytes()).expect("name"), HeaderValue::from_str(value).expect("value"));
+            request = request.header(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
         }
         let response = request.send().await.expect("gateway reachable");
         let status = response.status().as_u16();

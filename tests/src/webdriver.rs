@@ -70,7 +70,8 @@ impl Browser {
             .json()
             .await
             .expect("session json");
-        let session = response["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {response}")).to_owned();
+        let session =
+            response["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {response}")).to_owned();
         Self { driver, http, session, base, profile }
     }
 
@@ -130,19 +131,45 @@ impl Browser {
     /// The rendered, visible text of an element: what is on screen.
     pub async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
-        self.command(reqwest::Method::GET, &format!("/element/{element}/text"), None).await.as_str().unwrap_or_default().to_owned()
+        self.command(reqwest::Method::GET, &format!("/element/{element}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn visible_text(&self) -> String {
         let url = format!("{}/session/{}/element", self.base, self.session);
-        let body: Value = self.http.post(url).json(&json!({ "using": "css selector", "value": "body" })).send().await.expect("reachable").json().await.expect("json");
+        let body: Value = self
+            .http
+            .post(url)
+            .json(&json!({ "using": "css selector", "value": "body" }))
+            .send()
+            .await
+            .expect("reachable")
+            .json()
+            .await
+            .expect("json");
         let Some(id) = body["value"][ELEMENT].as_str() else { return String::new() };
-        self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or_default().to_owned()
+        self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn has(&self, css: &str) -> bool {
         let url = format!("{}/session/{}/elements", self.base, self.session);
-        let response: Value = self.http.post(url).json(&json!({ "using": "css selector", "value": css })).send().await.expect("reachable").json().await.expect("json");
+        let response: Value = self
+            .http
+            .post(url)
+            .json(&json!({ "using": "css selector", "value": css }))
+            .send()
+            .await
+            .expect("reachable")
+            .json()
+            .await
+            .expect("json");
         response["value"].as_array().is_some_and(|found| !found.is_empty())
     }
 
@@ -154,7 +181,8 @@ impl Browser {
     /// Saves a PNG of the viewport under `target/screenshots/` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let encoded = self.command(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap_or_default()).expect("base64 png");
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap_or_default()).expect("base64 png");
         assert!(png.starts_with(b"\x89PNG") && png.len() > 1000, "screenshot {name} is not a real PNG");
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/screenshots"));
         std::fs::create_dir_all(&dir).expect("screenshot dir");

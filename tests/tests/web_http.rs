@@ -9,7 +9,8 @@ use kavach_tests::{cold_start, config_with, new_web_user, ping_body, post, start
 use shared::clock::{ManualClock, SystemClock, UnixMillis};
 
 /// Login budgets large enough that a test's own logins never trip them.
-const ROOMY: &[(&str, &str)] = &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
+const ROOMY: &[(&str, &str)] =
+    &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
 
@@ -23,14 +24,21 @@ async fn cross_site_logout_is_refused_and_the_session_survives() {
     let csrf = browser.get("/dashboard").await.csrf();
 
     for site in ["cross-site", "same-site"] {
-        let refused = browser.post_with("/auth/logout", &[("csrf_token", &csrf)], &[("sec-fetch-site", site), ("accept", "application/json")]).await;
+        let refused = browser
+            .post_with(
+                "/auth/logout",
+                &[("csrf_token", &csrf)],
+                &[("sec-fetch-site", site), ("accept", "application/json")],
+            )
+            .await;
         assert_eq!(refused.status, 403, "{site}: {}", refused.text);
         assert_eq!(refused.json()["error"], "Access Denied");
     }
     let still = browser.get("/dashboard").await;
     assert_eq!(still.status, 200, "the session must survive a refused cross-site logout");
 
-    let same_origin = browser.post_with("/auth/logout", &[("csrf_token", &csrf)], &[("sec-fetch-site", "same-origin")]).await;
+    let same_origin =
+        browser.post_with("/auth/logout", &[("csrf_token", &csrf)], &[("sec-fetch-site", "same-origin")]).await;
     assert_eq!((same_origin.status, same_origin.location()), (303, "/auth/login?bye"));
 }
 
@@ -73,28 +81,55 @@ async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit
     let user = new_web_user(&deps).await;
     let code = user.code(&deps);
 
-    // Twenty browsers, each past the password step, submit the same code at once.
+    // Five browsers (the per-user session cap) past the password step submit the same code four
+    // times each, all twenty at once.
     let mut pending = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..5 {
         let mut browser = WebClient::new(gateway, unique_ip());
         let step1 = browser.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
         assert_eq!(step1.status, 303, "{}", step1.text);
         let csrf = browser.get("/auth/login/totp").await.csrf();
-        pending.push((browser, csrf));
+        pending.push((browser.cookie.clone(), csrf));
     }
-    let submissions = pending.into_iter().map(|(mut browser, csrf)| {
+    let template = WebClient::new(gateway, unique_ip());
+    let submissions = (0..20).map(|n| {
+        let (cookie, csrf) = pending[n % 5].clone();
+        let mut browser = template.with_cookie(cookie);
         let code = code.clone();
-        async move { browser.post("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &csrf)]).await.status }
+        async move {
+            let page = browser
+                .post_with(
+                    "/auth/login/totp",
+                    &[("totp_code", &code), ("csrf_token", &csrf)],
+                    &[("accept", "application/json")],
+                )
+                .await;
+            (page.status, page.json()["code"].as_str().unwrap_or("ok").to_owned())
+        }
     });
-    let statuses = futures::future::join_all(submissions).await;
-    assert_eq!(statuses.iter().filter(|status| **status == 303).count(), 1, "exactly one admitted: {statuses:?}");
-    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 19, "{statuses:?}");
+    let outcomes = futures::future::join_all(submissions).await;
+    let admitted = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(admitted, 1, "exactly one admitted: {outcomes:?}");
+    // The rest: the code was used, or their pending login was replaced by the winner's session.
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(status, _)| *status != 200)
+            .all(|(status, code)| *status == 401 && (code == "invalid_totp" || code == "no_pending_login")),
+        "{outcomes:?}"
+    );
 
     // And later, the same code again from a fresh login: refused.
     let mut late = WebClient::new(gateway, unique_ip());
     late.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
     let csrf = late.get("/auth/login/totp").await.csrf();
-    let replay = late.post_with("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &csrf)], &[("accept", "application/json")]).await;
+    let replay = late
+        .post_with(
+            "/auth/login/totp",
+            &[("totp_code", &code), ("csrf_token", &csrf)],
+            &[("accept", "application/json")],
+        )
+        .await;
     assert_eq!(replay.status, 401);
     assert_eq!(replay.json()["message"], "Invalid TOTP code.");
 }
@@ -111,7 +146,11 @@ async fn the_sixth_login_in_a_minute_gets_429() {
         // Different usernames: the per-IP counter is the one that trips.
         let mut browser = WebClient::new(gateway, source);
         let page = browser
-            .post_with("/auth/login", &[("username", &format!("nobody{attempt}")), ("password", "Wrong1!pass")], &[("accept", "application/json")])
+            .post_with(
+                "/auth/login",
+                &[("username", &format!("nobody{attempt}")), ("password", "Wrong1!pass")],
+                &[("accept", "application/json")],
+            )
             .await;
         statuses.push(page.status);
         if attempt == 5 {
@@ -125,7 +164,9 @@ async fn the_sixth_login_in_a_minute_gets_429() {
     let mut per_user = Vec::new();
     for _ in 0..6 {
         let mut browser = WebClient::new(gateway, unique_ip());
-        per_user.push(browser.post("/auth/login", &[("username", "victim-account"), ("password", "Wrong1!pass")]).await.status);
+        per_user.push(
+            browser.post("/auth/login", &[("username", "victim-account"), ("password", "Wrong1!pass")]).await.status,
+        );
     }
     assert_eq!(per_user.last(), Some(&429), "{per_user:?}");
 }
@@ -201,7 +242,10 @@ async fn a_regenerated_keys_predecessor_gets_403() {
     assert_eq!(old.status, 403, "{:?}", old.body);
     assert_eq!(old.body["code"], "revoked_apikey");
     assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&new_key)).await.status, 200);
-    assert!(!browser.get("/apikey").await.text.contains(&new_key), "the key is not shown again without re-authentication");
+    assert!(
+        !browser.get("/apikey").await.text.contains(&new_key),
+        "the key is not shown again without re-authentication"
+    );
 }
 
 #[tokio::test]
@@ -284,11 +328,160 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
     let gateway = start_gateway(deps.clone()).await;
     let user = new_web_user(&deps).await;
     let mut browser = WebClient::new(gateway, unique_ip());
-    let unknown = browser.post_with("/auth/login", &[("username", "no-such-user"), ("password", &user.password)], &[("accept", "application/json")]).await;
-    let wrong = browser.post_with("/auth/login", &[("username", &user.username), ("password", "Wrong1!pass")], &[("accept", "application/json")]).await;
+    let unknown = browser
+        .post_with(
+            "/auth/login",
+            &[("username", "no-such-user"), ("password", &user.password)],
+            &[("accept", "application/json")],
+        )
+        .await;
+    let wrong = browser
+        .post_with(
+            "/auth/login",
+            &[("username", &user.username), ("password", "Wrong1!pass")],
+            &[("accept", "application/json")],
+        )
+        .await;
     assert_eq!((unknown.status, &unknown.text), (wrong.status, &wrong.text));
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["message"], "Invalid credentials");
     let audit = deps.identity.recent_audit("login", 100).await.expect("audit");
     assert!(audit.iter().any(|event| event.username == user.username && event.detail == "invalid_credentials"));
+}
+
+/// The reset link in the last message the sink received for `to`, soft line breaks undone.
+fn reset_link(sink: &kavach_tests::smtp_sink::SmtpSink, to: &str) -> String {
+    let message = sink.messages().into_iter().rev().find(|m| m.contains(to)).expect("a reset message was sent");
+    let text = message.replace("=\n", "").replace("=3D", "=");
+    text.split_whitespace()
+        .find(|word| word.contains("/auth/reset-password/confirm?token="))
+        .expect("a link")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_once() {
+    let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
+    let base = "https://kavach.example.in";
+    let overrides = [ROOMY, &[("PUBLIC_BASE_URL", base)]].concat();
+    let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
+    shared::mail::configure(
+        &deps,
+        &shared::mail::SmtpSettings {
+            host: "localhost".into(),
+            port: sink.address.port(),
+            security: shared::mail::Security::Implicit,
+            username: "kavach".into(),
+            password: "smtp-secret".to_owned().into(),
+            from: "Kavach <noreply@example.in>".into(),
+            ca_pem: Some(sink.ca_pem.clone()),
+        },
+    )
+    .await
+    .expect("configure SMTP");
+    let gateway = start_gateway(deps.clone()).await;
+    let user = new_web_user(&deps).await;
+    let email = format!("{}@example.com", user.username);
+
+    // A session from before the reset, which the reset must end.
+    let mut before = WebClient::new(gateway, unique_ip());
+    before.log_in(&user.username, &user.password, &user.code(&deps)).await;
+
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    let forged = [("host", "evil.example"), ("x-forwarded-host", "evil.example"), ("accept", "application/json")];
+    let known = visitor.post_with("/auth/reset-password", &[("method", "email"), ("email", &email)], &forged).await;
+    let unknown = visitor
+        .post_with("/auth/reset-password", &[("method", "email"), ("email", "nobody@example.com")], &forged)
+        .await;
+    assert_eq!(
+        (known.status, &known.text),
+        (unknown.status, &unknown.text),
+        "same answer whether or not the account exists"
+    );
+    assert_eq!(known.status, 200);
+
+    let link = reset_link(&sink, &email);
+    assert!(link.starts_with(&format!("{base}/auth/reset-password/confirm?token=")), "{link}");
+    assert!(!sink.messages().iter().any(|m| m.contains("evil.example")), "the forged Host never reaches a link");
+    assert_eq!(sink.messages().len(), 1, "nothing is sent for an unknown address");
+
+    let token = link.split("token=").nth(1).expect("token").to_owned();
+    let form = visitor.get(&format!("/auth/reset-password/confirm?token={token}")).await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    let weak = visitor
+        .post("/auth/reset-password/confirm", &[("token", &token), ("password", "weak"), ("confirm_password", "weak")])
+        .await;
+    assert_eq!(weak.status, 400, "a weak password is refused without using the token up");
+    let new_password = "N3w!password";
+    let fields = [("token", token.as_str()), ("password", new_password), ("confirm_password", new_password)];
+    let done = visitor.post("/auth/reset-password/confirm", &fields).await;
+    assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
+    let again = visitor.post_with("/auth/reset-password/confirm", &fields, &[("accept", "application/json")]).await;
+    assert_eq!(again.status, 400);
+    assert_eq!(again.json()["message"], "Invalid or expired reset token.");
+
+    assert_eq!(before.get_json("/dashboard").await.status, 401, "the reset ended every session");
+    let mut after = WebClient::new(gateway, unique_ip());
+    let old = after.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!(old.status, 401, "the old password is gone");
+    let new = after.post("/auth/login", &[("username", &user.username), ("password", new_password)]).await;
+    assert_eq!((new.status, new.location()), (303, "/auth/login/totp"));
+}
+
+#[tokio::test]
+async fn reset_by_totp_issues_a_single_use_token() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_000_000)));
+    let deps = cold_start(config_with(ROOMY), clock.clone()).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let user = new_web_user(&deps).await;
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    let json = [("accept", "application/json")];
+    let wrong = visitor
+        .post_with(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", &user.username), ("totp_code", "000000")],
+            &json,
+        )
+        .await;
+    let nobody = visitor
+        .post_with(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", "no-such-user"), ("totp_code", "000000")],
+            &json,
+        )
+        .await;
+    assert_eq!((wrong.status, &wrong.text), (nobody.status, &nobody.text));
+    assert_eq!(wrong.json()["message"], "Invalid TOTP code. Please try again.");
+
+    let verified = visitor
+        .post_with(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
+            &json,
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{}", verified.text);
+    let token = verified.json()["token"].as_str().expect("token").to_owned();
+    let fields = [("token", token.as_str()), ("password", "An0ther!pass"), ("confirm_password", "An0ther!pass")];
+    assert_eq!(visitor.post("/auth/reset-password/confirm", &fields).await.status, 303);
+    assert_eq!(visitor.post("/auth/reset-password/confirm", &fields).await.status, 400, "used once only");
+
+    // An unused token dies after 15 minutes even if TTL has not removed it.
+    clock.advance(Duration::from_secs(30));
+    let second = visitor
+        .post_with(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
+            &json,
+        )
+        .await;
+    let token = second.json()["token"].as_str().expect("token").to_owned();
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    let late = visitor
+        .post(
+            "/auth/reset-password/confirm",
+            &[("token", &token), ("password", "Late1!pass"), ("confirm_password", "Late1!pass")],
+        )
+        .await;
+    assert_eq!(late.status, 400);
 }

@@ -66,7 +66,8 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         return Err(AppError::bad_request("Passwords do not match"));
     }
     let email = request.field("email");
-    let WebUserCreated { key, totp: secret } = create_web_user(deps, username, email, password, Some(&presented)).await?;
+    let WebUserCreated { key, totp: secret } =
+        create_web_user(deps, username, email, password, Some(&presented)).await?;
     tracing::info!(user = username, "administrator created by first-run setup");
 
     if request.wants_json {

@@ -167,7 +167,11 @@ impl IdentityStore {
     /// key or email of the same name may exist. With `setup_token_hash` it is the first-run setup:
     /// the stored setup token must still be that one (it is consumed) and no admin may exist yet.
     /// Any condition failing writes nothing.
-    pub async fn create_web_user(&self, admin: &NewWebUser<'_>, setup_token_hash: Option<&str>) -> Result<(), AppError> {
+    pub async fn create_web_user(
+        &self,
+        admin: &NewWebUser<'_>,
+        setup_token_hash: Option<&str>,
+    ) -> Result<(), AppError> {
         let mut transaction = self.client.transact_write_items();
         if let Some(hash) = setup_token_hash {
             let consume_token = Delete::builder()
