@@ -45,12 +45,12 @@ pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     if !deps.identity.admin_exists().await? {
         return Ok(Reply::redirect("/setup"));
     }
-    let notice = match request.query.as_str() {
-        "reset" => Some("Your password has been reset successfully. Log in with the new one."),
-        "changed" => Some("Password changed. Every session has been logged out."),
-        "bye" => Some("Logged out successfully."),
-        _ => None,
-    };
+    let notices = [
+        ("reset", "Your password has been reset successfully. Log in with the new one."),
+        ("changed", "Password changed. Every session has been logged out."),
+        ("bye", "Logged out successfully."),
+    ];
+    let notice = notices.iter().find(|(flag, _)| request.query_param(flag).is_some()).map(|(_, text)| *text);
     Ok(login_page(&request, 200, None, notice))
 }
 

@@ -124,7 +124,7 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
 
 /// The mailed link: shows the form if the token is live, without using it up.
 pub async fn confirm_form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let token = request.query.split('&').find_map(|pair| pair.strip_prefix("token=")).unwrap_or_default().to_owned();
+    let token = request.query_param("token").unwrap_or_default();
     if token.is_empty() || deps.identity.peek_reset_token(&token_hash(&token), request.now).await?.is_none() {
         return Err(AppError::bad_request(INVALID_TOKEN));
     }

@@ -68,6 +68,11 @@ impl WebRequest {
         self.form.get(name).map_or("", |value| value.trim())
     }
 
+    /// A query-string parameter, decoded; `Some("")` for a bare `?flag`.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    }
+
     /// The session a [`Access::Session`] or [`Access::PendingTotp`] route is guaranteed to have.
     pub fn session(&self) -> Result<&SessionRecord, AppError> {
         self.session.as_ref().ok_or(AppError::SessionExpired)

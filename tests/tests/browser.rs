@@ -1,0 +1,146 @@
+//! The pages in headless Chromium, driven over WebDriver: first-run setup with its token, TOTP
+//! enrolment, login with TOTP, the API-key page, logout, and reset by TOTP. Each step saves a
+//! screenshot under target/screenshots/ and asserts on what is on screen.
+//!
+//! Setup can happen once per stack, so this suite needs the fresh stack `scripts/test` provides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kavach_tests::webdriver::Browser;
+use kavach_tests::{cold_start, config_with, ping_body, post, start_gateway};
+use shared::clock::SystemClock;
+use shared::totp::{STEP_SECS, TotpSecret};
+
+const ROOMY: &[(&str, &str)] =
+    &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
+
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut buffer, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for c in text.trim().chars() {
+        let value = u32::try_from(ALPHABET.find(c).expect("base32 letter")).expect("small");
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buffer >> bits) & 0xff).expect("byte"));
+        }
+    }
+    out
+}
+
+/// Sleeps into the next TOTP step: a step already used for a login cannot be used again.
+async fn next_totp_step() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    let into_step = now.as_millis() % u128::from(STEP_SECS * 1000);
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(u128::from(STEP_SECS * 1000) - into_step).expect("small") + 200,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
+    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
+    assert!(!deps.identity.admin_exists().await.expect("read"), "the browser suite needs a fresh stack (scripts/test)");
+    let gateway = start_gateway(deps.clone()).await;
+    let site = format!("http://127.0.0.1:{}", gateway.port());
+    let token = shared::accounts::issue_setup_token(&deps).await.expect("setup token");
+    let browser = Browser::start().await;
+
+    // A fresh stack sends visitors to setup, which wants the token.
+    browser.goto(&format!("{site}/auth/login")).await;
+    assert!(browser.url().await.ends_with("/setup"), "{}", browser.url().await);
+    assert_eq!(browser.text("h1").await, "First-run setup");
+    browser.screenshot("01-setup-form").await;
+    let (username, password) = ("admin", "Adm1n!secret");
+    let fill_setup = |token: String| {
+        let browser = &browser;
+        async move {
+            browser.type_into("#setup_token", &token).await;
+            browser.type_into("#username", username).await;
+            browser.type_into("#email", "admin@example.in").await;
+            browser.type_into("#password", password).await;
+            browser.type_into("#confirm_password", password).await;
+            browser.click("#create").await;
+        }
+    };
+    fill_setup("not-the-token".into()).await;
+    assert_eq!(browser.text("#error").await, "Invalid setup token");
+    browser.screenshot("02-setup-wrong-token").await;
+    fill_setup(token).await;
+
+    // TOTP enrolment: the QR code and the secret, shown once, and the first API key.
+    assert_eq!(browser.text("h1").await, "Setup complete");
+    assert!(browser.has("#totp-qr svg").await, "the QR code is on the page");
+    let secret = TotpSecret::from_bytes(&base32_decode(&browser.text("#totp-secret").await)).expect("a 160-bit secret");
+    let first_key = browser.text("#api-key").await;
+    assert!(first_key.starts_with("kav_"), "{first_key}");
+    browser.screenshot("03-totp-enrolment").await;
+    assert_eq!(
+        post(gateway, "127.0.0.1".parse().expect("ip"), "/api/v1/ping", &ping_body(&first_key)).await.status,
+        200
+    );
+
+    // Setup is closed now.
+    browser.goto(&format!("{site}/setup")).await;
+    assert!(browser.url().await.ends_with("/auth/login"), "{}", browser.url().await);
+
+    // Login: password, then the authenticator's code.
+    browser.type_into("#username", username).await;
+    browser.type_into("#password", password).await;
+    browser.click("#login").await;
+    assert_eq!(browser.text("h1").await, "Two-factor authentication");
+    browser.screenshot("04-login-totp").await;
+    browser.type_into("#totp_code", &secret.code_at(deps.clock.now())).await;
+    browser.click("#verify").await;
+    assert_eq!(browser.text("h1").await, "Dashboard");
+    assert_eq!(browser.text("#username").await, username);
+    let cookies = browser.cookies().await;
+    let session = cookies.iter().find(|c| c["name"] == "__Host-kavach_session").expect("session cookie held");
+    assert_eq!((session["httpOnly"].as_bool(), session["secure"].as_bool()), (Some(true), Some(true)));
+    browser.screenshot("05-dashboard").await;
+
+    // The API-key page: reveal (the login was just now, so no re-entry), then regenerate.
+    browser.click(r#"nav a[href="/apikey"]"#).await;
+    assert_eq!(browser.text("h1").await, "API key");
+    browser.click("#reveal").await;
+    assert_eq!(browser.text("#api-key").await, first_key);
+    browser.screenshot("06-apikey-revealed").await;
+    browser.click("#regenerate").await;
+    let second_key = browser.text("#api-key").await;
+    assert!(second_key.starts_with("kav_") && second_key != first_key);
+    browser.screenshot("07-apikey-regenerated").await;
+    let source = "127.0.0.1".parse().expect("ip");
+    assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&first_key)).await.status, 403);
+    assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&second_key)).await.status, 200);
+
+    // Logout ends the session: the dashboard sends the browser back to login.
+    browser.click("#logout").await;
+    assert_eq!(browser.text("#notice").await, "Logged out successfully.");
+    browser.screenshot("08-logged-out").await;
+    browser.goto(&format!("{site}/dashboard")).await;
+    assert!(browser.url().await.ends_with("/auth/login"), "{}", browser.url().await);
+
+    // Reset by TOTP (a new step: the login used the last one).
+    next_totp_step().await;
+    browser.click("#forgot").await;
+    assert_eq!(browser.text("h1").await, "Reset password");
+    browser.type_into("#username", username).await;
+    browser.type_into("#totp_code", &secret.code_at(deps.clock.now())).await;
+    browser.screenshot("09-reset-totp").await;
+    browser.click("#reset-totp").await;
+    assert_eq!(browser.text("h1").await, "Choose a new password");
+    let new_password = "Fr3sh!secret";
+    browser.type_into("#password", new_password).await;
+    browser.type_into("#confirm_password", new_password).await;
+    browser.click("#set-password").await;
+    assert_eq!(browser.text("#notice").await, "Your password has been reset successfully. Log in with the new one.");
+    browser.screenshot("10-reset-done").await;
+    browser.type_into("#username", username).await;
+    browser.type_into("#password", new_password).await;
+    browser.click("#login").await;
+    assert_eq!(browser.text("h1").await, "Two-factor authentication", "the new password is accepted");
+    browser.quit().await;
+}
