@@ -40,6 +40,18 @@ ensure_rust() {
   command -v cargo >/dev/null || die "cargo is required (rustup.rs)"
 }
 
+# Debian's Chromium and its WebDriver, for the browser tests. Installed from the package registry
+# when missing; without them the browser tests fail (they never skip).
+ensure_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
+  say "installing chromium and chromium-driver (Debian packages) for the browser tests"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || die "could not install chromium and chromium-driver (apt-get install chromium chromium-driver)"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }

@@ -5,6 +5,8 @@
 //!   in-process CPU per ping (handler + SDK, the emulator excluded).
 //! - `cold-start BIN`: exec of the Lambda binary to its first response, through a local Lambda
 //!   Runtime API.
+//! - `login-timing N`: the Argon2id hash time, and N failed logins each for an unknown user and
+//!   for a wrong password over HTTP, interleaved: the medians must not tell them apart.
 //! - `load URL KEY`: warm requests per second and latency percentiles through the local gateway.
 
 use std::convert::Infallible;
@@ -28,9 +30,10 @@ async fn main() -> anyhow::Result<()> {
         ["calls", route, n] => calls(route, n.parse()?).await,
         ["ledger", n] => ledger(n.parse()?),
         ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
+        ["login-timing", n] => login_timing(n.parse()?).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
         ),
     }
 }
@@ -318,5 +321,56 @@ async fn load(url: &str, body: &str, requests: usize, concurrency: usize) -> any
     println!("  throughput           {:.0} requests/s", requests as f64 / wall.as_secs_f64());
     println!("  latency p50 / p99    {:.2} / {:.2} ms", percentile(0.50), percentile(0.99));
     anyhow::ensure!(ok == requests, "some requests failed");
+    Ok(())
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+async fn login_timing(n: usize) -> anyhow::Result<()> {
+    let overrides = [("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
+    let deps = kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::clock::SystemClock)).await;
+    let mut hashing: Vec<Duration> = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        shared::accounts::hash_secret(&deps, "Bench1!password").await?;
+        hashing.push(started.elapsed());
+    }
+    println!("  Argon2id {:?}: hash median {:.1} ms", deps.passwords, median(&mut hashing).as_secs_f64() * 1000.0);
+
+    let gateway = kavach_tests::start_gateway(deps.clone()).await;
+    let user = kavach_tests::new_web_user(&deps).await;
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build()?;
+    let attempt = |username: String| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let response = client
+                .post(format!("http://{gateway}/auth/login"))
+                .header("accept", "application/json")
+                .form(&[("username", username.as_str()), ("password", "Wrong1!password")])
+                .send()
+                .await?;
+            let (status, body) = (response.status().as_u16(), response.text().await?);
+            anyhow::Ok((started.elapsed(), status, body))
+        }
+    };
+    let (mut unknown, mut wrong) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut answers = std::collections::HashSet::new();
+    for i in 0..n {
+        let (elapsed, status, body) = attempt(format!("nobody-{i}")).await?;
+        answers.insert((status, body));
+        unknown.push(elapsed);
+        let (elapsed, status, body) = attempt(user.username.clone()).await?;
+        answers.insert((status, body));
+        wrong.push(elapsed);
+    }
+    let (unknown_ms, wrong_ms) = (median(&mut unknown).as_secs_f64() * 1000.0, median(&mut wrong).as_secs_f64() * 1000.0);
+    println!("  failed login over HTTP, {n} each, interleaved:");
+    println!("    unknown user    median {unknown_ms:.1} ms  p90 {:.1} ms", unknown[n * 9 / 10].as_secs_f64() * 1000.0);
+    println!("    wrong password  median {wrong_ms:.1} ms  p90 {:.1} ms", wrong[n * 9 / 10].as_secs_f64() * 1000.0);
+    println!("    difference of medians {:.1} ms; distinct (status, body) answers: {}", (unknown_ms - wrong_ms).abs(), answers.len());
     Ok(())
 }
