@@ -331,7 +331,8 @@ fn median(samples: &mut [Duration]) -> Duration {
 
 async fn login_timing(n: usize) -> anyhow::Result<()> {
     let overrides = [("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
-    let deps = kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::clock::SystemClock)).await;
+    let deps =
+        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::clock::SystemClock)).await;
     let mut hashing: Vec<Duration> = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
@@ -367,10 +368,15 @@ async fn login_timing(n: usize) -> anyhow::Result<()> {
         answers.insert((status, body));
         wrong.push(elapsed);
     }
-    let (unknown_ms, wrong_ms) = (median(&mut unknown).as_secs_f64() * 1000.0, median(&mut wrong).as_secs_f64() * 1000.0);
+    let (unknown_ms, wrong_ms) =
+        (median(&mut unknown).as_secs_f64() * 1000.0, median(&mut wrong).as_secs_f64() * 1000.0);
     println!("  failed login over HTTP, {n} each, interleaved:");
     println!("    unknown user    median {unknown_ms:.1} ms  p90 {:.1} ms", unknown[n * 9 / 10].as_secs_f64() * 1000.0);
     println!("    wrong password  median {wrong_ms:.1} ms  p90 {:.1} ms", wrong[n * 9 / 10].as_secs_f64() * 1000.0);
-    println!("    difference of medians {:.1} ms; distinct (status, body) answers: {}", (unknown_ms - wrong_ms).abs(), answers.len());
+    println!(
+        "    difference of medians {:.1} ms; distinct (status, body) answers: {}",
+        (unknown_ms - wrong_ms).abs(),
+        answers.len()
+    );
     Ok(())
 }
