@@ -75,7 +75,7 @@ impl Browser {
         Self { driver, http, session, base, profile }
     }
 
-    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
@@ -83,9 +83,14 @@ impl Browser {
         }
         let response: Value = request.send().await.expect("webdriver reachable").json().await.expect("webdriver json");
         if response["value"].get("error").is_some() {
-            panic!("webdriver {path}: {}", response["value"]);
+            Err(response["value"].clone())
+        } else {
+            Ok(response["value"].clone())
         }
-        response["value"].clone()
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body.clone()).await.unwrap_or_else(|error| panic!("webdriver {path}: {error}"))
     }
 
     pub async fn goto(&self, url: &str) {
@@ -128,14 +133,36 @@ impl Browser {
         self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
     }
 
-    /// The rendered, visible text of an element: what is on screen.
+    /// The rendered, visible text of an element: what is on screen. A page that is still being
+    /// replaced (a click's navigation) is waited for.
     pub async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.command(reqwest::Method::GET, &format!("/element/{element}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        for _ in 0..50 {
+            let element = self.find(css).await;
+            match self.try_command(reqwest::Method::GET, &format!("/element/{element}/text"), None).await {
+                Ok(text) => return text.as_str().unwrap_or_default().to_owned(),
+                Err(error) if error["error"] == "stale element reference" => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(error) => panic!("webdriver text of `{css}`: {error}"),
+            }
+        }
+        panic!("`{css}` kept going stale");
+    }
+
+    /// Waits (up to 10 s) until `css` shows exactly `expected`: after a click the old page may still
+    /// be on screen for a moment.
+    pub async fn wait_text(&self, css: &str, expected: &str) {
+        let mut seen = String::new();
+        for _ in 0..100 {
+            if self.has(css).await {
+                seen = self.text(css).await;
+                if seen == expected {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` shows {seen:?}, not {expected:?}, on {}:\n{}", self.url().await, self.visible_text().await);
     }
 
     pub async fn visible_text(&self) -> String {

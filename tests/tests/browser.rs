@@ -52,7 +52,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     // A fresh stack sends visitors to setup, which wants the token.
     browser.goto(&format!("{site}/auth/login")).await;
     assert!(browser.url().await.ends_with("/setup"), "{}", browser.url().await);
-    assert_eq!(browser.text("h1").await, "First-run setup");
+    browser.wait_text("h1", "First-run setup").await;
     browser.screenshot("01-setup-form").await;
     let (username, password) = ("admin", "Adm1n!secret");
     let fill_setup = |token: String| {
@@ -67,12 +67,12 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
         }
     };
     fill_setup("not-the-token".into()).await;
-    assert_eq!(browser.text("#error").await, "Invalid setup token");
+    browser.wait_text("#error", "Invalid setup token").await;
     browser.screenshot("02-setup-wrong-token").await;
     fill_setup(token).await;
 
     // TOTP enrolment: the QR code and the secret, shown once, and the first API key.
-    assert_eq!(browser.text("h1").await, "Setup complete");
+    browser.wait_text("h1", "Setup complete").await;
     assert!(browser.has("#totp-qr svg").await, "the QR code is on the page");
     let secret = TotpSecret::from_bytes(&base32_decode(&browser.text("#totp-secret").await)).expect("a 160-bit secret");
     let first_key = browser.text("#api-key").await;
@@ -91,12 +91,12 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     browser.type_into("#username", username).await;
     browser.type_into("#password", password).await;
     browser.click("#login").await;
-    assert_eq!(browser.text("h1").await, "Two-factor authentication");
+    browser.wait_text("h1", "Two-factor authentication").await;
     browser.screenshot("04-login-totp").await;
     browser.type_into("#totp_code", &secret.code_at(deps.clock.now())).await;
     browser.click("#verify").await;
-    assert_eq!(browser.text("h1").await, "Dashboard");
-    assert_eq!(browser.text("#username").await, username);
+    browser.wait_text("h1", "Dashboard").await;
+    browser.wait_text("#username", username).await;
     let cookies = browser.cookies().await;
     let session = cookies.iter().find(|c| c["name"] == "__Host-kavach_session").expect("session cookie held");
     assert_eq!((session["httpOnly"].as_bool(), session["secure"].as_bool()), (Some(true), Some(true)));
@@ -104,11 +104,12 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
 
     // The API-key page: reveal (the login was just now, so no re-entry), then regenerate.
     browser.click(r#"nav a[href="/apikey"]"#).await;
-    assert_eq!(browser.text("h1").await, "API key");
+    browser.wait_text("h1", "API key").await;
     browser.click("#reveal").await;
-    assert_eq!(browser.text("#api-key").await, first_key);
+    browser.wait_text("#api-key", &first_key).await;
     browser.screenshot("06-apikey-revealed").await;
     browser.click("#regenerate").await;
+    browser.wait_text("#key-notice", "Your new API key. It is shown once; the old key no longer works.").await;
     let second_key = browser.text("#api-key").await;
     assert!(second_key.starts_with("kav_") && second_key != first_key);
     browser.screenshot("07-apikey-regenerated").await;
@@ -118,7 +119,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
 
     // Logout ends the session: the dashboard sends the browser back to login.
     browser.click("#logout").await;
-    assert_eq!(browser.text("#notice").await, "Logged out successfully.");
+    browser.wait_text("#notice", "Logged out successfully.").await;
     browser.screenshot("08-logged-out").await;
     browser.goto(&format!("{site}/dashboard")).await;
     assert!(browser.url().await.ends_with("/auth/login"), "{}", browser.url().await);
@@ -126,21 +127,22 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     // Reset by TOTP (a new step: the login used the last one).
     next_totp_step().await;
     browser.click("#forgot").await;
-    assert_eq!(browser.text("h1").await, "Reset password");
+    browser.wait_text("h1", "Reset password").await;
     browser.type_into("#username", username).await;
     browser.type_into("#totp_code", &secret.code_at(deps.clock.now())).await;
     browser.screenshot("09-reset-totp").await;
     browser.click("#reset-totp").await;
-    assert_eq!(browser.text("h1").await, "Choose a new password");
+    browser.wait_text("h1", "Choose a new password").await;
     let new_password = "Fr3sh!secret";
     browser.type_into("#password", new_password).await;
     browser.type_into("#confirm_password", new_password).await;
     browser.click("#set-password").await;
-    assert_eq!(browser.text("#notice").await, "Your password has been reset successfully. Log in with the new one.");
+    browser.wait_text("#notice", "Your password has been reset successfully. Log in with the new one.").await;
     browser.screenshot("10-reset-done").await;
     browser.type_into("#username", username).await;
     browser.type_into("#password", new_password).await;
     browser.click("#login").await;
-    assert_eq!(browser.text("h1").await, "Two-factor authentication", "the new password is accepted");
+    // The new password is accepted: on to the code.
+    browser.wait_text("h1", "Two-factor authentication").await;
     browser.quit().await;
 }

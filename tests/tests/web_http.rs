@@ -485,3 +485,25 @@ async fn reset_by_totp_issues_a_single_use_token() {
         .await;
     assert_eq!(late.status, 400);
 }
+
+#[tokio::test]
+async fn broker_oauth_state_is_single_use_and_bound_to_its_session_and_broker() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_980_000_000)));
+    let deps = cold_start(config_with(&[]), clock.clone()).await;
+    let now = deps.clock.now();
+    let store = &deps.identity;
+    let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
+    assert!(!store.consume_oauth_state(&state, "session-b", "zerodha", now).await.expect("other session"));
+    assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("consumed by the failed try"));
+
+    let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
+    assert!(!store.consume_oauth_state(&state, "session-a", "dhan", now).await.expect("other broker"));
+    let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
+    assert!(store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("right one"));
+    assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("replay"));
+
+    let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
+    clock.advance(Duration::from_secs(shared::store::oauth_state::STATE_TTL_SECS + 1));
+    assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", deps.clock.now()).await.expect("expired"));
+    assert!(!store.consume_oauth_state("made-up", "session-a", "zerodha", deps.clock.now()).await.expect("unknown"));
+}

@@ -50,7 +50,11 @@ fn key_page(
     let csrf = csrf_field(&session.csrf);
     let shown = shown
         .map(|(label, key)| {
-            format!(r#"<p class="notice">{}</p><p class="secret" id="api-key">{}</p>"#, escape(label), escape(key))
+            format!(
+                r#"<p class="notice" id="key-notice">{}</p><p class="secret" id="api-key">{}</p>"#,
+                escape(label),
+                escape(key)
+            )
         })
         .unwrap_or_default();
     let key_id = user.api_key_id.as_deref().map_or_else(|| "none".to_owned(), |id| format!("kav_{id}_…"));

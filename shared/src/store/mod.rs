@@ -4,6 +4,7 @@
 pub mod app_secret;
 pub mod bans;
 pub mod identity;
+pub mod oauth_state;
 pub mod rate_limit;
 pub mod sandbox;
 pub mod sessions;

@@ -1,0 +1,77 @@
+//! OAuth `state` for broker logins (W11): a 256-bit random value bound to the session that started
+//! the login and to the broker, stored as `oauth#<sha256>` for 10 minutes, and used up by one
+//! conditional delete. A callback whose `state` is missing, reused, expired, from another session
+//! or for another broker is refused, so a victim cannot be bound to an attacker's broker account.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::identity::IdentityStore;
+use super::{EXPIRES_AT, PK, n, s, string, unavailable};
+use crate::clock::UnixMillis;
+use crate::error::AppError;
+
+/// How long a broker login may take between redirect and callback.
+pub const STATE_TTL_SECS: u64 = 600;
+
+fn state_pk(state: &str) -> String {
+    format!("oauth#{}", crate::accounts::token_hash(state))
+}
+
+impl IdentityStore {
+    /// A new `state` for `broker`, bound to the session whose hash is `session_hash`.
+    pub async fn issue_oauth_state(
+        &self,
+        session_hash: &str,
+        broker: &str,
+        now: UnixMillis,
+    ) -> Result<String, AppError> {
+        let state = URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(state_pk(&state)))
+            .item("session", s(session_hash))
+            .item("broker", s(broker))
+            .item(EXPIRES_AT, n(now.secs() + STATE_TTL_SECS))
+            .send()
+            .await
+            .map_err(unavailable("store OAuth state"))?;
+        Ok(state)
+    }
+
+    /// Uses `state` up. True only for a live state issued to this session for this broker; any
+    /// state presented is consumed, so it can never be tried twice.
+    pub async fn consume_oauth_state(
+        &self,
+        state: &str,
+        session_hash: &str,
+        broker: &str,
+        now: UnixMillis,
+    ) -> Result<bool, AppError> {
+        let outcome = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(state_pk(state)))
+            .condition_expression("attribute_exists(pk) AND #exp > :now")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":now", n(now.secs()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match outcome {
+            Ok(output) => {
+                let item = output.attributes().cloned().unwrap_or_default();
+                let same_session = string(&item, "session")
+                    .is_some_and(|stored| crate::crypto::ct_eq(stored.as_bytes(), session_hash.as_bytes()));
+                Ok(same_session && string(&item, "broker").as_deref() == Some(broker))
+            }
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(false)
+            }
+            Err(error) => Err(unavailable("use OAuth state")(error)),
+        }
+    }
+}
