@@ -101,21 +101,21 @@ impl Browser {
         self.command(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The ids of the elements matching `css` on the page as it is now.
+    async fn elements(&self, css: &str) -> Vec<String> {
+        let found = self
+            .try_command(reqwest::Method::POST, "/elements", Some(json!({ "using": "css selector", "value": css })))
+            .await
+            .unwrap_or_default();
+        let ids = found.as_array().into_iter().flatten();
+        ids.filter_map(|element| element[ELEMENT].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The first element matching `css`, waiting up to 5 s for it to appear.
     async fn find(&self, css: &str) -> String {
         for _ in 0..50 {
-            let url = format!("{}/session/{}/element", self.base, self.session);
-            let response: Value = self
-                .http
-                .post(url)
-                .json(&json!({ "using": "css selector", "value": css }))
-                .send()
-                .await
-                .expect("webdriver reachable")
-                .json()
-                .await
-                .expect("json");
-            if let Some(id) = response["value"][ELEMENT].as_str() {
-                return id.to_owned();
+            if let Some(id) = self.elements(css).await.into_iter().next() {
+                return id;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -166,38 +166,13 @@ impl Browser {
     }
 
     pub async fn visible_text(&self) -> String {
-        let url = format!("{}/session/{}/element", self.base, self.session);
-        let body: Value = self
-            .http
-            .post(url)
-            .json(&json!({ "using": "css selector", "value": "body" }))
-            .send()
-            .await
-            .expect("reachable")
-            .json()
-            .await
-            .expect("json");
-        let Some(id) = body["value"][ELEMENT].as_str() else { return String::new() };
-        self.command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let Some(body) = self.elements("body").await.into_iter().next() else { return String::new() };
+        let text = self.try_command(reqwest::Method::GET, &format!("/element/{body}/text"), None).await;
+        text.ok().and_then(|text| text.as_str().map(str::to_owned)).unwrap_or_default()
     }
 
     pub async fn has(&self, css: &str) -> bool {
-        let url = format!("{}/session/{}/elements", self.base, self.session);
-        let response: Value = self
-            .http
-            .post(url)
-            .json(&json!({ "using": "css selector", "value": css }))
-            .send()
-            .await
-            .expect("reachable")
-            .json()
-            .await
-            .expect("json");
-        response["value"].as_array().is_some_and(|found| !found.is_empty())
+        !self.elements(css).await.is_empty()
     }
 
     /// Cookies the browser holds for the current page.

@@ -28,12 +28,12 @@ pub async fn audit(
 ) -> Result<(), AppError> {
     deps.identity
         .audit(&AuditEvent {
-            kind,
+            kind: kind.to_owned(),
             at: request.now,
             username: username.chars().take(64).collect(),
             ip: request.ip.to_string(),
             user_agent: request.user_agent.clone(),
-            outcome,
+            outcome: outcome.to_owned(),
             detail: detail.to_owned(),
         })
         .await

@@ -3,7 +3,6 @@
 //! conditional delete. A callback whose `state` is missing, reused, expired, from another session
 //! or for another broker is refused, so a victim cannot be bound to an attacker's broker account.
 
-use aws_sdk_dynamodb::types::ReturnValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -50,28 +49,9 @@ impl IdentityStore {
         broker: &str,
         now: UnixMillis,
     ) -> Result<bool, AppError> {
-        let outcome = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(state_pk(state)))
-            .condition_expression("attribute_exists(pk) AND #exp > :now")
-            .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":now", n(now.secs()))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        match outcome {
-            Ok(output) => {
-                let item = output.attributes().cloned().unwrap_or_default();
-                let same_session = string(&item, "session")
-                    .is_some_and(|stored| crate::crypto::ct_eq(stored.as_bytes(), session_hash.as_bytes()));
-                Ok(same_session && string(&item, "broker").as_deref() == Some(broker))
-            }
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
-            }
-            Err(error) => Err(unavailable("use OAuth state")(error)),
-        }
+        let Some(item) = self.take_live_item(state_pk(state), now, "use OAuth state").await? else { return Ok(false) };
+        let same_session = string(&item, "session")
+            .is_some_and(|stored| crate::crypto::ct_eq(stored.as_bytes(), session_hash.as_bytes()));
+        Ok(same_session && string(&item, "broker").as_deref() == Some(broker))
     }
 }

@@ -80,14 +80,14 @@ pub struct NewWebUser<'a> {
 /// One audited event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
-    /// `login`, `reveal`, `reset`, `password`.
-    pub kind: &'static str,
+    /// `login`, `reveal`, `reset`, `password`, `apikey`.
+    pub kind: String,
     pub at: UnixMillis,
     pub username: String,
     pub ip: String,
     pub user_agent: String,
     /// `success` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: String,
     /// Why it failed (`invalid_credentials`, `invalid_totp`, `rate_limited` …) or how it succeeded.
     pub detail: String,
 }
@@ -333,11 +333,25 @@ impl IdentityStore {
     /// Uses a reset token up: one conditional delete, so a token works once however many
     /// requests race with it, and never after its expiry even if TTL has not removed it yet.
     pub async fn take_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
+        Ok(self
+            .take_live_item(format!("reset#{hash}"), now, "use reset token")
+            .await?
+            .and_then(|item| string(&item, "user")))
+    }
+
+    /// Deletes a single-use item if it exists and has not expired, returning what it held: the one
+    /// conditional write behind every one-time token.
+    pub(crate) async fn take_live_item(
+        &self,
+        pk: String,
+        now: UnixMillis,
+        operation: &'static str,
+    ) -> Result<Option<Item>, AppError> {
         let outcome = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(PK, s(format!("reset#{hash}")))
+            .key(PK, s(pk))
             .condition_expression("attribute_exists(pk) AND #exp > :now")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":now", n(now.secs()))
@@ -345,11 +359,11 @@ impl IdentityStore {
             .send()
             .await;
         match outcome {
-            Ok(output) => Ok(output.attributes().and_then(|item| string(item, "user"))),
+            Ok(output) => Ok(output.attributes),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(None)
             }
-            Err(error) => Err(unavailable("use reset token")(error)),
+            Err(error) => Err(unavailable(operation)(error)),
         }
     }
 
@@ -359,12 +373,12 @@ impl IdentityStore {
             .put_item()
             .table_name(&self.table)
             .item(PK, s(format!("audit#{}#{suffix}", event.at.0)))
-            .item("audit_kind", s(event.kind))
+            .item("audit_kind", s(&event.kind))
             .item("at", n(event.at.0))
             .item("username", s(&event.username))
             .item("ip", s(&event.ip))
             .item("user_agent", s(&event.user_agent))
-            .item("outcome", s(event.outcome))
+            .item("outcome", s(&event.outcome))
             .item("detail", s(&event.detail))
             .item(EXPIRES_AT, n(event.at.secs() + AUDIT_RETENTION_SECS))
             .send()
@@ -391,12 +405,12 @@ impl IdentityStore {
             .items()
             .iter()
             .map(|item| AuditEvent {
-                kind: if kind == "login" { "login" } else { "other" },
+                kind: kind.to_owned(),
                 at: UnixMillis(number(item, "at").unwrap_or_default()),
                 username: string(item, "username").unwrap_or_default(),
                 ip: string(item, "ip").unwrap_or_default(),
                 user_agent: string(item, "user_agent").unwrap_or_default(),
-                outcome: if string(item, "outcome").as_deref() == Some("success") { "success" } else { "failed" },
+                outcome: string(item, "outcome").unwrap_or_default(),
                 detail: string(item, "detail").unwrap_or_default(),
             })
             .collect())

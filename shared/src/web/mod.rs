@@ -209,7 +209,12 @@ where
     }
     let body = responses::body_bytes(request, deps.config.max_body_bytes)?;
     let form = parse_form(request, body)?;
-    if state_changing && let Some(session) = &session {
+    // Public forms (login, setup, reset) have no session to bind a token to; a session-bound route
+    // always checks its token, whatever else the request carries.
+    if state_changing
+        && route.access != Access::Public
+        && let Some(session) = &session
+    {
         let presented = form
             .get("csrf_token")
             .map(String::as_str)
