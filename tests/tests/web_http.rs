@@ -277,6 +277,9 @@ async fn reveal_needs_recent_reauthentication_rotates_the_session_and_is_audited
     let mut browser = WebClient::new(gateway, unique_ip());
     browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
     clock.advance(Duration::from_secs(6 * 60));
+    // A later login on another device: its session is the user's newest.
+    let mut other = WebClient::new(gateway, unique_ip());
+    other.log_in(&user.username, &user.password, &user.code(&deps)).await;
 
     let csrf = browser.get("/apikey").await.csrf();
     let wrong = browser.post("/apikey/reveal", &[("csrf_token", &csrf), ("password", "Wrong1!pass")]).await;
@@ -288,6 +291,9 @@ async fn reveal_needs_recent_reauthentication_rotates_the_session_and_is_audited
     assert_eq!(shown.element_text("api-key").as_deref(), Some(user.api_key.as_str()));
     assert_ne!(browser.cookie, before, "re-authentication rotates the session id");
     assert_eq!(browser.with_cookie(before).get_json("/dashboard").await.status, 401, "the old id is dead");
+    // The revealed page's forms carry the rotated session's token: they work with the new cookie.
+    let allow = browser.post("/apikey/allowlist", &[("csrf_token", &shown.csrf()), ("allowlist", "")]).await;
+    assert_eq!(allow.status, 303, "{}", allow.text);
 
     let audit = deps.identity.recent_audit("reveal", 50).await.expect("audit");
     assert!(audit.iter().any(|event| event.username == user.username && event.outcome == "success"));

@@ -137,8 +137,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
             return key_page(&request, &user, None, Some("Password or code is incorrect."), 401);
         }
         // Re-authentication is a step-up: the session id changes with it.
-        let (set_cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?;
-        cookie = Some(set_cookie);
+        cookie = Some(start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?);
     }
     let key_id = user
         .api_key_id
@@ -154,16 +153,13 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let reply = if request.wants_json {
         Reply::json(json!({ "api_key": key }))
     } else {
-        // The page is rendered with the CSRF token of the session the browser will hold next.
-        let session = match &cookie {
-            Some(_) => deps.identity.sessions_of(&user.username, request.now).await?.into_iter().next(),
-            None => None,
-        };
-        let rerendered = WebRequest { session: session.or(request.session.clone()), ..request };
+        // The page's forms carry the CSRF token of the session the browser holds next.
+        let next_session = cookie.as_ref().map(|(_, rotated)| rotated.clone());
+        let rerendered = WebRequest { session: next_session.or(request.session.clone()), ..request };
         key_page(&rerendered, &user, Some(("Your API key:", &key)), None, 200)?
     };
     Ok(match cookie {
-        Some(cookie) => reply.with_cookie(cookie),
+        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
         None => reply,
     })
 }
