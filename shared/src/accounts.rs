@@ -171,8 +171,7 @@ pub fn token_hash(token: &str) -> String {
 /// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
 /// exists. Only its hash is stored; the token is returned to be printed once.
 pub async fn issue_setup_token(deps: &Deps) -> Result<String, AppError> {
-    use base64::Engine;
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>());
+    let token = crate::crypto::random_token();
     deps.identity.put_setup_token(&token_hash(&token), deps.clock.now().secs()).await?;
     Ok(token)
 }

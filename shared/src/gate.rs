@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::limits::LimitedAction;
 use crate::store::bans::Ban;
 use crate::store::identity::ApiKeyRecord;
-use crate::store::rate_limit::Verdict;
+use crate::store::rate_limit::{Verdict, within_budgets};
 
 #[derive(Debug)]
 pub struct GateOutcome {
@@ -27,16 +27,7 @@ impl GateOutcome {
         if self.ban.is_some() {
             return Err(AppError::Banned);
         }
-        let longest_wait = [Some(&self.ip_limit), self.key_limit.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter(|verdict| !verdict.admitted())
-            .map(|verdict| verdict.retry_after_secs(self.now))
-            .max();
-        if let Some(retry_after_secs) = longest_wait {
-            return Err(AppError::RateLimited { retry_after_secs });
-        }
-        Ok(())
+        within_budgets([Some(&self.ip_limit), self.key_limit.as_ref()].into_iter().flatten(), self.now)
     }
 }
 

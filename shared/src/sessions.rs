@@ -30,7 +30,7 @@ impl std::fmt::Debug for SessionId {
 
 impl SessionId {
     pub fn generate() -> Self {
-        Self(SecretString::from(URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>())))
+        Self(SecretString::from(crate::crypto::random_token()))
     }
 
     /// A presented cookie value, if it has the shape of one of ours.
@@ -62,7 +62,7 @@ pub fn clear_cookie() -> String {
 
 /// A fresh CSRF synchroniser token (256 bits, base64url).
 pub fn new_csrf_token() -> String {
-    URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>())
+    crate::crypto::random_token()
 }
 
 /// The daily boundary, seconds after IST midnight (`SESSION_EXPIRY_TIME`, `HH:MM`).

@@ -6,7 +6,7 @@ use shared::Deps;
 use shared::accounts::{check_password_strength, hash_secret, regenerate_api_key, verify_password};
 use shared::auth::parse_allowlist;
 use shared::error::AppError;
-use shared::sessions::{REAUTH_WINDOW_SECS, clear_cookie};
+use shared::sessions::clear_cookie;
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::UserRecord;
 use shared::web::html::{csrf_field, error_box, escape};
@@ -58,8 +58,7 @@ fn key_page(
         })
         .unwrap_or_default();
     let key_id = user.api_key_id.as_deref().map_or_else(|| "none".to_owned(), |id| format!("kav_{id}_…"));
-    let reauth_fresh =
-        session.reauth_at.is_some_and(|at| request.now.0.saturating_sub(at.0) <= REAUTH_WINDOW_SECS * 1000);
+    let reauth_fresh = session.reauthenticated_recently(request.now);
     let reveal = if reauth_fresh {
         format!(
             r#"<form method="post" action="/apikey/reveal">{csrf}<button id="reveal" type="submit">Show my API key</button></form>"#
@@ -116,7 +115,7 @@ pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
 pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let session = request.session()?.clone();
     let user = current_user(deps, &session).await?;
-    let fresh = session.reauth_at.is_some_and(|at| request.now.0.saturating_sub(at.0) <= REAUTH_WINDOW_SECS * 1000);
+    let fresh = session.reauthenticated_recently(request.now);
     let mut cookie = None;
     if !fresh {
         spend_login_attempt(deps, request.ip, &user.username, request.now).await?;

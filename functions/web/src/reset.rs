@@ -6,8 +6,6 @@
 //! whether or not the account exists (W15), and links are built from `PUBLIC_BASE_URL`, never from
 //! the request's `Host`.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use shared::Deps;
 use shared::accounts::{check_password_strength, hash_secret};
 use shared::error::AppError;
@@ -58,7 +56,7 @@ pub async fn form(request: WebRequest) -> Result<Reply, AppError> {
 }
 
 async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<String, AppError> {
-    let token = URL_SAFE_NO_PAD.encode(shared::crypto::random_bytes::<32>());
+    let token = shared::crypto::random_token();
     deps.identity
         .put_reset_token(&token_hash(&token), username, request.now, request.now.secs() + TOKEN_TTL_SECS)
         .await?;

@@ -21,6 +21,13 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// A fresh 256-bit random token, base64url without padding (43 characters): session ids, CSRF
+/// tokens, and the one-time setup, reset and OAuth-state tokens.
+pub fn random_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("token is invalid or has been tampered with")]

@@ -157,16 +157,8 @@ impl IdentityStore {
         record: &ApiKeyRecord,
         now_secs: u64,
     ) -> Result<Option<KeyId>, AppError> {
-        let user = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(user_pk(username)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read user"))?;
-        let Some(user) = user.item() else {
+        let user = self.item(user_pk(username), "read user").await?;
+        let Some(user) = user.as_ref() else {
             return Err(AppError::bad_request(format!("user `{username}` does not exist")));
         };
         let previous = string(user, "api_key_id").and_then(|id| KeyId::parse(&id));

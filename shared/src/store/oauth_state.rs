@@ -3,9 +3,6 @@
 //! conditional delete. A callback whose `state` is missing, reused, expired, from another session
 //! or for another broker is refused, so a victim cannot be bound to an attacker's broker account.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::identity::IdentityStore;
 use super::{EXPIRES_AT, PK, n, s, string, unavailable};
 use crate::clock::UnixMillis;
@@ -26,7 +23,7 @@ impl IdentityStore {
         broker: &str,
         now: UnixMillis,
     ) -> Result<String, AppError> {
-        let state = URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>());
+        let state = crate::crypto::random_token();
         self.client
             .put_item()
             .table_name(&self.table)

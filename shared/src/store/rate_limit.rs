@@ -34,6 +34,17 @@ impl Verdict {
     }
 }
 
+/// Refuses with 429 when any of `verdicts` is over its budget, telling the client to wait for the
+/// longest of those windows to close.
+pub fn within_budgets<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>, now: UnixMillis) -> Result<(), AppError> {
+    let longest_wait =
+        verdicts.into_iter().filter(|verdict| !verdict.admitted()).map(|verdict| verdict.retry_after_secs(now)).max();
+    match longest_wait {
+        Some(retry_after_secs) => Err(AppError::RateLimited { retry_after_secs }),
+        None => Ok(()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RateLimitStore {
     client: Client,

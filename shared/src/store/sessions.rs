@@ -2,7 +2,7 @@
 //! boundary, and an entry in the user's `sessions` map written in the same transaction, so that
 //! every session of a user can be found with one consistent read.
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, Update};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, Update};
 
 use super::identity::{IdentityStore, user_pk};
 use super::users::{cancelled_by_condition, write};
@@ -36,6 +36,12 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// Whether the password or a TOTP code was entered in this session within the last
+    /// [`REAUTH_WINDOW_SECS`](crate::sessions::REAUTH_WINDOW_SECS).
+    pub fn reauthenticated_recently(&self, now: UnixMillis) -> bool {
+        self.reauth_at.is_some_and(|at| now.0.saturating_sub(at.0) <= crate::sessions::REAUTH_WINDOW_SECS * 1000)
+    }
+
     fn from_item(item: &Item) -> Option<Self> {
         Some(Self {
             hash: string(item, PK)?.strip_prefix("session#")?.to_owned(),
@@ -92,18 +98,8 @@ impl IdentityStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#new", &record.hash)
             .expression_attribute_values(":at", n(record.created_at.0));
-        // `if_not_exists` cannot be used on a map and a key of it in one expression, so users made
-        // before sessions existed get their map on first login, in a separate conditional write.
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(user_pk(&record.user)))
-            .update_expression("SET sessions = if_not_exists(sessions, :empty)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":empty", AttributeValue::M(Default::default()))
-            .send()
-            .await
-            .map_err(unavailable("prepare session map"))?;
+        // The map exists from the user's creation (`create_web_user`); users without one have no
+        // password and never reach a session.
         let mut transaction = self.client.transact_write_items().transact_items(write(record.put(&self.table)?));
         match replaces {
             Some(old) => {

@@ -25,6 +25,7 @@ use crate::error::AppError;
 use crate::http as responses;
 use crate::limits::LimitedAction;
 use crate::sessions::{SessionId, clear_cookie};
+use crate::store::rate_limit::within_budgets;
 use crate::store::sessions::{SessionRecord, Stage};
 
 /// Which session a route needs.
@@ -187,9 +188,7 @@ where
     if ban.is_some() {
         return Err(AppError::Banned);
     }
-    if !budget.admitted() {
-        return Err(AppError::RateLimited { retry_after_secs: budget.retry_after_secs(now) });
-    }
+    within_budgets([&budget], now)?;
     let session = session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now));
     let session = match route.access {
         Access::Public => session.filter(|session| session.stage == Stage::Full),
@@ -248,21 +247,16 @@ where
 pub async fn spend_login_attempt(deps: &Deps, ip: IpAddr, username: &str, now: UnixMillis) -> Result<(), AppError> {
     let account = format!("user#{}", username.trim().to_ascii_lowercase());
     let address = format!("ip#{ip}");
-    let count = |action: LimitedAction, subject: &'static str| {
-        let subject = if subject == "ip" { &address } else { &account };
-        deps.limits.hit(action, subject, deps.config.rate_limit(action), now)
-    };
+    let (minute, hour) = (LimitedAction::LoginMinute, LimitedAction::LoginHour);
+    let limit = |action| deps.config.rate_limit(action);
     let verdicts = futures::future::try_join_all([
-        count(LimitedAction::LoginMinute, "ip"),
-        count(LimitedAction::LoginHour, "ip"),
-        count(LimitedAction::LoginMinute, "user"),
-        count(LimitedAction::LoginHour, "user"),
+        deps.limits.hit(minute, &address, limit(minute), now),
+        deps.limits.hit(hour, &address, limit(hour), now),
+        deps.limits.hit(minute, &account, limit(minute), now),
+        deps.limits.hit(hour, &account, limit(hour), now),
     ])
     .await?;
-    match verdicts.iter().filter(|verdict| !verdict.admitted()).map(|verdict| verdict.retry_after_secs(now)).max() {
-        Some(retry_after_secs) => Err(AppError::RateLimited { retry_after_secs }),
-        None => Ok(()),
-    }
+    within_budgets(&verdicts, now)
 }
 
 /// The session cookie, if one of the right shape was sent.
