@@ -20,6 +20,7 @@ use crate::crypto::api_key::ApiKey;
 use crate::error::AppError;
 use crate::http;
 use crate::limits::LimitedAction;
+use crate::metrics::Metric;
 use crate::traffic::{TrafficRecord, loggable_path};
 use crate::validate::Fields;
 
@@ -111,15 +112,29 @@ impl InFlight {
         response: lambda_http::Response<Body>,
         user: Option<String>,
     ) -> lambda_http::Response<Body> {
+        let status = response.status().as_u16();
+        // Counted here, from the status, so every route and page is measured the same way.
+        let by_status = match status {
+            429 => &[Metric::RateLimited][..],
+            503 => &[Metric::ServerErrors, Metric::StoreUnavailable][..],
+            500..=599 => &[Metric::ServerErrors][..],
+            _ => &[][..],
+        };
+        for metric in by_status {
+            deps.metrics.count(*metric, self.at);
+        }
         let resource = resource(request);
-        let path = if resource.contains('{') { resource } else { request.uri().path().to_owned() };
+        // A template resource with a parameter stands for the path, so a secret in the path (a
+        // webhook id) is never logged; the catch-all's parameter is the unknown path itself.
+        let path =
+            if resource.contains('{') && !resource.contains("+}") { resource } else { request.uri().path().to_owned() };
         deps.pending_traffic.push(TrafficRecord {
             at: self.at,
             request_id: api_gateway_request_id(request),
             client_ip: self.ip,
             method: request.method().to_string(),
             path: loggable_path(&path),
-            status: response.status().as_u16(),
+            status,
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             user,
             route: self.route.name,
@@ -155,6 +170,23 @@ fn api_gateway_request_id(request: &Request) -> String {
     }
 }
 
+/// What every request with a bad key costs its address: one more failure on its rate-limit budget,
+/// one more hit for the invalid-key detector (which may ban it), and the metric. The answer is
+/// `InvalidApiKey` — or `Banned` when this attempt crossed the threshold — unless storage failed.
+async fn invalid_api_key(deps: &Deps, ip: IpAddr, route: Route, presented: &str, now: UnixMillis) -> AppError {
+    deps.metrics.count(crate::metrics::Metric::InvalidApiKeys, now);
+    let evidence = crate::threats::short_key_hash(presented);
+    let (charged, detected) = tokio::join!(
+        crate::gate::charge_failure(deps, ip, route.action, now),
+        crate::threats::observe(deps, crate::threats::Detector::InvalidApiKey, ip, Some(&evidence), now)
+    );
+    match (charged, detected) {
+        (Err(error), _) | (_, Err(error)) => error,
+        (Ok(()), Ok(crate::threats::Detection::Banned(_))) => AppError::Banned,
+        (Ok(()), Ok(_)) => AppError::InvalidApiKey,
+    }
+}
+
 async fn pipeline<T, Parse, Handle, Fut>(
     deps: &Deps,
     request: &Request,
@@ -183,16 +215,15 @@ where
 
     let gate = crate::gate::pass(deps, ip, route.action, presented.as_ref()).await?;
     gate.enforce()?;
-    let (_, input) = parsed?;
-    let presented = presented.ok_or(AppError::InvalidApiKey)?;
-    let principal = match authenticate(deps, &presented, gate.key_record, ip).await {
+    let (apikey, input) = parsed?;
+    let verified = match presented {
+        Some(presented) => authenticate(deps, &presented, gate.key_record, ip).await,
+        None => Err(AppError::InvalidApiKey),
+    };
+    let principal = match verified {
         Ok(principal) => principal,
-        Err(error) => {
-            if matches!(error, AppError::InvalidApiKey) {
-                crate::gate::charge_failure(deps, ip, route.action, gate.now).await?;
-            }
-            return Err(error);
-        }
+        Err(AppError::InvalidApiKey) => return Err(invalid_api_key(deps, ip, route, &apikey, gate.now).await),
+        Err(error) => return Err(error),
     };
     *user = Some(principal.user.clone());
     handle(Call { principal, client_ip: ip, input }).await

@@ -12,11 +12,13 @@ use crate::config::{Config, ConfigError};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
 use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, Pepper, PepperError};
+use crate::metrics::{Metric, MetricSink, Metrics};
 use crate::store::app_secret::{self, SecretError};
 use crate::store::bans::BanStore;
 use crate::store::identity::IdentityStore;
 use crate::store::rate_limit::RateLimitStore;
 use crate::store::sandbox::SandboxStore;
+use crate::store::trackers::TrackerStore;
 use crate::store::traffic::TrafficStore;
 use crate::traffic::TrafficQueue;
 use crate::webhooks::WebhookStore;
@@ -44,6 +46,8 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub aws: AwsClients,
     pub bans: BanStore,
+    pub trackers: TrackerStore,
+    pub metrics: Metrics,
     pub limits: RateLimitStore,
     pub identity: IdentityStore,
     pub traffic: TrafficStore,
@@ -76,19 +80,24 @@ impl Deps {
 pub async fn init() -> Result<Arc<Deps>, BootError> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;
-    init_with(config, Arc::new(SystemClock), aws).await
+    init_with(config, Arc::new(SystemClock), aws, MetricSink::Stdout).await
 }
 
-/// Builds [`Deps`] from explicit parts: tests inject the clock and the gateway shares one set of
-/// clients.
-pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -> Result<Arc<Deps>, BootError> {
-    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    let pepper_bytes =
-        secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
-    let pepper =
-        Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
-    let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
-    let key_ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
+/// Builds [`Deps`] from explicit parts: tests inject the clock and read the metrics, and the gateway
+/// shares one set of clients.
+pub async fn init_with(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    aws: AwsClients,
+    sink: MetricSink,
+) -> Result<Arc<Deps>, BootError> {
+    let metrics = Metrics::new(config.stack_name.clone(), sink);
+    let keys = open_keys(&config, &aws).await;
+    if let Err(BootError::Secret(_) | BootError::Crypto(_)) = &keys {
+        // The function will not start; the alarm on this metric is how the operator hears of it.
+        metrics.count(Metric::KeyServiceFailures, clock.now());
+    }
+    let (pepper, key_ring) = keys?;
     let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;
     let totp_secrets = key_ring.cipher(&Purpose::TotpSecret)?;
     let smtp_passwords = key_ring.cipher(&Purpose::SmtpPassword)?;
@@ -97,6 +106,7 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
     let tables = config.tables.clone();
     Ok(Arc::new(Deps {
         bans: BanStore::new(aws.dynamodb.clone(), tables.security.clone()),
+        trackers: TrackerStore::new(aws.dynamodb.clone(), tables.security.clone()),
         limits: RateLimitStore::new(aws.dynamodb.clone(), tables.security),
         webhooks: WebhookStore::new(aws.dynamodb.clone(), tables.identity.clone()),
         identity: IdentityStore::new(aws.dynamodb.clone(), tables.identity),
@@ -109,8 +119,21 @@ pub async fn init_with(config: Config, clock: Arc<dyn Clock>, aws: AwsClients) -
         api_key_copies,
         totp_secrets,
         smtp_passwords,
+        metrics,
         config,
         clock,
         aws,
     }))
+}
+
+/// The pepper and the key ring: one Secrets Manager read and one KMS Decrypt.
+async fn open_keys(config: &Config, aws: &AwsClients) -> Result<(Pepper, KeyRing), BootError> {
+    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
+    let pepper_bytes =
+        secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
+    let pepper =
+        Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
+    let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
+    let key_ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
+    Ok((pepper, key_ring))
 }

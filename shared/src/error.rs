@@ -53,6 +53,12 @@ pub enum AppError {
     /// The API key has an IP allowlist and the caller is not on it.
     #[error("client IP not on the key's allowlist")]
     IpNotAllowed,
+    /// A page or action only the administrator may use.
+    #[error("administrator access required")]
+    AdminOnly,
+    /// An unban for an address that is not banned.
+    #[error("no ban for that address")]
+    NoSuchBan,
     #[error("rate limited; retry in {retry_after_secs}s")]
     RateLimited { retry_after_secs: u64 },
     #[error("no route for {path}")]
@@ -84,9 +90,9 @@ impl AppError {
             AppError::BadRequest { .. } => 400,
             AppError::OrderRejected { .. } | AppError::CsrfFailed => 400,
             AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep { .. } => 401,
-            AppError::CrossSite | AppError::IpNotAllowed => 403,
+            AppError::CrossSite | AppError::IpNotAllowed | AppError::AdminOnly => 403,
             AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
-            AppError::NotFound { .. } | AppError::OrderNotFound { .. } => 404,
+            AppError::NotFound { .. } | AppError::OrderNotFound { .. } | AppError::NoSuchBan => 404,
             AppError::AccountBusy => 409,
             AppError::MethodNotAllowed => 405,
             AppError::PayloadTooLarge { .. } => 413,
@@ -114,6 +120,8 @@ impl AppError {
             AppError::CsrfFailed => "csrf_failed",
             AppError::CrossSite => "cross_site_refused",
             AppError::IpNotAllowed => "ip_not_allowed",
+            AppError::AdminOnly => "admin_only",
+            AppError::NoSuchBan => "ban_not_found",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::NotFound { .. } => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -142,6 +150,8 @@ impl AppError {
             AppError::CsrfFailed => "Security token expired or invalid. Please refresh the page and try again.".into(),
             AppError::CrossSite => "Access Denied".into(),
             AppError::IpNotAllowed => "This API key may not be used from your IP address".into(),
+            AppError::AdminOnly => "Administrator access required".into(),
+            AppError::NoSuchBan => "IP not found in ban list".into(),
             AppError::RateLimited { .. } => "Rate limit exceeded. Please slow down your requests.".into(),
             AppError::NotFound { .. } => "Not found".into(),
             AppError::MethodNotAllowed => "Method not allowed".into(),

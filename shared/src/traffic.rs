@@ -37,9 +37,15 @@ impl TrafficQueue {
     }
 }
 
-/// Strips the query string and caps the length, so a hostile URL cannot bloat the log.
+/// Strips the query string, replaces any segment that is an API key of ours (a client that put its
+/// key in the URL), and caps the length, so a hostile URL can neither leak a key nor bloat the log.
 pub fn loggable_path(path: &str) -> String {
     let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = path
+        .split('/')
+        .map(|segment| if crate::crypto::api_key::ApiKey::parse(segment).is_some() { "[redacted]" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/");
     let mut clean: String = path.chars().filter(|c| !c.is_control()).take(512).collect();
     if clean.is_empty() {
         clean.push('/');

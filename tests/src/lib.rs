@@ -39,7 +39,9 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Config {
 /// A fresh cold start (new clients, one Secrets Manager read, one KMS Decrypt).
 pub async fn cold_start(config: Config, clock: Arc<dyn Clock>) -> Arc<Deps> {
     let aws = AwsClients::from_env().await;
-    bootstrap::init_with(config, clock, aws).await.unwrap_or_else(|error| panic!("cold start: {error}"))
+    bootstrap::init_with(config, clock, aws, shared::metrics::MetricSink::Memory(Default::default()))
+        .await
+        .unwrap_or_else(|error| panic!("cold start: {error}"))
 }
 
 pub async fn deps() -> Arc<Deps> {

@@ -36,7 +36,9 @@ async fn boot_with_secret(pepper: Option<&str>, with_ring: bool) -> Result<(), B
     let base = config_with(&[]);
     let secret = secret_with(&aws, &base, pepper, with_ring).await;
     let config = config_with(&[("APP_SECRET_ID", secret.as_str())]);
-    bootstrap::init_with(config, Arc::new(SystemClock), aws).await.map(|_| ())
+    bootstrap::init_with(config, Arc::new(SystemClock), aws, shared::metrics::MetricSink::Memory(Default::default()))
+        .await
+        .map(|_| ())
 }
 
 const GOOD_PEPPER: &str = "Q7mZ2kR9vX4pL8tN3wS6yB1cF5hJ0dG2aE7uK4iO9rT3";
@@ -77,13 +79,28 @@ async fn boot_refuses_a_secret_without_a_key_ring() {
 async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
     let aws = AwsClients::from_env().await;
     let config = config_with(&[("APP_SECRET_ID", "kavach/does-not-exist")]);
-    let error =
-        bootstrap::init_with(config, Arc::new(SystemClock), aws.clone()).await.expect_err("missing").to_string();
+    let error = bootstrap::init_with(
+        config,
+        Arc::new(SystemClock),
+        aws.clone(),
+        shared::metrics::MetricSink::Memory(Default::default()),
+    )
+    .await
+    .expect_err("missing")
+    .to_string();
     assert!(error.contains("kavach/does-not-exist"), "{error}");
 
     let other_key = aws.kms.create_key().send().await.expect("key").key_metadata.expect("metadata").key_id;
     let config = config_with(&[("KMS_KEY_ID", other_key.as_str())]);
-    let error = bootstrap::init_with(config, Arc::new(SystemClock), aws).await.expect_err("wrong key").to_string();
+    let error = bootstrap::init_with(
+        config,
+        Arc::new(SystemClock),
+        aws,
+        shared::metrics::MetricSink::Memory(Default::default()),
+    )
+    .await
+    .expect_err("wrong key")
+    .to_string();
     assert!(error.contains("KMS") && error.contains(&other_key), "{error}");
 }
 

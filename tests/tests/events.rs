@@ -7,7 +7,7 @@ use kavach_tests::{cold_start, config_with, deps};
 use lambda_http::{Body, Response};
 use shared::clock::{Clock, SystemClock};
 use shared::crypto::api_key::ApiKey;
-use shared::store::bans::Ban;
+use shared::store::bans::BanTerms;
 
 fn event(name: &str) -> lambda_http::Request {
     let path = format!("{}/../events/{name}.json", env!("CARGO_MANIFEST_DIR"));
@@ -60,16 +60,9 @@ async fn bad_key_event_gets_403() {
 async fn banned_ip_event_gets_403_despite_a_forged_forwarding_header() {
     let deps = deps().await;
     with_fixture_user(&deps).await;
-    let now = SystemClock.now().secs();
-    let ban = Ban {
-        ip: "203.0.113.66".parse().expect("ip"),
-        reason: "events fixture".into(),
-        created_by: "manual".into(),
-        banned_at: now,
-        expires_at: Some(now + 3600),
-        ban_count: 1,
-    };
-    deps.bans.put(&ban).await.expect("ban");
+    let terms = BanTerms { reason: "events fixture".into(), created_by: "manual", hours: Some(1) };
+    // `None` when an earlier run against this emulator already banned the fixture address.
+    deps.bans.impose("203.0.113.66".parse().expect("ip"), &terms, 3, SystemClock.now()).await.expect("ban");
     let response = ping::handler(&deps, event("ping-banned-ip")).await;
     assert_eq!(response.status(), 403);
     assert_eq!(json(&response)["message"], "Access Denied: Your IP has been banned");

@@ -60,7 +60,14 @@ async fn with_the_emulator_stopped_ping_fails_closed_with_503() {
     let environment = provision(&emulator.endpoint).await;
     let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
     let aws = AwsClients::for_endpoint(&emulator.endpoint).await;
-    let deps = shared::bootstrap::init_with(config, Arc::new(SystemClock), aws).await.expect("cold start");
+    let deps = shared::bootstrap::init_with(
+        config,
+        Arc::new(SystemClock),
+        aws,
+        shared::metrics::MetricSink::Memory(Default::default()),
+    )
+    .await
+    .expect("cold start");
     let key = shared::accounts::create_user(&deps, "fault-user").await.expect("user");
     let gateway = start_gateway(deps).await;
     let ip = unique_ip();

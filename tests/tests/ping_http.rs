@@ -7,7 +7,7 @@ use futures::StreamExt;
 use kavach_tests::*;
 use shared::clock::{Clock, ManualClock, SystemClock};
 use shared::http::SECURITY_HEADERS;
-use shared::store::bans::Ban;
+use shared::store::bans::BanTerms;
 
 /// Sends `count` pings in sequence, each of which must be admitted.
 async fn spend_budget(gateway: std::net::SocketAddr, ip: std::net::IpAddr, key: &str, count: u32) {
@@ -99,17 +99,8 @@ async fn banned_ip_gets_403_on_a_fresh_function_and_others_are_unaffected() {
     let attacker = unique_ip();
     let bystander = unique_ip();
     let now = SystemClock.now();
-    deps.bans
-        .put(&Ban {
-            ip: attacker,
-            reason: "test".into(),
-            created_by: "manual".into(),
-            banned_at: now.secs(),
-            expires_at: Some(now.secs() + 3600),
-            ban_count: 1,
-        })
-        .await
-        .expect("ban");
+    let terms = BanTerms { reason: "test".into(), created_by: "manual", hours: Some(1) };
+    deps.bans.impose(attacker, &terms, 3, now).await.expect("ban").expect("a new ban");
 
     // A function that has never seen this IP before enforces the ban on its first request.
     let gateway = start_gateway(kavach_tests::deps().await).await;
@@ -141,17 +132,10 @@ async fn expired_ban_still_physically_present_is_ignored() {
     let (_, key) = new_user(&deps).await;
     let ip = unique_ip();
     let now = SystemClock.now();
-    deps.bans
-        .put(&Ban {
-            ip,
-            reason: "expired".into(),
-            created_by: "manual".into(),
-            banned_at: now.secs() - 7200,
-            expires_at: Some(now.secs() - 1),
-            ban_count: 1,
-        })
-        .await
-        .expect("ban");
+    // Banned for an hour, two hours ago.
+    let terms = BanTerms { reason: "expired".into(), created_by: "manual", hours: Some(1) };
+    let two_hours_ago = shared::clock::UnixMillis::from_secs(now.secs() - 7200);
+    deps.bans.impose(ip, &terms, 3, two_hours_ago).await.expect("ban").expect("a new ban");
     let raw = deps
         .aws
         .dynamodb

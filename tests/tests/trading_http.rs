@@ -255,7 +255,14 @@ async fn a_write_failure_mid_order_leaves_no_order_no_trade_and_no_debit() {
     let mut aws = shared::aws::AwsClients::from_env().await;
     let config = aws.dynamodb.config().to_builder().interceptor(sabotage.clone()).build();
     aws.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
-    let deps = shared::bootstrap::init_with(config_with(&[]), market_morning(), aws).await.expect("cold start");
+    let deps = shared::bootstrap::init_with(
+        config_with(&[]),
+        market_morning(),
+        aws,
+        shared::metrics::MetricSink::Memory(Default::default()),
+    )
+    .await
+    .expect("cold start");
     let (_, key) = new_user(&deps).await;
     let gateway = start_gateway(deps.clone()).await;
 

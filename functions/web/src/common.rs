@@ -26,6 +26,9 @@ pub async fn audit(
     outcome: &'static str,
     detail: &str,
 ) -> Result<(), AppError> {
+    if kind == "login" && outcome == "failed" {
+        deps.metrics.count(shared::metrics::Metric::FailedLogins, request.now);
+    }
     deps.identity
         .audit(&AuditEvent {
             kind: kind.to_owned(),

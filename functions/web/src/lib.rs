@@ -4,7 +4,10 @@
 //! - `web-auth`: `/auth/login`, `/auth/login/totp` and `/auth/reset-password[/confirm]`, the routes a
 //!   visitor without a session uses;
 //! - `web-portal`: `/dashboard`, `/apikey…`, `/auth/sessions`, `/auth/logout[-all]` and
-//!   `/auth/change-password`, which need a full session.
+//!   `/auth/change-password`, which need a full session;
+//! - `web-security`: `/security…` and `/logs…`, the administrator's security dashboard and traffic
+//!   log;
+//! - `not-found`: the catch-all behind `{proxy+}`, which feeds the 404 detector.
 //!
 //! Each handler dispatches on API Gateway's resource and method to one route of
 //! [`shared::web::serve`], which has already dealt with bans, budgets, sessions, `Sec-Fetch-Site` and
@@ -14,6 +17,7 @@ mod common;
 mod login;
 mod portal;
 mod reset;
+mod security;
 mod setup;
 
 use http::Method;
@@ -87,4 +91,35 @@ pub async fn portal_handler(deps: &Deps, request: Request) -> Response<Body> {
         }
         _ => unknown_resource(&request),
     }
+}
+
+pub async fn security_handler(deps: &Deps, request: Request) -> Response<Body> {
+    let admin = |name| route(name, Access::Session);
+    match (request.method().clone(), resource(&request).as_str()) {
+        (Method::GET, "/security") => serve(deps, request, admin("security"), |r| security::page(deps, r)).await,
+        (Method::GET, "/security/api/data") => {
+            serve(deps, request, admin("security-data"), |r| security::data(deps, r)).await
+        }
+        (Method::POST, "/security/ban") => {
+            serve(deps, request, admin("security-ban"), |r| security::ban(deps, r)).await
+        }
+        (Method::POST, "/security/unban") => {
+            serve(deps, request, admin("security-unban"), |r| security::unban(deps, r)).await
+        }
+        (Method::POST, "/security/clear-404") => {
+            serve(deps, request, admin("security-clear-404"), |r| security::clear_not_found(deps, r)).await
+        }
+        (Method::POST, "/security/settings") => {
+            serve(deps, request, admin("security-settings"), |r| security::settings(deps, r)).await
+        }
+        (Method::GET, "/logs") => serve(deps, request, admin("logs"), |r| security::logs(deps, r)).await,
+        (Method::GET, "/logs/export") => {
+            serve(deps, request, admin("logs-export"), |r| security::export(deps, r)).await
+        }
+        _ => unknown_resource(&request),
+    }
+}
+
+pub async fn not_found_handler(deps: &Deps, request: Request) -> Response<Body> {
+    shared::web::not_found(deps, request).await
 }

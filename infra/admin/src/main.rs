@@ -6,7 +6,6 @@ mod provision;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shared::aws::AwsClients;
@@ -15,7 +14,8 @@ use shared::clock::{Clock, SystemClock};
 use shared::config::Config;
 use shared::crypto::keyring::KeyRing;
 use shared::store::app_secret;
-use shared::store::bans::{Ban, BanStore};
+use shared::store::bans::{BanStore, BanTerms};
+use shared::store::trackers::TrackerStore;
 
 const USAGE: &str = "usage:
   kavach provision [--template template.yaml] [--stack kavach] [--param Name=Value]... [--env-file PATH]
@@ -74,7 +74,11 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["ban", "add", ip, options @ ..] => ban_add(ip, options).await,
         ["ban", "remove", ip] => {
             let ip = parse_ip(ip)?;
-            let (store, _) = ban_store().await?;
+            let (store, trackers, _) = ban_store().await?;
+            // As the dashboard's unban: the detectors' current counts go too, the offender history stays.
+            for detector in shared::threats::Detector::ALL {
+                trackers.clear(detector, ip).await.map_err(public)?;
+            }
             if store.remove(ip).await.map_err(public)? {
                 println!("Unbanned {ip}.");
             } else {
@@ -83,7 +87,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         ["ban", "list"] => {
-            let (store, _) = ban_store().await?;
+            let (store, _, _) = ban_store().await?;
             let bans = store.list_active(SystemClock.now()).await.map_err(public)?;
             for ban in &bans {
                 let until = ban.expires_at.map_or_else(|| "permanent".to_owned(), |at| format!("until epoch {at}"));
@@ -191,15 +195,16 @@ async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn ban_store() -> anyhow::Result<(BanStore, Config)> {
+async fn ban_store() -> anyhow::Result<(BanStore, TrackerStore, Config)> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;
-    Ok((BanStore::new(aws.dynamodb, config.tables.security.clone()), config))
+    let table = config.tables.security.clone();
+    Ok((BanStore::new(aws.dynamodb.clone(), table.clone()), TrackerStore::new(aws.dynamodb, table), config))
 }
 
 async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
     let ip = parse_ip(ip)?;
-    let mut hours: Option<u64> = Some(24);
+    let mut hours: Option<u32> = Some(24);
     let mut reason = "Manual ban".to_owned();
     let mut rest = options.iter();
     while let Some(option) = rest.next() {
@@ -207,7 +212,7 @@ async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
             "--permanent" => hours = None,
             "--hours" => {
                 let value = rest.next().context("--hours needs a number")?;
-                let parsed: u64 = value.parse().with_context(|| format!("--hours `{value}` is not a whole number"))?;
+                let parsed: u32 = value.parse().with_context(|| format!("--hours `{value}` is not a whole number"))?;
                 if !(1..=8760).contains(&parsed) {
                     bail!("Ban duration must be Permanent or between 1 hour and 1 year (8760 hours)");
                 }
@@ -217,20 +222,17 @@ async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
-    let (store, config) = ban_store().await?;
+    let (store, trackers, config) = ban_store().await?;
     if config.never_ban.contains(ip) {
         bail!("refusing to ban {ip}: it is in the never-ban set (NEVER_BAN_CIDRS)");
     }
-    let now = SystemClock.now();
-    let ban = Ban {
-        ip,
-        reason,
-        created_by: "manual".into(),
-        banned_at: now.secs(),
-        expires_at: hours.map(|hours| now.plus(Duration::from_secs(hours * 3600)).secs()),
-        ban_count: 1,
-    };
-    let stored = store.put(&ban).await.map_err(public)?;
+    let settings = trackers.settings().await.map_err(public)?;
+    let terms = BanTerms { reason, created_by: "manual", hours };
+    let stored = store
+        .impose(ip, &terms, settings.repeat_offender_limit, SystemClock.now())
+        .await
+        .map_err(public)?
+        .with_context(|| format!("{ip} is already banned; `kavach ban remove {ip}` first to change the ban"))?;
     match stored.expires_at {
         Some(at) => println!("Banned {ip} until epoch {at} (ban #{}).", stored.ban_count),
         None => println!("Banned {ip} permanently (ban #{}).", stored.ban_count),

@@ -52,6 +52,8 @@ fn handlers() -> HashMap<&'static str, Handler> {
         ("SetupFunction", handler!(web::setup_handler)),
         ("AuthFunction", handler!(web::auth_handler)),
         ("PortalFunction", handler!(web::portal_handler)),
+        ("SecurityFunction", handler!(web::security_handler)),
+        ("NotFoundFunction", handler!(web::not_found_handler)),
     ])
 }
 
@@ -181,12 +183,15 @@ impl Gateway {
         let raw_path = parts.uri.path();
         let path = if raw_path.len() > 1 { raw_path.trim_end_matches('/') } else { raw_path };
         let path = if path.is_empty() { "/" } else { path };
-        let matched = self.routes.iter().find_map(|route| {
+        // As in API Gateway: the most specific resource that matches the path is chosen first, and
+        // only then its method. A known path with a wrong method is not the catch-all's business.
+        let resource = self.routes.iter().find(|route| route.matches(path).is_some()).map(|route| route.path.as_str());
+        let matched = self.routes.iter().filter(|route| Some(route.path.as_str()) == resource).find_map(|route| {
             let method_ok = route.method == "ANY" || route.method == parts.method.as_str();
             route.matches(path).filter(|_| method_ok).map(|params| (route, params))
         });
         let Some((route, path_parameters)) = matched else {
-            let error = if self.routes.iter().any(|route| route.matches(path).is_some()) {
+            let error = if resource.is_some() {
                 AppError::MethodNotAllowed
             } else {
                 AppError::NotFound { path: shared::traffic::loggable_path(raw_path) }

@@ -1,12 +1,25 @@
-//! IP bans: `pk = ban#<ip>`. A permanent ban has no `expires_at`, so TTL never removes it.
+//! IP bans and the offender history behind their escalation.
+//!
+//! - `ban#<ip>`: the ban in force. A temporary ban's `expires_at` is its end (TTL removes it later);
+//!   a permanent ban has none.
+//! - `offender#<ip>`: how many times the IP has been banned. It outlives every ban (a year after the
+//!   last offence), so escalation does not depend on a ban row still existing — OpenAlgo deleted the
+//!   row on expiry and with it the count, so repeat offenders were rarely escalated.
+//!
+//! A ban is *claimed* with one conditional write that succeeds only when no ban is in force, so any
+//! number of concurrent triggers for one IP create one ban and count one offence.
 
 use std::net::IpAddr;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable};
 use crate::clock::UnixMillis;
 use crate::error::AppError;
+
+/// The offender history is kept this long after the last offence.
+const OFFENDER_MEMORY_SECS: u64 = 365 * 86_400;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ban {
@@ -14,15 +27,21 @@ pub struct Ban {
     pub reason: String,
     /// `manual`, `404_detector`, `api_key_detector`, `login_detector`.
     pub created_by: String,
+    /// Epoch seconds.
     pub banned_at: u64,
     /// Epoch seconds; `None` is permanent.
     pub expires_at: Option<u64>,
+    /// Which offence of this IP's this ban is (1 for the first).
     pub ban_count: u64,
 }
 
 impl Ban {
     pub fn is_active(&self, now: UnixMillis) -> bool {
         self.expires_at.is_none_or(|expires| expires > now.secs())
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.expires_at.is_none()
     }
 
     fn from_item(ip: IpAddr, item: &Item) -> Self {
@@ -37,8 +56,21 @@ impl Ban {
     }
 }
 
-fn key(ip: IpAddr) -> String {
+/// What a new ban should be, before escalation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanTerms {
+    pub reason: String,
+    pub created_by: &'static str,
+    /// `None` is permanent.
+    pub hours: Option<u32>,
+}
+
+fn ban_key(ip: IpAddr) -> String {
     format!("ban#{ip}")
+}
+
+fn offender_key(ip: IpAddr) -> String {
+    format!("offender#{ip}")
 }
 
 #[derive(Clone, Debug)]
@@ -53,13 +85,13 @@ impl BanStore {
     }
 
     /// The ban in force for `ip`, if any. Strongly consistent: a ban written a moment ago by
-    /// another container is enforced by this one's very next request.
+    /// another container is enforced by this one's very next request, and an unban lifts at once.
     pub async fn active(&self, ip: IpAddr, now: UnixMillis) -> Result<Option<Ban>, AppError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(PK, s(key(ip)))
+            .key(PK, s(ban_key(ip)))
             .consistent_read(true)
             .send()
             .await
@@ -67,70 +99,125 @@ impl BanStore {
         Ok(output.item().map(|item| Ban::from_item(ip, item)).filter(|ban| ban.is_active(now)))
     }
 
-    /// Writes (or replaces) a ban, counting how many times this IP has been banned.
-    pub async fn put(&self, ban: &Ban) -> Result<Ban, AppError> {
-        let mut update = self
+    /// Bans `ip` unless a ban is already in force, counts the offence, and makes the ban permanent
+    /// from the `repeat_offender_limit`-th offence on. `None` when a ban was already in force (a
+    /// concurrent trigger won): nothing was written and no offence counted.
+    pub async fn impose(
+        &self,
+        ip: IpAddr,
+        terms: &BanTerms,
+        repeat_offender_limit: u32,
+        now: UnixMillis,
+    ) -> Result<Option<Ban>, AppError> {
+        let expires_at = terms.hours.map(|hours| now.secs() + u64::from(hours) * 3600);
+        let mut claim = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key(PK, s(key(ban.ip)))
+            .key(PK, s(ban_key(ip)))
+            .condition_expression("attribute_not_exists(pk) OR (attribute_exists(#exp) AND #exp <= :now)")
+            .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_names("#reason", "reason")
-            .expression_attribute_values(":reason", s(&ban.reason))
-            .expression_attribute_values(":by", s(&ban.created_by))
-            .expression_attribute_values(":at", n(ban.banned_at))
-            .expression_attribute_values(":one", n(1))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
-        update = match ban.expires_at {
-            Some(expires) => update
-                .update_expression(
-                    "SET #reason = :reason, created_by = :by, banned_at = :at, expires_at = :exp ADD ban_count :one",
-                )
+            .expression_attribute_values(":now", n(now.secs()))
+            .expression_attribute_values(":reason", s(&terms.reason))
+            .expression_attribute_values(":by", s(terms.created_by))
+            .expression_attribute_values(":at", n(now.secs()));
+        claim = match expires_at {
+            Some(expires) => claim
+                .update_expression("SET #reason = :reason, created_by = :by, banned_at = :at, #exp = :exp")
                 .expression_attribute_values(":exp", n(expires)),
-            None => update.update_expression(
-                "SET #reason = :reason, created_by = :by, banned_at = :at ADD ban_count :one REMOVE expires_at",
-            ),
+            None => claim.update_expression("SET #reason = :reason, created_by = :by, banned_at = :at REMOVE #exp"),
         };
-        let output = update.send().await.map_err(unavailable("write ban"))?;
-        Ok(output.attributes().map_or_else(|| ban.clone(), |item| Ban::from_item(ban.ip, item)))
+        match claim.send().await {
+            Ok(_) => {}
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(unavailable("claim ban")(error)),
+        }
+
+        let offences = self.record_offence(ip, now).await?;
+        let permanent = expires_at.is_none() || offences >= u64::from(repeat_offender_limit.max(1));
+        let mut settle = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(ban_key(ip)))
+            .expression_attribute_values(":count", n(offences))
+            .return_values(ReturnValue::AllNew);
+        settle = if permanent {
+            settle
+                .update_expression("SET ban_count = :count REMOVE #exp")
+                .expression_attribute_names("#exp", EXPIRES_AT)
+        } else {
+            settle.update_expression("SET ban_count = :count")
+        };
+        let output = settle.send().await.map_err(unavailable("settle ban"))?;
+        Ok(output.attributes().map(|item| Ban::from_item(ip, item)))
     }
 
-    /// Lifts a ban. Returns whether one existed.
+    /// Counts one offence for `ip` and returns how many it now has.
+    async fn record_offence(&self, ip: IpAddr, now: UnixMillis) -> Result<u64, AppError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(offender_key(ip)))
+            .update_expression("ADD offences :one SET last_offence_at = :now, #exp = :exp")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now.secs()))
+            .expression_attribute_values(":exp", n(now.secs() + OFFENDER_MEMORY_SECS))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable("record offence"))?;
+        Ok(output.attributes().and_then(|item| number(item, "offences")).unwrap_or(1))
+    }
+
+    /// How many times `ip` has been banned within the offender memory.
+    pub async fn offences(&self, ip: IpAddr, now: UnixMillis) -> Result<u64, AppError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(offender_key(ip)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("read offender history"))?;
+        Ok(output
+            .item()
+            .filter(|item| number(item, EXPIRES_AT).is_none_or(|expires| expires > now.secs()))
+            .and_then(|item| number(item, "offences"))
+            .unwrap_or(0))
+    }
+
+    /// Lifts a ban. The offender history stays. Returns whether a ban existed.
     pub async fn remove(&self, ip: IpAddr) -> Result<bool, AppError> {
         let output = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key(PK, s(key(ip)))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .key(PK, s(ban_key(ip)))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(unavailable("delete ban"))?;
         Ok(output.attributes().is_some())
     }
 
-    /// Every ban in force (an operator view; a scan is fine at one trader's scale).
+    /// Every ban in force, newest first (an operator view; a scan is fine at one trader's scale).
     pub async fn list_active(&self, now: UnixMillis) -> Result<Vec<Ban>, AppError> {
-        let pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("begins_with(pk, :prefix)")
-            .expression_attribute_values(":prefix", s("ban#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        let mut bans = Vec::new();
-        for item in pages {
-            let item = item.map_err(unavailable("list bans"))?;
-            let ip = string(&item, PK).and_then(|pk| pk.strip_prefix("ban#").and_then(|ip| ip.parse().ok()));
-            if let Some(ip) = ip {
-                bans.push(Ban::from_item(ip, &item));
-            }
-        }
-        bans.retain(|ban| ban.is_active(now));
+        let items = super::scan_prefix(&self.client, &self.table, "ban#").await?;
+        let mut bans: Vec<Ban> = items
+            .iter()
+            .filter_map(|item| {
+                let ip = string(item, PK)?.strip_prefix("ban#")?.parse().ok()?;
+                Some(Ban::from_item(ip, item))
+            })
+            .filter(|ban| ban.is_active(now))
+            .collect();
         bans.sort_by_key(|ban| std::cmp::Reverse(ban.banned_at));
         Ok(bans)
     }

@@ -8,6 +8,7 @@ pub mod oauth_state;
 pub mod rate_limit;
 pub mod sandbox;
 pub mod sessions;
+pub mod trackers;
 pub mod traffic;
 pub mod users;
 
@@ -51,4 +52,24 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     move |error| AppError::Unavailable(anyhow::Error::new(error).context(operation))
+}
+
+/// Every item whose key starts with `prefix`: the operator views over a small table.
+pub(crate) async fn scan_prefix(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+) -> Result<Vec<Item>, AppError> {
+    let pages = client
+        .scan()
+        .table_name(table)
+        .filter_expression("begins_with(pk, :prefix)")
+        .expression_attribute_values(":prefix", s(prefix))
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    pages.into_iter().map(|item| item.map_err(unavailable("scan"))).collect()
 }

@@ -6,7 +6,7 @@
 
 use aws_sdk_dynamodb::Client;
 
-use super::{EXPIRES_AT, PK, n, s, unavailable};
+use super::{EXPIRES_AT, PK, n, number, s, string, unavailable};
 use crate::error::AppError;
 use crate::traffic::TrafficRecord;
 
@@ -44,5 +44,110 @@ impl TrafficStore {
         }
         put.send().await.map_err(unavailable("write traffic record"))?;
         Ok(())
+    }
+}
+
+/// A request as the traffic log shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedRequest {
+    /// Epoch milliseconds (UTC).
+    pub at: u64,
+    pub ip: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub user: String,
+    pub route: String,
+}
+
+/// What the log viewer asks for: every field optional, all of them must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrafficFilter {
+    pub ip: Option<String>,
+    pub status: Option<u16>,
+    /// A substring of the path.
+    pub path: Option<String>,
+}
+
+/// Hours of partitions read at once while paging back through the log.
+const HOURS_PER_ROUND: u64 = 24;
+
+impl TrafficStore {
+    /// The newest `limit` requests matching `filter` within the retention period, newest first.
+    /// Hour partitions are read a day at a time, concurrently, until `limit` is reached.
+    pub async fn recent(
+        &self,
+        filter: &TrafficFilter,
+        limit: usize,
+        now: crate::clock::UnixMillis,
+    ) -> Result<Vec<LoggedRequest>, AppError> {
+        let newest_hour = now.secs() / 3600;
+        let oldest_hour = newest_hour.saturating_sub(self.retention_secs / 3600);
+        let mut found = Vec::new();
+        let mut hour = newest_hour;
+        while found.len() < limit && hour >= oldest_hour {
+            let round: Vec<u64> = (0..HOURS_PER_ROUND).map_while(|back| hour.checked_sub(back)).collect();
+            let reads = round.iter().filter(|h| **h >= oldest_hour).map(|h| self.hour(*h, filter));
+            for records in futures::future::try_join_all(reads).await? {
+                found.extend(records);
+            }
+            hour = match hour.checked_sub(HOURS_PER_ROUND) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        found.sort_by_key(|record| std::cmp::Reverse(record.at));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// One hour's requests matching `filter`.
+    async fn hour(&self, hour: u64, filter: &TrafficFilter) -> Result<Vec<LoggedRequest>, AppError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("hour#{hour}")));
+        let mut conditions = Vec::new();
+        if let Some(ip) = &filter.ip {
+            conditions.push("ip = :ip");
+            query = query.expression_attribute_values(":ip", s(ip));
+        }
+        if let Some(status) = filter.status {
+            conditions.push("#status = :status");
+            query = query
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", n(u64::from(status)));
+        }
+        if let Some(path) = &filter.path {
+            conditions.push("contains(#path, :path)");
+            query = query.expression_attribute_names("#path", "path").expression_attribute_values(":path", s(path));
+        }
+        if !conditions.is_empty() {
+            query = query.filter_expression(conditions.join(" AND "));
+        }
+        let items = query.into_paginator().items().send().collect::<Vec<_>>().await;
+        items
+            .into_iter()
+            .map(|item| {
+                let item = item.map_err(unavailable("read traffic log"))?;
+                let at = string(&item, "sk")
+                    .and_then(|sk| sk.split('#').next().and_then(|ms| ms.parse().ok()))
+                    .unwrap_or_default();
+                let duration_us = number(&item, "duration_us").unwrap_or_default();
+                Ok(LoggedRequest {
+                    at,
+                    ip: string(&item, "ip").unwrap_or_default(),
+                    method: string(&item, "method").unwrap_or_default(),
+                    path: string(&item, "path").unwrap_or_default(),
+                    status: number(&item, "status").and_then(|status| u16::try_from(status).ok()).unwrap_or(0),
+                    duration_ms: duration_us as f64 / 1000.0,
+                    user: string(&item, "user").unwrap_or_default(),
+                    route: string(&item, "route").unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 }

@@ -18,7 +18,7 @@ pub fn escape(text: &str) -> String {
 }
 
 const STYLE: &str = "
-body{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;color:#1b1f24;background:#fafafa}
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24;background:#fafafa}
 header{display:flex;gap:1rem;align-items:center;border-bottom:1px solid #ddd;padding-bottom:.5rem;margin-bottom:1.5rem}
 header strong{flex:1}
 nav a{margin-right:.8rem}
@@ -30,6 +30,10 @@ header form{margin:0}
 header button{margin:0}
 .error{background:#fde8e8;border:1px solid #e0a0a0;padding:.6rem;border-radius:4px}
 .notice{background:#e8f4fd;border:1px solid #a0c8e0;padding:.6rem;border-radius:4px}
+.inline{display:inline;margin:0}
+.inline button{margin:0;padding:.15rem .5rem}
+select{font:inherit;padding:.4rem}
+input[type=checkbox]{width:auto}
 .secret{font-family:ui-monospace,monospace;background:#fff8d6;border:1px solid #e0d090;padding:.6rem;word-break:break-all}
 table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left;font-size:.9rem}
@@ -46,7 +50,7 @@ pub struct Viewer<'a> {
 pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
     let header = match viewer {
         Some(viewer) => format!(
-            r#"<header><strong>Kavach</strong><nav><a href="/dashboard">Dashboard</a><a href="/apikey">API key</a><a href="/auth/sessions">Sessions</a></nav>
+            r#"<header><strong>Kavach</strong><nav><a href="/dashboard">Dashboard</a><a href="/apikey">API key</a><a href="/auth/sessions">Sessions</a><a href="/security">Security</a><a href="/logs">Logs</a></nav>
 <span id="whoami">{user}</span>
 <form method="post" action="/auth/logout"><input type="hidden" name="csrf_token" value="{csrf}"><button id="logout" type="submit">Log out</button></form></header>"#,
             user = escape(viewer.username),

@@ -27,6 +27,7 @@ use crate::limits::LimitedAction;
 use crate::sessions::{SessionId, clear_cookie};
 use crate::store::rate_limit::within_budgets;
 use crate::store::sessions::{SessionRecord, Stage};
+use crate::threats::{self, Detection, Detector};
 
 /// Which session a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +95,7 @@ enum Content {
     Html(String),
     Json(Value),
     Redirect(String),
+    Csv { filename: String, body: String },
 }
 
 /// A handler's answer, plus any cookies to set.
@@ -121,6 +123,18 @@ impl Reply {
             body.extend(fields);
         }
         Self::new(200, Content::Json(body))
+    }
+
+    /// A CSV download.
+    pub fn csv(filename: &str, body: String) -> Self {
+        Self::new(200, Content::Csv { filename: filename.to_owned(), body })
+    }
+
+    /// The same answer with another status (a JSON error body, say).
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
     }
 
     #[must_use]
@@ -178,18 +192,12 @@ where
     let (ban, budget, session) = tokio::try_join!(
         deps.bans.active(ip, now),
         deps.limits.hit(LimitedAction::Api, &budget_subject, limit, now),
-        async {
-            match &presented {
-                Some(id) => deps.identity.session(&id.hash(), now).await,
-                None => Ok(None),
-            }
-        }
+        live_session(deps, presented.as_ref(), now)
     )?;
     if ban.is_some() {
         return Err(AppError::Banned);
     }
     within_budgets([&budget], now)?;
-    let session = session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now));
     let session = match route.access {
         Access::Public => session.filter(|session| session.stage == Stage::Full),
         Access::PendingTotp => Some(
@@ -241,6 +249,44 @@ where
     handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent }).await
 }
 
+/// The session `presented` names, if it exists and has not passed the daily boundary.
+async fn live_session(
+    deps: &Deps,
+    presented: Option<&SessionId>,
+    now: UnixMillis,
+) -> Result<Option<SessionRecord>, AppError> {
+    let Some(id) = presented else { return Ok(None) };
+    let session = deps.identity.session(&id.hash(), now).await?;
+    Ok(session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now)))
+}
+
+/// The catch-all behind the API's `{proxy+}`: every path no route declares. It is where scanners
+/// land, so a miss from a visitor without a logged-in session feeds the 404 detector, unless it is
+/// a path browsers ask for by themselves. Bans are enforced here as on every route.
+pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
+    let in_flight = InFlight::begin(deps, &request, Route { name: "not-found", action: LimitedAction::Api });
+    let path = crate::traffic::loggable_path(request.uri().path());
+    let outcome: Result<Value, AppError> = async {
+        let ip = in_flight.client_ip()?;
+        let now = deps.clock.now();
+        let presented = session_cookie(&request);
+        let (ban, session) = tokio::try_join!(deps.bans.active(ip, now), live_session(deps, presented.as_ref(), now))?;
+        if ban.is_some() {
+            return Err(AppError::Banned);
+        }
+        let signed_in = session.is_some_and(|session| session.stage == Stage::Full);
+        if !signed_in
+            && !threats::is_well_known(&path)
+            && let Detection::Banned(_) = threats::observe(deps, Detector::NotFound, ip, Some(&path), now).await?
+        {
+            return Err(AppError::Banned);
+        }
+        Err(AppError::NotFound { path: path.clone() })
+    }
+    .await;
+    in_flight.respond(deps, &request, outcome, None)
+}
+
 /// Spends one login-class attempt (password, TOTP code, setup, reset, key reveal) against the IP and
 /// the username, per minute and per hour: four counters, one concurrent round trip. Every attempt
 /// counts, as in OpenAlgo, so guessing is bounded per account whatever the number of addresses.
@@ -256,6 +302,12 @@ pub async fn spend_login_attempt(deps: &Deps, ip: IpAddr, username: &str, now: U
         deps.limits.hit(hour, &account, limit(hour), now),
     ])
     .await?;
+    // Only the address's own budgets feed the detector: a spent username budget says nothing about
+    // this address, and counting it would let anyone get a trader's address banned.
+    let address_over = verdicts.iter().take(2).any(|verdict| !verdict.admitted());
+    if address_over && let Detection::Banned(_) = threats::observe(deps, Detector::LoginAbuse, ip, None, now).await? {
+        return Err(AppError::Banned);
+    }
     within_budgets(&verdicts, now)
 }
 
@@ -332,6 +384,14 @@ fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
         Content::Json(value) => {
             let mut response = lambda_http::Response::new(Body::Text(value.to_string()));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Content::Csv { filename, body } => {
+            let mut response = lambda_http::Response::new(Body::Text(body));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+                response.headers_mut().insert(http::header::CONTENT_DISPOSITION, disposition);
+            }
             response
         }
         Content::Redirect(location) => {
