@@ -123,17 +123,16 @@ impl InFlight {
         for metric in by_status {
             deps.metrics.count(*metric, self.at);
         }
+        // The template resource stands for the path, so a secret in the path (a webhook id) is never
+        // logged; the catch-all's resource says nothing, so it logs the path the client sent.
         let resource = resource(request);
-        // A template resource with a parameter stands for the path, so a secret in the path (a
-        // webhook id) is never logged; the catch-all's parameter is the unknown path itself.
-        let path =
-            if resource.contains('{') && !resource.contains("+}") { resource } else { request.uri().path().to_owned() };
+        let path = if resource.is_empty() || resource.contains("+}") { request_path(request) } else { &resource };
         deps.pending_traffic.push(TrafficRecord {
             at: self.at,
             request_id: api_gateway_request_id(request),
             client_ip: self.ip,
             method: request.method().to_string(),
-            path: loggable_path(&path),
+            path: loggable_path(path),
             status,
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             user,
@@ -157,7 +156,12 @@ pub fn resource(request: &Request) -> String {
 /// For a resource this function does not serve: API Gateway only routes declared resources here,
 /// so this means the template and the function disagree.
 pub fn unknown_resource(request: &Request) -> lambda_http::Response<Body> {
-    http::error(&AppError::NotFound { path: loggable_path(request.uri().path()) })
+    http::error(&AppError::NotFound { path: loggable_path(request_path(request)) })
+}
+
+/// The path the client asked for, without the stage prefix `uri()` carries on API Gateway.
+pub fn request_path(request: &Request) -> &str {
+    request.raw_http_path()
 }
 
 /// API Gateway's request id, so a traffic record can be matched with API Gateway's own logs.

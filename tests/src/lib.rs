@@ -150,3 +150,28 @@ pub async fn new_web_user(deps: &Deps) -> WebUser {
             .expect("create web user");
     WebUser { username, password, api_key: created.key.expose().to_owned(), totp: created.totp }
 }
+
+/// A web user promoted to administrator. Setup creates the one real administrator (the browser
+/// suite drives it); the HTTP suites need one per test, so the fixture sets the role directly.
+pub async fn new_admin(deps: &Deps) -> WebUser {
+    let user = new_web_user(deps).await;
+    deps.aws
+        .dynamodb
+        .update_item()
+        .table_name(&deps.config.tables.identity)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{}", user.username)))
+        .update_expression("SET #role = :admin")
+        .expression_attribute_names("#role", "role")
+        .expression_attribute_values(":admin", aws_sdk_dynamodb::types::AttributeValue::S("admin".into()))
+        .send()
+        .await
+        .expect("promote to admin");
+    user
+}
+
+/// GETs `path` from `source`; the body as text.
+pub async fn get_text(address: SocketAddr, source: IpAddr, path: &str) -> (u16, String) {
+    let response = client_from(source).get(format!("http://{address}{path}")).send().await.expect("gateway reachable");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}

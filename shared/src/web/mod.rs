@@ -265,7 +265,7 @@ async fn live_session(
 /// a path browsers ask for by themselves. Bans are enforced here as on every route.
 pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
     let in_flight = InFlight::begin(deps, &request, Route { name: "not-found", action: LimitedAction::Api });
-    let path = crate::traffic::loggable_path(request.uri().path());
+    let path = crate::traffic::loggable_path(crate::api::request_path(&request));
     let outcome: Result<Value, AppError> = async {
         let ip = in_flight.client_ip()?;
         let now = deps.clock.now();

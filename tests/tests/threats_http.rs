@@ -1,0 +1,334 @@
+//! Threat detection over real HTTP through the local gateway: the detectors, bans and their
+//! escalation, the security dashboard's JSON API, and the traffic log. Attackers are loopback
+//! sources such as 127.x.y.z, bannable because `scripts/test` narrows the never-ban set to
+//! 127.0.0.1 and ::1.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kavach_tests::web::WebClient;
+use kavach_tests::*;
+use shared::Deps;
+use shared::clock::{Clock, SystemClock};
+use shared::threats::{Detector, SecuritySettings};
+use tokio::sync::RwLock;
+
+/// The settings are one item for the whole stack: tests that count on the defaults hold this for
+/// reading, the test that changes them holds it for writing.
+static SETTINGS: RwLock<()> = RwLock::const_new(());
+
+const HOME: &str = "127.0.0.1";
+
+fn home() -> IpAddr {
+    HOME.parse().expect("ip")
+}
+
+/// A key of the right shape whose secret is wrong: the id resolves, the Argon2 check fails.
+fn wrong_secret(key: &str) -> String {
+    let mut wrong = key.to_owned();
+    let last = if wrong.ends_with('0') { '1' } else { '0' };
+    wrong.pop();
+    wrong.push(last);
+    wrong
+}
+
+async fn stack() -> (Arc<Deps>, std::net::SocketAddr, String) {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    (deps, gateway, key)
+}
+
+/// An administrator logged in from `source`.
+async fn admin_client(deps: &Deps, gateway: std::net::SocketAddr, source: IpAddr) -> WebClient {
+    let admin = new_admin(deps).await;
+    let mut client = WebClient::new(gateway, source);
+    client.log_in(&admin.username, &admin.password, &admin.code(deps)).await;
+    client
+}
+
+/// A JSON POST from a logged-in client, with its session's CSRF token.
+async fn admin_post(client: &mut WebClient, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let csrf = client.get_json("/auth/csrf-token").await.json()["csrf_token"].as_str().expect("csrf").to_owned();
+    let page = client.post_with(path, form, &[("accept", "application/json"), ("x-csrf-token", &csrf)]).await;
+    (page.status, page.json())
+}
+
+#[tokio::test]
+async fn the_11th_bad_key_bans_the_address_forged_headers_change_nothing_and_home_is_unaffected() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = stack().await;
+    let attacker = unique_ip();
+    let bystander = unique_ip();
+    let forged = |i: usize, body: String| {
+        client_from(attacker)
+            .post(format!("http://{gateway}/api/v1/ping"))
+            .header("x-forwarded-for", bystander.to_string())
+            .header("x-real-ip", bystander.to_string())
+            .header("cf-connecting-ip", if i % 2 == 0 { HOME.to_owned() } else { bystander.to_string() })
+            .body(body)
+    };
+    for i in 0..10 {
+        let presented = if i % 2 == 0 { format!("made-up-key-{i}") } else { wrong_secret(&key) };
+        let reply = post_with(forged(i, ping_body(&presented))).await;
+        assert_eq!((reply.status, reply.body["code"].as_str()), (403, Some("invalid_apikey")), "bad key {i}");
+    }
+    let now = SystemClock.now();
+    assert!(deps.bans.active(attacker, now).await.expect("read").is_none(), "ten bad keys are within the threshold");
+
+    let eleventh = post_with(forged(10, ping_body("made-up-key-10"))).await;
+    assert_eq!((eleventh.status, eleventh.body["code"].as_str()), (403, Some("ip_banned")));
+    let ban = deps.bans.active(attacker, SystemClock.now()).await.expect("read").expect("banned");
+    assert_eq!(ban.created_by, "api_key_detector");
+    assert!(ban.reason.contains("invalid API key threshold: 11 attempts"), "{}", ban.reason);
+    assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(24 * 3600), "first offence: 24 hours");
+
+    // The banned address is refused everywhere, with its valid key too; nobody else is.
+    assert_eq!(post(gateway, attacker, "/api/v1/ping", &ping_body(&key)).await.status, 403);
+    let (status, _) = get_text(gateway, attacker, "/auth/login").await;
+    assert_eq!(status, 403, "pages too");
+    assert_eq!(post(gateway, bystander, "/api/v1/ping", &ping_body(&key)).await.status, 200, "forged headers");
+    assert_eq!(post(gateway, home(), "/api/v1/ping", &ping_body(&key)).await.status, 200);
+    assert!(deps.bans.active(bystander, SystemClock.now()).await.expect("read").is_none());
+
+    // The dashboard shows short hashes of the keys tried, never the keys.
+    let trackers = deps.trackers.list(Detector::InvalidApiKey, SystemClock.now()).await.expect("list");
+    let record = trackers.iter().find(|tracker| tracker.ip == attacker).expect("tracked");
+    assert_eq!(record.count, 11);
+    assert!(record.evidence.iter().all(|hash| hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())));
+    assert!(!record.evidence.iter().any(|hash| key.contains(hash.as_str())));
+
+    // Home and its neighbours in the never-ban set are never counted, however many bad keys.
+    for i in 0..12 {
+        assert_eq!(post(gateway, home(), "/api/v1/ping", &ping_body(&format!("home-typo-{i}"))).await.status, 403);
+    }
+    assert_eq!(post(gateway, home(), "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_21st_404_bans_but_well_known_paths_and_logged_in_visitors_are_never_counted() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = stack().await;
+    let scanner = unique_ip();
+    for path in ["/favicon.ico", "/robots.txt", "/.well-known/security.txt", "/apple-touch-icon.png"] {
+        for _ in 0..6 {
+            assert_eq!(get_text(gateway, scanner, path).await.0, 404, "{path}");
+        }
+    }
+    for i in 0..20 {
+        let (status, body) = get_text(gateway, scanner, &format!("/wp-admin/probe-{i}.php?x=1")).await;
+        assert_eq!(status, 404, "miss {i}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["message"], "Not found");
+    }
+    assert!(deps.bans.active(scanner, SystemClock.now()).await.expect("read").is_none());
+    let (status, _) = get_text(gateway, scanner, "/.env").await;
+    assert_eq!(status, 403, "the 21st miss bans");
+    let ban = deps.bans.active(scanner, SystemClock.now()).await.expect("read").expect("banned");
+    assert_eq!(ban.created_by, "404_detector");
+    assert_eq!(post(gateway, scanner, "/api/v1/ping", &ping_body(&key)).await.status, 403);
+
+    let trackers = deps.trackers.list(Detector::NotFound, SystemClock.now()).await.expect("list");
+    let record = trackers.iter().find(|tracker| tracker.ip == scanner).expect("tracked");
+    assert_eq!(record.count, 21);
+    assert!(record.evidence.contains(&"/wp-admin/probe-7.php".to_owned()), "paths without query strings");
+    assert!(!record.evidence.iter().any(|path| path.starts_with("/favicon")));
+
+    // A logged-in trader who mistypes URLs is not a scanner.
+    let trader_ip = unique_ip();
+    let trader = new_web_user(&deps).await;
+    let mut browser = WebClient::new(gateway, trader_ip);
+    browser.log_in(&trader.username, &trader.password, &trader.code(&deps)).await;
+    for i in 0..25 {
+        assert_eq!(browser.get(&format!("/no-such-page-{i}")).await.status, 404);
+    }
+    assert_eq!(browser.get("/dashboard").await.status, 200, "still served");
+    assert!(deps.bans.active(trader_ip, SystemClock.now()).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn twenty_concurrent_triggers_make_one_ban_and_one_offence() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, _) = stack().await;
+    let attacker = unique_ip();
+    for i in 0..10 {
+        assert_eq!(post(gateway, attacker, "/api/v1/ping", &ping_body(&format!("bad-{i}"))).await.status, 403);
+    }
+    let bodies: Vec<String> = (0..20).map(|i| ping_body(&format!("burst-{i}"))).collect();
+    let burst = bodies.iter().map(|body| post(gateway, attacker, "/api/v1/ping", body));
+    let replies = futures::future::join_all(burst).await;
+    assert!(replies.iter().all(|reply| reply.status == 403));
+    assert!(replies.iter().any(|reply| reply.body["code"] == "ip_banned"));
+    let ban = deps.bans.active(attacker, SystemClock.now()).await.expect("read").expect("banned");
+    assert_eq!(ban.ban_count, 1);
+    assert_eq!(deps.bans.offences(attacker, SystemClock.now()).await.expect("offences"), 1, "escalated exactly once");
+    assert!(!ban.is_permanent());
+}
+
+#[tokio::test]
+async fn bans_escalate_the_third_is_permanent_and_unban_restores_access_at_once() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = stack().await;
+    let operator_ip = unique_ip();
+    let mut operator = admin_client(&deps, gateway, operator_ip).await;
+    let offender = unique_ip();
+    let target = offender.to_string();
+
+    for offence in 1..=3u64 {
+        let (status, body) = admin_post(
+            &mut operator,
+            "/security/ban",
+            &[("ip_address", &target), ("reason", "testing escalation"), ("duration_hours", "48")],
+        )
+        .await;
+        assert_eq!(status, 200, "ban {offence}: {body}");
+        assert_eq!(post(gateway, offender, "/api/v1/ping", &ping_body(&key)).await.status, 403);
+        let ban = deps.bans.active(offender, SystemClock.now()).await.expect("read").expect("banned");
+        assert_eq!((ban.ban_count, ban.created_by.as_str()), (offence, "manual"));
+        if offence < 3 {
+            assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(48 * 3600), "offence {offence}: as asked");
+            let (status, body) = admin_post(&mut operator, "/security/unban", &[("ip_address", &target)]).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(post(gateway, offender, "/api/v1/ping", &ping_body(&key)).await.status, 200, "at once");
+        } else {
+            assert!(ban.is_permanent(), "the third offence is permanent");
+            assert!(body["message"].as_str().expect("message").contains("permanently"));
+        }
+    }
+    // The dashboard lists it, permanent, with the times in IST.
+    let data = operator.get_json("/security/api/data").await.json();
+    let listed = data["banned_ips"].as_array().expect("bans").iter().find(|ban| ban["ip_address"] == target).cloned();
+    let listed = listed.expect("listed");
+    assert_eq!((listed["is_permanent"].as_bool(), listed["ban_count"].as_u64()), (Some(true), Some(3)));
+    assert!(listed["banned_at"].as_str().expect("time").ends_with("IST"));
+
+    // Unbanning a permanent ban works too; unbanning what is not banned is a named 404.
+    assert_eq!(admin_post(&mut operator, "/security/unban", &[("ip_address", &target)]).await.0, 200);
+    assert_eq!(post(gateway, offender, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+    let (status, body) = admin_post(&mut operator, "/security/unban", &[("ip_address", &target)]).await;
+    assert_eq!((status, body["message"].as_str()), (404, Some("IP not found in ban list")));
+}
+
+#[tokio::test]
+async fn manual_bans_are_validated_and_the_dashboard_is_for_the_administrator_only() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, _) = stack().await;
+    let operator_ip = unique_ip();
+    let mut operator = admin_client(&deps, gateway, operator_ip).await;
+    let refusals = [
+        ("not-an-ip", "Invalid IP address format"),
+        (&operator_ip.to_string() as &str, "Cannot ban your own IP address"),
+        (HOME, "never-ban"),
+        ("::1", "never-ban"),
+    ];
+    for (ip, message) in refusals {
+        let (status, body) = admin_post(&mut operator, "/security/ban", &[("ip_address", ip)]).await;
+        assert_eq!(status, 400, "{ip}: {body}");
+        assert!(body["message"].as_str().expect("message").contains(message), "{ip}: {body}");
+    }
+    let (status, body) =
+        admin_post(&mut operator, "/security/ban", &[("ip_address", "198.18.0.1"), ("duration_hours", "9000")]).await;
+    assert_eq!(status, 400, "{body}");
+    let target = unique_ip().to_string();
+    assert_eq!(admin_post(&mut operator, "/security/ban", &[("ip_address", &target)]).await.0, 200);
+    let (status, body) = admin_post(&mut operator, "/security/ban", &[("ip_address", &target)]).await;
+    assert_eq!(status, 400, "already banned: {body}");
+    assert_eq!(admin_post(&mut operator, "/security/unban", &[("ip_address", &target)]).await.0, 200);
+
+    // A trader who is not the administrator gets 403; a visitor without a session gets 401.
+    let trader = new_web_user(&deps).await;
+    let mut browser = WebClient::new(gateway, unique_ip());
+    browser.log_in(&trader.username, &trader.password, &trader.code(&deps)).await;
+    for path in ["/security", "/security/api/data", "/logs", "/logs/export"] {
+        assert_eq!(browser.get_json(path).await.status, 403, "{path}");
+        assert_eq!(WebClient::new(gateway, unique_ip()).get_json(path).await.status, 401, "{path}");
+    }
+    let (status, _) = admin_post(&mut browser, "/security/unban", &[("ip_address", &target)]).await;
+    assert_eq!(status, 403);
+    // Writes need this session's CSRF token.
+    let page =
+        operator.post_with("/security/ban", &[("ip_address", "198.18.0.9")], &[("accept", "application/json")]).await;
+    assert_eq!(page.status, 400, "no CSRF token");
+}
+
+#[tokio::test]
+async fn a_settings_change_applies_to_the_next_request() {
+    let _exclusive = SETTINGS.write().await;
+    let (deps, gateway, _) = stack().await;
+    let mut operator = admin_client(&deps, gateway, unique_ip()).await;
+
+    let (status, body) = admin_post(&mut operator, "/security/settings", &[("404_threshold", "0")]).await;
+    assert_eq!((status, body["message"].as_str()), (400, Some("404 threshold must be between 1 and 1000")));
+    let (status, body) = admin_post(&mut operator, "/security/settings", &[("api_ban_duration", "9000")]).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("Ban duration must be Permanent (0) or between 1 hour and 1 year"))
+    );
+
+    let (status, body) =
+        admin_post(&mut operator, "/security/settings", &[("api_threshold", "2"), ("api_ban_duration", "0")]).await;
+    let attacker = unique_ip();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses
+            .push(post(gateway, attacker, "/api/v1/ping", &ping_body(&format!("x-{i}"))).await.body["code"].clone());
+    }
+    let ban = deps.bans.active(attacker, SystemClock.now()).await.expect("read");
+
+    let (off_status, _) = admin_post(&mut operator, "/security/settings", &[("auto_ban_enabled", "false")]).await;
+    let quiet = unique_ip();
+    for i in 0..5 {
+        post(gateway, quiet, "/api/v1/ping", &ping_body(&format!("q-{i}"))).await;
+    }
+    let quiet_ban = deps.bans.active(quiet, SystemClock.now()).await.expect("read");
+
+    // Restore before asserting, so a failure here cannot leave other suites with these settings.
+    deps.trackers.save_settings(&SecuritySettings::default()).await.expect("restore defaults");
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["api_threshold"], 2);
+    assert_eq!(
+        statuses,
+        ["invalid_apikey", "invalid_apikey", "ip_banned"],
+        "the third bad key is over a threshold of 2"
+    );
+    assert!(ban.expect("banned").is_permanent(), "a duration of 0 is permanent");
+    assert_eq!(off_status, 200);
+    assert!(quiet_ban.is_none(), "auto-ban off: counted, not banned");
+}
+
+#[tokio::test]
+async fn the_traffic_log_is_filterable_and_exports_csv() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = stack().await;
+    let mut operator = admin_client(&deps, gateway, unique_ip()).await;
+    let caller = unique_ip();
+    assert_eq!(post(gateway, caller, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+    assert_eq!(get_text(gateway, caller, "/no-such-thing?apikey=secret-in-query").await.0, 404);
+    // Records are written after the response; give the writer a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let logs = operator.get_json(&format!("/logs?ip={caller}")).await.json();
+    let logs = logs["logs"].as_array().expect("logs").clone();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[0]["path"], "/no-such-thing", "newest first, no query string");
+    assert_eq!((logs[0]["status_code"].as_u64(), logs[0]["method"].as_str()), (Some(404), Some("GET")));
+    assert_eq!((logs[1]["path"].as_str(), logs[1]["status_code"].as_u64()), (Some("/api/v1/ping"), Some(200)));
+    assert!(logs[1]["user"].as_str().is_some_and(|user| !user.is_empty()), "the key's user");
+    assert!(logs[0]["timestamp"].as_str().expect("time").ends_with("IST"));
+
+    let only_404 = operator.get_json(&format!("/logs?ip={caller}&status=404")).await.json();
+    assert_eq!(only_404["logs"].as_array().expect("logs").len(), 1);
+    let by_path = operator.get_json(&format!("/logs?ip={caller}&path=ping")).await.json();
+    assert_eq!(by_path["logs"].as_array().expect("logs").len(), 1);
+    assert_eq!(operator.get_json("/logs?status=abc").await.status, 400);
+    assert_eq!(operator.get_json("/logs?ip=nope").await.status, 400);
+
+    let csv = operator.get(&format!("/logs/export?ip={caller}")).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.headers["content-type"].to_str().expect("type").starts_with("text/csv"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines[0], "timestamp_ist,timestamp_utc_ms,client_ip,method,path,status_code,duration_ms,user,route");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].contains("/no-such-thing") && !csv.text.contains("secret-in-query"));
+}
