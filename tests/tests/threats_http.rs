@@ -65,11 +65,11 @@ async fn the_11th_bad_key_bans_the_address_forged_headers_change_nothing_and_hom
             .post(format!("http://{gateway}/api/v1/ping"))
             .header("x-forwarded-for", bystander.to_string())
             .header("x-real-ip", bystander.to_string())
-            .header("cf-connecting-ip", if i % 2 == 0 { HOME.to_owned() } else { bystander.to_string() })
+            .header("cf-connecting-ip", if i.is_multiple_of(2) { HOME.to_owned() } else { bystander.to_string() })
             .body(body)
     };
     for i in 0..10 {
-        let presented = if i % 2 == 0 { format!("made-up-key-{i}") } else { wrong_secret(&key) };
+        let presented = if i.is_multiple_of(2) { format!("made-up-key-{i}") } else { wrong_secret(&key) };
         let reply = post_with(forged(i, ping_body(&presented))).await;
         assert_eq!((reply.status, reply.body["code"].as_str()), (403, Some("invalid_apikey")), "bad key {i}");
     }
