@@ -68,7 +68,7 @@ async fn the_11th_bad_key_bans_the_address_forged_headers_change_nothing_and_hom
             .header("cf-connecting-ip", if i.is_multiple_of(2) { HOME.to_owned() } else { bystander.to_string() })
             .body(body)
     };
-    for i in 0..10 {
+    for i in 0..10usize {
         let presented = if i.is_multiple_of(2) { format!("made-up-key-{i}") } else { wrong_secret(&key) };
         let reply = post_with(forged(i, ping_body(&presented))).await;
         assert_eq!((reply.status, reply.body["code"].as_str()), (403, Some("invalid_apikey")), "bad key {i}");
