@@ -29,6 +29,9 @@ pub struct Route {
     /// Stable name for logs and the traffic record, e.g. `ping`.
     pub name: &'static str,
     pub action: LimitedAction,
+    /// Reads state and changes nothing: [`crate::config::StoreOutage::ServeReads`] may serve it
+    /// without its ban and rate-limit checks when the security table cannot be reached.
+    pub reads_only: bool,
 }
 
 /// What a handler receives: an authenticated principal and its validated input.
@@ -217,7 +220,7 @@ where
     });
     let presented = parsed.as_ref().ok().and_then(|(apikey, _)| ApiKey::parse(apikey));
 
-    let gate = crate::gate::pass(deps, ip, route.action, presented.as_ref()).await?;
+    let gate = crate::gate::pass(deps, ip, route, presented.as_ref()).await?;
     gate.enforce()?;
     let (apikey, input) = parsed?;
     let verified = match presented {

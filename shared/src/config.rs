@@ -51,6 +51,21 @@ pub struct Config {
     /// `PUBLIC_BASE_URL`: the only origin outbound links (password-reset mail) are built from,
     /// never the request's `Host`. Without it, reset by email is unavailable.
     pub public_base_url: Option<String>,
+    /// `STORE_OUTAGE_READS`: what read-only API routes do when their ban and rate-limit lookups fail.
+    pub store_outage: StoreOutage,
+}
+
+/// What read-only API routes do when the security table (bans, rate-limit counters) cannot be
+/// reached. Login, TOTP and every route that changes state always fail closed with 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StoreOutage {
+    /// `refuse` (default): 503, like every other route. Nothing is served unmetered.
+    #[default]
+    Refuse,
+    /// `serve`: answer reads (funds, books, quotes, ping) without the ban and rate-limit checks,
+    /// still authenticating the key. Trades availability of positions and quotes during a
+    /// security-table outage for a window in which a banned address could read.
+    ServeReads,
 }
 
 /// Per-order ceilings OpenAlgo lacks: a fat-fingered quantity or a mis-scaled alert is refused
@@ -146,6 +161,17 @@ impl Config {
             None => None,
         };
 
+        let store_outage = match optional("STORE_OUTAGE_READS").as_deref().map(str::trim) {
+            None | Some("refuse") => StoreOutage::Refuse,
+            Some("serve") => StoreOutage::ServeReads,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "STORE_OUTAGE_READS",
+                    reason: format!("`{other}` is neither `refuse` nor `serve`"),
+                });
+            }
+        };
+
         Ok(Self {
             tables: Tables {
                 security: required("SECURITY_TABLE")?,
@@ -163,6 +189,7 @@ impl Config {
             order_caps,
             session_expiry,
             public_base_url,
+            store_outage,
         })
     }
 
@@ -299,6 +326,7 @@ mod tests {
         assert!(with("SESSION_EXPIRY_TIME", "25:00").contains("SESSION_EXPIRY_TIME"));
         assert!(with("PUBLIC_BASE_URL", "http://evil.example").contains("PUBLIC_BASE_URL"));
         assert!(with("LOGIN_RATE_LIMIT_MIN", "5 per fortnight").contains("LOGIN_RATE_LIMIT_MIN"));
+        assert!(with("STORE_OUTAGE_READS", "maybe").contains("STORE_OUTAGE_READS"));
     }
 
     #[test]

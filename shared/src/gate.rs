@@ -3,11 +3,14 @@
 
 use std::net::IpAddr;
 
+use crate::api::Route;
 use crate::bootstrap::Deps;
 use crate::clock::UnixMillis;
+use crate::config::StoreOutage;
 use crate::crypto::api_key::ApiKey;
 use crate::error::AppError;
 use crate::limits::LimitedAction;
+use crate::metrics::Metric;
 use crate::store::bans::Ban;
 use crate::store::identity::ApiKeyRecord;
 use crate::store::rate_limit::{Verdict, within_budgets};
@@ -41,22 +44,34 @@ impl GateOutcome {
 ///
 /// A key that then fails to verify is charged to the IP as well ([`charge_failure`]), so spraying
 /// made-up keys from one address is throttled per IP.
-pub async fn pass(
-    deps: &Deps,
-    ip: IpAddr,
-    action: LimitedAction,
-    key: Option<&ApiKey>,
-) -> Result<GateOutcome, AppError> {
+pub async fn pass(deps: &Deps, ip: IpAddr, route: Route, key: Option<&ApiKey>) -> Result<GateOutcome, AppError> {
+    let action = route.action;
     let now = deps.clock.now();
     let limit = deps.config.rate_limit(action);
+    let serve_reads = route.reads_only && deps.config.store_outage == StoreOutage::ServeReads;
+    // Under `STORE_OUTAGE_READS=serve`, a read-only route whose security lookups fail goes on
+    // unbanned and unmetered; everything else fails closed.
+    let or_open = |result: Result<Verdict, AppError>| match result {
+        Err(AppError::Unavailable(error)) if serve_reads => {
+            tracing::warn!(error = %format!("{error:#}"), route = route.name, "security table unavailable; serving a read unmetered");
+            deps.metrics.count(Metric::StoreUnavailable, now);
+            Ok(Verdict { count: 0, limit: limit.limit, window_ends: now })
+        }
+        other => other,
+    };
     let ip_subject = ip_subject(ip);
 
-    let ban = deps.bans.active(ip, now);
+    let ban = async {
+        match deps.bans.active(ip, now).await {
+            Err(AppError::Unavailable(_)) if serve_reads => Ok(None),
+            other => other,
+        }
+    };
     let ip_limit = async {
-        match key {
+        or_open(match key {
             Some(_) => deps.limits.peek(action, &ip_subject, limit, now).await,
             None => deps.limits.hit(action, &ip_subject, limit, now).await,
-        }
+        })
     };
     let key_record = async {
         match key {
@@ -68,7 +83,7 @@ pub async fn pass(
         match key {
             Some(key) => {
                 let subject = format!("key#{}", hex::encode(&key.fingerprint()[..16]));
-                deps.limits.hit(action, &subject, limit, now).await.map(Some)
+                or_open(deps.limits.hit(action, &subject, limit, now).await).map(Some)
             }
             None => Ok(None),
         }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kavach_tests::{ping_body, post, required_env, start_gateway, unique_ip};
+use kavach_tests::{client_from, ping_body, post, post_with, required_env, start_gateway, unique_ip};
 use shared::aws::AwsClients;
 use shared::clock::SystemClock;
 use shared::config::Config;
@@ -55,16 +55,17 @@ async fn provision(endpoint: &str) -> HashMap<String, String> {
 }
 
 #[tokio::test]
-async fn with_the_emulator_stopped_ping_fails_closed_with_503() {
+async fn with_the_emulator_stopped_ping_login_totp_and_orders_fail_closed_with_503_and_a_metric() {
     let mut emulator = start_emulator().await;
     let environment = provision(&emulator.endpoint).await;
     let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
     let aws = AwsClients::for_endpoint(&emulator.endpoint).await;
+    let metrics = Arc::new(std::sync::Mutex::new(Vec::new()));
     let deps = shared::bootstrap::init_with(
         config,
         Arc::new(SystemClock),
         aws,
-        shared::metrics::MetricSink::Memory(Default::default()),
+        shared::metrics::MetricSink::Memory(metrics.clone()),
     )
     .await
     .expect("cold start");
@@ -85,4 +86,27 @@ async fn with_the_emulator_stopped_ping_fails_closed_with_503() {
         let text = reply.body.to_string();
         assert!(!text.contains("dispatch") && !text.contains("127.0.0.1"), "no internals: {text}");
     }
+
+    let order = serde_json::json!({
+        "apikey": key.expose(), "strategy": "fault", "symbol": "SBIN", "exchange": "NSE", "action": "BUY",
+        "quantity": "1", "pricetype": "MARKET", "product": "MIS"
+    });
+    let reply = post(gateway, ip, "/api/v1/placeorder", &order.to_string()).await;
+    assert_eq!(reply.status, 503, "orders fail closed: {}", reply.body);
+    let form = "username=fault-user&password=whatever";
+    for path in ["/auth/login", "/auth/login/totp"] {
+        let reply = post_with(
+            client_from(ip)
+                .post(format!("http://{gateway}{path}"))
+                .header("accept", "application/json")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form),
+        )
+        .await;
+        assert_eq!(reply.status, 503, "{path} fails closed: {}", reply.body);
+        assert_eq!(reply.body["message"], "Service Unavailable");
+    }
+    let unavailable =
+        metrics.lock().expect("metrics").iter().filter(|line| line.contains("\"StoreUnavailable\":1")).count();
+    assert_eq!(unavailable, 5, "one StoreUnavailable metric per refused request");
 }

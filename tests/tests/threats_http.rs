@@ -332,3 +332,26 @@ async fn the_traffic_log_is_filterable_and_exports_csv() {
     assert_eq!(lines.len(), 3);
     assert!(lines[1].contains("/no-such-thing") && !csv.text.contains("secret-in-query"));
 }
+
+#[tokio::test]
+async fn with_the_security_table_unreachable_reads_follow_store_outage_reads_and_orders_fail_closed() {
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let gone = [("SECURITY_TABLE", "kavach-no-such-table")];
+    let refuse = start_gateway(cold_start(config_with(&gone), Arc::new(SystemClock)).await).await;
+    let serve_config = config_with(&[gone[0], ("STORE_OUTAGE_READS", "serve")]);
+    let serve = start_gateway(cold_start(serve_config, Arc::new(SystemClock)).await).await;
+    let order = serde_json::json!({
+        "apikey": key, "strategy": "outage", "symbol": "SBIN", "exchange": "NSE", "action": "BUY",
+        "quantity": "1", "pricetype": "MARKET", "product": "MIS"
+    })
+    .to_string();
+    let ip = unique_ip();
+
+    assert_eq!(post(refuse, ip, "/api/v1/ping", &ping_body(&key)).await.status, 503, "default: refuse");
+    assert_eq!(post(refuse, ip, "/api/v1/funds", &ping_body(&key)).await.status, 503);
+    assert_eq!(post(serve, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200, "serve: reads go on");
+    assert_eq!(post(serve, ip, "/api/v1/funds", &ping_body(&key)).await.status, 200);
+    assert_eq!(post(serve, ip, "/api/v1/ping", &ping_body("made-up")).await.status, 503, "a bad key still fails");
+    assert_eq!(post(serve, ip, "/api/v1/placeorder", &order).await.status, 503, "orders always fail closed");
+}

@@ -13,8 +13,11 @@ use shared::store::identity::SANDBOX_BROKER;
 use shared::{AppError, Deps};
 
 const fn route(name: &'static str) -> Route {
-    Route { name, action: LimitedAction::Api }
+    Route { name, action: LimitedAction::Api, reads_only: true }
 }
+
+/// Leaving or entering analyzer mode changes the account.
+const TOGGLE: Route = Route { name: "analyzer/toggle", action: LimitedAction::Api, reads_only: false };
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let sandbox = Sandbox::from_deps(deps);
@@ -40,7 +43,7 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
         }
         "/api/v1/analyzer" => api::run(deps, request, route("analyzer"), nothing_else, |c| analyzer(sandbox, c)).await,
         "/api/v1/analyzer/toggle" => {
-            api::run(deps, request, route("analyzer/toggle"), AnalyzerToggle::parse, |c| toggle(sandbox, c)).await
+            api::run(deps, request, TOGGLE, AnalyzerToggle::parse, |c| toggle(sandbox, c)).await
         }
         _ => api::unknown_resource(&request),
     }

@@ -14,7 +14,7 @@ use shared::{AppError, Deps};
 pub const MAX_CANDLES: usize = 20_000;
 
 const fn route(name: &'static str) -> Route {
-    Route { name, action: LimitedAction::Api }
+    Route { name, action: LimitedAction::Api, reads_only: true }
 }
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {

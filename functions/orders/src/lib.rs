@@ -9,14 +9,14 @@ use shared::orders::{BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrd
 use shared::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
 use shared::{AppError, Deps};
 
-pub const PLACE: Route = Route { name: "placeorder", action: LimitedAction::Order };
-pub const SMART: Route = Route { name: "placesmartorder", action: LimitedAction::SmartOrder };
-pub const MODIFY: Route = Route { name: "modifyorder", action: LimitedAction::Order };
-pub const CANCEL: Route = Route { name: "cancelorder", action: LimitedAction::Order };
-pub const CANCEL_ALL: Route = Route { name: "cancelallorder", action: LimitedAction::Api };
-pub const CLOSE: Route = Route { name: "closeposition", action: LimitedAction::Api };
-pub const BASKET: Route = Route { name: "basketorder", action: LimitedAction::Api };
-pub const SPLIT: Route = Route { name: "splitorder", action: LimitedAction::Api };
+pub const PLACE: Route = Route { name: "placeorder", action: LimitedAction::Order, reads_only: false };
+pub const SMART: Route = Route { name: "placesmartorder", action: LimitedAction::SmartOrder, reads_only: false };
+pub const MODIFY: Route = Route { name: "modifyorder", action: LimitedAction::Order, reads_only: false };
+pub const CANCEL: Route = Route { name: "cancelorder", action: LimitedAction::Order, reads_only: false };
+pub const CANCEL_ALL: Route = Route { name: "cancelallorder", action: LimitedAction::Api, reads_only: false };
+pub const CLOSE: Route = Route { name: "closeposition", action: LimitedAction::Api, reads_only: false };
+pub const BASKET: Route = Route { name: "basketorder", action: LimitedAction::Api, reads_only: false };
+pub const SPLIT: Route = Route { name: "splitorder", action: LimitedAction::Api, reads_only: false };
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let sandbox = Sandbox::from_deps(deps);

@@ -6,7 +6,7 @@ use shared::Deps;
 use shared::api::{self, Route};
 use shared::limits::LimitedAction;
 
-pub const ROUTE: Route = Route { name: "ping", action: LimitedAction::Api };
+pub const ROUTE: Route = Route { name: "ping", action: LimitedAction::Api, reads_only: true };
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     api::run(

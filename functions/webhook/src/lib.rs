@@ -13,7 +13,7 @@ use shared::validate::Fields;
 use shared::webhooks::Mode;
 use shared::{AppError, Deps, http};
 
-pub const ROUTE: Route = Route { name: "strategy/webhook", action: LimitedAction::Webhook };
+pub const ROUTE: Route = Route { name: "strategy/webhook", action: LimitedAction::Webhook, reads_only: false };
 const PATH: &str = "/strategy/webhook/{webhook_id}";
 
 struct Signal {
@@ -35,7 +35,7 @@ async fn signal(
     request: &Request,
     ip: Result<std::net::IpAddr, AppError>,
 ) -> Result<(Value, String), AppError> {
-    let gate = shared::gate::pass(deps, ip?, ROUTE.action, None).await?;
+    let gate = shared::gate::pass(deps, ip?, ROUTE, None).await?;
     gate.enforce()?;
     let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
     let symbol = fields.required_string("symbol", 1..=64);
