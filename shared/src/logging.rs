@@ -3,18 +3,41 @@
 //! `**redacted**` even if someone tries.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Installs the subscriber once; a second call (tests, the local gateway) is a no-op.
 pub fn init() {
+    init_to(std::io::stderr);
+}
+
+/// [`init`] with another destination: the redaction test reads what would have been logged.
+pub fn init_to<W>(writer: W)
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_current_span(false)
         .with_target(false)
         .flatten_event(true)
         .try_init();
+    if installed.is_ok() {
+        // A panic becomes one structured log line like any other event, instead of free text on
+        // stderr; its message is whatever the code formatted, so a secret type in it stays redacted.
+        std::panic::set_hook(Box::new(|panic| {
+            let location = panic.location().map(|at| format!("{}:{}", at.file(), at.line())).unwrap_or_default();
+            let message = panic
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic.location = location, panic.message = message, "panic");
+        }));
+    }
 }

@@ -355,3 +355,45 @@ async fn with_the_security_table_unreachable_reads_follow_store_outage_reads_and
     assert_eq!(post(serve, ip, "/api/v1/ping", &ping_body("made-up")).await.status, 503, "a bad key still fails");
     assert_eq!(post(serve, ip, "/api/v1/placeorder", &order).await.status, 503, "orders always fail closed");
 }
+
+#[tokio::test]
+async fn logins_refused_by_the_address_budget_ban_the_address_but_a_spent_username_budget_does_not() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, _) = stack().await;
+    let victim = new_web_user(&deps).await;
+    let sprayer = unique_ip();
+    // 5 attempts per minute per address are admitted; the 11th refusal after them bans.
+    let mut codes = Vec::new();
+    for i in 0..16 {
+        let mut browser = WebClient::new(gateway, sprayer);
+        let page = browser
+            .post_with(
+                "/auth/login",
+                &[("username", &format!("nobody-{i}")), ("password", "Wr0ng!pass")],
+                &[("accept", "application/json")],
+            )
+            .await;
+        codes.push(page.status);
+    }
+    assert_eq!(&codes[..5], [401; 5], "{codes:?}");
+    assert_eq!(&codes[5..15], [429; 10], "{codes:?}");
+    assert_eq!(codes[15], 403, "the 11th refusal bans: {codes:?}");
+    let ban = deps.bans.active(sprayer, SystemClock.now()).await.expect("read").expect("banned");
+    assert_eq!(ban.created_by, "login_detector");
+
+    // Someone hammering the trader's username from many addresses spends the username's budget,
+    // which refuses the trader's own logins for a while, but never bans the trader's address.
+    for _ in 0..6 {
+        let mut other = WebClient::new(gateway, unique_ip());
+        other.post("/auth/login", &[("username", &victim.username), ("password", "Wr0ng!pass")]).await;
+    }
+    let trader_ip = unique_ip();
+    for _ in 0..5 {
+        let mut trader = WebClient::new(gateway, trader_ip);
+        let page = trader.post("/auth/login", &[("username", &victim.username), ("password", &victim.password)]).await;
+        assert_eq!(page.status, 429, "the username's budget is spent");
+    }
+    let counted = deps.trackers.list(Detector::LoginAbuse, SystemClock.now()).await.expect("list");
+    assert!(!counted.iter().any(|tracker| tracker.ip == trader_ip), "refusals for the username are not the address's");
+    assert!(deps.bans.active(trader_ip, SystemClock.now()).await.expect("read").is_none());
+}

@@ -415,13 +415,14 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 <label for="status">Status</label><input id="status" name="status" value="{status}">
 <label for="path">Path contains</label><input id="path" name="path" value="{path}">
 <button id="filter" type="submit">Filter</button></form>
-<p><a id="export" href="/logs/export?{export}">Export CSV</a> · <span id="count">{count}</span> request(s), newest first; times in IST; kept 14 days.</p>
+<p><a id="export" href="/logs/export?{export}">Export CSV</a> · <span id="count">{count}</span> request(s), newest first; times in IST; kept {retention} days.</p>
 <table id="traffic"><tr><th>Time</th><th>IP</th><th>Method</th><th>Path</th><th>Status</th><th>ms</th><th>User</th><th>Route</th></tr>{rows}</table>"#,
         ip = value("ip"),
         status = value("status"),
         path = value("path"),
         export = escape(&export_query),
         count = records.len(),
+        retention = deps.config.traffic_retention_days,
     );
     Ok(request.page(200, "Traffic log", &body))
 }
