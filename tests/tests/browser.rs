@@ -1,5 +1,6 @@
 //! The pages in headless Chromium, driven over WebDriver: first-run setup with its token, TOTP
-//! enrolment, login with TOTP, the API-key page, logout, and reset by TOTP. Each step saves a
+//! enrolment, login with TOTP, the API-key page, logout, reset by TOTP, and the administrator's
+//! security dashboard (ban, unban, settings) and traffic log. Each step saves a
 //! screenshot under target/screenshots/ and asserts on what is on screen.
 //!
 //! Setup can happen once per stack, so this suite needs the fresh stack `scripts/test` provides.
@@ -142,7 +143,61 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     browser.type_into("#username", username).await;
     browser.type_into("#password", new_password).await;
     browser.click("#login").await;
-    // The new password is accepted: on to the code.
+    // The new password is accepted: on to the code (a step the reset did not use).
     browser.wait_text("h1", "Two-factor authentication").await;
+    next_totp_step().await;
+    browser.type_into("#totp_code", &secret.code_at(deps.clock.now())).await;
+    browser.click("#verify").await;
+    browser.wait_text("h1", "Dashboard").await;
+
+    // The security dashboard: a manual ban, seen in the list and enforced, then lifted.
+    browser.click(r#"nav a[href="/security"]"#).await;
+    browser.wait_text("h1", "Security").await;
+    assert_eq!(browser.text("#your-ip").await, "127.0.0.1");
+    browser.screenshot("11-security").await;
+    let banned = "203.0.113.50";
+    browser.type_into("#ip_address", banned).await;
+    browser.type_into("#reason", "browser test").await;
+    browser.click(r#"#duration_hours option[value="168"]"#).await;
+    browser.click("#ban").await;
+    browser.wait_text("#notice", "The address is banned.").await;
+    let row = browser.text(&format!(r#"tr[data-ip="{banned}"]"#)).await;
+    assert!(row.contains("browser test") && row.contains("manual") && row.contains("IST"), "{row}");
+    let ban = deps.bans.active(banned.parse().expect("ip"), deps.clock.now()).await.expect("read").expect("banned");
+    assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(168 * 3600), "1 week");
+    browser.screenshot("12-banned").await;
+    browser.click(&format!(r#"tr[data-ip="{banned}"] button.unban"#)).await;
+    browser.wait_text("#notice", "The address is unbanned.").await;
+    assert!(!browser.has(&format!(r#"tr[data-ip="{banned}"]"#)).await);
+    assert!(deps.bans.active(banned.parse().expect("ip"), deps.clock.now()).await.expect("read").is_none());
+    browser.screenshot("13-unbanned").await;
+
+    // Settings: OpenAlgo's range message for a bad value; a good one is saved and in force.
+    browser.type_into(r#"input[name="404_threshold"]"#, "0").await;
+    browser.click("#save-settings").await;
+    browser.wait_text("#error", "404 threshold must be between 1 and 1000").await;
+    browser.screenshot("14-settings-refused").await;
+    browser.goto(&format!("{site}/security")).await;
+    browser.type_into(r#"input[name="404_threshold"]"#, "30").await;
+    browser.click("#save-settings").await;
+    browser.wait_text("#notice", "Settings saved. They apply from the next request.").await;
+    let saved = deps.trackers.settings().await.expect("settings");
+    deps.trackers.save_settings(&shared::threats::SecuritySettings::default()).await.expect("restore");
+    assert_eq!(saved.not_found_threshold, 30);
+    assert!(saved.auto_ban_enabled, "the checkbox kept its state");
+    browser.screenshot("15-settings-saved").await;
+
+    // The traffic log, filtered by path, with this session's own requests in it.
+    browser.click(r#"nav a[href="/logs"]"#).await;
+    browser.wait_text("h1", "Traffic log").await;
+    browser.type_into("#path", "/security/").await;
+    browser.click("#filter").await;
+    browser.wait_text("h1", "Traffic log").await;
+    let count: usize = browser.text("#count").await.parse().expect("count");
+    assert!(count >= 3, "the ban, unban and settings posts: {count}");
+    let table = browser.text("#traffic").await;
+    assert!(table.contains("/security/ban") && table.contains("/security/unban") && table.contains("IST"), "{table}");
+    assert!(!table.contains("/dashboard"), "filtered by path");
+    browser.screenshot("16-traffic-log").await;
     browser.quit().await;
 }
