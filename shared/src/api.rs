@@ -181,7 +181,7 @@ fn api_gateway_request_id(request: &Request) -> String {
 /// one more hit for the invalid-key detector (which may ban it), and the metric. The answer is
 /// `InvalidApiKey` — or `Banned` when this attempt crossed the threshold — unless storage failed.
 async fn invalid_api_key(deps: &Deps, ip: IpAddr, route: Route, presented: &str, now: UnixMillis) -> AppError {
-    deps.metrics.count(crate::metrics::Metric::InvalidApiKeys, now);
+    deps.metrics.count(Metric::InvalidApiKeys, now);
     let evidence = crate::threats::short_key_hash(presented);
     let (charged, detected) = tokio::join!(
         crate::gate::charge_failure(deps, ip, route.action, now),

@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         ["login-timing", n] => login_timing(n.parse()?).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
         ),
     }
 }
@@ -79,24 +79,40 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     let deps = kavach_tests::deps().await;
     let boot = deps.aws.stats.snapshot();
     let (_, key) = kavach_tests::new_user(&deps).await;
-    let event = api_event(&format!("/api/v1/{route}"), &route_body(route, &key), "198.51.100.200");
-    let request = || lambda_http::request::from_str(&event).map_err(anyhow::Error::from);
+    // The detector routes count per address: each request comes from another one, so the cost
+    // measured is a counted miss, never a ban.
+    let (resource, body, expected) = match route {
+        "bad-key" => ("/api/v1/ping".to_owned(), serde_json::json!({ "apikey": "made-up-key" }), 403),
+        "not-found" => ("/{proxy+}".to_owned(), serde_json::json!({}), 404),
+        _ => (format!("/api/v1/{route}"), route_body(route, &key), 200),
+    };
+    let sent = std::sync::atomic::AtomicU32::new(0);
+    let request = || {
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let source = format!("8.{}.{}.{}", n / 65_536 % 256, n / 256 % 256, n % 256);
+        let mut event: serde_json::Value = serde_json::from_str(&api_event(&resource, &body, &source))?;
+        if route == "not-found" {
+            event["path"] = serde_json::json!(format!("/wp-admin/probe-{n}.php"));
+        }
+        lambda_http::request::from_str(&event.to_string()).map_err(anyhow::Error::from)
+    };
     let handle = |request| async {
         match route {
-            "ping" => ping::handler(&deps, request).await,
+            "ping" | "bad-key" => ping::handler(&deps, request).await,
             "placeorder" => orders::handler(&deps, request).await,
+            "not-found" => web::not_found_handler(&deps, request).await,
             _ => account::handler(&deps, request).await,
         }
     };
     let first = handle(request()?).await;
-    anyhow::ensure!(first.status() == 200, "warm-up {route} failed: {:?}", first.body());
+    anyhow::ensure!(first.status() == expected, "warm-up {route} failed: {:?}", first.body());
 
     let before = deps.aws.stats.snapshot();
     let cpu_before = cpu_micros("self")?;
     let started = Instant::now();
     for _ in 0..requests {
         let response = handle(request()?).await;
-        anyhow::ensure!(response.status() == 200, "{route} failed: {:?}", response.body());
+        anyhow::ensure!(response.status() == expected, "{route} failed: {:?}", response.body());
     }
     let wall = started.elapsed();
     let cpu = cpu_micros("self")? - cpu_before;
