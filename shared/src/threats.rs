@@ -20,7 +20,8 @@ use crate::bootstrap::Deps;
 use crate::clock::UnixMillis;
 use crate::error::AppError;
 use crate::metrics::Metric;
-use crate::store::bans::{Ban, BanTerms};
+use crate::store::bans::{Ban, BanStore, BanTerms};
+use crate::store::trackers::TrackerStore;
 
 /// Every detector counts over the last this many hours.
 pub const WINDOW_HOURS: u64 = 24;
@@ -300,9 +301,10 @@ pub async fn ban(
 
 /// Lifts `ip`'s ban and forgets its current detector counts, so its next request is served and
 /// one more stray 404 does not re-ban it. The offender history stays. Returns whether it was banned.
-pub async fn unban(deps: &Deps, ip: IpAddr) -> Result<bool, AppError> {
-    let clears = Detector::ALL.map(|detector| deps.trackers.clear(detector, ip));
-    let (was_banned, _) = tokio::try_join!(deps.bans.remove(ip), futures::future::try_join_all(clears))?;
+/// Takes the stores, not [`Deps`], so the operator CLI lifts bans the same way.
+pub async fn unban(bans: &BanStore, trackers: &TrackerStore, ip: IpAddr) -> Result<bool, AppError> {
+    let clears = Detector::ALL.map(|detector| trackers.clear(detector, ip));
+    let (was_banned, _) = tokio::try_join!(bans.remove(ip), futures::future::try_join_all(clears))?;
     if was_banned {
         tracing::warn!(client_ip = %ip, "IP unbanned");
     }

@@ -12,7 +12,6 @@ use kavach_tests::*;
 use proptest::test_runner::{Config, TestRunner};
 use secrecy::SecretString;
 use sha2::Digest;
-use shared::Deps;
 use shared::clock::{Clock, SystemClock};
 use shared::crypto::api_key::ApiKey;
 use shared::error::AppError;
@@ -49,7 +48,7 @@ fn key_like(secret: &str) -> String {
     format!("kav_{}_{}", &digest[..16], hex::encode(sha2::Sha256::digest(digest.as_bytes())))
 }
 
-async fn plant(deps: &Deps, gateway: SocketAddr, ip: IpAddr, secret: &str, key: &str) {
+async fn plant(gateway: SocketAddr, ip: IpAddr, secret: &str, key: &str) {
     let client = client_from(ip);
     let url = |path: &str| format!("http://{gateway}{path}");
     let requests = [
@@ -91,7 +90,6 @@ async fn plant(deps: &Deps, gateway: SocketAddr, ip: IpAddr, secret: &str, key: 
     tracing::warn!(secret = ?typed, key = ?parsed, "planted secret fields");
     let panicked = std::panic::catch_unwind(|| panic!("planted panic with {typed:?} and {parsed:?}"));
     assert!(panicked.is_err());
-    let _ = deps;
 }
 
 #[test]
@@ -111,7 +109,7 @@ fn planted_secrets_occur_zero_times_in_logs_and_traffic_records() {
         let key = key_like(&secret);
         let ip = unique_ip();
         let records = runtime.block_on(async {
-            plant(&deps, gateway, ip, &secret, &key).await;
+            plant(gateway, ip, &secret, &key).await;
             // Traffic records are written after each response.
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             deps.flush_traffic().await;

@@ -321,7 +321,7 @@ pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 pub async fn unban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     require_admin(deps, &request).await?;
     let ip = parse_ip(request.field("ip_address"))?;
-    if !threats::unban(deps, ip).await? {
+    if !threats::unban(&deps.bans, &deps.trackers, ip).await? {
         return Err(AppError::NoSuchBan);
     }
     Ok(done(&request, "unbanned", format!("Unbanned {ip}")))

@@ -76,10 +76,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let ip = parse_ip(ip)?;
             let (store, trackers, _) = ban_store().await?;
             // As the dashboard's unban: the detectors' current counts go too, the offender history stays.
-            for detector in shared::threats::Detector::ALL {
-                trackers.clear(detector, ip).await.map_err(public)?;
-            }
-            if store.remove(ip).await.map_err(public)? {
+            if shared::threats::unban(&store, &trackers, ip).await.map_err(public)? {
                 println!("Unbanned {ip}.");
             } else {
                 println!("{ip} was not banned.");

@@ -87,16 +87,8 @@ impl BanStore {
     /// The ban in force for `ip`, if any. Strongly consistent: a ban written a moment ago by
     /// another container is enforced by this one's very next request, and an unban lifts at once.
     pub async fn active(&self, ip: IpAddr, now: UnixMillis) -> Result<Option<Ban>, AppError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(ban_key(ip)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read ban"))?;
-        Ok(output.item().map(|item| Ban::from_item(ip, item)).filter(|ban| ban.is_active(now)))
+        let item = super::get_by_pk(&self.client, &self.table, ban_key(ip), "read ban").await?;
+        Ok(item.map(|item| Ban::from_item(ip, &item)).filter(|ban| ban.is_active(now)))
     }
 
     /// Bans `ip` unless a ban is already in force, counts the offence, and makes the ban permanent
@@ -177,34 +169,16 @@ impl BanStore {
 
     /// How many times `ip` has been banned within the offender memory.
     pub async fn offences(&self, ip: IpAddr, now: UnixMillis) -> Result<u64, AppError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(offender_key(ip)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read offender history"))?;
-        Ok(output
-            .item()
+        let item = super::get_by_pk(&self.client, &self.table, offender_key(ip), "read offender history").await?;
+        Ok(item
             .filter(|item| number(item, EXPIRES_AT).is_none_or(|expires| expires > now.secs()))
-            .and_then(|item| number(item, "offences"))
+            .and_then(|item| number(&item, "offences"))
             .unwrap_or(0))
     }
 
     /// Lifts a ban. The offender history stays. Returns whether a ban existed.
     pub async fn remove(&self, ip: IpAddr) -> Result<bool, AppError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(ban_key(ip)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable("delete ban"))?;
-        Ok(output.attributes().is_some())
+        super::delete_by_pk(&self.client, &self.table, ban_key(ip), "delete ban").await
     }
 
     /// Every ban in force, newest first (an operator view; a scan is fine at one trader's scale).

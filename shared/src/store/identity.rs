@@ -81,16 +81,7 @@ impl IdentityStore {
 
     /// One consistent `GetItem` by partition key.
     pub async fn item(&self, pk: String, operation: &'static str) -> Result<Option<Item>, AppError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(pk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable(operation))?;
-        Ok(output.item)
+        super::get_by_pk(&self.client, &self.table, pk, operation).await
     }
 
     pub(crate) fn put_key(&self, record: &ApiKeyRecord) -> Result<TransactWriteItem, AppError> {

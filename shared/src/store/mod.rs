@@ -54,6 +54,42 @@ where
     move |error| AppError::Unavailable(anyhow::Error::new(error).context(operation))
 }
 
+/// One strongly consistent `GetItem` by partition key, for the tables keyed by `pk` alone.
+pub(crate) async fn get_by_pk(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    operation: &'static str,
+) -> Result<Option<Item>, AppError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .key(PK, s(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable(operation))?;
+    Ok(output.item)
+}
+
+/// Deletes the item keyed `pk`; returns whether there was one.
+pub(crate) async fn delete_by_pk(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    operation: &'static str,
+) -> Result<bool, AppError> {
+    let output = client
+        .delete_item()
+        .table_name(table)
+        .key(PK, s(pk))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+        .send()
+        .await
+        .map_err(unavailable(operation))?;
+    Ok(output.attributes.is_some())
+}
+
 /// Every item whose key starts with `prefix`: the operator views over a small table.
 pub(crate) async fn scan_prefix(
     client: &aws_sdk_dynamodb::Client,

@@ -92,16 +92,8 @@ impl RateLimitStore {
         now: UnixMillis,
     ) -> Result<Verdict, AppError> {
         let (key, window_ends) = counter_key(action, subject, limit, now);
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read request count"))?;
-        let so_far = output.item().and_then(|item| number(item, "hits")).unwrap_or(0);
+        let item = super::get_by_pk(&self.client, &self.table, key, "read request count").await?;
+        let so_far = item.and_then(|item| number(&item, "hits")).unwrap_or(0);
         Ok(Verdict { count: so_far.saturating_add(1), limit: limit.limit, window_ends })
     }
 }

@@ -158,32 +158,15 @@ impl TrackerStore {
 
     /// Forgets `ip`'s hits for `detector`. Returns whether there were any.
     pub async fn clear(&self, detector: Detector, ip: IpAddr) -> Result<bool, AppError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, s(tracker_key(detector, ip)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable("clear detector record"))?;
-        Ok(output.attributes().is_some())
+        super::delete_by_pk(&self.client, &self.table, tracker_key(detector, ip), "clear detector record").await
     }
 
     /// The settings in force: what the dashboard last saved, or the defaults.
     pub async fn settings(&self) -> Result<SecuritySettings, AppError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, s(SETTINGS_PK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("read security settings"))?;
-        let Some(item) = output.item() else { return Ok(SecuritySettings::default()) };
+        let item = super::get_by_pk(&self.client, &self.table, SETTINGS_PK.into(), "read security settings").await?;
+        let Some(item) = item else { return Ok(SecuritySettings::default()) };
         let stored: HashMap<String, u64> =
-            item.keys().filter_map(|name| number(item, name).map(|value| (name.clone(), value))).collect();
+            item.keys().filter_map(|name| number(&item, name).map(|value| (name.clone(), value))).collect();
         Ok(SecuritySettings::from_stored(&stored))
     }
 
