@@ -359,10 +359,13 @@ async fn with_the_security_table_unreachable_reads_follow_store_outage_reads_and
 #[tokio::test]
 async fn logins_refused_by_the_address_budget_ban_the_address_but_a_spent_username_budget_does_not() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, _) = stack().await;
+    // The short budget over an hour rather than a minute: a fixed minute window can close between
+    // spending a budget and probing it on a slow machine, and the test would see a fresh budget.
+    let deps = cold_start(config_with(&[("LOGIN_RATE_LIMIT_MIN", "5 per hour")]), Arc::new(SystemClock)).await;
+    let gateway = start_gateway(deps.clone()).await;
     let victim = new_web_user(&deps).await;
     let sprayer = unique_ip();
-    // 5 attempts per minute per address are admitted; the 11th refusal after them bans.
+    // 5 attempts per address are admitted; the 11th refusal after them bans.
     let mut codes = Vec::new();
     for i in 0..16 {
         let mut browser = WebClient::new(gateway, sprayer);
