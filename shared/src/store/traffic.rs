@@ -71,7 +71,7 @@ pub struct TrafficFilter {
 }
 
 /// Hours of partitions read at once while paging back through the log.
-const HOURS_PER_ROUND: u64 = 24;
+const HOURS_PER_ROUND: usize = 24;
 
 impl TrafficStore {
     /// The newest `limit` requests matching `filter` within the retention period, newest first.
@@ -84,18 +84,15 @@ impl TrafficStore {
     ) -> Result<Vec<LoggedRequest>, AppError> {
         let newest_hour = now.secs() / 3600;
         let oldest_hour = newest_hour.saturating_sub(self.retention_secs / 3600);
+        let hours: Vec<u64> = (oldest_hour..=newest_hour).rev().collect();
         let mut found = Vec::new();
-        let mut hour = newest_hour;
-        while found.len() < limit && hour >= oldest_hour {
-            let round: Vec<u64> = (0..HOURS_PER_ROUND).map_while(|back| hour.checked_sub(back)).collect();
-            let reads = round.iter().filter(|h| **h >= oldest_hour).map(|h| self.hour(*h, filter));
-            for records in futures::future::try_join_all(reads).await? {
+        for round in hours.chunks(HOURS_PER_ROUND) {
+            if found.len() >= limit {
+                break;
+            }
+            for records in futures::future::try_join_all(round.iter().map(|hour| self.hour(*hour, filter))).await? {
                 found.extend(records);
             }
-            hour = match hour.checked_sub(HOURS_PER_ROUND) {
-                Some(next) => next,
-                None => break,
-            };
         }
         found.sort_by_key(|record| std::cmp::Reverse(record.at));
         found.truncate(limit);
