@@ -94,7 +94,7 @@ pub async fn portal_handler(deps: &Deps, request: Request) -> Response<Body> {
 }
 
 pub async fn security_handler(deps: &Deps, request: Request) -> Response<Body> {
-    let admin = |name| route(name, Access::Session);
+    let admin = |name| route(name, Access::Admin);
     match (request.method().clone(), resource(&request).as_str()) {
         (Method::GET, "/security") => serve(deps, request, admin("security"), |r| security::page(deps, r)).await,
         (Method::GET, "/security/api/data") => {

@@ -11,7 +11,6 @@ use shared::error::AppError;
 use shared::store::bans::{Ban, BanTerms};
 use shared::store::trackers::Tracker;
 use shared::store::traffic::{LoggedRequest, TrafficFilter};
-use shared::store::users::ADMIN_ROLE;
 use shared::threats::{self, Detector, SecuritySettings};
 use shared::web::html::{csrf_field, escape};
 use shared::web::{Reply, WebRequest};
@@ -24,16 +23,6 @@ const BAN_CHOICES: [(&str, &str); 4] = [("24", "24 hours"), ("48", "48 hours"), 
 const LOGIN_ACTIVITY_LIMIT: i32 = 50;
 /// Requests shown or exported from the traffic log at most.
 const LOG_LIMIT_MAX: usize = 1000;
-
-/// The session's user must be the administrator; anyone else gets 403 before anything is read.
-async fn require_admin(deps: &Deps, request: &WebRequest) -> Result<(), AppError> {
-    let session = request.session()?;
-    let user = deps.identity.user(&session.user).await?.ok_or(AppError::SessionExpired)?;
-    if user.role != ADMIN_ROLE {
-        return Err(AppError::AdminOnly);
-    }
-    Ok(())
-}
 
 fn secs_ist(secs: u64) -> String {
     ist(UnixMillis::from_secs(secs))
@@ -113,13 +102,11 @@ fn settings_json(settings: &SecuritySettings) -> Value {
 
 /// `GET /security/api/data`.
 pub async fn data(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     Ok(Reply::json(snapshot(deps, &request).await?))
 }
 
 /// `GET /security`: the dashboard page (JSON for a script).
 pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let data = snapshot(deps, &request).await?;
     if request.wants_json {
         return Ok(Reply::json(data));
@@ -283,7 +270,6 @@ fn done(request: &WebRequest, notice: &str, message: String) -> Reply {
 
 /// `POST /security/ban`: `ip_address`, `reason`, `duration_hours` (0 = permanent) or `permanent`.
 pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let ip = parse_ip(request.field("ip_address"))?;
     if ip == request.ip {
         return Err(AppError::bad_request("Cannot ban your own IP address"));
@@ -319,7 +305,6 @@ pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 
 /// `POST /security/unban`: `ip_address`. The offender history stays.
 pub async fn unban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let ip = parse_ip(request.field("ip_address"))?;
     if !threats::unban(&deps.bans, &deps.trackers, ip).await? {
         return Err(AppError::NoSuchBan);
@@ -329,7 +314,6 @@ pub async fn unban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> 
 
 /// `POST /security/clear-404`: `ip_address`.
 pub async fn clear_not_found(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let ip = parse_ip(request.field("ip_address"))?;
     deps.trackers.clear(Detector::NotFound, ip).await?;
     Ok(done(&request, "cleared", format!("Cleared the 404 record of {ip}")))
@@ -337,7 +321,6 @@ pub async fn clear_not_found(deps: &Deps, request: WebRequest) -> Result<Reply, 
 
 /// `POST /security/settings`: any of the settings' fields; absent ones keep their value.
 pub async fn settings(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let current = deps.trackers.settings().await?;
     let updated = current.updated_from(&request.form)?;
     deps.trackers.save_settings(&updated).await?;
@@ -385,7 +368,6 @@ fn logged_json(record: &LoggedRequest) -> Value {
 
 /// `GET /logs`: the traffic log, filterable by `ip`, `status` and `path` (JSON for a script).
 pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let (filter, limit) = log_query(&request)?;
     let records = deps.traffic.recent(&filter, limit, request.now).await?;
     if request.wants_json {
@@ -429,7 +411,6 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 
 /// `GET /logs/export`: the filtered log as CSV.
 pub async fn export(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    require_admin(deps, &request).await?;
     let (filter, _) = log_query(&request)?;
     let records = deps.traffic.recent(&filter, LOG_LIMIT_MAX, request.now).await?;
     let mut csv =

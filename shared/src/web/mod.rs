@@ -2,7 +2,8 @@
 //!
 //! Order: client IP → one concurrent round trip (ban, session by cookie hash, the IP's page budget)
 //! → ban (403) → rate limit (429) → session (401 JSON or a redirect to login) → `Sec-Fetch-Site`
-//! (403 when cross-site) → body → CSRF on state-changing requests of a session (400) → handler.
+//! (403 when cross-site) → body → CSRF on state-changing requests of a session (400) → the admin
+//! role on admin routes (403) → handler.
 //! Every response carries the security headers and a CSP whose script and style sources are a
 //! fresh nonce, so no inline script or style runs unless this response put it there.
 
@@ -27,6 +28,7 @@ use crate::limits::LimitedAction;
 use crate::sessions::{SessionId, clear_cookie};
 use crate::store::rate_limit::within_budgets;
 use crate::store::sessions::{SessionRecord, Stage};
+use crate::store::users::ADMIN_ROLE;
 use crate::threats::{self, Detection, Detector};
 
 /// Which session a route needs.
@@ -38,6 +40,8 @@ pub enum Access {
     PendingTotp,
     /// A fully logged-in session.
     Session,
+    /// A fully logged-in session whose user has the admin role.
+    Admin,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,7 +79,8 @@ impl WebRequest {
         form_urlencoded::parse(self.query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
     }
 
-    /// The session a [`Access::Session`] or [`Access::PendingTotp`] route is guaranteed to have.
+    /// The session a [`Access::Session`], [`Access::Admin`] or [`Access::PendingTotp`] route is
+    /// guaranteed to have.
     pub fn session(&self) -> Result<&SessionRecord, AppError> {
         self.session.as_ref().ok_or(AppError::SessionExpired)
     }
@@ -205,7 +210,9 @@ where
                 .filter(|s| s.stage == Stage::PendingTotp)
                 .ok_or(AppError::AuthStep { code: "no_pending_login", message: "No pending login. Sign in first." })?,
         ),
-        Access::Session => Some(session.filter(|s| s.stage == Stage::Full).ok_or(AppError::SessionExpired)?),
+        Access::Session | Access::Admin => {
+            Some(session.filter(|s| s.stage == Stage::Full).ok_or(AppError::SessionExpired)?)
+        }
     };
     *user = session.as_ref().map(|session| session.user.clone());
 
@@ -236,6 +243,16 @@ where
         && let Err(error) = deps.identity.touch_session(session, now).await
     {
         tracing::warn!(error = %error, "session last-seen not recorded");
+    }
+    // The role is read after the CSRF check, so a forged request is refused as forged whoever
+    // sends it; a user deleted since login has no session worth keeping.
+    if route.access == Access::Admin
+        && let Some(session) = &session
+    {
+        let account = deps.identity.user(&session.user).await?.ok_or(AppError::SessionExpired)?;
+        if account.role != ADMIN_ROLE {
+            return Err(AppError::AdminOnly);
+        }
     }
     let user_agent: String = request
         .headers()
