@@ -162,11 +162,7 @@ pub async fn create_web_user(
     Ok(WebUserCreated { key, totp })
 }
 
-/// SHA-256 (hex) of a one-time token (setup, password reset): only this is ever stored.
-pub fn token_hash(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
+pub use crate::crypto::token_hash;
 
 /// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
 /// exists. Only its hash is stored; the token is returned to be printed once.

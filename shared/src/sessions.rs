@@ -4,7 +4,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
 use crate::sandbox::ist;
@@ -41,7 +40,7 @@ impl SessionId {
 
     /// The storage key: SHA-256 of the id, hex. A leaked table does not yield usable cookies.
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.0.expose_secret().as_bytes()))
+        crate::crypto::sha256_hex(self.0.expose_secret().as_bytes())
     }
 
     pub fn expose(&self) -> &str {

@@ -14,8 +14,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
-
 use crate::bootstrap::Deps;
 use crate::clock::UnixMillis;
 use crate::error::AppError;
@@ -230,7 +228,9 @@ pub fn is_well_known(path: &str) -> bool {
 /// The first 12 hex digits of SHA-256 of a presented key: enough to tell attempts apart on the
 /// dashboard, far too little to recover or use a key.
 pub fn short_key_hash(presented: &str) -> String {
-    hex::encode(Sha256::digest(presented.as_bytes()))[..12].to_owned()
+    let mut hash = crate::crypto::sha256_hex(presented.as_bytes());
+    hash.truncate(12);
+    hash
 }
 
 /// What one detection led to.

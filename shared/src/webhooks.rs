@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::crypto::{ct_eq, random_bytes};
 use crate::error::AppError;
@@ -48,7 +47,7 @@ pub fn is_well_formed(id: &str) -> bool {
 }
 
 fn id_hash(id: &str) -> String {
-    hex::encode(Sha256::digest(id.as_bytes()))
+    crate::crypto::sha256_hex(id.as_bytes())
 }
 
 fn webhook_pk(hash: &str) -> String {

@@ -28,6 +28,18 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 
+/// SHA-256 of `bytes`, lowercase hex: the storage key of anything whose plaintext must not be
+/// stored (session ids, one-time tokens, webhook ids).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// SHA-256 (hex) of a one-time token (setup, password reset, OAuth state): only this is ever stored.
+pub fn token_hash(token: &str) -> String {
+    sha256_hex(token.trim().as_bytes())
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("token is invalid or has been tampered with")]

@@ -12,7 +12,7 @@ use crate::error::AppError;
 pub const STATE_TTL_SECS: u64 = 600;
 
 fn state_pk(state: &str) -> String {
-    format!("oauth#{}", crate::accounts::token_hash(state))
+    format!("oauth#{}", crate::crypto::token_hash(state))
 }
 
 impl IdentityStore {
