@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable};
+use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable, unless_condition_failed};
 use crate::clock::UnixMillis;
 use crate::error::AppError;
 
@@ -120,12 +120,8 @@ impl BanStore {
                 .expression_attribute_values(":exp", n(expires)),
             None => claim.update_expression("SET #reason = :reason, created_by = :by, banned_at = :at REMOVE #exp"),
         };
-        match claim.send().await {
-            Ok(_) => {}
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(unavailable("claim ban")(error)),
+        if unless_condition_failed(claim.send().await, "claim ban")?.is_none() {
+            return Ok(None);
         }
 
         let offences = self.record_offence(ip, now).await?;
@@ -183,7 +179,7 @@ impl BanStore {
 
     /// Every ban in force, newest first (an operator view; a scan is fine at one trader's scale).
     pub async fn list_active(&self, now: UnixMillis) -> Result<Vec<Ban>, AppError> {
-        let items = super::scan_prefix(&self.client, &self.table, "ban#").await?;
+        let items = super::scan_prefix(&self.client, &self.table, "ban#", "list bans").await?;
         let mut bans: Vec<Ban> = items
             .iter()
             .filter_map(|item| {

@@ -8,10 +8,9 @@
 //!   revoked; the record stays so that the refusal can say why.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use super::{Item, PK, n, number, s, string, string_set, unavailable};
+use super::{Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable, write};
 use crate::crypto::api_key::KeyId;
 use crate::error::AppError;
 
@@ -100,7 +99,7 @@ impl IdentityStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(AppError::internal)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(write(put))
     }
 
     /// Creates an account together with its first key, in one transaction: both or neither.
@@ -117,21 +116,14 @@ impl IdentityStore {
             .map_err(AppError::internal)?;
         self.client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(user).build())
+            .transact_items(write(user))
             .transact_items(self.put_key(record)?)
             .send()
             .await
             .map_err(|error| {
                 // Only a failed `attribute_not_exists` means the user exists; a cancellation for a
                 // concurrent transaction is a transient conflict.
-                let exists = match error.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
-                        .cancellation_reasons()
-                        .iter()
-                        .any(|reason| reason.code() == Some("ConditionalCheckFailed")),
-                    _ => false,
-                };
-                if exists {
+                if cancelled_by_condition(&error) {
                     AppError::bad_request(format!("user `{username}` already exists"))
                 } else {
                     AppError::Unavailable(anyhow::Error::new(error).context("create user"))
@@ -169,9 +161,7 @@ impl IdentityStore {
         let mut transaction = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder().update(point_user.build().map_err(AppError::internal)?).build(),
-            )
+            .transact_items(write(point_user.build().map_err(AppError::internal)?))
             .transact_items(self.put_key(record)?);
         if let Some(old) = &previous {
             let revoke = Update::builder()
@@ -181,7 +171,7 @@ impl IdentityStore {
                 .expression_attribute_values(":now", n(now_secs))
                 .build()
                 .map_err(AppError::internal)?;
-            transaction = transaction.transact_items(TransactWriteItem::builder().update(revoke).build());
+            transaction = transaction.transact_items(write(revoke));
         }
         transaction.send().await.map_err(unavailable("rotate API key"))?;
         Ok(previous)

@@ -14,7 +14,9 @@ pub mod users;
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
 use crate::error::AppError;
 
@@ -95,6 +97,7 @@ pub(crate) async fn scan_prefix(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     prefix: &str,
+    operation: &'static str,
 ) -> Result<Vec<Item>, AppError> {
     let pages = client
         .scan()
@@ -107,5 +110,70 @@ pub(crate) async fn scan_prefix(
         .send()
         .collect::<Vec<_>>()
         .await;
-    pages.into_iter().map(|item| item.map_err(unavailable("scan"))).collect()
+    pages.into_iter().map(|item| item.map_err(unavailable(operation))).collect()
+}
+
+/// Whether a transaction was cancelled because one of its conditions failed, as opposed to a
+/// transient conflict with a concurrent transaction.
+pub(crate) fn cancelled_by_condition(error: &SdkError<TransactWriteItemsError>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons().iter().any(|reason| reason.code() == Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
+}
+
+/// One transaction item from a built put, update or delete.
+pub(crate) fn write(item: impl Into<WriteKind>) -> TransactWriteItem {
+    match item.into() {
+        WriteKind::Put(put) => TransactWriteItem::builder().put(put).build(),
+        WriteKind::Update(update) => TransactWriteItem::builder().update(update).build(),
+        WriteKind::Delete(delete) => TransactWriteItem::builder().delete(delete).build(),
+    }
+}
+
+pub(crate) enum WriteKind {
+    Put(Put),
+    Update(Update),
+    Delete(Delete),
+}
+
+impl From<Put> for WriteKind {
+    fn from(put: Put) -> Self {
+        Self::Put(put)
+    }
+}
+impl From<Update> for WriteKind {
+    fn from(update: Update) -> Self {
+        Self::Update(update)
+    }
+}
+impl From<Delete> for WriteKind {
+    fn from(delete: Delete) -> Self {
+        Self::Delete(delete)
+    }
+}
+
+/// A conditional write's outcome: `Ok(None)` when its condition failed (the expected "someone got
+/// there first" or "no longer there"), `Ok(Some(output))` when it was applied, and a 503 for any
+/// other failure.
+pub(crate) fn unless_condition_failed<T, E, R>(
+    outcome: Result<T, SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<Option<T>, AppError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match outcome {
+        Ok(output) => Ok(Some(output)),
+        Err(error)
+            if error.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(unavailable(operation)(error)),
+    }
 }

@@ -13,13 +13,11 @@
 //! conditions and indexes need.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, Select, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Put, Select};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Item, PK, n, number, s, string, unavailable};
+use super::{Item, PK, cancelled_by_condition, n, number, s, string, unavailable, write};
 use crate::error::AppError;
 use crate::sandbox::ledger::{Funds, Ledger, Order, OrderWrite, Position, PositionKey, Trade};
 
@@ -226,10 +224,10 @@ impl SandboxStore {
                 .expression_attribute_names("#ver", VERSION)
                 .expression_attribute_values(":ver", n(version))
         };
-        writes.push(TransactWriteItem::builder().put(funds.build().map_err(AppError::internal)?).build());
+        writes.push(write(funds.build().map_err(AppError::internal)?));
 
-        for write in &changes.orders {
-            let (order, expected) = match write {
+        for order_write in &changes.orders {
+            let (order, expected) = match order_write {
                 OrderWrite::Create(order) => (order, None),
                 OrderWrite::Update { order, expected } => (order, Some(*expected)),
             };
@@ -249,7 +247,7 @@ impl SandboxStore {
                     .expression_attribute_names("#st", STATUS)
                     .expression_attribute_values(":st", s(status.as_str())),
             };
-            writes.push(TransactWriteItem::builder().put(put.build().map_err(AppError::internal)?).build());
+            writes.push(write(put.build().map_err(AppError::internal)?));
         }
         for trade in &changes.trades {
             let put = Put::builder()
@@ -259,7 +257,7 @@ impl SandboxStore {
                 .item(DOC, s(encode(trade)?))
                 .condition_expression("attribute_not_exists(#sk)")
                 .expression_attribute_names("#sk", SK);
-            writes.push(TransactWriteItem::builder().put(put.build().map_err(AppError::internal)?).build());
+            writes.push(write(put.build().map_err(AppError::internal)?));
         }
         for key in &changes.positions {
             let Some(position) = ledger.positions.get(key) else { continue };
@@ -268,17 +266,12 @@ impl SandboxStore {
                 .item(PK, s(&pk))
                 .item(SK, s(position_sk(key)))
                 .item(DOC, s(encode(position)?));
-            writes.push(TransactWriteItem::builder().put(put.build().map_err(AppError::internal)?).build());
+            writes.push(write(put.build().map_err(AppError::internal)?));
         }
 
         match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(error))
-                if matches!(error.err(), TransactWriteItemsError::TransactionCanceledException(cancelled)
-                    if cancelled.cancellation_reasons().iter().any(|reason| reason.code() == Some("ConditionalCheckFailed"))) =>
-            {
-                Err(CommitError::Conflict)
-            }
+            Err(error) if cancelled_by_condition(&error) => Err(CommitError::Conflict),
             Err(error) => Err(CommitError::Store(unavailable("commit sandbox order")(error))),
         }
     }

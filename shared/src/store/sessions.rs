@@ -5,8 +5,9 @@
 use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, Update};
 
 use super::identity::{IdentityStore, user_pk};
-use super::users::{cancelled_by_condition, write};
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable};
+use super::{
+    EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, unavailable, unless_condition_failed, write,
+};
 use crate::clock::UnixMillis;
 use crate::error::AppError;
 use crate::sessions::MAX_SESSIONS_PER_USER;
@@ -222,11 +223,8 @@ impl IdentityStore {
             .expression_attribute_values(":now", n(now.0))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(()),
-            // Ended meanwhile: nothing to record.
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(error) => Err(unavailable("touch session")(error)),
-        }
+        // A failed condition means the session ended meanwhile: nothing to record.
+        unless_condition_failed(outcome, "touch session")?;
+        Ok(())
     }
 }

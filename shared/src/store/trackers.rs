@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable};
+use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable, unless_condition_failed};
 use crate::clock::UnixMillis;
 use crate::error::AppError;
 use crate::threats::{Detector, SecuritySettings, WINDOW_HOURS};
@@ -102,16 +102,11 @@ impl TrackerStore {
             update.send()
         };
         let evidence = evidence.filter(|_| detector.evidence_cap() > 0);
-        let output = match write(evidence).await {
-            Ok(output) => output,
-            // The evidence set is full: count the hit without adding to it.
-            Err(error)
-                if evidence.is_some()
-                    && error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                write(None).await.map_err(unavailable("count detector hit"))?
-            }
-            Err(error) => return Err(unavailable("count detector hit")(error)),
+        // Only the write with evidence has a condition: when it fails, the evidence set is full, and
+        // the hit is counted without adding to it.
+        let output = match unless_condition_failed(write(evidence).await, "count detector hit")? {
+            Some(output) => output,
+            None => write(None).await.map_err(unavailable("count detector hit"))?,
         };
         let item = output.attributes().cloned().unwrap_or_default();
         let (count, stale) = window_count(&item, hour);
@@ -134,7 +129,7 @@ impl TrackerStore {
     pub async fn list(&self, detector: Detector, now: UnixMillis) -> Result<Vec<Tracker>, AppError> {
         let prefix = format!("track#{}#", detector.key());
         let hour = now.secs() / 3600;
-        let items = super::scan_prefix(&self.client, &self.table, &prefix).await?;
+        let items = super::scan_prefix(&self.client, &self.table, &prefix, "list detector records").await?;
         let mut trackers: Vec<Tracker> = items
             .iter()
             .filter_map(|item| {

@@ -13,11 +13,13 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Update};
 
 use super::identity::{ALLOW, ApiKeyRecord, IdentityStore, key_pk, user_pk};
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable};
+use super::{
+    EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable,
+    unless_condition_failed, write,
+};
 use crate::clock::UnixMillis;
 use crate::error::AppError;
 
@@ -90,45 +92,6 @@ pub struct AuditEvent {
     pub outcome: String,
     /// Why it failed (`invalid_credentials`, `invalid_totp`, `rate_limited` …) or how it succeeded.
     pub detail: String,
-}
-
-pub(crate) fn cancelled_by_condition(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError>) -> bool {
-    match error.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-            cancelled.cancellation_reasons().iter().any(|reason| reason.code() == Some("ConditionalCheckFailed"))
-        }
-        _ => false,
-    }
-}
-
-pub(crate) fn write(item: impl Into<WriteKind>) -> TransactWriteItem {
-    match item.into() {
-        WriteKind::Put(put) => TransactWriteItem::builder().put(put).build(),
-        WriteKind::Update(update) => TransactWriteItem::builder().update(update).build(),
-        WriteKind::Delete(delete) => TransactWriteItem::builder().delete(delete).build(),
-    }
-}
-
-pub(crate) enum WriteKind {
-    Put(Put),
-    Update(Update),
-    Delete(Delete),
-}
-
-impl From<Put> for WriteKind {
-    fn from(put: Put) -> Self {
-        Self::Put(put)
-    }
-}
-impl From<Update> for WriteKind {
-    fn from(update: Update) -> Self {
-        Self::Update(update)
-    }
-}
-impl From<Delete> for WriteKind {
-    fn from(delete: Delete) -> Self {
-        Self::Delete(delete)
-    }
 }
 
 impl IdentityStore {
@@ -243,13 +206,7 @@ impl IdentityStore {
             .expression_attribute_values(":step", n(step))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
-            }
-            Err(error) => Err(unavailable("claim TOTP step")(error)),
-        }
+        Ok(unless_condition_failed(outcome, "claim TOTP step")?.is_some())
     }
 
     /// Replaces the password hash. Ending the user's sessions is the caller's next step.
@@ -358,13 +315,7 @@ impl IdentityStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        match outcome {
-            Ok(output) => Ok(output.attributes),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(None)
-            }
-            Err(error) => Err(unavailable(operation)(error)),
-        }
+        Ok(unless_condition_failed(outcome, operation)?.and_then(|output| output.attributes))
     }
 
     pub async fn audit(&self, event: &AuditEvent) -> Result<(), AppError> {
