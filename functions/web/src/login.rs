@@ -69,10 +69,9 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let user = user?;
     if !verify_password(deps, user.as_ref(), &password).await? {
         audit(deps, &request, "login", &username, "failed", "invalid_credentials").await?;
-        if request.wants_json {
-            return Err(AppError::InvalidCredentials);
-        }
-        return Ok(login_page(&request, 401, Some("Invalid credentials"), None));
+        return request.refuse(AppError::InvalidCredentials, |status, message| {
+            Ok(login_page(&request, status, Some(message), None))
+        });
     }
     let Some(user) = user else { return Err(AppError::InvalidCredentials) };
     if user.totp.is_some() {
@@ -134,10 +133,8 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     let user = user?.ok_or(AppError::SessionExpired)?;
     if !accept_totp(deps, &user, code, request.now).await? {
         audit(deps, &request, "login", &user.username, "failed", "invalid_totp").await?;
-        if request.wants_json {
-            return Err(AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." });
-        }
-        return totp_page(&request, 401, Some("Invalid TOTP code."));
+        let error = AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." };
+        return request.refuse(error, |status, message| totp_page(&request, status, Some(message)));
     }
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&pending)).await?;
     audit(deps, &request, "login", &user.username, "success", "totp").await?;

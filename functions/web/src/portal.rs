@@ -130,10 +130,8 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         };
         if !confirmed {
             audit(deps, &request, "reveal", &user.username, "failed", "reauth_failed").await?;
-            if request.wants_json {
-                return Err(AppError::AuthStep { code: "reauth_failed", message: "Password or code is incorrect." });
-            }
-            return key_page(&request, &user, None, Some("Password or code is incorrect."), 401);
+            let error = AppError::AuthStep { code: "reauth_failed", message: "Password or code is incorrect." };
+            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
         }
         // Re-authentication is a step-up: the session id changes with it.
         cookie = Some(start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?);
@@ -167,10 +165,9 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
     let user = current_user(deps, request.session()?).await?;
     let entries = match parse_allowlist(request.field("allowlist")) {
         Ok(entries) => entries,
-        Err(error) if !request.wants_json => {
-            return key_page(&request, &user, None, Some(&error.public_message()), 400);
+        Err(error) => {
+            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
         }
-        Err(error) => return Err(error),
     };
     deps.identity.set_allowlist(&user, &entries).await?;
     audit(deps, &request, "apikey", &user.username, "success", &format!("allowlist:{}", entries.join(","))).await?;

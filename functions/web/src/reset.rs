@@ -82,11 +82,9 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     };
     audit(deps, request, "reset", username, if accepted { "success" } else { "failed" }, "totp").await?;
     if !accepted {
-        const INVALID: &str = "Invalid TOTP code. Please try again.";
-        if request.wants_json {
-            return Err(AppError::bad_request(INVALID));
-        }
-        return Ok(start_page(request, 400, Some(INVALID), None));
+        return request.refuse(AppError::bad_request("Invalid TOTP code. Please try again."), |status, message| {
+            Ok(start_page(request, status, Some(message), None))
+        });
     }
     let token = issue_token(deps, request, username).await?;
     if request.wants_json {
@@ -138,10 +136,9 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
             .then(|| "Passwords do not match".to_owned())
     });
     if let Some(message) = refusal {
-        if request.wants_json {
-            return Err(AppError::bad_request(message));
-        }
-        return Ok(password_page(&request, &token, 400, Some(&message)));
+        return request.refuse(AppError::bad_request(message), |status, message| {
+            Ok(password_page(&request, &token, status, Some(message)))
+        });
     }
     let Some(username) = deps.identity.take_reset_token(&token_hash(&token), request.now).await? else {
         return Err(AppError::bad_request(INVALID_TOKEN));

@@ -40,11 +40,10 @@ pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 
 pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     match create(deps, &request).await {
-        Ok(reply) => Ok(reply),
-        Err(error) if !request.wants_json && matches!(error, AppError::BadRequest { .. }) => {
-            Ok(form_page(&request, 400, Some(&error.public_message())))
+        Err(error @ AppError::BadRequest { .. }) => {
+            request.refuse(error, |status, message| Ok(form_page(&request, status, Some(message))))
         }
-        Err(error) => Err(error),
+        outcome => outcome,
     }
 }
 

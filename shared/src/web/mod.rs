@@ -85,6 +85,19 @@ impl WebRequest {
         self.session.as_ref().ok_or(AppError::SessionExpired)
     }
 
+    /// A refusal on a form: a JSON caller gets `error` itself; a browser gets the form again, from
+    /// `page`, with the error's status and public message in it.
+    pub fn refuse(
+        &self,
+        error: AppError,
+        page: impl FnOnce(u16, &str) -> Result<Reply, AppError>,
+    ) -> Result<Reply, AppError> {
+        if self.wants_json {
+            return Err(error);
+        }
+        page(error.status(), &error.public_message())
+    }
+
     pub fn page(&self, status: u16, title: &str, body: &str) -> Reply {
         let viewer = self
             .session
