@@ -93,7 +93,8 @@ impl BanStore {
 
     /// Bans `ip` unless a ban is already in force, counts the offence, and makes the ban permanent
     /// from the `repeat_offender_limit`-th offence on. `None` when a ban was already in force (a
-    /// concurrent trigger won): nothing was written and no offence counted.
+    /// concurrent trigger won): nothing was written and no offence counted. Also `None` when an unban
+    /// lifted the ban before its terms settled: the offence stays counted, the ban stays lifted.
     pub async fn impose(
         &self,
         ip: IpAddr,
@@ -131,6 +132,9 @@ impl BanStore {
             .update_item()
             .table_name(&self.table)
             .key(PK, s(ban_key(ip)))
+            // Without this, an unban landing between the claim and here would be undone by an
+            // unconditional update recreating a bare item: a permanent ban with no reason.
+            .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":count", n(offences))
             .return_values(ReturnValue::AllNew);
         settle = if permanent {
@@ -140,8 +144,8 @@ impl BanStore {
         } else {
             settle.update_expression("SET ban_count = :count")
         };
-        let output = settle.send().await.map_err(unavailable("settle ban"))?;
-        Ok(output.attributes().map(|item| Ban::from_item(ip, item)))
+        let settled = unless_condition_failed(settle.send().await, "settle ban")?;
+        Ok(settled.and_then(|output| output.attributes).map(|item| Ban::from_item(ip, &item)))
     }
 
     /// Counts one offence for `ip` and returns how many it now has.
