@@ -209,12 +209,7 @@ pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppErro
 }
 
 fn logged_out(request: &WebRequest) -> Reply {
-    let reply = if request.wants_json {
-        Reply::json(json!({ "message": "Logged out successfully" }))
-    } else {
-        Reply::redirect("/auth/login?bye")
-    };
-    reply.with_cookie(clear_cookie())
+    request.done("Logged out successfully", "/auth/login?bye").with_cookie(clear_cookie())
 }
 
 pub async fn logout(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -244,10 +239,6 @@ pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, 
     deps.identity.set_password(&user.username, &phc).await?;
     deps.identity.end_all_sessions(&user.username).await?;
     audit(deps, &request, "password", &user.username, "success", "changed").await?;
-    let reply = if request.wants_json {
-        Reply::json(json!({ "message": "Password changed; every session has been logged out" }))
-    } else {
-        Reply::redirect("/auth/login?changed")
-    };
+    let reply = request.done("Password changed; every session has been logged out", "/auth/login?changed");
     Ok(reply.with_cookie(clear_cookie()))
 }

@@ -147,8 +147,5 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
     deps.identity.set_password(&username, &phc).await?;
     deps.identity.end_all_sessions(&username).await?;
     audit(deps, &request, "reset", &username, "success", "password_set").await?;
-    if request.wants_json {
-        return Ok(Reply::json(serde_json::json!({ "message": "Your password has been reset successfully." })));
-    }
-    Ok(Reply::redirect("/auth/login?reset"))
+    Ok(request.done("Your password has been reset successfully.", "/auth/login?reset"))
 }

@@ -259,15 +259,6 @@ fn parse_ip(text: &str) -> Result<IpAddr, AppError> {
         .map_err(|_| AppError::bad_request("Invalid IP address format"))
 }
 
-/// A JSON caller gets the message; a browser goes back to the dashboard with a notice.
-fn done(request: &WebRequest, notice: &str, message: String) -> Reply {
-    if request.wants_json {
-        Reply::json(json!({ "message": message }))
-    } else {
-        Reply::redirect(&format!("/security?{notice}"))
-    }
-}
-
 /// `POST /security/ban`: `ip_address`, `reason`, `duration_hours` (0 = permanent) or `permanent`.
 pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let ip = parse_ip(request.field("ip_address"))?;
@@ -300,7 +291,7 @@ pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         Some(until) => format!("Banned {ip} until {} (offence {})", secs_ist(until), ban.ban_count),
         None => format!("Banned {ip} permanently (offence {})", ban.ban_count),
     };
-    Ok(done(&request, "banned", message))
+    Ok(request.done(&message, "/security?banned"))
 }
 
 /// `POST /security/unban`: `ip_address`. The offender history stays.
@@ -309,14 +300,14 @@ pub async fn unban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> 
     if !threats::unban(&deps.bans, &deps.trackers, ip).await? {
         return Err(AppError::NoSuchBan);
     }
-    Ok(done(&request, "unbanned", format!("Unbanned {ip}")))
+    Ok(request.done(&format!("Unbanned {ip}"), "/security?unbanned"))
 }
 
 /// `POST /security/clear-404`: `ip_address`.
 pub async fn clear_not_found(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let ip = parse_ip(request.field("ip_address"))?;
     deps.trackers.clear(Detector::NotFound, ip).await?;
-    Ok(done(&request, "cleared", format!("Cleared the 404 record of {ip}")))
+    Ok(request.done(&format!("Cleared the 404 record of {ip}"), "/security?cleared"))
 }
 
 /// `POST /security/settings`: any of the settings' fields; absent ones keep their value.

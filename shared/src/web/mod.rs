@@ -98,6 +98,11 @@ impl WebRequest {
         page(error.status(), &error.public_message())
     }
 
+    /// A change made: a JSON caller gets `message`; a browser is sent on to `location`.
+    pub fn done(&self, message: &str, location: &str) -> Reply {
+        if self.wants_json { Reply::json(json!({ "message": message })) } else { Reply::redirect(location) }
+    }
+
     pub fn page(&self, status: u16, title: &str, body: &str) -> Reply {
         let viewer = self
             .session
