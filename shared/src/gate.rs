@@ -92,7 +92,7 @@ pub async fn pass(deps: &Deps, ip: IpAddr, route: Route, key: Option<&ApiKey>) -
     Ok(GateOutcome { now, ban, ip_limit, key_limit, key_record })
 }
 
-fn ip_subject(ip: IpAddr) -> String {
+pub(crate) fn ip_subject(ip: IpAddr) -> String {
     format!("ip#{ip}")
 }
 

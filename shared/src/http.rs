@@ -43,15 +43,19 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
     with_security_headers(response)
 }
 
-/// `{"status":"success","data":…}` with 200.
 /// `{"status":"success", …fields}`: OpenAlgo's routes put their payload at the top level under
 /// different names (`data`, `orderid`, `results`, `quantity`), so handlers return the whole body.
-pub fn success(fields: Value) -> Response<Body> {
+pub fn envelope(fields: Value) -> Value {
     let mut body = json!({ "status": "success" });
     if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
         body.extend(fields);
     }
-    json_response(200, &body)
+    body
+}
+
+/// [`envelope`] with 200.
+pub fn success(fields: Value) -> Response<Body> {
+    json_response(200, &envelope(fields))
 }
 
 /// `{"status":"error","message":…,"code":…}` plus `errors` for field failures and `retry_after`

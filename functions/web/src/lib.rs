@@ -43,7 +43,7 @@ pub async fn setup_handler(deps: &Deps, request: Request) -> Response<Body> {
 pub async fn auth_handler(deps: &Deps, request: Request) -> Response<Body> {
     let public = |name| route(name, Access::Public);
     match (request.method().clone(), resource(&request).as_str()) {
-        (Method::GET, "/") => serve(deps, request, public("home"), |r| login::home(deps, r)).await,
+        (Method::GET, "/") => serve(deps, request, public("home"), |r| login::form(deps, r)).await,
         (Method::GET, "/auth/login") => serve(deps, request, public("login"), |r| login::form(deps, r)).await,
         (Method::POST, "/auth/login") => serve(deps, request, public("login"), |r| login::submit(deps, r)).await,
         (Method::GET, "/auth/login/totp") => {

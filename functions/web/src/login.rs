@@ -14,13 +14,6 @@ use shared::web::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, start_session};
 
-pub async fn home(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    if request.session.is_some() {
-        return Ok(Reply::redirect("/dashboard"));
-    }
-    form(deps, request).await
-}
-
 fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
     let notice =
         notice.map(|text| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(text))).unwrap_or_default();
@@ -56,7 +49,7 @@ pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 
 pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let username = request.field("username").to_owned();
-    let password = request.form.get("password").cloned().unwrap_or_default();
+    let password = request.raw_field("password");
     if username.is_empty() || password.is_empty() {
         return Err(AppError::bad_request("Username and password are required"));
     }
@@ -67,7 +60,7 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         return Err(error);
     }
     let user = user?;
-    if !verify_password(deps, user.as_ref(), &password).await? {
+    if !verify_password(deps, user.as_ref(), password).await? {
         audit(deps, &request, "login", &username, "failed", "invalid_credentials").await?;
         return request.refuse(AppError::InvalidCredentials, |status, message| {
             Ok(login_page(&request, status, Some(message), None))
@@ -143,6 +136,6 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
 
 /// OpenAlgo's token endpoint for script-driven callers: this session's CSRF token.
 pub async fn csrf_token(request: WebRequest) -> Result<Reply, AppError> {
-    let session = request.session.as_ref().ok_or(AppError::SessionExpired)?;
+    let session = request.session()?;
     Ok(Reply::json(json!({ "csrf_token": session.csrf })))
 }

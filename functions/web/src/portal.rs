@@ -119,7 +119,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let mut cookie = None;
     if !fresh {
         spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
-        let password = request.form.get("password").map_or("", String::as_str);
+        let password = request.raw_field("password");
         let code = request.field("totp_code");
         let confirmed = if !password.is_empty() {
             verify_password(deps, Some(&user), password).await?
@@ -225,17 +225,16 @@ pub async fn logout_all(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
 
 pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
-    let field = |name: &str| request.form.get(name).map_or("", String::as_str);
     spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
-    if !verify_password(deps, Some(&user), field("current_password")).await? {
+    if !verify_password(deps, Some(&user), request.raw_field("current_password")).await? {
         audit(deps, &request, "password", &user.username, "failed", "invalid_credentials").await?;
         return Err(AppError::bad_request("Current password is incorrect"));
     }
-    check_password_strength(field("new_password"))?;
-    if field("new_password") != field("confirm_password") {
+    check_password_strength(request.raw_field("new_password"))?;
+    if request.raw_field("new_password") != request.raw_field("confirm_password") {
         return Err(AppError::bad_request("New password and confirm password do not match."));
     }
-    let phc = hash_secret(deps, field("new_password")).await?;
+    let phc = hash_secret(deps, request.raw_field("new_password")).await?;
     deps.identity.set_password(&user.username, &phc).await?;
     deps.identity.end_all_sessions(&user.username).await?;
     audit(deps, &request, "password", &user.username, "success", "changed").await?;

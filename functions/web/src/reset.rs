@@ -129,12 +129,12 @@ pub async fn confirm_form(deps: &Deps, request: WebRequest) -> Result<Reply, App
 
 pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let token = request.field("token").to_owned();
-    let password = request.form.get("password").cloned().unwrap_or_default();
+    let password = request.raw_field("password");
     // A weak or mistyped password must not use the token up: check it first.
-    let refusal = check_password_strength(&password).err().map(|error| error.public_message()).or_else(|| {
-        (request.form.get("confirm_password").map_or("", String::as_str) != password)
-            .then(|| "Passwords do not match".to_owned())
-    });
+    let refusal = check_password_strength(password)
+        .err()
+        .map(|error| error.public_message())
+        .or_else(|| (request.raw_field("confirm_password") != password).then(|| "Passwords do not match".to_owned()));
     if let Some(message) = refusal {
         return request.refuse(AppError::bad_request(message), |status, message| {
             Ok(password_page(&request, &token, status, Some(message)))
@@ -143,7 +143,7 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
     let Some(username) = deps.identity.take_reset_token(&token_hash(&token), request.now).await? else {
         return Err(AppError::bad_request(INVALID_TOKEN));
     };
-    let phc = hash_secret(deps, &password).await?;
+    let phc = hash_secret(deps, password).await?;
     deps.identity.set_password(&username, &phc).await?;
     deps.identity.end_all_sessions(&username).await?;
     audit(deps, &request, "reset", &username, "success", "password_set").await?;

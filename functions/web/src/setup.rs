@@ -59,9 +59,9 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         }
         return Err(AppError::bad_request("Invalid setup token"));
     }
-    let password = request.form.get("password").map_or("", String::as_str);
+    let password = request.raw_field("password");
     check_password_strength(password)?;
-    if request.form.get("confirm_password").map_or("", String::as_str) != password {
+    if request.raw_field("confirm_password") != password {
         return Err(AppError::bad_request("Passwords do not match"));
     }
     let email = request.field("email");

@@ -74,6 +74,11 @@ impl WebRequest {
         self.form.get(name).map_or("", |value| value.trim())
     }
 
+    /// A form field as sent, `""` when absent: passwords keep their spaces.
+    pub fn raw_field(&self, name: &str) -> &str {
+        self.form.get(name).map_or("", String::as_str)
+    }
+
     /// A query-string parameter, decoded; `Some("")` for a bare `?flag`.
     pub fn query_param(&self, name: &str) -> Option<String> {
         form_urlencoded::parse(self.query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
@@ -141,11 +146,7 @@ impl Reply {
 
     /// `{"status":"success", …fields}`.
     pub fn json(fields: Value) -> Self {
-        let mut body = json!({ "status": "success" });
-        if let (Value::Object(body), Value::Object(fields)) = (&mut body, fields) {
-            body.extend(fields);
-        }
-        Self::new(200, Content::Json(body))
+        Self::new(200, Content::Json(responses::envelope(fields)))
     }
 
     /// A CSV download.
@@ -328,7 +329,7 @@ pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<B
 /// counts, as in OpenAlgo, so guessing is bounded per account whatever the number of addresses.
 pub async fn spend_login_attempt(deps: &Deps, ip: IpAddr, username: &str, now: UnixMillis) -> Result<(), AppError> {
     let account = format!("user#{}", username.trim().to_ascii_lowercase());
-    let address = format!("ip#{ip}");
+    let address = crate::gate::ip_subject(ip);
     let (minute, hour) = (LimitedAction::LoginMinute, LimitedAction::LoginHour);
     let limit = |action| deps.config.rate_limit(action);
     let verdicts = futures::future::try_join_all([
