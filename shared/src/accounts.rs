@@ -2,7 +2,7 @@
 
 use crate::bootstrap::Deps;
 use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::Verification;
+use crate::crypto::password::Checked;
 use crate::error::AppError;
 use crate::store::identity::{ApiKeyRecord, SANDBOX_BROKER};
 use crate::store::users::{ADMIN_ROLE, NewWebUser, UserRecord};
@@ -52,28 +52,30 @@ pub async fn hash_secret(deps: &Deps, secret: &str) -> Result<String, AppError> 
         .map_err(AppError::internal)
 }
 
+/// Argon2id verification of a secret against its stored hash (or the decoy when there is none),
+/// with the re-hash of a secret valid under old parameters, off the async workers: Argon2 is tens
+/// of ms of CPU.
+pub async fn check_secret(deps: &Deps, secret: &str, phc: Option<&str>) -> Result<Checked, AppError> {
+    let hasher = deps.passwords.clone();
+    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
+    let phc = phc.map(str::to_owned);
+    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_deref()))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
 /// Checks a password for a user who may not exist. An unknown user, a user without a password and
 /// a wrong password cost the same Argon2 work and give the same `false` (W15). A right password
 /// under old parameters is re-hashed on the way.
 pub async fn verify_password(deps: &Deps, user: Option<&UserRecord>, password: &str) -> Result<bool, AppError> {
-    let hasher = deps.passwords.clone();
-    let secret = zeroize::Zeroizing::new(password.as_bytes().to_vec());
-    let phc = user.and_then(|user| user.phc.clone());
-    let stored = phc.clone();
-    let verdict = tokio::task::spawn_blocking(move || match &stored {
-        Some(phc) => hasher.verify(&secret, phc),
-        None => hasher.verify_decoy(&secret),
-    })
-    .await
-    .map_err(AppError::internal)?
-    .map_err(AppError::internal)?;
-    match (verdict, user) {
-        (Verification::Valid { needs_rehash }, Some(user)) => {
-            if needs_rehash {
-                let upgraded = hash_secret(deps, password).await?;
-                if let Err(error) = deps.identity.set_password(&user.username, &upgraded).await {
-                    tracing::warn!(error = %error, "password hash upgrade failed");
-                }
+    let phc = user.and_then(|user| user.phc.as_deref());
+    match (check_secret(deps, password, phc).await?, user, phc) {
+        (Checked::Valid, Some(_), _) => Ok(true),
+        (Checked::Rehashed(upgraded), Some(user), Some(old)) => {
+            // Only if the hash is still the one just verified: a password changed meanwhile stays.
+            if let Err(error) = deps.identity.upgrade_password_hash(&user.username, old, &upgraded).await {
+                tracing::warn!(error = %error, "password hash upgrade failed");
             }
             Ok(true)
         }

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::bootstrap::Deps;
 use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::Verification;
+use crate::crypto::password::Checked;
 use crate::error::AppError;
 use crate::store::identity::ApiKeyRecord;
 
@@ -123,29 +123,8 @@ pub fn parse_allowlist(text: &str) -> Result<Vec<String>, AppError> {
     Ok(entries)
 }
 
-/// What the blocking Argon2 task found.
-enum Checked {
-    Invalid,
-    Valid,
-    /// Valid under old parameters; this is the hash under the current ones.
-    Rehashed(String),
-}
-
 async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
-    let hasher = deps.passwords.clone();
-    let secret = zeroize::Zeroizing::new(presented.expose().to_owned());
-    let phc = record.phc.clone();
-    // Argon2 is tens of ms of CPU: verifying, and re-hashing when the parameters changed, both run
-    // off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || match hasher.verify(secret.as_bytes(), &phc)? {
-        Verification::Invalid => Ok(Checked::Invalid),
-        Verification::Valid { needs_rehash: false } => Ok(Checked::Valid),
-        Verification::Valid { needs_rehash: true } => hasher.hash(secret.as_bytes()).map(Checked::Rehashed),
-    })
-    .await
-    .map_err(AppError::internal)?
-    .map_err(AppError::internal)?;
-    match outcome {
+    match crate::accounts::check_secret(deps, presented.expose(), Some(&record.phc)).await? {
         Checked::Invalid => Err(AppError::InvalidApiKey),
         Checked::Valid => Ok(()),
         Checked::Rehashed(upgraded) => {

@@ -71,6 +71,15 @@ pub enum Verification {
     Invalid,
 }
 
+/// What [`PasswordHasher::verify_upgrading`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    Invalid,
+    Valid,
+    /// Valid under old parameters; this is the hash under the current ones.
+    Rehashed(String),
+}
+
 pub struct PasswordHasher {
     pepper: Pepper,
     params: Params,
@@ -125,6 +134,21 @@ impl PasswordHasher {
             }
         };
         self.verify(secret, decoy).map(|_| Verification::Invalid)
+    }
+
+    /// Verifies `secret` against `phc`, or against the decoy when there is none, and re-hashes a
+    /// secret that is valid under old parameters: the whole check of a login or an API key, in one
+    /// blocking call.
+    pub fn verify_upgrading(&self, secret: &[u8], phc: Option<&str>) -> Result<Checked, CryptoError> {
+        let verdict = match phc {
+            Some(phc) => self.verify(secret, phc)?,
+            None => self.verify_decoy(secret)?,
+        };
+        match verdict {
+            Verification::Invalid => Ok(Checked::Invalid),
+            Verification::Valid { needs_rehash: false } => Ok(Checked::Valid),
+            Verification::Valid { needs_rehash: true } => self.hash(secret).map(Checked::Rehashed),
+        }
     }
 
     /// Verifies against a stored PHC string using the parameters it records, and says whether it
@@ -209,6 +233,18 @@ mod tests {
         let upgraded = stronger.hash(b"pw").expect("hash");
         assert!(upgraded.contains("m=24576"));
         assert!(matches!(stronger.verify(b"pw", &upgraded), Ok(Verification::Valid { needs_rehash: false })));
+    }
+
+    #[test]
+    fn verify_upgrading_rehashes_only_a_valid_secret_under_old_parameters() {
+        let old = hasher().hash(b"pw").expect("hash");
+        let stronger = PasswordHasher::new(test_pepper(), ArgonCost { memory_kib: 24_576, ..OWASP_FLOOR }).expect("h");
+        let Ok(Checked::Rehashed(upgraded)) = stronger.verify_upgrading(b"pw", Some(&old)) else {
+            panic!("a valid secret under old parameters is re-hashed")
+        };
+        assert_eq!(stronger.verify_upgrading(b"pw", Some(&upgraded)), Ok(Checked::Valid));
+        assert_eq!(stronger.verify_upgrading(b"px", Some(&old)), Ok(Checked::Invalid));
+        assert_eq!(stronger.verify_upgrading(b"pw", None), Ok(Checked::Invalid), "no hash: the decoy");
     }
 
     #[test]

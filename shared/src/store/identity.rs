@@ -179,17 +179,33 @@ impl IdentityStore {
 
     /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.
     pub async fn upgrade_hash(&self, id: &KeyId, old_phc: &str, new_phc: &str) -> Result<(), AppError> {
+        self.replace_phc(key_pk(id), old_phc, new_phc, "upgrade API key hash").await
+    }
+
+    /// Replaces a password's hash after a parameter upgrade, only if nobody changed it meanwhile:
+    /// a login that verified the old password must not undo a password change that raced it.
+    pub async fn upgrade_password_hash(&self, username: &str, old_phc: &str, new_phc: &str) -> Result<(), AppError> {
+        self.replace_phc(user_pk(username), old_phc, new_phc, "upgrade password hash").await
+    }
+
+    async fn replace_phc(
+        &self,
+        pk: String,
+        old_phc: &str,
+        new_phc: &str,
+        operation: &'static str,
+    ) -> Result<(), AppError> {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key(PK, s(key_pk(id)))
+            .key(PK, s(pk))
             .update_expression("SET phc = :new")
             .condition_expression("phc = :old")
             .expression_attribute_values(":new", s(new_phc))
             .expression_attribute_values(":old", s(old_phc))
             .send()
             .await
-            .map_err(unavailable("upgrade API key hash"))?;
+            .map_err(unavailable(operation))?;
         Ok(())
     }
 }
