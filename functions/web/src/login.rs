@@ -9,14 +9,12 @@ use shared::Deps;
 use shared::accounts::verify_password;
 use shared::error::AppError;
 use shared::store::sessions::Stage;
-use shared::web::html::{csrf_field, error_box, escape};
+use shared::web::html::{csrf_field, error_box, escape, notice_box};
 use shared::web::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, start_session};
 
 fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
-    let notice =
-        notice.map(|text| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(text))).unwrap_or_default();
     let body = format!(
         r#"{notice}{error}
 <form method="post" action="/auth/login">
@@ -25,6 +23,7 @@ fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
 <button id="login" type="submit">Log in</button>
 </form>
 <p><a id="forgot" href="/auth/reset-password">Forgot your password?</a></p>"#,
+        notice = notice_box(notice),
         error = error_box(error),
         username = escape(request.field("username")),
     );

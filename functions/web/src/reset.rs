@@ -9,7 +9,7 @@
 use shared::Deps;
 use shared::accounts::{check_password_strength, hash_secret};
 use shared::error::AppError;
-use shared::web::html::{error_box, escape};
+use shared::web::html::{error_box, escape, notice_box};
 use shared::web::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, token_hash};
@@ -20,8 +20,6 @@ const INVALID_TOKEN: &str = "Invalid or expired reset token.";
 const EMAIL_SENT: &str = "If an account with that email exists, a reset link has been sent to it.";
 
 fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
-    let notice =
-        notice.map(|text| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(text))).unwrap_or_default();
     let body = format!(
         r#"{notice}{error}
 <h2>With your authenticator app</h2>
@@ -34,6 +32,7 @@ fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
 <label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" required>
 <button id="reset-email" type="submit">Send reset link</button></form>
 <p><a href="/auth/login">Back to login</a></p>"#,
+        notice = notice_box(notice),
         error = error_box(error),
     );
     request.page(status, "Reset password", &body)

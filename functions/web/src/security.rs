@@ -12,7 +12,7 @@ use shared::store::bans::{Ban, BanTerms};
 use shared::store::trackers::Tracker;
 use shared::store::traffic::{LoggedRequest, TrafficFilter};
 use shared::threats::{self, Detector, SecuritySettings};
-use shared::web::html::{csrf_field, escape};
+use shared::web::html::{csrf_field, escape, notice_box};
 use shared::web::{Reply, WebRequest};
 
 use crate::common::ist;
@@ -121,11 +121,8 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         ("cleared", "The 404 record is cleared."),
         ("saved", "Settings saved. They apply from the next request."),
     ];
-    let notice = notices
-        .iter()
-        .find(|(flag, _)| request.query_param(flag).is_some())
-        .map(|(_, message)| format!(r#"<p class="notice" id="notice">{message}</p>"#))
-        .unwrap_or_default();
+    let notice =
+        notice_box(notices.iter().find(|(flag, _)| request.query_param(flag).is_some()).map(|(_, text)| *text));
 
     let totals = &data["totals"];
     let totals_html = format!(

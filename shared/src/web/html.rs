@@ -80,6 +80,11 @@ pub fn error_box(message: Option<&str>) -> String {
     message.map(|message| format!(r#"<p class="error" id="error">{}</p>"#, escape(message))).unwrap_or_default()
 }
 
+/// A notice box, or nothing.
+pub fn notice_box(message: Option<&str>) -> String {
+    message.map(|message| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(message))).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
