@@ -113,7 +113,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     }
     let csrf = csrf_field(&request.session()?.csrf);
     let text = |value: &Value| escape(&value.as_str().map_or_else(|| value.to_string(), str::to_owned));
-    let rows = |key: &str| data[key].as_array().cloned().unwrap_or_default();
+    let rows = |key: &str| data[key].as_array().map_or(&[][..], Vec::as_slice);
 
     let notices = [
         ("banned", "The address is banned."),
@@ -157,8 +157,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         rows(key)
             .iter()
             .map(|row| {
-                let items: Vec<String> =
-                    row[evidence].as_array().cloned().unwrap_or_default().iter().map(&text).collect();
+                let items: Vec<String> = row[evidence].as_array().into_iter().flatten().map(&text).collect();
                 let clear_form = if clear {
                     format!(
                         r#"<form class="inline" method="post" action="/security/clear-404">{csrf}<input type="hidden" name="ip_address" value="{}"><button type="submit">Clear</button></form>"#,
