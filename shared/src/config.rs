@@ -145,9 +145,17 @@ impl Config {
         let public_base_url = match optional("PUBLIC_BASE_URL") {
             Some(url) => {
                 let url = url.trim().trim_end_matches('/').to_owned();
-                let scheme_ok = url.starts_with("https://")
-                    || url.starts_with("http://127.0.0.1")
-                    || url.starts_with("http://localhost");
+                // Plain http only when the host is exactly loopback: a prefix test would also pass
+                // `http://localhost.evil.example`, and reset links would go out in clear to it.
+                let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
+                    let authority = rest.split('/').next().unwrap_or_default();
+                    let host = match authority.rsplit_once(':') {
+                        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+                        _ => authority,
+                    };
+                    host == "localhost" || host == "127.0.0.1"
+                });
+                let scheme_ok = url.starts_with("https://") || loopback_http;
                 let host_ok =
                     url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
                 if !(scheme_ok && host_ok) {
@@ -312,6 +320,17 @@ mod tests {
     }
 
     #[test]
+    fn public_base_url_allows_plain_http_only_for_exact_loopback_hosts() {
+        let accepted = |value: &'static str| {
+            Config::from_lookup(move |name| if name == "PUBLIC_BASE_URL" { Some(value.into()) } else { complete(name) })
+                .map(|config| config.public_base_url)
+        };
+        assert_eq!(accepted("https://kavach.example.in/"), Ok(Some("https://kavach.example.in".into())));
+        assert_eq!(accepted("http://127.0.0.1:3000"), Ok(Some("http://127.0.0.1:3000".into())));
+        assert_eq!(accepted("http://localhost"), Ok(Some("http://localhost".into())));
+    }
+
+    #[test]
     fn refuses_invalid_values_naming_the_variable() {
         let with = |var: &'static str, value: &'static str| {
             Config::from_lookup(move |name| if name == var { Some(value.into()) } else { complete(name) })
@@ -325,6 +344,8 @@ mod tests {
         assert!(with("TRAFFIC_RETENTION_DAYS", "0").contains("TRAFFIC_RETENTION_DAYS"));
         assert!(with("SESSION_EXPIRY_TIME", "25:00").contains("SESSION_EXPIRY_TIME"));
         assert!(with("PUBLIC_BASE_URL", "http://evil.example").contains("PUBLIC_BASE_URL"));
+        assert!(with("PUBLIC_BASE_URL", "http://localhost.evil.example").contains("PUBLIC_BASE_URL"));
+        assert!(with("PUBLIC_BASE_URL", "http://127.0.0.1.evil.example:3000").contains("PUBLIC_BASE_URL"));
         assert!(with("LOGIN_RATE_LIMIT_MIN", "5 per fortnight").contains("LOGIN_RATE_LIMIT_MIN"));
         assert!(with("STORE_OUTAGE_READS", "maybe").contains("STORE_OUTAGE_READS"));
     }
