@@ -67,13 +67,20 @@ where
 pub struct InFlight {
     started: Instant,
     at: UnixMillis,
-    route: Route,
+    /// The route's name, for the log lines and the traffic record.
+    route: &'static str,
     /// `None` when the request context carries no usable source IP (logged at `begin`).
     pub ip: Option<IpAddr>,
 }
 
 impl InFlight {
     pub fn begin(deps: &Deps, request: &Request, route: Route) -> Self {
+        Self::named(deps, request, route.name)
+    }
+
+    /// [`InFlight::begin`] for what is not an API [`Route`] (a page, the catch-all): only the name
+    /// is recorded, so no rate-limit action or outage policy has to be made up for it.
+    pub fn named(deps: &Deps, request: &Request, route: &'static str) -> Self {
         let ip = client_ip(request)
             .inspect_err(|error| tracing::error!(error.detail = %error, "no client IP; refusing the request"))
             .ok();
@@ -99,7 +106,7 @@ impl InFlight {
             Ok(data) => http::success(data),
             Err(error) => {
                 if !error.is_server_error() {
-                    tracing::info!(route = self.route.name, error.code = error.code(), "request refused");
+                    tracing::info!(route = self.route, error.code = error.code(), "request refused");
                 }
                 http::error(&error)
             }
@@ -139,7 +146,7 @@ impl InFlight {
             status,
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             user,
-            route: self.route.name,
+            route: self.route,
         });
         response
     }

@@ -19,7 +19,7 @@ use http::{Method, StatusCode};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
 
-use crate::api::{InFlight, Route};
+use crate::api::InFlight;
 use crate::bootstrap::Deps;
 use crate::clock::UnixMillis;
 use crate::error::AppError;
@@ -179,8 +179,7 @@ where
     Handle: FnOnce(WebRequest) -> Fut,
     Fut: Future<Output = Result<Reply, AppError>>,
 {
-    let traffic_route = Route { name: route.name, action: LimitedAction::Api, reads_only: false };
-    let in_flight = InFlight::begin(deps, &request, traffic_route);
+    let in_flight = InFlight::named(deps, &request, route.name);
     let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<16>());
     let wants_json = wants_json(&request);
     let mut user = None;
@@ -300,8 +299,7 @@ async fn live_session(
 /// land, so a miss from a visitor without a logged-in session feeds the 404 detector, unless it is
 /// a path browsers ask for by themselves. Bans are enforced here as on every route.
 pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
-    let in_flight =
-        InFlight::begin(deps, &request, Route { name: "not-found", action: LimitedAction::Api, reads_only: false });
+    let in_flight = InFlight::named(deps, &request, "not-found");
     let path = crate::traffic::loggable_path(crate::api::request_path(&request));
     let outcome: Result<Value, AppError> = async {
         let ip = in_flight.client_ip()?;
