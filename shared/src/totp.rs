@@ -39,16 +39,18 @@ impl TotpSecret {
 
     /// Base32 without padding: what a user types into an authenticator app by hand.
     pub fn base32(&self) -> String {
-        base32_encode(self.expose_bytes())
+        self.totp().get_secret_base32()
     }
 
-    fn totp(&self) -> Option<TOTP> {
-        TOTP::new(Algorithm::SHA1, DIGITS, 0, STEP_SECS, self.expose_bytes().to_vec()).ok()
+    /// The secret is always 20 bytes and the code 6 digits, which is all `TOTP::new` would check.
+    /// totp-rs's `zeroize` feature wipes this copy of the secret when it is dropped.
+    fn totp(&self) -> TOTP {
+        TOTP::new_unchecked(Algorithm::SHA1, DIGITS, 0, STEP_SECS, self.expose_bytes().to_vec())
     }
 
     /// The code for the step containing `at` (tests and the browser tests' "phone").
     pub fn code_at(&self, at: UnixMillis) -> String {
-        self.totp().map(|totp| totp.generate(at.secs())).unwrap_or_default()
+        self.totp().generate(at.secs())
     }
 
     /// The step `code` is valid for, if it is the current or the previous one.
@@ -57,7 +59,7 @@ impl TotpSecret {
         if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let totp = self.totp()?;
+        let totp = self.totp();
         let current = now.secs() / STEP_SECS;
         // Both candidates are computed and compared, so timing does not say which one matched.
         let matches: Vec<u64> = [current, current.saturating_sub(1)]
@@ -82,25 +84,6 @@ impl TotpSecret {
         let code = qrcode::QrCode::new(self.provisioning_uri(account).as_bytes()).ok()?;
         Some(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build())
     }
-}
-
-/// RFC 4648 base32, upper case, no padding.
-fn base32_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
 }
 
 #[cfg(test)]
