@@ -1,9 +1,13 @@
 //! Test harness for the integration suites. Everything runs against the real AWS emulator that
 //! `scripts/test` starts; a missing dependency fails the test with a message, it never skips.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use shared::Deps;
 use shared::aws::AwsClients;
@@ -35,6 +39,10 @@ pub fn config_with(overrides: &[(&str, &str)]) -> Config {
     })
     .unwrap_or_else(|error| panic!("stack configuration: {error}"))
 }
+
+/// Login budgets large enough that a test's own logins never trip them.
+pub const ROOMY: &[(&str, &str)] =
+    &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
 
 /// A fresh cold start (new clients, one Secrets Manager read, one KMS Decrypt).
 pub async fn cold_start(config: Config, clock: Arc<dyn Clock>) -> Arc<Deps> {
@@ -91,6 +99,17 @@ pub async fn gateway_with_user(overrides: &[(&str, &str)], clock: Arc<dyn Clock>
     let (_, key) = new_user(&deps).await;
     let gateway = start_gateway(deps.clone()).await;
     (deps, gateway, key)
+}
+
+/// A gateway on a fresh cold start with `overrides` applied, and a new web user.
+pub async fn gateway_with_web_user(
+    overrides: &[(&str, &str)],
+    clock: Arc<dyn Clock>,
+) -> (Arc<Deps>, SocketAddr, WebUser) {
+    let deps = cold_start(config_with(overrides), clock).await;
+    let user = new_web_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    (deps, gateway, user)
 }
 
 /// A new user on the sandbox broker and its API key.
@@ -159,10 +178,10 @@ pub async fn new_admin(deps: &Deps) -> WebUser {
         .dynamodb
         .update_item()
         .table_name(&deps.config.tables.identity)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{}", user.username)))
+        .key("pk", AttributeValue::S(format!("user#{}", user.username)))
         .update_expression("SET #role = :admin")
         .expression_attribute_names("#role", "role")
-        .expression_attribute_values(":admin", aws_sdk_dynamodb::types::AttributeValue::S("admin".into()))
+        .expression_attribute_values(":admin", AttributeValue::S("admin".into()))
         .send()
         .await
         .expect("promote to admin");
@@ -174,4 +193,32 @@ pub async fn get_text(address: SocketAddr, source: IpAddr, path: &str) -> (u16, 
     let response = client_from(source).get(format!("http://{address}{path}")).send().await.expect("gateway reachable");
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
+}
+
+/// The traffic table's items for requests from `ip`, as stored, once there are at least `count`.
+/// The gateway writes them from a task it spawns after each response, so they are polled for, for
+/// up to 5 s, rather than waited for with a fixed sleep.
+pub async fn traffic_items(deps: &Deps, ip: IpAddr, count: usize) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        let pages = deps
+            .aws
+            .dynamodb
+            .scan()
+            .table_name(&deps.config.tables.traffic)
+            .filter_expression("ip = :ip")
+            .expression_attribute_values(":ip", AttributeValue::S(ip.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        items = pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table");
+        if items.len() >= count {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{count} traffic records for {ip} within 5 s: found {}", items.len())
 }

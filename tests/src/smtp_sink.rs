@@ -13,7 +13,7 @@ pub struct SmtpSink {
     pub address: SocketAddr,
     /// PEM of the CA that signed the sink's certificate for `localhost`.
     pub ca_pem: String,
-    pub messages: Arc<Mutex<Vec<String>>>,
+    messages: Arc<Mutex<Vec<String>>>,
 }
 
 impl SmtpSink {

@@ -4,6 +4,11 @@
 use std::net::{IpAddr, SocketAddr};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use shared::Deps;
+
+use crate::WebUser;
+
+const JSON: (&str, &str) = ("accept", "application/json");
 
 #[derive(Debug)]
 pub struct Page {
@@ -69,28 +74,38 @@ impl WebClient {
     }
 
     pub async fn get_json(&mut self, path: &str) -> Page {
-        self.send(reqwest::Method::GET, path, None, &[("accept", "application/json")]).await
+        self.send(reqwest::Method::GET, path, None, &[JSON]).await
     }
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         self.post_with(path, form, &[]).await
     }
 
+    /// A form post whose answer is wanted as JSON, as a script would send it.
+    pub async fn post_json(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.post_with(path, form, &[JSON]).await
+    }
+
     pub async fn post_with(&mut self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        self.send(reqwest::Method::POST, path, Some(body), headers).await
+        self.send(reqwest::Method::POST, path, Some(form), headers).await
+    }
+
+    /// This session's CSRF token, as a script fetches it for the `x-csrf-token` header.
+    pub async fn csrf_token(&mut self) -> String {
+        self.get_json("/auth/csrf-token").await.json()["csrf_token"].as_str().expect("csrf token").to_owned()
     }
 
     async fn send(
         &mut self,
         method: reqwest::Method,
         path: &str,
-        body: Option<String>,
+        form: Option<&[(&str, &str)]>,
         headers: &[(&str, &str)],
     ) -> Page {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            request = request.header("content-type", "application/x-www-form-urlencoded").body(body);
+        if let Some(form) = form {
+            // Url-encoded, with its content type.
+            request = request.form(form);
         }
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", format!("{}={cookie}", shared::sessions::COOKIE_NAME));
@@ -114,13 +129,17 @@ impl WebClient {
         Page { status, headers, text }
     }
 
-    /// Password then TOTP code: ends fully logged in, or panics saying which step failed.
-    pub async fn log_in(&mut self, username: &str, password: &str, code: &str) {
-        let step1 = self.post("/auth/login", &[("username", username), ("password", password)]).await;
+    /// A client from `source` that has logged `user` in, password then the TOTP code at `deps`'
+    /// clock (read before the first request); panics saying which step failed.
+    pub async fn logged_in(gateway: SocketAddr, source: IpAddr, user: &WebUser, deps: &Deps) -> Self {
+        let code = user.code(deps);
+        let mut client = Self::new(gateway, source);
+        let step1 = client.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
         assert_eq!((step1.status, step1.location()), (303, "/auth/login/totp"), "password step: {}", step1.text);
-        let form = self.get("/auth/login/totp").await;
+        let form = client.get("/auth/login/totp").await;
         assert_eq!(form.status, 200, "TOTP form: {}", form.text);
-        let step2 = self.post("/auth/login/totp", &[("totp_code", code), ("csrf_token", &form.csrf())]).await;
+        let step2 = client.post("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &form.csrf())]).await;
         assert_eq!((step2.status, step2.location()), (303, "/dashboard"), "TOTP step: {}", step2.text);
+        client
     }
 }

@@ -9,12 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kavach_tests::webdriver::Browser;
-use kavach_tests::{cold_start, config_with, ping_body, post, start_gateway};
+use kavach_tests::{ROOMY, cold_start, config_with, ping_body, post, start_gateway};
 use shared::clock::SystemClock;
 use shared::totp::{STEP_SECS, TotpSecret};
-
-const ROOMY: &[(&str, &str)] =
-    &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
 
 fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

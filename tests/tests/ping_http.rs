@@ -242,28 +242,8 @@ async fn every_request_leaves_one_traffic_record_without_secrets() {
         post_with(client_from(ip).post(format!("http://{gateway}/api/v1/ping?apikey={key}")).body(ping_body(&key)))
             .await;
     assert_eq!(reply.status, 200);
-    // The record is written after the response, so give the flush a moment.
-    let mut scan = None;
-    for _ in 0..50 {
-        let page = deps
-            .aws
-            .dynamodb
-            .scan()
-            .table_name(&deps.config.tables.traffic)
-            .filter_expression("ip = :ip")
-            .expression_attribute_values(":ip", aws_sdk_dynamodb::types::AttributeValue::S(ip.to_string()))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("scan");
-        if !page.items().is_empty() {
-            scan = Some(page);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let scan = scan.expect("a traffic record within 5 s");
-    let items = scan.items();
+    // The record is written after the response: wait for it.
+    let items = traffic_items(&deps, ip, 1).await;
     assert_eq!(items.len(), 1, "exactly one record per request");
     let record = format!("{:?}", items[0]);
     assert!(record.contains("/api/v1/ping"), "{record}");

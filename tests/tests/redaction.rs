@@ -110,9 +110,8 @@ fn planted_secrets_occur_zero_times_in_logs_and_traffic_records() {
         let ip = unique_ip();
         let records = runtime.block_on(async {
             plant(gateway, ip, &secret, &key).await;
-            // Traffic records are written after each response.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            deps.flush_traffic().await;
+            // Traffic records are written after each response: wait until all are stored.
+            traffic_items(&deps, ip, PLANTED_REQUESTS).await;
             let now = SystemClock.now();
             let filter = TrafficFilter { ip: Some(ip.to_string()), ..TrafficFilter::default() };
             // Exactly the planted requests: the log stops reading back once it has found them all.

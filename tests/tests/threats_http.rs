@@ -32,24 +32,14 @@ fn wrong_secret(key: &str) -> String {
     wrong
 }
 
-async fn stack() -> (Arc<Deps>, std::net::SocketAddr, String) {
-    let deps = deps().await;
-    let (_, key) = new_user(&deps).await;
-    let gateway = start_gateway(deps.clone()).await;
-    (deps, gateway, key)
-}
-
 /// An administrator logged in from `source`.
 async fn admin_client(deps: &Deps, gateway: std::net::SocketAddr, source: IpAddr) -> WebClient {
-    let admin = new_admin(deps).await;
-    let mut client = WebClient::new(gateway, source);
-    client.log_in(&admin.username, &admin.password, &admin.code(deps)).await;
-    client
+    WebClient::logged_in(gateway, source, &new_admin(deps).await, deps).await
 }
 
 /// A JSON POST from a logged-in client, with its session's CSRF token.
 async fn admin_post(client: &mut WebClient, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let csrf = client.get_json("/auth/csrf-token").await.json()["csrf_token"].as_str().expect("csrf").to_owned();
+    let csrf = client.csrf_token().await;
     let page = client.post_with(path, form, &[("accept", "application/json"), ("x-csrf-token", &csrf)]).await;
     (page.status, page.json())
 }
@@ -57,7 +47,7 @@ async fn admin_post(client: &mut WebClient, path: &str, form: &[(&str, &str)]) -
 #[tokio::test]
 async fn the_11th_bad_key_bans_the_address_forged_headers_change_nothing_and_home_is_unaffected() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = stack().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let attacker = unique_ip();
     let bystander = unique_ip();
     let forged = |i: usize, body: String| {
@@ -108,7 +98,7 @@ async fn the_11th_bad_key_bans_the_address_forged_headers_change_nothing_and_hom
 #[tokio::test]
 async fn the_21st_404_bans_but_well_known_paths_and_logged_in_visitors_are_never_counted() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = stack().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let scanner = unique_ip();
     for path in ["/favicon.ico", "/robots.txt", "/.well-known/security.txt", "/apple-touch-icon.png"] {
         for _ in 0..6 {
@@ -137,8 +127,7 @@ async fn the_21st_404_bans_but_well_known_paths_and_logged_in_visitors_are_never
     // A logged-in trader who mistypes URLs is not a scanner.
     let trader_ip = unique_ip();
     let trader = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, trader_ip);
-    browser.log_in(&trader.username, &trader.password, &trader.code(&deps)).await;
+    let mut browser = WebClient::logged_in(gateway, trader_ip, &trader, &deps).await;
     for i in 0..25 {
         assert_eq!(browser.get(&format!("/no-such-page-{i}")).await.status, 404);
     }
@@ -149,7 +138,7 @@ async fn the_21st_404_bans_but_well_known_paths_and_logged_in_visitors_are_never
 #[tokio::test]
 async fn twenty_concurrent_triggers_make_one_ban_and_one_offence() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, _) = stack().await;
+    let (deps, gateway, _) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let attacker = unique_ip();
     for i in 0..10 {
         assert_eq!(post(gateway, attacker, "/api/v1/ping", &ping_body(&format!("bad-{i}"))).await.status, 403);
@@ -168,7 +157,7 @@ async fn twenty_concurrent_triggers_make_one_ban_and_one_offence() {
 #[tokio::test]
 async fn bans_escalate_the_third_is_permanent_and_unban_restores_access_at_once() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = stack().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let operator_ip = unique_ip();
     let mut operator = admin_client(&deps, gateway, operator_ip).await;
     let offender = unique_ip();
@@ -212,7 +201,7 @@ async fn bans_escalate_the_third_is_permanent_and_unban_restores_access_at_once(
 #[tokio::test]
 async fn manual_bans_are_validated_and_the_dashboard_is_for_the_administrator_only() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, _) = stack().await;
+    let (deps, gateway, _) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let operator_ip = unique_ip();
     let mut operator = admin_client(&deps, gateway, operator_ip).await;
     let refusals = [
@@ -237,8 +226,7 @@ async fn manual_bans_are_validated_and_the_dashboard_is_for_the_administrator_on
 
     // A trader who is not the administrator gets 403; a visitor without a session gets 401.
     let trader = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&trader.username, &trader.password, &trader.code(&deps)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &trader, &deps).await;
     for path in ["/security", "/security/api/data", "/logs", "/logs/export"] {
         assert_eq!(browser.get_json(path).await.status, 403, "{path}");
         assert_eq!(WebClient::new(gateway, unique_ip()).get_json(path).await.status, 401, "{path}");
@@ -246,15 +234,14 @@ async fn manual_bans_are_validated_and_the_dashboard_is_for_the_administrator_on
     let (status, _) = admin_post(&mut browser, "/security/unban", &[("ip_address", &target)]).await;
     assert_eq!(status, 403);
     // Writes need this session's CSRF token.
-    let page =
-        operator.post_with("/security/ban", &[("ip_address", "198.18.0.9")], &[("accept", "application/json")]).await;
+    let page = operator.post_json("/security/ban", &[("ip_address", "198.18.0.9")]).await;
     assert_eq!(page.status, 400, "no CSRF token");
 }
 
 #[tokio::test]
 async fn a_settings_change_applies_to_the_next_request() {
     let _exclusive = SETTINGS.write().await;
-    let (deps, gateway, _) = stack().await;
+    let (deps, gateway, _) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
 
     let (status, body) = admin_post(&mut operator, "/security/settings", &[("404_threshold", "0")]).await;
@@ -300,13 +287,13 @@ async fn a_settings_change_applies_to_the_next_request() {
 #[tokio::test]
 async fn the_traffic_log_is_filterable_and_exports_csv() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = stack().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let caller = unique_ip();
     assert_eq!(post(gateway, caller, "/api/v1/ping", &ping_body(&key)).await.status, 200);
     assert_eq!(get_text(gateway, caller, "/no-such-thing?apikey=secret-in-query").await.0, 404);
-    // Records are written after the response; give the writer a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Records are written after the response: wait until both are stored.
+    traffic_items(&deps, caller, 2).await;
 
     let logs = operator.get_json(&format!("/logs?ip={caller}")).await.json();
     let logs = logs["logs"].as_array().expect("logs").clone();
@@ -361,21 +348,15 @@ async fn logins_refused_by_the_address_budget_ban_the_address_but_a_spent_userna
     let _defaults = SETTINGS.read().await;
     // The short budget over an hour rather than a minute: a fixed minute window can close between
     // spending a budget and probing it on a slow machine, and the test would see a fresh budget.
-    let deps = cold_start(config_with(&[("LOGIN_RATE_LIMIT_MIN", "5 per hour")]), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let victim = new_web_user(&deps).await;
+    let (deps, gateway, victim) =
+        gateway_with_web_user(&[("LOGIN_RATE_LIMIT_MIN", "5 per hour")], Arc::new(SystemClock)).await;
     let sprayer = unique_ip();
     // 5 attempts per address are admitted; the 11th refusal after them bans.
     let mut codes = Vec::new();
     for i in 0..16 {
         let mut browser = WebClient::new(gateway, sprayer);
-        let page = browser
-            .post_with(
-                "/auth/login",
-                &[("username", &format!("nobody-{i}")), ("password", "Wr0ng!pass")],
-                &[("accept", "application/json")],
-            )
-            .await;
+        let page =
+            browser.post_json("/auth/login", &[("username", &format!("nobody-{i}")), ("password", "Wr0ng!pass")]).await;
         codes.push(page.status);
     }
     assert_eq!(&codes[..5], [401; 5], "{codes:?}");

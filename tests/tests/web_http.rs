@@ -5,22 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kavach_tests::web::WebClient;
-use kavach_tests::{cold_start, config_with, new_web_user, ping_body, post, start_gateway, unique_ip};
+use kavach_tests::{
+    ROOMY, cold_start, config_with, gateway_with_web_user, new_web_user, ping_body, post, start_gateway, unique_ip,
+};
 use shared::clock::{ManualClock, SystemClock, UnixMillis};
-
-/// Login budgets large enough that a test's own logins never trip them.
-const ROOMY: &[(&str, &str)] =
-    &[("LOGIN_RATE_LIMIT_MIN", "1000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "1000 per hour")];
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
 
 #[tokio::test]
 async fn cross_site_logout_is_refused_and_the_session_survives() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let csrf = browser.get("/dashboard").await.csrf();
 
     for site in ["cross-site", "same-site"] {
@@ -44,11 +39,8 @@ async fn cross_site_logout_is_refused_and_the_session_survives() {
 
 #[tokio::test]
 async fn state_changes_without_the_csrf_token_are_refused() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let key_before = deps.identity.user(&user.username).await.expect("read").expect("user").api_key_id;
 
     for (path, form) in [
@@ -57,7 +49,7 @@ async fn state_changes_without_the_csrf_token_are_refused() {
         ("/auth/logout", vec![]),
         ("/apikey/allowlist", vec![("allowlist", "203.0.113.9")]),
     ] {
-        let refused = browser.post_with(path, &form, &[("accept", "application/json")]).await;
+        let refused = browser.post_json(path, &form).await;
         assert_eq!(refused.status, 400, "{path}: {}", refused.text);
         let body = refused.json();
         assert_eq!(body["error"], "CSRF validation failed");
@@ -69,16 +61,14 @@ async fn state_changes_without_the_csrf_token_are_refused() {
     assert_eq!(browser.get("/dashboard").await.status, 200, "no logout happened");
 
     // The header form of the token works for script callers.
-    let token = browser.get_json("/auth/csrf-token").await.json()["csrf_token"].as_str().expect("token").to_owned();
+    let token = browser.csrf_token().await;
     let accepted = browser.post_with("/apikey", &[], &[("x-csrf-token", &token), ("accept", "application/json")]).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
 }
 
 #[tokio::test]
 async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit_one() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let code = user.code(&deps);
 
     // Five browsers (the per-user session cap) past the password step submit the same code four
@@ -97,13 +87,7 @@ async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit
         let mut browser = template.with_cookie(cookie);
         let code = code.clone();
         async move {
-            let page = browser
-                .post_with(
-                    "/auth/login/totp",
-                    &[("totp_code", &code), ("csrf_token", &csrf)],
-                    &[("accept", "application/json")],
-                )
-                .await;
+            let page = browser.post_json("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &csrf)]).await;
             (page.status, page.json()["code"].as_str().unwrap_or("ok").to_owned())
         }
     });
@@ -123,13 +107,7 @@ async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit
     let mut late = WebClient::new(gateway, unique_ip());
     late.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
     let csrf = late.get("/auth/login/totp").await.csrf();
-    let replay = late
-        .post_with(
-            "/auth/login/totp",
-            &[("totp_code", &code), ("csrf_token", &csrf)],
-            &[("accept", "application/json")],
-        )
-        .await;
+    let replay = late.post_json("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &csrf)]).await;
     assert_eq!(replay.status, 401);
     assert_eq!(replay.json()["message"], "Invalid TOTP code.");
 }
@@ -146,11 +124,7 @@ async fn the_sixth_login_in_a_minute_gets_429() {
         // Different usernames: the per-IP counter is the one that trips.
         let mut browser = WebClient::new(gateway, source);
         let page = browser
-            .post_with(
-                "/auth/login",
-                &[("username", &format!("nobody{attempt}")), ("password", "Wrong1!pass")],
-                &[("accept", "application/json")],
-            )
+            .post_json("/auth/login", &[("username", &format!("nobody{attempt}")), ("password", "Wrong1!pass")])
             .await;
         statuses.push(page.status);
         if attempt == 5 {
@@ -173,14 +147,11 @@ async fn the_sixth_login_in_a_minute_gets_429() {
 
 #[tokio::test]
 async fn after_logout_the_old_cookie_gets_401_everywhere() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let stolen = browser.cookie.clone();
     let csrf = browser.get("/dashboard").await.csrf();
-    let bye = browser.post_with("/auth/logout", &[("csrf_token", &csrf)], &[("accept", "application/json")]).await;
+    let bye = browser.post_json("/auth/logout", &[("csrf_token", &csrf)]).await;
     assert_eq!(bye.status, 200);
     assert_eq!(bye.json()["message"], "Logged out successfully");
     assert_eq!(browser.cookie, None, "the cookie is cleared");
@@ -195,7 +166,7 @@ async fn after_logout_the_old_cookie_gets_401_everywhere() {
         assert_eq!((page.status, page.location()), (303, "/auth/login"), "{path}");
     }
     for path in ["/apikey", "/apikey/reveal", "/auth/logout", "/auth/logout-all", "/auth/change-password"] {
-        let page = replay.post_with(path, &[("csrf_token", &csrf)], &[("accept", "application/json")]).await;
+        let page = replay.post_json(path, &[("csrf_token", &csrf)]).await;
         assert_eq!(page.status, 401, "POST {path}: {}", page.text);
     }
 }
@@ -205,11 +176,8 @@ async fn a_session_that_crosses_0300_ist_has_expired() {
     // 2030-03-15 02:00 IST, an hour before the boundary.
     let start = shared::sandbox::ist::ist_midnight_epoch(2030, 3, 15) + 2 * 3600;
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(u64::try_from(start).expect("positive"))));
-    let deps = cold_start(config_with(ROOMY), clock.clone()).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let session = deps.identity.sessions_of(&user.username, deps.clock.now()).await.expect("sessions");
     let expires = session.first().expect("one session").expires_at;
     assert_eq!(expires, u64::try_from(start).expect("positive") + 3600, "expires_at is the next 03:00 IST");
@@ -224,14 +192,11 @@ async fn a_session_that_crosses_0300_ist_has_expired() {
 
 #[tokio::test]
 async fn a_regenerated_keys_predecessor_gets_403() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let source = unique_ip();
     assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&user.api_key)).await.status, 200);
 
-    let mut browser = WebClient::new(gateway, source);
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let mut browser = WebClient::logged_in(gateway, source, &user, &deps).await;
     let csrf = browser.get("/apikey").await.csrf();
     let page = browser.post("/apikey", &[("csrf_token", &csrf)]).await;
     assert_eq!(page.status, 200, "{}", page.text);
@@ -250,12 +215,9 @@ async fn a_regenerated_keys_predecessor_gets_403() {
 
 #[tokio::test]
 async fn the_allowlist_admits_only_listed_addresses() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let (home, elsewhere) = (unique_ip(), unique_ip());
-    let mut browser = WebClient::new(gateway, home);
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let mut browser = WebClient::logged_in(gateway, home, &user, &deps).await;
     let csrf = browser.get("/apikey").await.csrf();
     let bad = browser.post("/apikey/allowlist", &[("csrf_token", &csrf), ("allowlist", "not-an-ip")]).await;
     assert_eq!(bad.status, 400);
@@ -271,15 +233,11 @@ async fn the_allowlist_admits_only_listed_addresses() {
 #[tokio::test]
 async fn reveal_needs_recent_reauthentication_rotates_the_session_and_is_audited() {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_950_000_000)));
-    let deps = cold_start(config_with(ROOMY), clock.clone()).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let mut browser = WebClient::new(gateway, unique_ip());
-    browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     clock.advance(Duration::from_secs(6 * 60));
     // A later login on another device: its session is the user's newest.
-    let mut other = WebClient::new(gateway, unique_ip());
-    other.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
 
     let csrf = browser.get("/apikey").await.csrf();
     let wrong = browser.post("/apikey/reveal", &[("csrf_token", &csrf), ("password", "Wrong1!pass")]).await;
@@ -303,15 +261,12 @@ async fn reveal_needs_recent_reauthentication_rotates_the_session_and_is_audited
 #[tokio::test]
 async fn at_most_five_sessions_and_log_out_everywhere() {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_960_000_000)));
-    let deps = cold_start(config_with(ROOMY), clock.clone()).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
     let mut browsers = Vec::new();
     for _ in 0..6 {
         // Each login needs a fresh TOTP step: the previous one has been used.
         clock.advance(Duration::from_secs(30));
-        let mut browser = WebClient::new(gateway, unique_ip());
-        browser.log_in(&user.username, &user.password, &user.code(&deps)).await;
+        let browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
         browsers.push(browser);
     }
     assert_eq!(browsers[0].get_json("/dashboard").await.status, 401, "the oldest of six was ended");
@@ -330,24 +285,10 @@ async fn at_most_five_sessions_and_log_out_everywhere() {
 
 #[tokio::test]
 async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
-    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let mut browser = WebClient::new(gateway, unique_ip());
-    let unknown = browser
-        .post_with(
-            "/auth/login",
-            &[("username", "no-such-user"), ("password", &user.password)],
-            &[("accept", "application/json")],
-        )
-        .await;
-    let wrong = browser
-        .post_with(
-            "/auth/login",
-            &[("username", &user.username), ("password", "Wrong1!pass")],
-            &[("accept", "application/json")],
-        )
-        .await;
+    let unknown = browser.post_json("/auth/login", &[("username", "no-such-user"), ("password", &user.password)]).await;
+    let wrong = browser.post_json("/auth/login", &[("username", &user.username), ("password", "Wrong1!pass")]).await;
     assert_eq!((unknown.status, &unknown.text), (wrong.status, &wrong.text));
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["message"], "Invalid credentials");
@@ -390,8 +331,7 @@ async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_
     let email = format!("{}@example.com", user.username);
 
     // A session from before the reset, which the reset must end.
-    let mut before = WebClient::new(gateway, unique_ip());
-    before.log_in(&user.username, &user.password, &user.code(&deps)).await;
+    let mut before = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
 
     let mut visitor = WebClient::new(gateway, unique_ip());
     let forged = [("host", "evil.example"), ("x-forwarded-host", "evil.example"), ("accept", "application/json")];
@@ -422,7 +362,7 @@ async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_
     let fields = [("token", token.as_str()), ("password", new_password), ("confirm_password", new_password)];
     let done = visitor.post("/auth/reset-password/confirm", &fields).await;
     assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
-    let again = visitor.post_with("/auth/reset-password/confirm", &fields, &[("accept", "application/json")]).await;
+    let again = visitor.post_json("/auth/reset-password/confirm", &fields).await;
     assert_eq!(again.status, 400);
     assert_eq!(again.json()["message"], "Invalid or expired reset token.");
 
@@ -437,33 +377,21 @@ async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_
 #[tokio::test]
 async fn reset_by_totp_issues_a_single_use_token() {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_000_000)));
-    let deps = cold_start(config_with(ROOMY), clock.clone()).await;
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
     let mut visitor = WebClient::new(gateway, unique_ip());
-    let json = [("accept", "application/json")];
     let wrong = visitor
-        .post_with(
-            "/auth/reset-password",
-            &[("method", "totp"), ("username", &user.username), ("totp_code", "000000")],
-            &json,
-        )
+        .post_json("/auth/reset-password", &[("method", "totp"), ("username", &user.username), ("totp_code", "000000")])
         .await;
     let nobody = visitor
-        .post_with(
-            "/auth/reset-password",
-            &[("method", "totp"), ("username", "no-such-user"), ("totp_code", "000000")],
-            &json,
-        )
+        .post_json("/auth/reset-password", &[("method", "totp"), ("username", "no-such-user"), ("totp_code", "000000")])
         .await;
     assert_eq!((wrong.status, &wrong.text), (nobody.status, &nobody.text));
     assert_eq!(wrong.json()["message"], "Invalid TOTP code. Please try again.");
 
     let verified = visitor
-        .post_with(
+        .post_json(
             "/auth/reset-password",
             &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
-            &json,
         )
         .await;
     assert_eq!(verified.status, 200, "{}", verified.text);
@@ -475,10 +403,9 @@ async fn reset_by_totp_issues_a_single_use_token() {
     // An unused token dies after 15 minutes even if TTL has not removed it.
     clock.advance(Duration::from_secs(30));
     let second = visitor
-        .post_with(
+        .post_json(
             "/auth/reset-password",
             &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
-            &json,
         )
         .await;
     let token = second.json()["token"].as_str().expect("token").to_owned();
