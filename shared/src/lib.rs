@@ -1,39 +1,31 @@
 //! Kavach's shared library: everything a route function needs between API Gateway and its handler.
 //!
-//! A request flows through [`api::run`]: client IP ([`client_ip`]), the concurrent security gate
-//! ([`gate`]), strict input ([`validate`]), [`auth::authenticate`], the handler, and one response
-//! shape with security headers and a traffic record ([`http`], [`traffic`]). Cold-start state is
-//! built once by [`bootstrap::init`] and passed by reference as [`Deps`].
+//! The folders are the layers of `docs/architecture.md`, lowest first; a module uses only modules
+//! of its own layer or below, and `tests/import_cycles.rs` fails on any cycle between modules.
+//!
+//! - [`core`]: errors, configuration, the clock and time units, IST, IP addresses, logs, metrics.
+//! - [`crypto`]: Argon2id, Fernet and the key ring, API keys, TOTP.
+//! - [`http`]: the response envelope and headers, strict input, the client IP, the traffic record,
+//!   HTML escaping.
+//! - [`limits`]: rate-limit classes, subjects and the limiter.
+//! - [`store`]: one DynamoDB adapter per kind of item.
+//! - [`identity`]: users, API keys, sessions, password reset mail, strategy webhooks.
+//! - [`threats`]: detectors, bans and their settings.
+//! - [`trading`]: OpenAlgo's order and read schemas, the simulated market and the sandbox broker.
+//! - [`pipeline`]: the one gate and the three request pipelines (API, pages, catch-all), and the
+//!   Lambda entry point.
+//! - [`app`]: the composition root: AWS clients and [`Deps`], built once per cold start.
 
-pub mod accounts;
-pub mod api;
-pub mod auth;
-pub mod aws;
-pub mod bootstrap;
-pub mod client_ip;
-pub mod clock;
-pub mod config;
+pub mod app;
+pub mod core;
 pub mod crypto;
-pub mod error;
-pub mod gate;
 pub mod http;
-pub mod lambda;
+pub mod identity;
 pub mod limits;
-pub mod logging;
-pub mod mail;
-pub mod market;
-pub mod metrics;
-pub mod orders;
-pub mod reads;
-pub mod sandbox;
-pub mod sessions;
+pub mod pipeline;
 pub mod store;
 pub mod threats;
-pub mod totp;
-pub mod traffic;
-pub mod validate;
-pub mod web;
-pub mod webhooks;
+pub mod trading;
 
-pub use bootstrap::Deps;
-pub use error::AppError;
+pub use app::bootstrap::Deps;
+pub use core::error::AppError;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use shared::Deps;
-use shared::aws::AwsClients;
-use shared::bootstrap;
-use shared::clock::{Clock, SystemClock};
-use shared::config::Config;
+use shared::app::aws::AwsClients;
+use shared::app::bootstrap;
+use shared::core::clock::{Clock, SystemClock};
+use shared::core::config::Config;
 
 pub mod smtp_sink;
 pub mod web;
@@ -47,7 +47,7 @@ pub const ROOMY: &[(&str, &str)] =
 /// A fresh cold start (new clients, one Secrets Manager read, one KMS Decrypt).
 pub async fn cold_start(config: Config, clock: Arc<dyn Clock>) -> Arc<Deps> {
     let aws = AwsClients::from_env().await;
-    bootstrap::init_with(config, clock, aws, shared::metrics::MetricSink::Memory(Default::default()))
+    bootstrap::init_with(config, clock, aws, shared::core::metrics::MetricSink::Memory(Default::default()))
         .await
         .unwrap_or_else(|error| panic!("cold start: {error}"))
 }
@@ -115,7 +115,7 @@ pub async fn gateway_with_web_user(
 /// A new user on the sandbox broker and its API key.
 pub async fn new_user(deps: &Deps) -> (String, String) {
     let username = unique_name("u");
-    let key = shared::accounts::create_user(deps, &username).await.expect("create user");
+    let key = shared::identity::accounts::create_user(deps, &username).await.expect("create user");
     (username, key.expose().to_owned())
 }
 
@@ -150,7 +150,7 @@ pub struct WebUser {
     pub username: String,
     pub password: String,
     pub api_key: String,
-    pub totp: shared::totp::TotpSecret,
+    pub totp: shared::crypto::totp::TotpSecret,
 }
 
 impl WebUser {
@@ -164,7 +164,7 @@ pub async fn new_web_user(deps: &Deps) -> WebUser {
     let username = unique_name("w");
     let password = "Str0ng!pass".to_owned();
     let created =
-        shared::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
+        shared::identity::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
             .await
             .expect("create web user");
     WebUser { username, password, api_key: created.key.expose().to_owned(), totp: created.totp }

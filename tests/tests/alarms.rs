@@ -10,9 +10,9 @@ use kavach_tests::web::WebClient;
 use kavach_tests::*;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
-use shared::aws::AwsClients;
-use shared::clock::SystemClock;
-use shared::metrics::{DIMENSION, Metric, MetricSink, NAMESPACE};
+use shared::app::aws::AwsClients;
+use shared::core::clock::SystemClock;
+use shared::core::metrics::{DIMENSION, Metric, MetricSink, NAMESPACE};
 
 fn template() -> Yaml {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template");
@@ -104,7 +104,7 @@ fn emitted(lines: &[String]) -> Vec<Emitted> {
 #[tokio::test]
 async fn synthetic_failed_logins_emit_the_metrics_the_template_alarms_watch() {
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let deps = shared::bootstrap::init_with(
+    let deps = shared::app::bootstrap::init_with(
         config_with(&[]),
         Arc::new(SystemClock),
         AwsClients::from_env().await,

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use kavach_tests::{config_with, deps, new_user, ping_body, unique_ip, unique_name};
-use shared::aws::AwsClients;
-use shared::bootstrap::{self, BootError};
-use shared::clock::SystemClock;
-use shared::config::Config;
+use shared::app::aws::AwsClients;
+use shared::app::bootstrap::{self, BootError};
+use shared::core::clock::SystemClock;
+use shared::core::config::Config;
 use shared::crypto::keyring::{KeyRing, Purpose};
 use shared::store::app_secret;
 
@@ -36,7 +36,7 @@ async fn boot_with_secret(pepper: Option<&str>, with_ring: bool) -> Result<(), B
     let base = config_with(&[]);
     let secret = secret_with(&aws, &base, pepper, with_ring).await;
     let config = config_with(&[("APP_SECRET_ID", secret.as_str())]);
-    bootstrap::init_with(config, Arc::new(SystemClock), aws, shared::metrics::MetricSink::Memory(Default::default()))
+    bootstrap::init_with(config, Arc::new(SystemClock), aws, shared::core::metrics::MetricSink::Memory(Default::default()))
         .await
         .map(|_| ())
 }
@@ -83,7 +83,7 @@ async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
         config,
         Arc::new(SystemClock),
         aws.clone(),
-        shared::metrics::MetricSink::Memory(Default::default()),
+        shared::core::metrics::MetricSink::Memory(Default::default()),
     )
     .await
     .expect_err("missing")
@@ -96,7 +96,7 @@ async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
         config,
         Arc::new(SystemClock),
         aws,
-        shared::metrics::MetricSink::Memory(Default::default()),
+        shared::core::metrics::MetricSink::Memory(Default::default()),
     )
     .await
     .expect_err("wrong key")
@@ -166,7 +166,7 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
         assert_eq!(ping::handler(&deps, event(&ip)).await.status(), 200);
     }
     let answered = deps.aws.stats.snapshot();
-    let delta = |after: &shared::aws::CallCounts, op: &str| {
+    let delta = |after: &shared::app::aws::CallCounts, op: &str| {
         after.by_operation.get(op).copied().unwrap_or(0) - before.by_operation.get(op).copied().unwrap_or(0)
     };
     assert_eq!(answered.for_service("KMS"), boot.for_service("KMS"), "no KMS on the warm path");

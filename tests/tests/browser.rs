@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use kavach_tests::webdriver::Browser;
 use kavach_tests::{ROOMY, cold_start, config_with, ping_body, post, start_gateway};
-use shared::clock::SystemClock;
-use shared::totp::{STEP_SECS, TotpSecret};
+use shared::core::clock::SystemClock;
+use shared::crypto::totp::{STEP_SECS, TotpSecret};
 
 fn base32_decode(text: &str) -> Vec<u8> {
     const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -44,7 +44,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     assert!(!deps.identity.admin_exists().await.expect("read"), "the browser suite needs a fresh stack (scripts/test)");
     let gateway = start_gateway(deps.clone()).await;
     let site = format!("http://127.0.0.1:{}", gateway.port());
-    let token = shared::accounts::issue_setup_token(&deps).await.expect("setup token");
+    let token = shared::identity::accounts::issue_setup_token(&deps).await.expect("setup token");
     let browser = Browser::start().await;
 
     // A fresh stack sends visitors to setup, which wants the token.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kavach_tests::{client_from, ping_body, post, post_with, required_env, start_gateway, unique_ip};
-use shared::aws::AwsClients;
-use shared::clock::SystemClock;
-use shared::config::Config;
+use shared::app::aws::AwsClients;
+use shared::core::clock::SystemClock;
+use shared::core::config::Config;
 
 struct Emulator {
     child: tokio::process::Child,
@@ -61,15 +61,15 @@ async fn with_the_emulator_stopped_ping_login_totp_and_orders_fail_closed_with_5
     let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
     let aws = AwsClients::for_endpoint(&emulator.endpoint).await;
     let metrics = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let deps = shared::bootstrap::init_with(
+    let deps = shared::app::bootstrap::init_with(
         config,
         Arc::new(SystemClock),
         aws,
-        shared::metrics::MetricSink::Memory(metrics.clone()),
+        shared::core::metrics::MetricSink::Memory(metrics.clone()),
     )
     .await
     .expect("cold start");
-    let key = shared::accounts::create_user(&deps, "fault-user").await.expect("user");
+    let key = shared::identity::accounts::create_user(&deps, "fault-user").await.expect("user");
     let gateway = start_gateway(deps).await;
     let ip = unique_ip();
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(key.expose())).await.status, 200);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kavach_tests::*;
-use shared::clock::{Clock, ManualClock, SystemClock};
+use shared::core::clock::{Clock, ManualClock, SystemClock};
 use shared::http::SECURITY_HEADERS;
 use shared::store::bans::BanTerms;
 
@@ -134,7 +134,7 @@ async fn expired_ban_still_physically_present_is_ignored() {
     let now = SystemClock.now();
     // Banned for an hour, two hours ago.
     let terms = BanTerms { reason: "expired".into(), created_by: "manual", hours: Some(1) };
-    let two_hours_ago = shared::clock::UnixMillis::from_secs(now.secs() - 7200);
+    let two_hours_ago = shared::core::clock::UnixMillis::from_secs(now.secs() - 7200);
     deps.bans.impose(ip, &terms, 3, two_hours_ago).await.expect("ban").expect("a new ban");
     let raw = deps
         .aws
@@ -225,7 +225,7 @@ async fn a_regenerated_keys_predecessor_gets_403_revoked_and_the_new_key_works()
     let gateway = start_gateway(deps.clone()).await;
     let ip = unique_ip();
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await.status, 200, "warm the cache");
-    let (new_key, _) = shared::accounts::regenerate_api_key(&deps, &username).await.expect("regenerate");
+    let (new_key, _) = shared::identity::accounts::regenerate_api_key(&deps, &username).await.expect("regenerate");
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.body["code"], "revoked_apikey");

@@ -12,9 +12,9 @@ use kavach_tests::*;
 use proptest::test_runner::{Config, TestRunner};
 use secrecy::SecretString;
 use sha2::Digest;
-use shared::clock::{Clock, SystemClock};
+use shared::core::clock::{Clock, SystemClock};
 use shared::crypto::api_key::ApiKey;
-use shared::error::AppError;
+use shared::core::error::AppError;
 use shared::store::traffic::TrafficFilter;
 use shared::threats::Detector;
 
@@ -69,9 +69,9 @@ async fn plant(gateway: SocketAddr, ip: IpAddr, secret: &str, key: &str) {
             .post(url("/api/v1/ping"))
             .header("authorization", format!("Bearer {secret}"))
             .header("x-api-key", secret)
-            .header("cookie", format!("{}={secret}; session={secret}", shared::sessions::COOKIE_NAME))
+            .header("cookie", format!("{}={secret}; session={secret}", shared::identity::sessions::COOKIE_NAME))
             .body(serde_json::json!({ "apikey": key }).to_string()),
-        client.get(url("/dashboard")).header("cookie", format!("{}={secret}", shared::sessions::COOKIE_NAME)),
+        client.get(url("/dashboard")).header("cookie", format!("{}={secret}", shared::identity::sessions::COOKIE_NAME)),
         // URLs: query strings everywhere, and a key of ours as a path segment of an unknown route.
         client.get(url(&format!("/api/v1/ticker/NSE:SBIN?apikey={secret}&access_token={secret}"))),
         client.get(url(&format!("/no/such/page?apikey={secret}"))),
@@ -96,7 +96,7 @@ async fn plant(gateway: SocketAddr, ip: IpAddr, secret: &str, key: &str) {
 fn planted_secrets_occur_zero_times_in_logs_and_traffic_records() {
     let captured = Captured::default();
     let writer = captured.clone();
-    shared::logging::init_to(move || writer.clone());
+    shared::core::logging::init_to(move || writer.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (deps, gateway) = runtime.block_on(async {
         let deps = deps().await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kavach_tests::web::WebClient;
 use kavach_tests::*;
 use shared::Deps;
-use shared::clock::{Clock, SystemClock};
+use shared::core::clock::{Clock, SystemClock};
 use shared::threats::{Detector, SecuritySettings};
 use tokio::sync::RwLock;
 

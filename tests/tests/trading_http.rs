@@ -18,8 +18,8 @@ use kavach_tests::{
     Reply, client_from, config_with, gateway_with_user, new_user, post, post_with, start_gateway, unique_ip,
 };
 use serde_json::{Value, json};
-use shared::clock::{Clock, ManualClock, UnixMillis};
-use shared::sandbox::ist::ist_midnight_epoch;
+use shared::core::clock::{Clock, ManualClock, UnixMillis};
+use shared::core::ist::ist_midnight_epoch;
 
 /// Wednesday 2025-10-01, 10:00 IST.
 fn market_morning() -> Arc<ManualClock> {
@@ -169,7 +169,7 @@ async fn twenty_concurrent_placeorders_on_a_10_per_second_limit_admit_10_and_boo
 async fn resting_orders_fill_when_the_fill_engine_finds_the_market_at_their_limit() {
     let clock = market_morning();
     let (deps, gateway, key) = gateway_with_user(&[], clock.clone()).await;
-    let instrument = shared::market::instrument("SBIN", shared::orders::Exchange::Nse).expect("SBIN");
+    let instrument = shared::trading::market::instrument("SBIN", shared::trading::orders::Exchange::Nse).expect("SBIN");
     let now = i64::try_from(clock.now().0 / 1000).expect("secs");
     let (low_at, low) = (1..3_600)
         .map(|s| (now + s, instrument.price_at(now + s)))
@@ -210,7 +210,7 @@ async fn the_error_taxonomy_has_distinct_codes_and_unknown_orders_are_404() {
     let live = call(gateway, "analyzer/toggle", &key, json!({ "mode": false })).await;
     assert_eq!((live.status, live.body["code"].as_str()), (403, Some("broker_not_linked")));
     let (user, old_key) = new_user(&deps).await;
-    shared::accounts::regenerate_api_key(&deps, &user).await.expect("regenerate");
+    shared::identity::accounts::regenerate_api_key(&deps, &user).await.expect("regenerate");
     let revoked = call(gateway, "funds", &old_key, json!({})).await;
     assert_eq!((revoked.status, revoked.body["code"].as_str()), (403, Some("revoked_apikey")));
     let missing = call(gateway, "cancelorder", &key, json!({ "strategy": "x", "orderid": "25100100000000" })).await;
@@ -252,14 +252,14 @@ impl Intercept for BreakLastTransactItem {
 #[tokio::test]
 async fn a_write_failure_mid_order_leaves_no_order_no_trade_and_no_debit() {
     let sabotage = BreakLastTransactItem::default();
-    let mut aws = shared::aws::AwsClients::from_env().await;
+    let mut aws = shared::app::aws::AwsClients::from_env().await;
     let config = aws.dynamodb.config().to_builder().interceptor(sabotage.clone()).build();
     aws.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
-    let deps = shared::bootstrap::init_with(
+    let deps = shared::app::bootstrap::init_with(
         config_with(&[]),
         market_morning(),
         aws,
-        shared::metrics::MetricSink::Memory(Default::default()),
+        shared::core::metrics::MetricSink::Memory(Default::default()),
     )
     .await
     .expect("cold start");
@@ -294,15 +294,15 @@ async fn strategy_webhooks_trade_by_secret_url_refuse_unknown_ids_and_have_their
     let clock = market_morning();
     let (deps, gateway, key) = gateway_with_user(&[("WEBHOOK_RATE_LIMIT", "3 per minute")], clock).await;
     let (user, _) = new_user(&deps).await;
-    let webhook = shared::webhooks::Webhook {
+    let webhook = shared::identity::webhooks::Webhook {
         user: user.clone(),
         strategy: "Breakout".into(),
-        exchange: shared::orders::Exchange::Nse,
-        product: shared::orders::Product::Mis,
-        mode: shared::webhooks::Mode::Long,
+        exchange: shared::trading::orders::Exchange::Nse,
+        product: shared::trading::orders::Product::Mis,
+        mode: shared::identity::webhooks::Mode::Long,
         symbols: [("SBIN".to_owned(), 5)].into(),
     };
-    let id = shared::accounts::create_webhook(&deps, &webhook).await.expect("webhook");
+    let id = shared::identity::accounts::create_webhook(&deps, &webhook).await.expect("webhook");
     assert_eq!(id.len(), 32);
     let ip = unique_ip();
     let signal = |path: String, body: Value| async move { post(gateway, ip, &path, &body.to_string()).await };
@@ -331,7 +331,7 @@ async fn strategy_webhooks_trade_by_secret_url_refuse_unknown_ids_and_have_their
     .await;
     assert_eq!(forged.status, 404);
     // The owner's book has the entry and the exit; the API caller's account is untouched.
-    let owner_key = shared::accounts::regenerate_api_key(&deps, &user).await.expect("key").0;
+    let owner_key = shared::identity::accounts::regenerate_api_key(&deps, &user).await.expect("key").0;
     let orders = call(gateway, "orderbook", owner_key.expose(), json!({})).await.body["data"]["orders"].clone();
     assert_eq!(orders.as_array().map(Vec::len), Some(2));
     assert_eq!(orders[0]["strategy"], "Breakout");

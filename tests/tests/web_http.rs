@@ -8,7 +8,7 @@ use kavach_tests::web::WebClient;
 use kavach_tests::{
     ROOMY, cold_start, config_with, gateway_with_web_user, new_web_user, ping_body, post, start_gateway, unique_ip,
 };
-use shared::clock::{ManualClock, SystemClock, UnixMillis};
+use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
 
@@ -174,7 +174,7 @@ async fn after_logout_the_old_cookie_gets_401_everywhere() {
 #[tokio::test]
 async fn a_session_that_crosses_0300_ist_has_expired() {
     // 2030-03-15 02:00 IST, an hour before the boundary.
-    let start = shared::sandbox::ist::ist_midnight_epoch(2030, 3, 15) + 2 * 3600;
+    let start = shared::core::ist::ist_midnight_epoch(2030, 3, 15) + 2 * 3600;
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(u64::try_from(start).expect("positive"))));
     let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
     let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
@@ -312,12 +312,12 @@ async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_
     let base = "https://kavach.example.in";
     let overrides = [ROOMY, &[("PUBLIC_BASE_URL", base)]].concat();
     let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
-    shared::mail::configure(
+    shared::identity::mail::configure(
         &deps,
-        &shared::mail::SmtpSettings {
+        &shared::identity::mail::SmtpSettings {
             host: "localhost".into(),
             port: sink.address.port(),
-            security: shared::mail::Security::Implicit,
+            security: shared::identity::mail::Security::Implicit,
             username: "kavach".into(),
             password: "smtp-secret".to_owned().into(),
             from: "Kavach <noreply@example.in>".into(),

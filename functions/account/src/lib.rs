@@ -3,13 +3,13 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::api::{self, Call, Route};
+use shared::pipeline::api::{self, Call, Route};
 use shared::limits::LimitedAction;
-use shared::orders::Exchange;
-use shared::reads::{AnalyzerToggle, OpenPosition, OrderStatus};
-use shared::sandbox::service::Sandbox;
-use shared::sandbox::views;
-use shared::store::identity::SANDBOX_BROKER;
+use shared::trading::orders::Exchange;
+use shared::trading::reads::{AnalyzerToggle, OpenPosition, OrderStatus};
+use shared::trading::sandbox::service::Sandbox;
+use shared::trading::sandbox::views;
+use shared::identity::SANDBOX_BROKER;
 use shared::{AppError, Deps};
 
 const fn route(name: &'static str) -> Route {
@@ -22,7 +22,7 @@ const TOGGLE: Route = Route { name: "analyzer/toggle", action: LimitedAction::Ap
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let sandbox = Sandbox::from_deps(deps);
     let sandbox = &sandbox;
-    let nothing_else = |_: &mut shared::validate::Fields| Some(());
+    let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
     match api::resource(&request).as_str() {
         "/api/v1/orderbook" => {
             api::run(deps, request, route("orderbook"), nothing_else, |c| order_book(sandbox, c)).await

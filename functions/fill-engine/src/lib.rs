@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use shared::AppError;
-use shared::aws::AwsClients;
-use shared::clock::Clock;
-use shared::config::{Config, OrderCaps};
-use shared::sandbox::service::Sandbox;
+use shared::app::aws::AwsClients;
+use shared::core::clock::Clock;
+use shared::core::config::{Config, OrderCaps};
+use shared::trading::sandbox::service::Sandbox;
 use shared::store::sandbox::SandboxStore;
 
 #[derive(Debug)]

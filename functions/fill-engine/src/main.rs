@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    shared::logging::init();
-    let config = shared::config::Config::from_env()?;
-    let aws = shared::aws::AwsClients::from_env().await;
-    let engine = fill_engine::FillEngine::new(&config, &aws, Arc::new(shared::clock::SystemClock));
+    shared::core::logging::init();
+    let config = shared::core::config::Config::from_env()?;
+    let aws = shared::app::aws::AwsClients::from_env().await;
+    let engine = fill_engine::FillEngine::new(&config, &aws, Arc::new(shared::core::clock::SystemClock));
     let engine = &engine;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
         // The invocation fails (and EventBridge's metrics show it) when the table is unreachable.

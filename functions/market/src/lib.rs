@@ -3,11 +3,11 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::api::{self, Call, Route};
+use shared::pipeline::api::{self, Call, Route};
 use shared::limits::LimitedAction;
-use shared::market::{self, Candle, SESSION_CLOSE_SECS, SESSION_OPEN_SECS};
-use shared::reads::{History, Instrument, MultiQuotes};
-use shared::sandbox::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
+use shared::trading::market::{self, Candle, SESSION_CLOSE_SECS, SESSION_OPEN_SECS};
+use shared::trading::reads::{History, Instrument, MultiQuotes};
+use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
 use shared::{AppError, Deps};
 
 /// Most candles one history request may return (1-second candles over a week would be 135 000).
@@ -20,7 +20,7 @@ const fn route(name: &'static str) -> Route {
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let now = deps.clock.now().0 / 1000;
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    let nothing_else = |_: &mut shared::validate::Fields| Some(());
+    let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
     match api::resource(&request).as_str() {
         "/api/v1/quotes" => api::run(deps, request, route("quotes"), Instrument::parse, |c| quotes(c, now)).await,
         "/api/v1/multiquotes" => {
@@ -182,7 +182,7 @@ async fn history(call: Call<History>, now: i64) -> Result<Value, AppError> {
 
 async fn intervals() -> Result<Value, AppError> {
     let of = |unit: char| -> Vec<&str> {
-        shared::reads::INTERVALS.iter().copied().filter(|i| i.len() > 1 && i.ends_with(unit)).collect()
+        shared::trading::reads::INTERVALS.iter().copied().filter(|i| i.len() > 1 && i.ends_with(unit)).collect()
     };
     Ok(json!({ "data": {
         "seconds": of('s'), "minutes": of('m'), "hours": of('h'),

@@ -3,10 +3,10 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::api::{self, Call, Route};
+use shared::pipeline::api::{self, Call, Route};
 use shared::limits::LimitedAction;
-use shared::orders::{BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrder, SplitOrder, StrategyOnly};
-use shared::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
+use shared::trading::orders::{BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrder, SplitOrder, StrategyOnly};
+use shared::trading::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
 use shared::{AppError, Deps};
 
 pub const PLACE: Route = Route { name: "placeorder", action: LimitedAction::Order, reads_only: false };

@@ -3,7 +3,7 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use shared::Deps;
-use shared::api::{self, Route};
+use shared::pipeline::api::{self, Route};
 use shared::limits::LimitedAction;
 
 pub const ROUTE: Route = Route { name: "ping", action: LimitedAction::Api, reads_only: true };

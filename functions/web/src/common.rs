@@ -1,16 +1,16 @@
 //! What the page groups share: session creation, TOTP checks, the audit, IST display.
 
 use shared::Deps;
-use shared::clock::UnixMillis;
-use shared::error::AppError;
-use shared::sandbox::ist::IstTime;
-use shared::sessions::{PENDING_TOTP_SECS, SessionId, new_csrf_token};
+use shared::core::clock::UnixMillis;
+use shared::core::error::AppError;
+use shared::core::ist::IstTime;
+use shared::identity::sessions::{PENDING_TOTP_SECS, SessionId, new_csrf_token};
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::{AuditEvent, UserRecord};
-use shared::totp::TotpSecret;
-use shared::web::WebRequest;
+use shared::crypto::totp::TotpSecret;
+use shared::pipeline::pages::WebRequest;
 
-pub use shared::accounts::token_hash;
+pub use shared::identity::accounts::token_hash;
 
 /// `2026-11-22 09:15:02 IST`.
 pub fn ist(at: UnixMillis) -> String {
@@ -27,7 +27,7 @@ pub async fn audit(
     detail: &str,
 ) -> Result<(), AppError> {
     if kind == "login" && outcome == "failed" {
-        deps.metrics.count(shared::metrics::Metric::FailedLogins, request.now);
+        deps.metrics.count(shared::core::metrics::Metric::FailedLogins, request.now);
     }
     deps.identity
         .audit(&AuditEvent {

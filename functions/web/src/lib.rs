@@ -10,7 +10,7 @@
 //! - `not-found`: the catch-all behind `{proxy+}`, which feeds the 404 detector.
 //!
 //! Each handler dispatches on API Gateway's resource and method to one route of
-//! [`shared::web::serve`], which has already dealt with bans, budgets, sessions, `Sec-Fetch-Site` and
+//! [`shared::pipeline::pages::serve`], which has already dealt with bans, budgets, sessions, `Sec-Fetch-Site` and
 //! CSRF by the time a function here runs.
 
 mod common;
@@ -23,8 +23,8 @@ mod setup;
 use http::Method;
 use lambda_http::{Body, Request, Response};
 use shared::Deps;
-use shared::api::{resource, unknown_resource};
-use shared::web::{Access, PageRoute, serve};
+use shared::pipeline::api::{resource, unknown_resource};
+use shared::pipeline::pages::{Access, PageRoute, serve};
 
 const fn route(name: &'static str, access: Access) -> PageRoute {
     PageRoute { name, access }
@@ -121,5 +121,5 @@ pub async fn security_handler(deps: &Deps, request: Request) -> Response<Body> {
 }
 
 pub async fn not_found_handler(deps: &Deps, request: Request) -> Response<Body> {
-    shared::web::not_found(deps, request).await
+    shared::pipeline::pages::not_found(deps, request).await
 }

@@ -6,11 +6,11 @@
 
 use serde_json::json;
 use shared::Deps;
-use shared::accounts::verify_password;
-use shared::error::AppError;
+use shared::identity::accounts::verify_password;
+use shared::core::error::AppError;
 use shared::store::sessions::Stage;
-use shared::web::html::{csrf_field, error_box, escape, notice_box};
-use shared::web::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::html::{csrf_field, error_box, escape, notice_box};
+use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, start_session};
 

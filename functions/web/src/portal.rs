@@ -3,14 +3,14 @@
 
 use serde_json::json;
 use shared::Deps;
-use shared::accounts::{check_password_strength, hash_secret, regenerate_api_key, verify_password};
-use shared::auth::parse_allowlist;
-use shared::error::AppError;
-use shared::sessions::clear_cookie;
+use shared::identity::accounts::{check_password_strength, hash_secret, regenerate_api_key, verify_password};
+use shared::identity::auth::parse_allowlist;
+use shared::core::error::AppError;
+use shared::identity::sessions::clear_cookie;
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::UserRecord;
-use shared::web::html::{csrf_field, error_box, escape};
-use shared::web::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::html::{csrf_field, error_box, escape};
+use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, ist, start_session};
 
@@ -21,7 +21,7 @@ async fn current_user(deps: &Deps, session: &SessionRecord) -> Result<UserRecord
 pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let session = request.session()?;
     let user = current_user(deps, session).await?;
-    let expires = ist(shared::clock::UnixMillis::from_secs(session.expires_at));
+    let expires = ist(shared::core::clock::UnixMillis::from_secs(session.expires_at));
     let body = format!(
         r#"<p>Logged in as <strong id="username">{user}</strong> ({role}). Orders go to the <strong>sandbox</strong> broker.</p>
 <p>This session ends at <span id="session-expiry">{expires}</span>, the daily boundary.</p>
@@ -32,7 +32,7 @@ pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
 <label for="confirm_password">Confirm new password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
 <button id="change-password" type="submit">Change password and log out everywhere</button></form>"#,
         user = escape(&user.username),
-        role = escape(if user.role.is_empty() { "user" } else { &user.role }),
+        role = user.role.as_str(),
         csrf = csrf_field(&session.csrf),
     );
     Ok(request.page(200, "Dashboard", &body))

@@ -7,10 +7,10 @@
 //! the request's `Host`.
 
 use shared::Deps;
-use shared::accounts::{check_password_strength, hash_secret};
-use shared::error::AppError;
-use shared::web::html::{error_box, escape, notice_box};
-use shared::web::{Reply, WebRequest, spend_login_attempt};
+use shared::identity::accounts::{check_password_strength, hash_secret};
+use shared::core::error::AppError;
+use shared::pipeline::pages::html::{error_box, escape, notice_box};
+use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{accept_totp, audit, token_hash};
 
@@ -95,7 +95,7 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
 async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let email = request.field("email");
     spend_login_attempt(deps, request.ip, &format!("email:{email}"), request.now).await?;
-    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, shared::mail::settings(deps).await?) else {
+    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, shared::identity::mail::settings(deps).await?) else {
         return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
     };
     if let Some(username) = deps.identity.user_by_email(email).await? {
@@ -106,7 +106,7 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
         );
         // The answer must not depend on whether the account exists, so a failed send is logged,
         // not reported.
-        if let Err(error) = shared::mail::send(&smtp, email, "Reset your Kavach password", text).await {
+        if let Err(error) = shared::identity::mail::send(&smtp, email, "Reset your Kavach password", text).await {
             tracing::error!(error = %error, "reset email not sent");
         }
         audit(deps, request, "reset", &username, "success", "email_sent").await?;

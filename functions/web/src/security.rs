@@ -6,14 +6,14 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use shared::Deps;
-use shared::clock::UnixMillis;
-use shared::error::AppError;
+use shared::core::clock::UnixMillis;
+use shared::core::error::AppError;
 use shared::store::bans::{Ban, BanTerms};
 use shared::store::trackers::Tracker;
 use shared::store::traffic::{LoggedRequest, TrafficFilter};
 use shared::threats::{self, Detector, SecuritySettings};
-use shared::web::html::{csrf_field, escape, notice_box};
-use shared::web::{Reply, WebRequest};
+use shared::pipeline::pages::html::{csrf_field, escape, notice_box};
+use shared::pipeline::pages::{Reply, WebRequest};
 
 use crate::common::ist;
 
@@ -251,7 +251,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 fn parse_ip(text: &str) -> Result<IpAddr, AppError> {
     text.trim()
         .parse::<IpAddr>()
-        .map(shared::config::canonical)
+        .map(shared::core::net::canonical)
         .map_err(|_| AppError::bad_request("Invalid IP address format"))
 }
 

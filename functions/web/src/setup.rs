@@ -2,11 +2,11 @@
 //! that provisioning printed (OpenAlgo let the first visitor of a fresh instance take it over, W24).
 
 use shared::Deps;
-use shared::accounts::{WebUserCreated, check_password_strength, create_web_user};
+use shared::identity::accounts::{WebUserCreated, check_password_strength, create_web_user};
 use shared::crypto::ct_eq;
-use shared::error::AppError;
-use shared::web::html::{error_box, escape};
-use shared::web::{Reply, WebRequest, spend_login_attempt};
+use shared::core::error::AppError;
+use shared::pipeline::pages::html::{error_box, escape};
+use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::token_hash;
 

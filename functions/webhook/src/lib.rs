@@ -1,16 +1,16 @@
 //! `POST /strategy/webhook/{webhook_id}`: a strategy signal `{"symbol","action"[,"position_size"]}`
-//! authenticated only by the secret id in the URL (see `shared::webhooks`). It passes the same gate
+//! authenticated only by the secret id in the URL (see `shared::identity::webhooks`). It passes the same gate
 //! as the API (ban, then a per-IP counter in its own class, 100 per minute by default), is
 //! validated strictly, and trades on the webhook owner's account.
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
-use shared::api::{InFlight, Route};
+use shared::pipeline::api::{InFlight, Route};
 use shared::limits::LimitedAction;
-use shared::orders::{Action, OrderLeg, PriceType, SmartOrder};
-use shared::sandbox::service::{Sandbox, SmartOutcome};
-use shared::validate::Fields;
-use shared::webhooks::Mode;
+use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
+use shared::trading::sandbox::service::{Sandbox, SmartOutcome};
+use shared::http::validate::Fields;
+use shared::identity::webhooks::Mode;
 use shared::{AppError, Deps, http};
 
 pub const ROUTE: Route = Route { name: "strategy/webhook", action: LimitedAction::Webhook, reads_only: false };
@@ -35,7 +35,7 @@ async fn signal(
     request: &Request,
     ip: Result<std::net::IpAddr, AppError>,
 ) -> Result<(Value, String), AppError> {
-    let gate = shared::gate::pass(deps, ip?, ROUTE, None).await?;
+    let gate = shared::pipeline::gate::pass(deps, ip?, ROUTE, None).await?;
     gate.enforce()?;
     let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
     let symbol = fields.required_string("symbol", 1..=64);

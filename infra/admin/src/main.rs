@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use anyhow::{Context, bail};
-use shared::aws::AwsClients;
-use shared::bootstrap;
-use shared::clock::{Clock, SystemClock};
-use shared::config::Config;
+use shared::app::aws::AwsClients;
+use shared::app::bootstrap;
+use shared::core::clock::{Clock, SystemClock};
+use shared::core::config::Config;
 use shared::crypto::keyring::KeyRing;
 use shared::store::app_secret;
 use shared::store::bans::{BanStore, BanTerms};
@@ -33,7 +33,7 @@ const USAGE: &str = "usage:
 
 #[tokio::main]
 async fn main() {
-    shared::logging::init();
+    shared::core::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(error) = run(&args).await {
         eprintln!("kavach: {error:#}");
@@ -49,7 +49,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["keyring", "rotate"] => keyring_rotate().await,
         ["setup-token"] => {
             let deps = bootstrap::init().await?;
-            let token = shared::accounts::issue_setup_token(&deps).await.map_err(public)?;
+            let token = shared::identity::accounts::issue_setup_token(&deps).await.map_err(public)?;
             println!("One-time setup token (open /setup and enter it to create the administrator):");
             println!("{token}");
             Ok(())
@@ -57,14 +57,14 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["smtp", "set", options @ ..] => smtp_set(options).await,
         ["user", "create", username] => {
             let deps = bootstrap::init().await?;
-            let key = shared::accounts::create_user(&deps, username).await.map_err(public)?;
+            let key = shared::identity::accounts::create_user(&deps, username).await.map_err(public)?;
             println!("Created user `{username}` on the sandbox broker.");
             println!("API key (shown once, store it now): {}", key.expose());
             Ok(())
         }
         ["apikey", "regenerate", username] => {
             let deps = bootstrap::init().await?;
-            let (key, previous) = shared::accounts::regenerate_api_key(&deps, username).await.map_err(public)?;
+            let (key, previous) = shared::identity::accounts::regenerate_api_key(&deps, username).await.map_err(public)?;
             if let Some(previous) = previous {
                 println!("Revoked key id {previous}.");
             }
@@ -106,11 +106,11 @@ fn public(error: shared::AppError) -> anyhow::Error {
 /// The address a ban is stored under: IPv4-mapped IPv6 is the IPv4 address, as requests see it.
 fn parse_ip(text: &str) -> anyhow::Result<IpAddr> {
     let ip: IpAddr = text.parse().with_context(|| format!("`{text}` is not an IP address"))?;
-    Ok(shared::config::canonical(ip))
+    Ok(shared::core::net::canonical(ip))
 }
 
 async fn smtp_set(options: &[&str]) -> anyhow::Result<()> {
-    use shared::mail::{Security, SmtpSettings};
+    use shared::identity::mail::{Security, SmtpSettings};
     let (mut host, mut port, mut security, mut username, mut from, mut ca_pem) =
         (None, None, Security::Implicit, String::new(), None, None);
     let mut rest = options.iter();
@@ -141,14 +141,14 @@ async fn smtp_set(options: &[&str]) -> anyhow::Result<()> {
         ca_pem,
     };
     let deps = bootstrap::init().await?;
-    shared::mail::configure(&deps, &settings).await.map_err(public)?;
+    shared::identity::mail::configure(&deps, &settings).await.map_err(public)?;
     println!("SMTP settings stored; the password is encrypted under the SMTP key.");
     Ok(())
 }
 
 async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> {
-    use shared::orders::{Exchange, Product};
-    use shared::webhooks::{Mode, Webhook};
+    use shared::trading::orders::{Exchange, Product};
+    use shared::identity::webhooks::{Mode, Webhook};
     fn choice<T: Copy>(name: &str, value: &str, choices: &[(&str, T)]) -> anyhow::Result<T> {
         choices.iter().find(|(wire, _)| *wire == value).map(|(_, v)| *v).with_context(|| {
             let names: Vec<&str> = choices.iter().map(|(wire, _)| *wire).collect();
@@ -186,7 +186,7 @@ async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> 
         symbols,
     };
     let deps = bootstrap::init().await?;
-    let id = shared::accounts::create_webhook(&deps, &webhook).await.map_err(public)?;
+    let id = shared::identity::accounts::create_webhook(&deps, &webhook).await.map_err(public)?;
     println!("Webhook for `{}` (strategy `{}`), shown once:", webhook.user, webhook.strategy);
     println!("  POST <ApiUrl>/strategy/webhook/{id}");
     Ok(())

@@ -194,7 +194,7 @@ impl Gateway {
             let error = if resource.is_some() {
                 AppError::MethodNotAllowed
             } else {
-                AppError::NotFound { path: shared::traffic::loggable_path(raw_path) }
+                AppError::NotFound { path: shared::http::traffic::loggable_path(raw_path) }
             };
             return to_hyper(shared::http::error(&error));
         };

@@ -5,11 +5,11 @@ use kavach_gateway::Gateway;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::logging::init();
+    shared::core::logging::init();
     let template_path = std::env::var("KAVACH_TEMPLATE").unwrap_or_else(|_| "template.yaml".into());
     let address = std::env::var("KAVACH_GATEWAY_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let template = std::fs::read_to_string(&template_path).with_context(|| format!("reading {template_path}"))?;
-    let deps = shared::bootstrap::init().await.context("cold start")?;
+    let deps = shared::app::bootstrap::init().await.context("cold start")?;
     // OpenAlgo's sandbox checks resting orders every 5 s; EventBridge's floor in AWS is a minute.
     let fill_every = std::env::var("KAVACH_FILL_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let engine = fill_engine::FillEngine::new(&deps.config, &deps.aws, deps.clock.clone());

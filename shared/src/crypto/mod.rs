@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod fernet;
 pub mod keyring;
 pub mod password;
+pub mod totp;
 
 use rand::RngCore;
 use subtle::ConstantTimeEq;

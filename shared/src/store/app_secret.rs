@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::core::config::Config;
 use crate::crypto::keyring::KeyRing;
 
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable, unless_condition_failed};
-use crate::clock::UnixMillis;
-use crate::error::AppError;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
 
 /// The offender history is kept this long after the last offence.
 const OFFENDER_MEMORY_SECS: u64 = 365 * 86_400;

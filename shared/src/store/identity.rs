@@ -12,14 +12,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::{Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable, write};
 use crate::crypto::api_key::KeyId;
-use crate::error::AppError;
+use crate::core::error::AppError;
+use crate::identity::SANDBOX_BROKER;
 
 /// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate
 /// reads).
 pub(crate) const ALLOW: &str = "allow";
-
-/// The built-in paper broker every account starts on.
-pub const SANDBOX_BROKER: &str = "sandbox";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKeyRecord {

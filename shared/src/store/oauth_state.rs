@@ -5,8 +5,8 @@
 
 use super::identity::IdentityStore;
 use super::{EXPIRES_AT, PK, n, s, string, unavailable};
-use crate::clock::UnixMillis;
-use crate::error::AppError;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
 
 /// How long a broker login may take between redirect and callback.
 pub const STATE_TTL_SECS: u64 = 600;

@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{EXPIRES_AT, PK, n, number, s, unavailable};
-use crate::clock::UnixMillis;
-use crate::error::AppError;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
 use crate::limits::{LimitedAction, RateLimit};
 
 /// Counters outlive their window by this much before TTL may remove them.

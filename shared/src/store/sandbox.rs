@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Item, PK, cancelled_by_condition, n, number, s, string, unavailable, write};
-use crate::error::AppError;
-use crate::sandbox::ledger::{Funds, Ledger, Order, OrderWrite, Position, PositionKey, Trade};
+use crate::core::error::AppError;
+use crate::trading::sandbox::ledger::{Funds, Ledger, Order, OrderWrite, Position, PositionKey, Trade};
 
 const SK: &str = "sk";
 const DOC: &str = "doc";

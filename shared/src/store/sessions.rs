@@ -8,9 +8,9 @@ use super::identity::{IdentityStore, user_pk};
 use super::{
     EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, unavailable, unless_condition_failed, write,
 };
-use crate::clock::UnixMillis;
-use crate::error::AppError;
-use crate::sessions::MAX_SESSIONS_PER_USER;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
+use crate::identity::sessions::MAX_SESSIONS_PER_USER;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -38,9 +38,9 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     /// Whether the password or a TOTP code was entered in this session within the last
-    /// [`REAUTH_WINDOW_SECS`](crate::sessions::REAUTH_WINDOW_SECS).
+    /// [`REAUTH_WINDOW_SECS`](crate::identity::sessions::REAUTH_WINDOW_SECS).
     pub fn reauthenticated_recently(&self, now: UnixMillis) -> bool {
-        self.reauth_at.is_some_and(|at| now.0.saturating_sub(at.0) <= crate::sessions::REAUTH_WINDOW_SECS * 1000)
+        self.reauth_at.is_some_and(|at| now.0.saturating_sub(at.0) <= crate::identity::sessions::REAUTH_WINDOW_SECS * 1000)
     }
 
     fn from_item(item: &Item) -> Option<Self> {

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable, unless_condition_failed};
-use crate::clock::UnixMillis;
-use crate::error::AppError;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
 use crate::threats::{Detector, SecuritySettings, WINDOW_HOURS};
 
 const SETTINGS_PK: &str = "settings#security";

@@ -7,8 +7,8 @@
 use aws_sdk_dynamodb::Client;
 
 use super::{EXPIRES_AT, PK, n, number, s, string, unavailable};
-use crate::error::AppError;
-use crate::traffic::TrafficRecord;
+use crate::core::error::AppError;
+use crate::http::traffic::TrafficRecord;
 
 #[derive(Clone, Debug)]
 pub struct TrafficStore {
@@ -80,7 +80,7 @@ impl TrafficStore {
         &self,
         filter: &TrafficFilter,
         limit: usize,
-        now: crate::clock::UnixMillis,
+        now: crate::core::clock::UnixMillis,
     ) -> Result<Vec<LoggedRequest>, AppError> {
         let newest_hour = now.secs() / 3600;
         let oldest_hour = newest_hour.saturating_sub(self.retention_secs / 3600);

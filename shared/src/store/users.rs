@@ -20,10 +20,10 @@ use super::{
     EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable,
     unless_condition_failed, write,
 };
-use crate::clock::UnixMillis;
-use crate::error::AppError;
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
+use crate::identity::Role;
 
-pub const ADMIN_ROLE: &str = "admin";
 const ADMIN_PK: &str = "admin";
 const SETUP_TOKEN_PK: &str = "setup#token";
 /// Login audit records are kept this long.
@@ -32,7 +32,7 @@ const AUDIT_RETENTION_SECS: u64 = 90 * 86_400;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserRecord {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub email: String,
     /// Argon2id PHC of the password; `None` for API-only users made by the operator CLI.
     pub phc: Option<String>,
@@ -56,7 +56,7 @@ impl UserRecord {
             .unwrap_or_default();
         Some(Self {
             username: string(item, "username")?,
-            role: string(item, "role").unwrap_or_default(),
+            role: Role::from_stored(&string(item, "role").unwrap_or_default()),
             email: string(item, "email").unwrap_or_default(),
             phc: string(item, "phc"),
             totp: string(item, "totp"),
@@ -73,7 +73,7 @@ impl UserRecord {
 pub struct NewWebUser<'a> {
     pub username: &'a str,
     pub email: &'a str,
-    pub role: &'a str,
+    pub role: Role,
     pub phc: &'a str,
     pub encrypted_totp: &'a str,
     pub key: &'a ApiKeyRecord,
@@ -158,7 +158,7 @@ impl IdentityStore {
             .table_name(&self.table)
             .item(PK, s(user_pk(admin.username)))
             .item("username", s(admin.username))
-            .item("role", s(admin.role))
+            .item("role", s(admin.role.as_str()))
             .item("email", s(admin.email))
             .item("phc", s(admin.phc))
             .item("totp", s(admin.encrypted_totp))

@@ -152,8 +152,8 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
 
 /// The sandbox's own work per order, without I/O: acceptance, margin, fill, position.
 fn ledger(orders: u32) -> anyhow::Result<()> {
-    use shared::orders::{Action, Exchange, OrderLeg, PriceType, Product};
-    use shared::sandbox::ledger::Ledger;
+    use shared::trading::orders::{Action, Exchange, OrderLeg, PriceType, Product};
+    use shared::trading::sandbox::ledger::Ledger;
     let leg = OrderLeg {
         exchange: Exchange::Nse,
         symbol: "SBIN".into(),
@@ -165,11 +165,11 @@ fn ledger(orders: u32) -> anyhow::Result<()> {
         trigger_price: 0.0,
         disclosed_quantity: 0,
     };
-    let now = shared::clock::Clock::now(&shared::clock::SystemClock);
+    let now = shared::core::clock::Clock::now(&shared::core::clock::SystemClock);
     let cpu_before = cpu_micros("self")?;
     let started = Instant::now();
     for n in 0..orders {
-        let mut book = Ledger::new(None, Vec::new(), shared::clock::UnixMillis(now.0 + u64::from(n)));
+        let mut book = Ledger::new(None, Vec::new(), shared::core::clock::UnixMillis(now.0 + u64::from(n)));
         let order = book.place(n.to_string(), "bench", &leg).map_err(|r| anyhow::anyhow!(r.message))?;
         std::hint::black_box(order);
     }
@@ -348,11 +348,11 @@ fn median(samples: &mut [Duration]) -> Duration {
 async fn login_timing(n: usize) -> anyhow::Result<()> {
     let overrides = [("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
     let deps =
-        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::clock::SystemClock)).await;
+        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::core::clock::SystemClock)).await;
     let mut hashing: Vec<Duration> = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
-        shared::accounts::hash_secret(&deps, "Bench1!password").await?;
+        shared::identity::accounts::hash_secret(&deps, "Bench1!password").await?;
         hashing.push(started.elapsed());
     }
     println!("  Argon2id {:?}: hash median {:.1} ms", deps.passwords, median(&mut hashing).as_secs_f64() * 1000.0);

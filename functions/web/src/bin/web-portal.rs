@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::logging::init();
-    let deps = shared::bootstrap::init().await?;
-    shared::lambda::serve(deps, |deps, request| async move { web::portal_handler(&deps, request).await }).await
+    shared::core::logging::init();
+    let deps = shared::app::bootstrap::init().await?;
+    shared::pipeline::lambda::serve(deps, |deps, request| async move { web::portal_handler(&deps, request).await }).await
 }

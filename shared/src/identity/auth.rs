@@ -1,0 +1,161 @@
+//! `authenticate()`: the one function that turns a presented credential into a principal.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+
+use ipnet::IpNet;
+use tokio::sync::Semaphore;
+
+use crate::app::bootstrap::Deps;
+use crate::crypto::api_key::{ApiKey, KeyId};
+use crate::crypto::password::Checked;
+use crate::core::error::AppError;
+use crate::store::identity::ApiKeyRecord;
+
+/// Who is calling. Always derived from the credential, never from the request body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub key_id: KeyId,
+    pub broker: String,
+}
+
+/// Verified keys per warm container, keyed by SHA-256 of the whole key. An entry is bound to the
+/// hash it was verified against, so a replaced record invalidates it; revocation is read from the
+/// record on every request, never from here.
+#[derive(Debug)]
+pub struct VerifiedKeyCache {
+    entries: Mutex<HashMap<[u8; 32], String>>,
+    capacity: usize,
+    /// Argon2id takes ~19 MiB per verification: bound how many run at once, so a burst of unseen
+    /// keys cannot exhaust memory, and so concurrent requests with one new key verify it once.
+    verifying: Semaphore,
+}
+
+impl VerifiedKeyCache {
+    pub fn new(capacity: usize, concurrent_verifications: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+            verifying: Semaphore::new(concurrent_verifications.max(1)),
+        }
+    }
+
+    fn holds(&self, fingerprint: &[u8; 32], phc: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(fingerprint).is_some_and(|cached| cached == phc)
+    }
+
+    fn remember(&self, fingerprint: [u8; 32], phc: String) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity {
+            // Rare and harmless: the next request per key pays one verification again.
+            entries.clear();
+        }
+        entries.insert(fingerprint, phc);
+    }
+}
+
+/// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are the
+/// same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
+pub async fn authenticate(
+    deps: &Deps,
+    presented: &ApiKey,
+    record: Option<ApiKeyRecord>,
+    client_ip: IpAddr,
+) -> Result<Principal, AppError> {
+    let record = record.ok_or(AppError::InvalidApiKey)?;
+    if record.id != *presented.id() {
+        return Err(AppError::InvalidApiKey);
+    }
+    let fingerprint = presented.fingerprint();
+    if !deps.verified_keys.holds(&fingerprint, &record.phc) {
+        let _permit = deps
+            .verified_keys
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
+        // Another request may have verified this key while we waited.
+        if !deps.verified_keys.holds(&fingerprint, &record.phc) {
+            verify_slowly(deps, presented, &record).await?;
+            deps.verified_keys.remember(fingerprint, record.phc.clone());
+        }
+    }
+    if record.revoked_at.is_some() {
+        return Err(AppError::RevokedApiKey);
+    }
+    if !allowlist_admits(&record.allow, client_ip) {
+        return Err(AppError::IpNotAllowed);
+    }
+    Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
+}
+
+/// A key's IP allowlist (SEBI's static-IP rule): empty admits every address. An entry that does not
+/// parse admits nothing, so a corrupted list fails closed.
+pub fn allowlist_admits(allow: &[String], client_ip: IpAddr) -> bool {
+    let client_ip = crate::core::net::canonical(client_ip);
+    allow.is_empty()
+        || allow.iter().any(|entry| {
+            entry.parse::<IpNet>().map(|net| net.contains(&client_ip)).unwrap_or(false)
+                || entry.parse::<IpAddr>().is_ok_and(|ip| crate::core::net::canonical(ip) == client_ip)
+        })
+}
+
+/// Parses what a user typed into the allowlist form: addresses or CIDR ranges, separated by commas,
+/// spaces or new lines. Each bad entry is named.
+pub fn parse_allowlist(text: &str) -> Result<Vec<String>, AppError> {
+    let mut entries = Vec::new();
+    for entry in text.split([',', ' ', '\n', '\r', '\t']).map(str::trim).filter(|e| !e.is_empty()) {
+        let normalised = match (entry.parse::<IpAddr>(), entry.parse::<IpNet>()) {
+            (Ok(ip), _) => crate::core::net::canonical(ip).to_string(),
+            (_, Ok(net)) => net.trunc().to_string(),
+            _ => return Err(AppError::bad_request(format!("`{entry}` is not an IP address or CIDR range"))),
+        };
+        if !entries.contains(&normalised) {
+            entries.push(normalised);
+        }
+    }
+    if entries.len() > 20 {
+        return Err(AppError::bad_request("At most 20 addresses or ranges may be allowed"));
+    }
+    Ok(entries)
+}
+
+async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
+    match crate::identity::accounts::check_secret(deps, presented.expose(), Some(&record.phc)).await? {
+        Checked::Invalid => Err(AppError::InvalidApiKey),
+        Checked::Valid => Ok(()),
+        Checked::Rehashed(upgraded) => {
+            if let Err(error) = deps.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
+                // The key did verify; an upgrade that loses a race is retried on a later request.
+                tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    #[test]
+    fn allowlists() {
+        assert!(allowlist_admits(&[], ip("203.0.113.9")));
+        let list = parse_allowlist("203.0.113.9, 198.51.100.0/24\n::ffff:192.0.2.1").expect("valid");
+        assert_eq!(list, ["203.0.113.9", "198.51.100.0/24", "192.0.2.1"]);
+        assert!(allowlist_admits(&list, ip("203.0.113.9")));
+        assert!(allowlist_admits(&list, ip("198.51.100.77")));
+        assert!(allowlist_admits(&list, ip("::ffff:203.0.113.9")));
+        assert!(!allowlist_admits(&list, ip("203.0.113.10")));
+        assert!(!allowlist_admits(&["garbage".into()], ip("203.0.113.9")));
+        let error = parse_allowlist("1.2.3.4, nonsense").expect_err("bad entry");
+        assert!(error.public_message().contains("nonsense"));
+    }
+}

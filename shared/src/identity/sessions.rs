@@ -1,0 +1,82 @@
+//! Server-side web sessions: what the cookie carries (an opaque 256-bit id and nothing else), what
+//! is stored (only the id's SHA-256), and when a session ends (the daily boundary, 03:00 IST).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::core::clock::UnixMillis;
+
+/// `__Host-`: the browser only accepts it Secure, from the exact host, with `Path=/`, so a sibling
+/// subdomain cannot plant or overwrite it.
+pub const COOKIE_NAME: &str = "__Host-kavach_session";
+/// At most this many sessions per user; logging in beyond it ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 5;
+/// A password-checked login waits this long for its TOTP code.
+pub const PENDING_TOTP_SECS: u64 = 300;
+/// Revealing the API key needs the password or a TOTP code entered within this window.
+pub const REAUTH_WINDOW_SECS: u64 = 300;
+
+/// The cookie value: 32 random bytes, base64url. Never logged, never stored.
+pub struct SessionId(SecretString);
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(..)")
+    }
+}
+
+impl SessionId {
+    pub fn generate() -> Self {
+        Self(SecretString::from(crate::crypto::random_token()))
+    }
+
+    /// A presented cookie value, if it has the shape of one of ours.
+    pub fn parse(value: &str) -> Option<Self> {
+        let decoded = URL_SAFE_NO_PAD.decode(value.trim()).ok()?;
+        (decoded.len() == 32).then(|| Self(SecretString::from(value.trim().to_owned())))
+    }
+
+    /// The storage key: SHA-256 of the id, hex. A leaked table does not yield usable cookies.
+    pub fn hash(&self) -> String {
+        crate::crypto::sha256_hex(self.0.expose_secret().as_bytes())
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The `Set-Cookie` value that installs this session until `expires_at`.
+    pub fn set_cookie(&self, now: UnixMillis, expires_at_secs: u64) -> String {
+        let max_age = expires_at_secs.saturating_sub(now.secs());
+        format!("{COOKIE_NAME}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}", self.expose())
+    }
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE_NAME}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// A fresh CSRF synchroniser token (256 bits, base64url).
+pub fn new_csrf_token() -> String {
+    crate::crypto::random_token()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_hash() {
+        let id = SessionId::generate();
+        let parsed = SessionId::parse(id.expose()).expect("parses");
+        assert_eq!(parsed.hash(), id.hash());
+        assert_eq!(id.hash().len(), 64);
+        assert!(SessionId::parse("short").is_none());
+        let cookie = id.set_cookie(UnixMillis::from_secs(100), 160);
+        assert!(cookie.starts_with("__Host-kavach_session=") && cookie.contains("Max-Age=60"));
+        assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+        assert_eq!(format!("{id:?}"), "SessionId(..)");
+    }
+}

@@ -1,0 +1,322 @@
+//! Load → apply → commit. Each order is one DynamoDB transaction over the account's funds (the
+//! version lock), the order, its trade and its position, so a crash or a failed write leaves either
+//! all of them or none. A conflicting writer makes the commit fail as a whole; the operation is then
+//! re-run on fresh state, a bounded number of times.
+
+use rand::Rng;
+
+use crate::core::ist::{IstTime, last_boundary};
+use super::ledger::{Ledger, Order, PositionKey, Rejection, SESSION_BOUNDARY_SECS};
+use crate::app::bootstrap::Deps;
+use crate::core::clock::{Clock, UnixMillis};
+use crate::core::config::OrderCaps;
+use crate::core::error::AppError;
+use crate::trading::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
+use crate::store::sandbox::{CommitError, SandboxStore};
+
+/// Concurrent orders on one account commit one at a time, so a burst of N orders needs up to N
+/// attempts for its last one; a trader's burst is bounded by the order rate limit (10 per second).
+const ATTEMPTS: u64 = 20;
+
+/// A short random pause after a conflict, so the writers that lost do not collide again in step.
+async fn back_off(attempt: u64) {
+    let millis = rand::thread_rng().gen_range(0..=attempt.min(10) * 3);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
+
+/// The strategy label OpenAlgo's sandbox gives the orders that close positions.
+pub const SQUARE_OFF_STRATEGY: &str = "AUTO_SQUARE_OFF";
+
+impl From<Rejection> for AppError {
+    fn from(rejection: Rejection) -> Self {
+        AppError::OrderRejected { message: rejection.message, order_id: rejection.order_id }
+    }
+}
+
+/// A 14-digit sandbox order id: IST `YYMMDD`, tenths of a second since IST midnight (6 digits),
+/// and 2 random digits. Ids sort by time to the decisecond, so "today's orders" is one key range;
+/// a clash of the random digits fails the commit's `attribute_not_exists` and is retried.
+pub fn new_order_id(now: UnixMillis) -> String {
+    let time = IstTime::at(now);
+    format!("{}{:06}{:02}", time.yymmdd(), time.millis_of_day / 100, rand::thread_rng().gen_range(0..100))
+}
+
+/// The smallest id an order placed at or after `at` can have.
+pub fn first_order_id_at(at: UnixMillis) -> String {
+    let time = IstTime::at(at);
+    format!("{}{:06}00", time.yymmdd(), time.millis_of_day / 100)
+}
+
+/// What a smart order did.
+#[derive(Debug)]
+pub enum SmartOutcome {
+    Placed(Order),
+    /// Nothing to do; OpenAlgo's message.
+    Matched(&'static str),
+}
+
+/// One leg's outcome in a basket or split.
+#[derive(Debug)]
+pub struct LegOutcome {
+    pub leg: OrderLeg,
+    pub result: Result<Order, AppError>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Sandbox<'a> {
+    store: &'a SandboxStore,
+    clock: &'a dyn Clock,
+    caps: OrderCaps,
+}
+
+impl<'a> Sandbox<'a> {
+    pub fn new(store: &'a SandboxStore, clock: &'a dyn Clock, caps: OrderCaps) -> Self {
+        Self { store, clock, caps }
+    }
+
+    pub fn from_deps(deps: &'a Deps) -> Self {
+        Self::new(&deps.sandbox, deps.clock.as_ref(), deps.config.order_caps)
+    }
+
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &SandboxStore {
+        self.store
+    }
+
+    /// The account as it stands, for reads: funds and positions with the session rolled over.
+    pub async fn ledger(&self, user: &str) -> Result<Ledger, AppError> {
+        let state = self.store.account(user).await?;
+        Ok(Ledger::new(state.funds, state.positions, self.now()))
+    }
+
+    /// The first order id of the current session (03:00 IST), for the books' key ranges.
+    pub fn session_first_id(&self) -> String {
+        first_order_id_at(last_boundary(self.now(), SESSION_BOUNDARY_SECS))
+    }
+
+    /// Runs `operation` on a freshly loaded ledger and commits what it changed, retrying on a
+    /// conflicting write. A refusal that recorded something (a `rejected` order) is committed too.
+    async fn transact<R>(
+        &self,
+        user: &str,
+        mut operation: impl FnMut(&mut Ledger) -> Result<R, AppError>,
+    ) -> Result<R, AppError> {
+        for attempt in 0..ATTEMPTS {
+            let state = self.store.account(user).await?;
+            let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
+            let outcome = operation(&mut ledger);
+            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
+                return settled;
+            }
+            back_off(attempt).await;
+        }
+        Err(AppError::AccountBusy)
+    }
+
+    /// Commits what `ledger` changed (a refusal that recorded a `rejected` order included) and
+    /// returns the operation's outcome; `None` when a concurrent writer got there first.
+    async fn settle<R>(
+        &self,
+        user: &str,
+        version: u64,
+        ledger: &Ledger,
+        outcome: Result<R, AppError>,
+    ) -> Option<Result<R, AppError>> {
+        if ledger.changes.is_empty() {
+            return Some(outcome);
+        }
+        match self.store.commit(user, version, ledger).await {
+            Ok(()) => Some(outcome),
+            Err(CommitError::Conflict) => None,
+            Err(CommitError::Store(error)) => Some(Err(error)),
+        }
+    }
+
+    /// As [`Self::transact`], for an operation on one existing order.
+    async fn transact_on_order<R>(
+        &self,
+        user: &str,
+        order_id: &str,
+        mut operation: impl FnMut(&mut Ledger, &Order) -> Result<R, AppError>,
+    ) -> Result<R, AppError> {
+        for attempt in 0..ATTEMPTS {
+            let (state, order) = tokio::try_join!(self.store.account(user), self.store.order(user, order_id))?;
+            let order = order.ok_or_else(|| AppError::OrderNotFound { order_id: order_id.to_owned() })?;
+            let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
+            let outcome = operation(&mut ledger, &order);
+            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
+                return settled;
+            }
+            back_off(attempt).await;
+        }
+        Err(AppError::AccountBusy)
+    }
+
+    pub async fn place(&self, user: &str, strategy: &str, leg: &OrderLeg) -> Result<Order, AppError> {
+        self.transact(user, |ledger| Ok(ledger.place(new_order_id(ledger.now()), strategy, leg)?)).await
+    }
+
+    /// Reaches the target net position `position_size` for the leg's symbol, exchange and product.
+    pub async fn smart(&self, user: &str, request: &SmartOrder) -> Result<SmartOutcome, AppError> {
+        if request.position_size.fract() != 0.0 || request.position_size.abs() > 1e15 {
+            return Err(AppError::OrderRejected {
+                message: format!("position_size ({}) must be a whole number of shares or lots", request.position_size),
+                order_id: None,
+            });
+        }
+        let target = request.position_size as i64;
+        self.transact(user, |ledger| {
+            let leg = &request.leg;
+            let key = PositionKey { exchange: leg.exchange, symbol: leg.symbol.clone(), product: leg.product };
+            let current = ledger.position_quantity(&key);
+            let (action, quantity) = if target == 0 && current == 0 && leg.quantity != 0.0 {
+                (leg.action, leg.quantity)
+            } else if target == current {
+                let message = if leg.quantity == 0.0 && current == 0 {
+                    "No OpenPosition Found. Not placing Exit order."
+                } else {
+                    "Positions Already Matched. No Action needed."
+                };
+                return Ok(SmartOutcome::Matched(message));
+            } else if target > current {
+                (Action::Buy, (target - current) as f64)
+            } else {
+                (Action::Sell, (current - target) as f64)
+            };
+            let order_leg = OrderLeg { action, quantity, ..leg.clone() };
+            Ok(SmartOutcome::Placed(ledger.place(new_order_id(ledger.now()), &request.strategy, &order_leg)?))
+        })
+        .await
+    }
+
+    pub async fn modify(&self, user: &str, request: &ModifyOrder) -> Result<Order, AppError> {
+        self.transact_on_order(user, &request.order_id, |ledger, order| Ok(ledger.modify(order, &request.leg)?)).await
+    }
+
+    pub async fn cancel(&self, user: &str, order_id: &str) -> Result<Order, AppError> {
+        self.transact_on_order(user, order_id, |ledger, order| Ok(ledger.cancel(order)?)).await
+    }
+
+    /// Cancels every resting order, `trigger pending` ones included (OpenAlgo's sandbox misses
+    /// those). Returns the cancelled ids and the failures.
+    pub async fn cancel_all(&self, user: &str) -> Result<(Vec<String>, Vec<(String, String)>), AppError> {
+        let resting = self.store.resting_orders(user).await?;
+        let mut cancelled = Vec::new();
+        let mut failed = Vec::new();
+        for order in resting {
+            match self.cancel(user, &order.id).await {
+                Ok(order) => cancelled.push(order.id),
+                // Filled or cancelled since the index was read: nothing left to cancel.
+                Err(AppError::OrderRejected { .. }) => {}
+                Err(error) if error.is_server_error() => return Err(error),
+                Err(error) => failed.push((order.id, error.public_message())),
+            }
+        }
+        Ok((cancelled, failed))
+    }
+
+    /// Flattens every open position with a MARKET order, each in its own transaction.
+    pub async fn close_all(&self, user: &str) -> Result<(Vec<Order>, Vec<(PositionKey, String)>), AppError> {
+        let state = self.store.account(user).await?;
+        let mut closed = Vec::new();
+        let mut failed = Vec::new();
+        for position in state.positions.iter().filter(|position| position.quantity != 0) {
+            let key = position.key.clone();
+            let outcome = self
+                .transact(user, |ledger| {
+                    let quantity = ledger.position_quantity(&key);
+                    if quantity == 0 {
+                        return Ok(None);
+                    }
+                    let leg = OrderLeg {
+                        exchange: key.exchange,
+                        symbol: key.symbol.clone(),
+                        action: if quantity > 0 { Action::Sell } else { Action::Buy },
+                        quantity: quantity.unsigned_abs() as f64,
+                        price_type: PriceType::Market,
+                        product: key.product,
+                        price: 0.0,
+                        trigger_price: 0.0,
+                        disclosed_quantity: 0,
+                    };
+                    Ok(Some(ledger.place(new_order_id(ledger.now()), SQUARE_OFF_STRATEGY, &leg)?))
+                })
+                .await;
+            match outcome {
+                Ok(Some(order)) => closed.push(order),
+                Ok(None) => {}
+                Err(error) if error.is_server_error() => return Err(error),
+                Err(error) => failed.push((key, error.public_message())),
+            }
+        }
+        Ok((closed, failed))
+    }
+
+    /// Places each leg as its own order, BUY legs first (OpenAlgo frees margin that way round).
+    pub async fn basket(&self, user: &str, request: &BasketOrder) -> Vec<LegOutcome> {
+        let (buys, sells): (Vec<&OrderLeg>, Vec<&OrderLeg>) =
+            request.orders.iter().partition(|leg| leg.action == Action::Buy);
+        let mut outcomes = Vec::with_capacity(request.orders.len());
+        for leg in buys.into_iter().chain(sells) {
+            let result = self.place(user, &request.strategy, leg).await;
+            outcomes.push(LegOutcome { leg: leg.clone(), result });
+        }
+        outcomes
+    }
+
+    /// ⌊quantity / split_size⌋ orders of `split_size`, then the remainder.
+    pub async fn split(&self, user: &str, request: &SplitOrder) -> Vec<LegOutcome> {
+        let total = request.leg.quantity as u64;
+        let size = request.split_size.max(1);
+        let mut sizes = vec![size; usize::try_from(total / size).unwrap_or(0)];
+        if !total.is_multiple_of(size) {
+            sizes.push(total % size);
+        }
+        let mut outcomes = Vec::with_capacity(sizes.len());
+        for quantity in sizes {
+            let leg = OrderLeg { quantity: quantity as f64, ..request.leg.clone() };
+            let result = self.place(user, &request.strategy, &leg).await;
+            outcomes.push(LegOutcome { leg, result });
+        }
+        outcomes
+    }
+
+    /// The fill engine: matches every resting order of every account against the market now.
+    /// Returns how many orders changed. Each order is its own transaction, so one account's
+    /// trouble never holds up another's fills.
+    pub async fn match_resting_orders(&self) -> Result<usize, AppError> {
+        let mut changed = 0;
+        for (user, order) in self.store.all_resting_orders().await? {
+            let outcome =
+                self.transact_on_order(&user, &order.id, |ledger, current| Ok(ledger.match_resting(current))).await;
+            match outcome {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = %error, order = %order.id, "resting order not matched"),
+            }
+        }
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ist::ist_midnight_epoch;
+
+    #[test]
+    fn order_ids_are_14_digits_and_sort_by_time() {
+        let morning = UnixMillis((ist_midnight_epoch(2025, 10, 1) as u64 + 9 * 3600) * 1000);
+        let id = new_order_id(morning);
+        assert_eq!(id.len(), 14);
+        assert!(id.starts_with("251001324000"), "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_digit()));
+        let later = UnixMillis(morning.0 + 100);
+        assert!(first_order_id_at(later).as_str() <= new_order_id(later).as_str());
+        assert!(first_order_id_at(morning).as_str() <= id.as_str());
+        assert!(id.as_str() < first_order_id_at(UnixMillis(morning.0 + 100)).as_str());
+    }
+}
