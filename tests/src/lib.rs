@@ -115,7 +115,7 @@ pub async fn gateway_with_web_user(
 /// A new user on the sandbox broker and its API key.
 pub async fn new_user(deps: &Deps) -> (String, String) {
     let username = unique_name("u");
-    let key = shared::identity::accounts::create_user(deps, &username).await.expect("create user");
+    let key = deps.accounts().create_user(&username).await.expect("create user");
     (username, key.expose().to_owned())
 }
 
@@ -163,10 +163,11 @@ impl WebUser {
 pub async fn new_web_user(deps: &Deps) -> WebUser {
     let username = unique_name("w");
     let password = "Str0ng!pass".to_owned();
-    let created =
-        shared::identity::accounts::create_web_user(deps, &username, &format!("{username}@example.com"), &password, None)
-            .await
-            .expect("create web user");
+    let created = deps
+        .accounts()
+        .create_web_user(&username, &format!("{username}@example.com"), &password, None)
+        .await
+        .expect("create web user");
     WebUser { username, password, api_key: created.key.expose().to_owned(), totp: created.totp }
 }
 

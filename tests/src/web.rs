@@ -121,7 +121,9 @@ impl WebClient {
         let headers = response.headers().clone();
         for set in headers.get_all("set-cookie") {
             let set = set.to_str().expect("ascii cookie");
-            let Some(rest) = set.strip_prefix(&format!("{}=", shared::identity::sessions::COOKIE_NAME)) else { continue };
+            let Some(rest) = set.strip_prefix(&format!("{}=", shared::identity::sessions::COOKIE_NAME)) else {
+                continue;
+            };
             let value = rest.split(';').next().unwrap_or_default();
             self.cookie = (!value.is_empty()).then(|| value.to_owned());
         }

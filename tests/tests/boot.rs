@@ -36,9 +36,14 @@ async fn boot_with_secret(pepper: Option<&str>, with_ring: bool) -> Result<(), B
     let base = config_with(&[]);
     let secret = secret_with(&aws, &base, pepper, with_ring).await;
     let config = config_with(&[("APP_SECRET_ID", secret.as_str())]);
-    bootstrap::init_with(config, Arc::new(SystemClock), aws, shared::core::metrics::MetricSink::Memory(Default::default()))
-        .await
-        .map(|_| ())
+    bootstrap::init_with(
+        config,
+        Arc::new(SystemClock),
+        aws,
+        shared::core::metrics::MetricSink::Memory(Default::default()),
+    )
+    .await
+    .map(|_| ())
 }
 
 const GOOD_PEPPER: &str = "Q7mZ2kR9vX4pL8tN3wS6yB1cF5hJ0dG2aE7uK4iO9rT3";

@@ -44,7 +44,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     assert!(!deps.identity.admin_exists().await.expect("read"), "the browser suite needs a fresh stack (scripts/test)");
     let gateway = start_gateway(deps.clone()).await;
     let site = format!("http://127.0.0.1:{}", gateway.port());
-    let token = shared::identity::accounts::issue_setup_token(&deps).await.expect("setup token");
+    let token = deps.accounts().issue_setup_token().await.expect("setup token");
     let browser = Browser::start().await;
 
     // A fresh stack sends visitors to setup, which wants the token.

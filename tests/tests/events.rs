@@ -30,7 +30,7 @@ async fn with_fixture_user(deps: &shared::Deps) {
     };
     let apikey = serde_json::from_str::<serde_json::Value>(&body).expect("json")["apikey"].as_str().map(str::to_owned);
     let key = ApiKey::parse(&apikey.expect("apikey")).expect("fixture key format");
-    match shared::identity::accounts::create_user_with_key(deps, "events-fixture", key).await {
+    match deps.accounts().create_user_with_key("events-fixture", key).await {
         Ok(_) => {}
         Err(error) if error.public_message().contains("already exists") => {}
         Err(error) => panic!("fixture user: {error}"),

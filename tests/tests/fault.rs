@@ -69,7 +69,7 @@ async fn with_the_emulator_stopped_ping_login_totp_and_orders_fail_closed_with_5
     )
     .await
     .expect("cold start");
-    let key = shared::identity::accounts::create_user(&deps, "fault-user").await.expect("user");
+    let key = deps.accounts().create_user("fault-user").await.expect("user");
     let gateway = start_gateway(deps).await;
     let ip = unique_ip();
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(key.expose())).await.status, 200);

@@ -225,7 +225,7 @@ async fn a_regenerated_keys_predecessor_gets_403_revoked_and_the_new_key_works()
     let gateway = start_gateway(deps.clone()).await;
     let ip = unique_ip();
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await.status, 200, "warm the cache");
-    let (new_key, _) = shared::identity::accounts::regenerate_api_key(&deps, &username).await.expect("regenerate");
+    let (new_key, _) = deps.accounts().regenerate_api_key(&username).await.expect("regenerate");
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.body["code"], "revoked_apikey");

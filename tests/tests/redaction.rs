@@ -13,8 +13,8 @@ use proptest::test_runner::{Config, TestRunner};
 use secrecy::SecretString;
 use sha2::Digest;
 use shared::core::clock::{Clock, SystemClock};
-use shared::crypto::api_key::ApiKey;
 use shared::core::error::AppError;
+use shared::crypto::api_key::ApiKey;
 use shared::store::traffic::TrafficFilter;
 use shared::threats::Detector;
 

@@ -210,7 +210,7 @@ async fn the_error_taxonomy_has_distinct_codes_and_unknown_orders_are_404() {
     let live = call(gateway, "analyzer/toggle", &key, json!({ "mode": false })).await;
     assert_eq!((live.status, live.body["code"].as_str()), (403, Some("broker_not_linked")));
     let (user, old_key) = new_user(&deps).await;
-    shared::identity::accounts::regenerate_api_key(&deps, &user).await.expect("regenerate");
+    deps.accounts().regenerate_api_key(&user).await.expect("regenerate");
     let revoked = call(gateway, "funds", &old_key, json!({})).await;
     assert_eq!((revoked.status, revoked.body["code"].as_str()), (403, Some("revoked_apikey")));
     let missing = call(gateway, "cancelorder", &key, json!({ "strategy": "x", "orderid": "25100100000000" })).await;
@@ -302,7 +302,7 @@ async fn strategy_webhooks_trade_by_secret_url_refuse_unknown_ids_and_have_their
         mode: shared::identity::webhooks::Mode::Long,
         symbols: [("SBIN".to_owned(), 5)].into(),
     };
-    let id = shared::identity::accounts::create_webhook(&deps, &webhook).await.expect("webhook");
+    let id = deps.accounts().create_webhook(&webhook).await.expect("webhook");
     assert_eq!(id.len(), 32);
     let ip = unique_ip();
     let signal = |path: String, body: Value| async move { post(gateway, ip, &path, &body.to_string()).await };
@@ -331,7 +331,7 @@ async fn strategy_webhooks_trade_by_secret_url_refuse_unknown_ids_and_have_their
     .await;
     assert_eq!(forged.status, 404);
     // The owner's book has the entry and the exit; the API caller's account is untouched.
-    let owner_key = shared::identity::accounts::regenerate_api_key(&deps, &user).await.expect("key").0;
+    let owner_key = deps.accounts().regenerate_api_key(&user).await.expect("key").0;
     let orders = call(gateway, "orderbook", owner_key.expose(), json!({})).await.body["data"]["orders"].clone();
     assert_eq!(orders.as_array().map(Vec::len), Some(2));
     assert_eq!(orders[0]["strategy"], "Breakout");

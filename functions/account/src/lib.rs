@@ -3,49 +3,92 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::pipeline::api::{self, Call, Route};
+use shared::identity::SANDBOX_BROKER;
 use shared::limits::LimitedAction;
+use shared::pipeline::api::{self, Call};
+use shared::pipeline::route::{Endpoint, Route, Routes};
 use shared::trading::orders::Exchange;
 use shared::trading::reads::{AnalyzerToggle, OpenPosition, OrderStatus};
 use shared::trading::sandbox::service::Sandbox;
 use shared::trading::sandbox::views;
-use shared::identity::SANDBOX_BROKER;
 use shared::{AppError, Deps};
 
-const fn route(name: &'static str) -> Route {
-    Route { name, action: LimitedAction::Api, reads_only: true }
+/// The account reads, and analyzer mode.
+#[derive(Clone, Copy, Debug)]
+pub enum AccountRoute {
+    OrderBook,
+    TradeBook,
+    PositionBook,
+    Holdings,
+    Funds,
+    OrderStatus,
+    OpenPosition,
+    Analyzer,
+    AnalyzerToggle,
 }
 
-/// Leaving or entering analyzer mode changes the account.
-const TOGGLE: Route = Route { name: "analyzer/toggle", action: LimitedAction::Api, reads_only: false };
+impl AccountRoute {
+    pub const fn route(self) -> Route {
+        const fn read(name: &'static str, path: &'static str) -> Route {
+            Route::post(name, path, LimitedAction::Api, true)
+        }
+        match self {
+            AccountRoute::OrderBook => read("orderbook", "/api/v1/orderbook"),
+            AccountRoute::TradeBook => read("tradebook", "/api/v1/tradebook"),
+            AccountRoute::PositionBook => read("positionbook", "/api/v1/positionbook"),
+            AccountRoute::Holdings => read("holdings", "/api/v1/holdings"),
+            AccountRoute::Funds => read("funds", "/api/v1/funds"),
+            AccountRoute::OrderStatus => read("orderstatus", "/api/v1/orderstatus"),
+            AccountRoute::OpenPosition => read("openposition", "/api/v1/openposition"),
+            AccountRoute::Analyzer => read("analyzer", "/api/v1/analyzer"),
+            // Leaving or entering analyzer mode changes the account.
+            AccountRoute::AnalyzerToggle => {
+                Route::post("analyzer/toggle", "/api/v1/analyzer/toggle", LimitedAction::Api, false)
+            }
+        }
+    }
+}
+
+impl Routes for AccountRoute {
+    const ALL: &'static [Self] = &[
+        AccountRoute::OrderBook,
+        AccountRoute::TradeBook,
+        AccountRoute::PositionBook,
+        AccountRoute::Holdings,
+        AccountRoute::Funds,
+        AccountRoute::OrderStatus,
+        AccountRoute::OpenPosition,
+        AccountRoute::Analyzer,
+        AccountRoute::AnalyzerToggle,
+    ];
+
+    fn endpoint(self) -> Endpoint {
+        self.route().endpoint
+    }
+}
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
-    let sandbox = Sandbox::from_deps(deps);
+    let Some(account_route) = AccountRoute::of(&request) else { return api::unknown_resource(&request) };
+    let route = account_route.route();
+    let sandbox = deps.sandbox();
     let sandbox = &sandbox;
     let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
-    match api::resource(&request).as_str() {
-        "/api/v1/orderbook" => {
-            api::run(deps, request, route("orderbook"), nothing_else, |c| order_book(sandbox, c)).await
+    match account_route {
+        AccountRoute::OrderBook => api::run(deps, request, route, nothing_else, |c| order_book(sandbox, c)).await,
+        AccountRoute::TradeBook => api::run(deps, request, route, nothing_else, |c| trade_book(sandbox, c)).await,
+        AccountRoute::PositionBook => api::run(deps, request, route, nothing_else, |c| position_book(sandbox, c)).await,
+        AccountRoute::Holdings => api::run(deps, request, route, nothing_else, |_| holdings()).await,
+        AccountRoute::Funds => api::run(deps, request, route, nothing_else, |c| funds(sandbox, c)).await,
+        AccountRoute::OrderStatus => {
+            api::run(deps, request, route, OrderStatus::parse, |c| order_status(sandbox, c)).await
         }
-        "/api/v1/tradebook" => {
-            api::run(deps, request, route("tradebook"), nothing_else, |c| trade_book(sandbox, c)).await
+        AccountRoute::OpenPosition => {
+            api::run(deps, request, route, OpenPosition::parse, |c| open_position(sandbox, c)).await
         }
-        "/api/v1/positionbook" => {
-            api::run(deps, request, route("positionbook"), nothing_else, |c| position_book(sandbox, c)).await
+        AccountRoute::Analyzer => api::run(deps, request, route, nothing_else, |c| analyzer(sandbox, c)).await,
+        AccountRoute::AnalyzerToggle => {
+            api::run(deps, request, route, AnalyzerToggle::parse, |c| toggle(sandbox, c)).await
         }
-        "/api/v1/holdings" => api::run(deps, request, route("holdings"), nothing_else, |_| holdings()).await,
-        "/api/v1/funds" => api::run(deps, request, route("funds"), nothing_else, |c| funds(sandbox, c)).await,
-        "/api/v1/orderstatus" => {
-            api::run(deps, request, route("orderstatus"), OrderStatus::parse, |c| order_status(sandbox, c)).await
-        }
-        "/api/v1/openposition" => {
-            api::run(deps, request, route("openposition"), OpenPosition::parse, |c| open_position(sandbox, c)).await
-        }
-        "/api/v1/analyzer" => api::run(deps, request, route("analyzer"), nothing_else, |c| analyzer(sandbox, c)).await,
-        "/api/v1/analyzer/toggle" => {
-            api::run(deps, request, TOGGLE, AnalyzerToggle::parse, |c| toggle(sandbox, c)).await
-        }
-        _ => api::unknown_resource(&request),
     }
 }
 

@@ -8,8 +8,8 @@ use shared::AppError;
 use shared::app::aws::AwsClients;
 use shared::core::clock::Clock;
 use shared::core::config::{Config, OrderCaps};
-use shared::trading::sandbox::service::Sandbox;
 use shared::store::sandbox::SandboxStore;
+use shared::trading::sandbox::service::Sandbox;
 
 #[derive(Debug)]
 pub struct FillEngine {

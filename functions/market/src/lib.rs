@@ -3,33 +3,68 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::pipeline::api::{self, Call, Route};
+use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
 use shared::limits::LimitedAction;
+use shared::pipeline::api::{self, Call};
+use shared::pipeline::route::{Endpoint, Route, Routes};
 use shared::trading::market::{self, Candle, SESSION_CLOSE_SECS, SESSION_OPEN_SECS};
 use shared::trading::reads::{History, Instrument, MultiQuotes};
-use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
 use shared::{AppError, Deps};
 
 /// Most candles one history request may return (1-second candles over a week would be 135 000).
 pub const MAX_CANDLES: usize = 20_000;
 
-const fn route(name: &'static str) -> Route {
-    Route { name, action: LimitedAction::Api, reads_only: true }
+/// The market-data routes: all reads.
+#[derive(Clone, Copy, Debug)]
+pub enum MarketRoute {
+    Quotes,
+    MultiQuotes,
+    Depth,
+    History,
+    Intervals,
+}
+
+impl MarketRoute {
+    pub const fn route(self) -> Route {
+        const fn read(name: &'static str, path: &'static str) -> Route {
+            Route::post(name, path, LimitedAction::Api, true)
+        }
+        match self {
+            MarketRoute::Quotes => read("quotes", "/api/v1/quotes"),
+            MarketRoute::MultiQuotes => read("multiquotes", "/api/v1/multiquotes"),
+            MarketRoute::Depth => read("depth", "/api/v1/depth"),
+            MarketRoute::History => read("history", "/api/v1/history"),
+            MarketRoute::Intervals => read("intervals", "/api/v1/intervals"),
+        }
+    }
+}
+
+impl Routes for MarketRoute {
+    const ALL: &'static [Self] = &[
+        MarketRoute::Quotes,
+        MarketRoute::MultiQuotes,
+        MarketRoute::Depth,
+        MarketRoute::History,
+        MarketRoute::Intervals,
+    ];
+
+    fn endpoint(self) -> Endpoint {
+        self.route().endpoint
+    }
 }
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
+    let Some(market_route) = MarketRoute::of(&request) else { return api::unknown_resource(&request) };
+    let route = market_route.route();
     let now = deps.clock.now().0 / 1000;
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
-    match api::resource(&request).as_str() {
-        "/api/v1/quotes" => api::run(deps, request, route("quotes"), Instrument::parse, |c| quotes(c, now)).await,
-        "/api/v1/multiquotes" => {
-            api::run(deps, request, route("multiquotes"), MultiQuotes::parse, |c| multi_quotes(c, now)).await
-        }
-        "/api/v1/depth" => api::run(deps, request, route("depth"), Instrument::parse, |c| depth(c, now)).await,
-        "/api/v1/history" => api::run(deps, request, route("history"), History::parse, |c| history(c, now)).await,
-        "/api/v1/intervals" => api::run(deps, request, route("intervals"), nothing_else, |_| intervals()).await,
-        _ => api::unknown_resource(&request),
+    match market_route {
+        MarketRoute::Quotes => api::run(deps, request, route, Instrument::parse, |c| quotes(c, now)).await,
+        MarketRoute::MultiQuotes => api::run(deps, request, route, MultiQuotes::parse, |c| multi_quotes(c, now)).await,
+        MarketRoute::Depth => api::run(deps, request, route, Instrument::parse, |c| depth(c, now)).await,
+        MarketRoute::History => api::run(deps, request, route, History::parse, |c| history(c, now)).await,
+        MarketRoute::Intervals => api::run(deps, request, route, nothing_else, |_| intervals()).await,
     }
 }
 

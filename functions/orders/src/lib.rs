@@ -3,46 +3,77 @@
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use shared::pipeline::api::{self, Call, Route};
 use shared::limits::LimitedAction;
-use shared::trading::orders::{BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrder, SplitOrder, StrategyOnly};
+use shared::pipeline::api::{self, Call};
+use shared::pipeline::route::{Endpoint, Route, Routes};
+use shared::trading::orders::{
+    BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrder, SplitOrder, StrategyOnly,
+};
 use shared::trading::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
 use shared::{AppError, Deps};
 
-pub const PLACE: Route = Route { name: "placeorder", action: LimitedAction::Order, reads_only: false };
-pub const SMART: Route = Route { name: "placesmartorder", action: LimitedAction::SmartOrder, reads_only: false };
-pub const MODIFY: Route = Route { name: "modifyorder", action: LimitedAction::Order, reads_only: false };
-pub const CANCEL: Route = Route { name: "cancelorder", action: LimitedAction::Order, reads_only: false };
-pub const CANCEL_ALL: Route = Route { name: "cancelallorder", action: LimitedAction::Api, reads_only: false };
-pub const CLOSE: Route = Route { name: "closeposition", action: LimitedAction::Api, reads_only: false };
-pub const BASKET: Route = Route { name: "basketorder", action: LimitedAction::Api, reads_only: false };
-pub const SPLIT: Route = Route { name: "splitorder", action: LimitedAction::Api, reads_only: false };
+/// The order routes, each with its own rate-limit class.
+#[derive(Clone, Copy, Debug)]
+pub enum OrderRoute {
+    Place,
+    Smart,
+    Modify,
+    Cancel,
+    CancelAll,
+    Close,
+    Basket,
+    Split,
+}
+
+impl OrderRoute {
+    pub const fn route(self) -> Route {
+        use LimitedAction::{Api, Order, SmartOrder};
+        match self {
+            OrderRoute::Place => Route::post("placeorder", "/api/v1/placeorder", Order, false),
+            OrderRoute::Smart => Route::post("placesmartorder", "/api/v1/placesmartorder", SmartOrder, false),
+            OrderRoute::Modify => Route::post("modifyorder", "/api/v1/modifyorder", Order, false),
+            OrderRoute::Cancel => Route::post("cancelorder", "/api/v1/cancelorder", Order, false),
+            OrderRoute::CancelAll => Route::post("cancelallorder", "/api/v1/cancelallorder", Api, false),
+            OrderRoute::Close => Route::post("closeposition", "/api/v1/closeposition", Api, false),
+            OrderRoute::Basket => Route::post("basketorder", "/api/v1/basketorder", Api, false),
+            OrderRoute::Split => Route::post("splitorder", "/api/v1/splitorder", Api, false),
+        }
+    }
+}
+
+impl Routes for OrderRoute {
+    const ALL: &'static [Self] = &[
+        OrderRoute::Place,
+        OrderRoute::Smart,
+        OrderRoute::Modify,
+        OrderRoute::Cancel,
+        OrderRoute::CancelAll,
+        OrderRoute::Close,
+        OrderRoute::Basket,
+        OrderRoute::Split,
+    ];
+
+    fn endpoint(self) -> Endpoint {
+        self.route().endpoint
+    }
+}
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
-    let sandbox = Sandbox::from_deps(deps);
+    let Some(order_route) = OrderRoute::of(&request) else { return api::unknown_resource(&request) };
+    let route = order_route.route();
+    let sandbox = deps.sandbox();
     let sandbox = &sandbox;
-    match api::resource(&request).as_str() {
-        "/api/v1/placeorder" => api::run(deps, request, PLACE, PlaceOrder::parse, |call| place(sandbox, call)).await,
-        "/api/v1/placesmartorder" => {
-            api::run(deps, request, SMART, SmartOrder::parse, |call| smart(sandbox, call)).await
+    match order_route {
+        OrderRoute::Place => api::run(deps, request, route, PlaceOrder::parse, |call| place(sandbox, call)).await,
+        OrderRoute::Smart => api::run(deps, request, route, SmartOrder::parse, |call| smart(sandbox, call)).await,
+        OrderRoute::Modify => api::run(deps, request, route, ModifyOrder::parse, |call| modify(sandbox, call)).await,
+        OrderRoute::Cancel => api::run(deps, request, route, CancelOrder::parse, |call| cancel(sandbox, call)).await,
+        OrderRoute::CancelAll => {
+            api::run(deps, request, route, StrategyOnly::parse, |call| cancel_all(sandbox, call)).await
         }
-        "/api/v1/modifyorder" => {
-            api::run(deps, request, MODIFY, ModifyOrder::parse, |call| modify(sandbox, call)).await
-        }
-        "/api/v1/cancelorder" => {
-            api::run(deps, request, CANCEL, CancelOrder::parse, |call| cancel(sandbox, call)).await
-        }
-        "/api/v1/cancelallorder" => {
-            api::run(deps, request, CANCEL_ALL, StrategyOnly::parse, |call| cancel_all(sandbox, call)).await
-        }
-        "/api/v1/closeposition" => {
-            api::run(deps, request, CLOSE, StrategyOnly::parse, |call| close(sandbox, call)).await
-        }
-        "/api/v1/basketorder" => {
-            api::run(deps, request, BASKET, BasketOrder::parse, |call| basket(sandbox, call)).await
-        }
-        "/api/v1/splitorder" => api::run(deps, request, SPLIT, SplitOrder::parse, |call| split(sandbox, call)).await,
-        _ => api::unknown_resource(&request),
+        OrderRoute::Close => api::run(deps, request, route, StrategyOnly::parse, |call| close(sandbox, call)).await,
+        OrderRoute::Basket => api::run(deps, request, route, BasketOrder::parse, |call| basket(sandbox, call)).await,
+        OrderRoute::Split => api::run(deps, request, route, SplitOrder::parse, |call| split(sandbox, call)).await,
     }
 }
 

@@ -3,12 +3,28 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use shared::Deps;
-use shared::pipeline::api::{self, Route};
 use shared::limits::LimitedAction;
+use shared::pipeline::api;
+use shared::pipeline::route::{Endpoint, Route, Routes};
 
-pub const ROUTE: Route = Route { name: "ping", action: LimitedAction::Api, reads_only: true };
+pub const ROUTE: Route = Route::post("ping", "/api/v1/ping", LimitedAction::Api, true);
+
+/// The one route this function serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Ping;
+
+impl Routes for Ping {
+    const ALL: &'static [Self] = &[Ping];
+
+    fn endpoint(self) -> Endpoint {
+        ROUTE.endpoint
+    }
+}
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
+    if Ping::of(&request).is_none() {
+        return api::unknown_resource(&request);
+    }
     api::run(
         deps,
         request,

@@ -5,10 +5,9 @@ use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
 use shared::core::ist::IstTime;
 use shared::identity::sessions::{PENDING_TOTP_SECS, SessionId, new_csrf_token};
-use shared::store::sessions::{SessionRecord, Stage};
-use shared::store::users::{AuditEvent, UserRecord};
-use shared::crypto::totp::TotpSecret;
 use shared::pipeline::pages::WebRequest;
+use shared::store::sessions::{SessionRecord, Stage};
+use shared::store::users::AuditEvent;
 
 pub use shared::identity::accounts::token_hash;
 
@@ -73,23 +72,4 @@ pub async fn start_session(
     };
     deps.identity.start_session(&record, replaces.map(|old| old.hash.as_str())).await?;
     Ok((id.set_cookie(now, expires_at), record))
-}
-
-/// The user's TOTP secret, decrypted; `None` when not enrolled.
-pub fn totp_secret(deps: &Deps, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
-    let Some(token) = &user.totp else { return Ok(None) };
-    let bytes = deps.totp_secrets.decrypt(token, None, now.secs()).map_err(AppError::internal)?;
-    TotpSecret::from_bytes(&bytes)
-        .map(Some)
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored TOTP secret has the wrong length")))
-}
-
-/// Whether `code` is a valid, never-used code for `user`. The step it matches is claimed with a
-/// conditional write, so a code works once even under concurrent submissions.
-pub async fn accept_totp(deps: &Deps, user: &UserRecord, code: &str, now: UnixMillis) -> Result<bool, AppError> {
-    let Some(secret) = totp_secret(deps, user, now)? else { return Ok(false) };
-    match secret.matching_step(code, now) {
-        Some(step) => deps.identity.claim_totp_step(&user.username, step).await,
-        None => Ok(false),
-    }
 }

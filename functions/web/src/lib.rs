@@ -1,4 +1,4 @@
-//! The web identity pages, as three Lambda functions:
+//! The web identity pages and the catch-all, as five Lambda functions:
 //!
 //! - `web-setup`: `/setup`, the one-time creation of the administrator;
 //! - `web-auth`: `/auth/login`, `/auth/login/totp` and `/auth/reset-password[/confirm]`, the routes a
@@ -20,106 +20,161 @@ mod reset;
 mod security;
 mod setup;
 
-use http::Method;
 use lambda_http::{Body, Request, Response};
 use shared::Deps;
-use shared::pipeline::api::{resource, unknown_resource};
-use shared::pipeline::pages::{Access, PageRoute, serve};
+use shared::pipeline::api::unknown_resource;
+use shared::pipeline::pages::serve;
+use shared::pipeline::route::{Access, Endpoint, Method, PageRoute, Routes};
 
-const fn route(name: &'static str, access: Access) -> PageRoute {
-    PageRoute { name, access }
+/// Declares one function's page routes as an enum: each variant's method, path, name and access,
+/// and the list the drift test reads.
+macro_rules! page_routes {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $method:ident($route:literal, $path:literal, $access:ident),)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl $name {
+            pub const fn route(self) -> PageRoute {
+                match self {
+                    $($name::$variant => PageRoute::$method($route, $path, Access::$access),)+
+                }
+            }
+        }
+
+        impl Routes for $name {
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+
+            fn endpoint(self) -> Endpoint {
+                self.route().endpoint
+            }
+        }
+    };
+}
+
+page_routes!(
+    /// `web-setup`.
+    SetupRoute {
+        Form => get("setup", "/setup", Public),
+        Submit => post("setup", "/setup", Public),
+    }
+);
+
+page_routes!(
+    /// `web-auth`.
+    AuthRoute {
+        Home => get("home", "/", Public),
+        LoginForm => get("login", "/auth/login", Public),
+        LoginSubmit => post("login", "/auth/login", Public),
+        TotpForm => get("login-totp", "/auth/login/totp", PendingTotp),
+        TotpSubmit => post("login-totp", "/auth/login/totp", PendingTotp),
+        CsrfToken => get("csrf-token", "/auth/csrf-token", Public),
+        ResetForm => get("reset", "/auth/reset-password", Public),
+        ResetStart => post("reset", "/auth/reset-password", Public),
+        ResetConfirmForm => get("reset-confirm", "/auth/reset-password/confirm", Public),
+        ResetConfirm => post("reset-confirm", "/auth/reset-password/confirm", Public),
+    }
+);
+
+page_routes!(
+    /// `web-portal`.
+    PortalRoute {
+        Dashboard => get("dashboard", "/dashboard", Session),
+        ApiKeyPage => get("apikey", "/apikey", Session),
+        ApiKeyRegenerate => post("apikey", "/apikey", Session),
+        ApiKeyReveal => post("apikey-reveal", "/apikey/reveal", Session),
+        ApiKeyAllowlist => post("apikey-allowlist", "/apikey/allowlist", Session),
+        Sessions => get("sessions", "/auth/sessions", Session),
+        Logout => post("logout", "/auth/logout", Session),
+        LogoutAll => post("logout-all", "/auth/logout-all", Session),
+        ChangePassword => post("change-password", "/auth/change-password", Session),
+    }
+);
+
+page_routes!(
+    /// `web-security`.
+    SecurityRoute {
+        Page => get("security", "/security", Admin),
+        Data => get("security-data", "/security/api/data", Admin),
+        Ban => post("security-ban", "/security/ban", Admin),
+        Unban => post("security-unban", "/security/unban", Admin),
+        ClearNotFound => post("security-clear-404", "/security/clear-404", Admin),
+        Settings => post("security-settings", "/security/settings", Admin),
+        Logs => get("logs", "/logs", Admin),
+        LogsExport => get("logs-export", "/logs/export", Admin),
+    }
+);
+
+/// `not-found`: every method on every path no other route declares.
+#[derive(Clone, Copy, Debug)]
+pub struct CatchAll;
+
+impl Routes for CatchAll {
+    const ALL: &'static [Self] = &[CatchAll];
+
+    fn endpoint(self) -> Endpoint {
+        Endpoint { method: Method::Any, path: "/{proxy+}" }
+    }
 }
 
 pub async fn setup_handler(deps: &Deps, request: Request) -> Response<Body> {
-    match (request.method().clone(), resource(&request).as_str()) {
-        (Method::GET, "/setup") => serve(deps, request, route("setup", Access::Public), |r| setup::form(deps, r)).await,
-        (Method::POST, "/setup") => {
-            serve(deps, request, route("setup", Access::Public), |r| setup::submit(deps, r)).await
-        }
-        _ => unknown_resource(&request),
+    let Some(page) = SetupRoute::of(&request) else { return unknown_resource(&request) };
+    let route = page.route();
+    match page {
+        SetupRoute::Form => serve(deps, request, route, |r| setup::form(deps, r)).await,
+        SetupRoute::Submit => serve(deps, request, route, |r| setup::submit(deps, r)).await,
     }
 }
 
 pub async fn auth_handler(deps: &Deps, request: Request) -> Response<Body> {
-    let public = |name| route(name, Access::Public);
-    match (request.method().clone(), resource(&request).as_str()) {
-        (Method::GET, "/") => serve(deps, request, public("home"), |r| login::form(deps, r)).await,
-        (Method::GET, "/auth/login") => serve(deps, request, public("login"), |r| login::form(deps, r)).await,
-        (Method::POST, "/auth/login") => serve(deps, request, public("login"), |r| login::submit(deps, r)).await,
-        (Method::GET, "/auth/login/totp") => {
-            serve(deps, request, route("login-totp", Access::PendingTotp), login::totp_form).await
-        }
-        (Method::POST, "/auth/login/totp") => {
-            serve(deps, request, route("login-totp", Access::PendingTotp), |r| login::totp_submit(deps, r)).await
-        }
-        (Method::GET, "/auth/csrf-token") => serve(deps, request, public("csrf-token"), login::csrf_token).await,
-        (Method::GET, "/auth/reset-password") => serve(deps, request, public("reset"), reset::form).await,
-        (Method::POST, "/auth/reset-password") => {
-            serve(deps, request, public("reset"), |r| reset::start(deps, r)).await
-        }
-        (Method::GET, "/auth/reset-password/confirm") => {
-            serve(deps, request, public("reset-confirm"), |r| reset::confirm_form(deps, r)).await
-        }
-        (Method::POST, "/auth/reset-password/confirm") => {
-            serve(deps, request, public("reset-confirm"), |r| reset::confirm(deps, r)).await
-        }
-        _ => unknown_resource(&request),
+    let Some(page) = AuthRoute::of(&request) else { return unknown_resource(&request) };
+    let route = page.route();
+    match page {
+        AuthRoute::Home | AuthRoute::LoginForm => serve(deps, request, route, |r| login::form(deps, r)).await,
+        AuthRoute::LoginSubmit => serve(deps, request, route, |r| login::submit(deps, r)).await,
+        AuthRoute::TotpForm => serve(deps, request, route, login::totp_form).await,
+        AuthRoute::TotpSubmit => serve(deps, request, route, |r| login::totp_submit(deps, r)).await,
+        AuthRoute::CsrfToken => serve(deps, request, route, login::csrf_token).await,
+        AuthRoute::ResetForm => serve(deps, request, route, reset::form).await,
+        AuthRoute::ResetStart => serve(deps, request, route, |r| reset::start(deps, r)).await,
+        AuthRoute::ResetConfirmForm => serve(deps, request, route, |r| reset::confirm_form(deps, r)).await,
+        AuthRoute::ResetConfirm => serve(deps, request, route, |r| reset::confirm(deps, r)).await,
     }
 }
 
 pub async fn portal_handler(deps: &Deps, request: Request) -> Response<Body> {
-    let private = |name| route(name, Access::Session);
-    match (request.method().clone(), resource(&request).as_str()) {
-        (Method::GET, "/dashboard") => serve(deps, request, private("dashboard"), |r| portal::dashboard(deps, r)).await,
-        (Method::GET, "/apikey") => serve(deps, request, private("apikey"), |r| portal::apikey_page(deps, r)).await,
-        (Method::POST, "/apikey") => serve(deps, request, private("apikey"), |r| portal::regenerate(deps, r)).await,
-        (Method::POST, "/apikey/reveal") => {
-            serve(deps, request, private("apikey-reveal"), |r| portal::reveal(deps, r)).await
-        }
-        (Method::POST, "/apikey/allowlist") => {
-            serve(deps, request, private("apikey-allowlist"), |r| portal::allowlist(deps, r)).await
-        }
-        (Method::GET, "/auth/sessions") => {
-            serve(deps, request, private("sessions"), |r| portal::sessions(deps, r)).await
-        }
-        (Method::POST, "/auth/logout") => serve(deps, request, private("logout"), |r| portal::logout(deps, r)).await,
-        (Method::POST, "/auth/logout-all") => {
-            serve(deps, request, private("logout-all"), |r| portal::logout_all(deps, r)).await
-        }
-        (Method::POST, "/auth/change-password") => {
-            serve(deps, request, private("change-password"), |r| portal::change_password(deps, r)).await
-        }
-        _ => unknown_resource(&request),
+    let Some(page) = PortalRoute::of(&request) else { return unknown_resource(&request) };
+    let route = page.route();
+    match page {
+        PortalRoute::Dashboard => serve(deps, request, route, |r| portal::dashboard(deps, r)).await,
+        PortalRoute::ApiKeyPage => serve(deps, request, route, |r| portal::apikey_page(deps, r)).await,
+        PortalRoute::ApiKeyRegenerate => serve(deps, request, route, |r| portal::regenerate(deps, r)).await,
+        PortalRoute::ApiKeyReveal => serve(deps, request, route, |r| portal::reveal(deps, r)).await,
+        PortalRoute::ApiKeyAllowlist => serve(deps, request, route, |r| portal::allowlist(deps, r)).await,
+        PortalRoute::Sessions => serve(deps, request, route, |r| portal::sessions(deps, r)).await,
+        PortalRoute::Logout => serve(deps, request, route, |r| portal::logout(deps, r)).await,
+        PortalRoute::LogoutAll => serve(deps, request, route, |r| portal::logout_all(deps, r)).await,
+        PortalRoute::ChangePassword => serve(deps, request, route, |r| portal::change_password(deps, r)).await,
     }
 }
 
 pub async fn security_handler(deps: &Deps, request: Request) -> Response<Body> {
-    let admin = |name| route(name, Access::Admin);
-    match (request.method().clone(), resource(&request).as_str()) {
-        (Method::GET, "/security") => serve(deps, request, admin("security"), |r| security::page(deps, r)).await,
-        (Method::GET, "/security/api/data") => {
-            serve(deps, request, admin("security-data"), |r| security::data(deps, r)).await
-        }
-        (Method::POST, "/security/ban") => {
-            serve(deps, request, admin("security-ban"), |r| security::ban(deps, r)).await
-        }
-        (Method::POST, "/security/unban") => {
-            serve(deps, request, admin("security-unban"), |r| security::unban(deps, r)).await
-        }
-        (Method::POST, "/security/clear-404") => {
-            serve(deps, request, admin("security-clear-404"), |r| security::clear_not_found(deps, r)).await
-        }
-        (Method::POST, "/security/settings") => {
-            serve(deps, request, admin("security-settings"), |r| security::settings(deps, r)).await
-        }
-        (Method::GET, "/logs") => serve(deps, request, admin("logs"), |r| security::logs(deps, r)).await,
-        (Method::GET, "/logs/export") => {
-            serve(deps, request, admin("logs-export"), |r| security::export(deps, r)).await
-        }
-        _ => unknown_resource(&request),
+    let Some(page) = SecurityRoute::of(&request) else { return unknown_resource(&request) };
+    let route = page.route();
+    match page {
+        SecurityRoute::Page => serve(deps, request, route, |r| security::page(deps, r)).await,
+        SecurityRoute::Data => serve(deps, request, route, |r| security::data(deps, r)).await,
+        SecurityRoute::Ban => serve(deps, request, route, |r| security::ban(deps, r)).await,
+        SecurityRoute::Unban => serve(deps, request, route, |r| security::unban(deps, r)).await,
+        SecurityRoute::ClearNotFound => serve(deps, request, route, |r| security::clear_not_found(deps, r)).await,
+        SecurityRoute::Settings => serve(deps, request, route, |r| security::settings(deps, r)).await,
+        SecurityRoute::Logs => serve(deps, request, route, |r| security::logs(deps, r)).await,
+        SecurityRoute::LogsExport => serve(deps, request, route, |r| security::export(deps, r)).await,
     }
 }
 
 pub async fn not_found_handler(deps: &Deps, request: Request) -> Response<Body> {
-    shared::pipeline::pages::not_found(deps, request).await
+    shared::pipeline::not_found::not_found(deps, request).await
 }

@@ -6,13 +6,13 @@
 
 use serde_json::json;
 use shared::Deps;
-use shared::identity::accounts::verify_password;
 use shared::core::error::AppError;
-use shared::store::sessions::Stage;
+use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box, escape, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::store::sessions::Stage;
 
-use crate::common::{accept_totp, audit, start_session};
+use crate::common::{audit, start_session};
 
 fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
     let body = format!(
@@ -52,14 +52,19 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     if username.is_empty() || password.is_empty() {
         return Err(AppError::bad_request("Username and password are required"));
     }
-    let (budget, user) =
-        tokio::join!(spend_login_attempt(deps, request.ip, &username, request.now), deps.identity.user(&username));
-    if let Err(error) = budget {
-        audit(deps, &request, "login", &username, "failed", "rate_limited").await?;
-        return Err(error);
-    }
+    let (budget, user) = tokio::join!(
+        spend_login_attempt(deps, request.ip, Subject::Username(&username), request.now),
+        deps.identity.user(&username)
+    );
+    let attempt = match budget {
+        Ok(attempt) => attempt,
+        Err(error) => {
+            audit(deps, &request, "login", &username, "failed", "rate_limited").await?;
+            return Err(error);
+        }
+    };
     let user = user?;
-    if !verify_password(deps, user.as_ref(), password).await? {
+    if !deps.accounts().verify_password(user.as_ref(), password, attempt).await? {
         audit(deps, &request, "login", &username, "failed", "invalid_credentials").await?;
         return request.refuse(AppError::InvalidCredentials, |status, message| {
             Ok(login_page(&request, status, Some(message), None))
@@ -115,15 +120,18 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
         return Err(AppError::bad_request("TOTP code is required."));
     }
     let (budget, user) = tokio::join!(
-        spend_login_attempt(deps, request.ip, &pending.user, request.now),
+        spend_login_attempt(deps, request.ip, Subject::Username(&pending.user), request.now),
         deps.identity.user(&pending.user)
     );
-    if let Err(error) = budget {
-        audit(deps, &request, "login", &pending.user, "failed", "rate_limited").await?;
-        return Err(error);
-    }
+    let attempt = match budget {
+        Ok(attempt) => attempt,
+        Err(error) => {
+            audit(deps, &request, "login", &pending.user, "failed", "rate_limited").await?;
+            return Err(error);
+        }
+    };
     let user = user?.ok_or(AppError::SessionExpired)?;
-    if !accept_totp(deps, &user, code, request.now).await? {
+    if !deps.accounts().accept_totp(&user, code, request.now, attempt).await? {
         audit(deps, &request, "login", &user.username, "failed", "invalid_totp").await?;
         let error = AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." };
         return request.refuse(error, |status, message| totp_page(&request, status, Some(message)));

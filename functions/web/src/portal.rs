@@ -3,16 +3,17 @@
 
 use serde_json::json;
 use shared::Deps;
-use shared::identity::accounts::{check_password_strength, hash_secret, regenerate_api_key, verify_password};
-use shared::identity::auth::parse_allowlist;
 use shared::core::error::AppError;
+use shared::identity::accounts::check_password_strength;
+use shared::identity::auth::parse_allowlist;
 use shared::identity::sessions::clear_cookie;
-use shared::store::sessions::{SessionRecord, Stage};
-use shared::store::users::UserRecord;
+use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box, escape};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::store::sessions::{SessionRecord, Stage};
+use shared::store::users::UserRecord;
 
-use crate::common::{accept_totp, audit, ist, start_session};
+use crate::common::{audit, ist, start_session};
 
 async fn current_user(deps: &Deps, session: &SessionRecord) -> Result<UserRecord, AppError> {
     deps.identity.user(&session.user).await?.ok_or(AppError::SessionExpired)
@@ -97,7 +98,7 @@ pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
 
 pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let username = request.session()?.user.clone();
-    let (key, _) = regenerate_api_key(deps, &username).await?;
+    let (key, _) = deps.accounts().regenerate_api_key(&username).await?;
     audit(deps, &request, "apikey", &username, "success", "regenerated").await?;
     if request.wants_json {
         return Ok(Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() })));
@@ -118,13 +119,13 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let fresh = session.reauthenticated_recently(request.now);
     let mut cookie = None;
     if !fresh {
-        spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
+        let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
         let password = request.raw_field("password");
         let code = request.field("totp_code");
         let confirmed = if !password.is_empty() {
-            verify_password(deps, Some(&user), password).await?
+            deps.accounts().verify_password(Some(&user), password, attempt).await?
         } else if !code.is_empty() {
-            accept_totp(deps, &user, code, request.now).await?
+            deps.accounts().accept_totp(&user, code, request.now, attempt).await?
         } else {
             false
         };
@@ -225,8 +226,8 @@ pub async fn logout_all(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
 
 pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
-    spend_login_attempt(deps, request.ip, &user.username, request.now).await?;
-    if !verify_password(deps, Some(&user), request.raw_field("current_password")).await? {
+    let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
+    if !deps.accounts().verify_password(Some(&user), request.raw_field("current_password"), attempt).await? {
         audit(deps, &request, "password", &user.username, "failed", "invalid_credentials").await?;
         return Err(AppError::bad_request("Current password is incorrect"));
     }
@@ -234,7 +235,7 @@ pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, 
     if request.raw_field("new_password") != request.raw_field("confirm_password") {
         return Err(AppError::bad_request("New password and confirm password do not match."));
     }
-    let phc = hash_secret(deps, request.raw_field("new_password")).await?;
+    let phc = deps.accounts().hash_secret(request.raw_field("new_password")).await?;
     deps.identity.set_password(&user.username, &phc).await?;
     deps.identity.end_all_sessions(&user.username).await?;
     audit(deps, &request, "password", &user.username, "success", "changed").await?;

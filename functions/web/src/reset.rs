@@ -7,12 +7,13 @@
 //! the request's `Host`.
 
 use shared::Deps;
-use shared::identity::accounts::{check_password_strength, hash_secret};
 use shared::core::error::AppError;
+use shared::identity::accounts::check_password_strength;
+use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, escape, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
-use crate::common::{accept_totp, audit, token_hash};
+use crate::common::{audit, token_hash};
 
 /// How long a reset token lives.
 const TOKEN_TTL_SECS: u64 = 15 * 60;
@@ -72,11 +73,13 @@ pub async fn start(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> 
 
 async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let username = request.field("username");
-    let (budget, user) =
-        tokio::join!(spend_login_attempt(deps, request.ip, username, request.now), deps.identity.user(username));
-    budget?;
+    let (budget, user) = tokio::join!(
+        spend_login_attempt(deps, request.ip, Subject::Username(username), request.now),
+        deps.identity.user(username)
+    );
+    let attempt = budget?;
     let accepted = match user? {
-        Some(user) => accept_totp(deps, &user, request.field("totp_code"), request.now).await?,
+        Some(user) => deps.accounts().accept_totp(&user, request.field("totp_code"), request.now, attempt).await?,
         None => false,
     };
     audit(deps, request, "reset", username, if accepted { "success" } else { "failed" }, "totp").await?;
@@ -94,8 +97,10 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
 
 async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let email = request.field("email");
-    spend_login_attempt(deps, request.ip, &format!("email:{email}"), request.now).await?;
-    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, shared::identity::mail::settings(deps).await?) else {
+    // No credential is checked here, but each request may send a mail: it costs an attempt all the
+    // same, against the address asked for.
+    let _mail_attempt = spend_login_attempt(deps, request.ip, Subject::Email(email), request.now).await?;
+    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, deps.mail_settings().settings().await?) else {
         return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
     };
     if let Some(username) = deps.identity.user_by_email(email).await? {
@@ -142,7 +147,7 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
     let Some(username) = deps.identity.take_reset_token(&token_hash(&token), request.now).await? else {
         return Err(AppError::bad_request(INVALID_TOKEN));
     };
-    let phc = hash_secret(deps, password).await?;
+    let phc = deps.accounts().hash_secret(password).await?;
     deps.identity.set_password(&username, &phc).await?;
     deps.identity.end_all_sessions(&username).await?;
     audit(deps, &request, "reset", &username, "success", "password_set").await?;

@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 use shared::Deps;
 use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
-use shared::store::bans::{Ban, BanTerms};
-use shared::store::trackers::Tracker;
-use shared::store::traffic::{LoggedRequest, TrafficFilter};
-use shared::threats::{self, Detector, SecuritySettings};
 use shared::pipeline::pages::html::{csrf_field, escape, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest};
+use shared::store::bans::Ban;
+use shared::store::trackers::Tracker;
+use shared::store::traffic::{LoggedRequest, TrafficFilter};
+use shared::threats::{Detector, ManualBan, SecuritySettings};
 
 use crate::common::ist;
 
@@ -258,31 +258,15 @@ fn parse_ip(text: &str) -> Result<IpAddr, AppError> {
 /// `POST /security/ban`: `ip_address`, `reason`, `duration_hours` (0 = permanent) or `permanent`.
 pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let ip = parse_ip(request.field("ip_address"))?;
-    if ip == request.ip {
-        return Err(AppError::bad_request("Cannot ban your own IP address"));
-    }
-    if deps.config.never_ban.contains(ip) {
-        return Err(AppError::bad_request(format!(
-            "Cannot ban {ip}: it is a non-global or never-ban address (NEVER_BAN_CIDRS)"
-        )));
-    }
     let permanent = matches!(request.field("permanent"), "true" | "1" | "on");
     let hours = match request.field("duration_hours") {
         "" => 24,
         text => text.parse::<u32>().map_err(|_| AppError::bad_request("Invalid numeric value provided"))?,
     };
-    if hours > 8760 {
-        return Err(AppError::bad_request("Ban duration must be Permanent (0) or between 1 hour and 1 year"));
-    }
-    let reason: String = match request.field("reason") {
-        "" => "Manual ban".to_owned(),
-        text => text.chars().filter(|c| !c.is_control()).take(200).collect(),
-    };
-    let terms = BanTerms { reason, created_by: "manual", hours: (!permanent && hours > 0).then_some(hours) };
-    let settings = deps.trackers.settings().await?;
-    let ban = threats::ban(deps, ip, &terms, settings.repeat_offender_limit, request.now)
-        .await?
-        .ok_or_else(|| AppError::bad_request(format!("{ip} is already banned; unban it first to change the ban")))?;
+    // The form's 0 is OpenAlgo's "permanent".
+    let hours = (!permanent && hours > 0).then_some(hours);
+    let manual = ManualBan::new(ip, hours, request.field("reason"), &deps.config.never_ban, Some(request.ip))?;
+    let ban = deps.threats().ban(&manual, request.now).await?;
     let message = match ban.expires_at {
         Some(until) => format!("Banned {ip} until {} (offence {})", secs_ist(until), ban.ban_count),
         None => format!("Banned {ip} permanently (offence {})", ban.ban_count),
@@ -293,7 +277,7 @@ pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 /// `POST /security/unban`: `ip_address`. The offender history stays.
 pub async fn unban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let ip = parse_ip(request.field("ip_address"))?;
-    if !threats::unban(&deps.bans, &deps.trackers, ip).await? {
+    if !deps.threats().unban(ip).await? {
         return Err(AppError::NoSuchBan);
     }
     Ok(request.done(&format!("Unbanned {ip}"), "/security?unbanned"))

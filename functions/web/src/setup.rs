@@ -2,9 +2,9 @@
 //! that provisioning printed (OpenAlgo let the first visitor of a fresh instance take it over, W24).
 
 use shared::Deps;
-use shared::identity::accounts::{WebUserCreated, check_password_strength, create_web_user};
-use shared::crypto::ct_eq;
 use shared::core::error::AppError;
+use shared::identity::accounts::{WebUserCreated, check_password_strength};
+use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, escape};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
@@ -49,11 +49,9 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
 
 async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let username = request.field("username");
-    spend_login_attempt(deps, request.ip, "setup", request.now).await?;
-    let stored = deps.identity.setup_token_hash().await?;
-    let presented = token_hash(request.field("setup_token"));
-    let token_ok = stored.as_deref().is_some_and(|stored| ct_eq(stored.as_bytes(), presented.as_bytes()));
-    if !token_ok {
+    let attempt = spend_login_attempt(deps, request.ip, Subject::Setup, request.now).await?;
+    let presented = request.field("setup_token");
+    if !deps.accounts().setup_token_matches(presented, attempt).await? {
         if deps.identity.admin_exists().await? {
             return Ok(Reply::redirect("/auth/login"));
         }
@@ -66,7 +64,7 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     }
     let email = request.field("email");
     let WebUserCreated { key, totp: secret } =
-        create_web_user(deps, username, email, password, Some(&presented)).await?;
+        deps.accounts().create_web_user(username, email, password, Some(&token_hash(presented))).await?;
     tracing::info!(user = username, "administrator created by first-run setup");
 
     if request.wants_json {

@@ -1,20 +1,35 @@
 //! `POST /strategy/webhook/{webhook_id}`: a strategy signal `{"symbol","action"[,"position_size"]}`
-//! authenticated only by the secret id in the URL (see `shared::identity::webhooks`). It passes the same gate
-//! as the API (ban, then a per-IP counter in its own class, 100 per minute by default), is
-//! validated strictly, and trades on the webhook owner's account.
+//! authenticated only by the secret id in the URL (see `shared::identity::webhooks`). It passes the
+//! one gate (ban, then a per-IP counter in its own class, 100 per minute by default, with the
+//! webhook's record fetched in the same round trip), is validated strictly, and trades on the
+//! webhook owner's account.
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
-use shared::pipeline::api::{InFlight, Route};
-use shared::limits::LimitedAction;
-use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
-use shared::trading::sandbox::service::{Sandbox, SmartOutcome};
 use shared::http::validate::Fields;
 use shared::identity::webhooks::Mode;
+use shared::limits::LimitedAction;
+use shared::pipeline::api::InFlight;
+use shared::pipeline::gate::Gate;
+use shared::pipeline::route::{Endpoint, Route, Routes};
+use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
+use shared::trading::sandbox::service::SmartOutcome;
 use shared::{AppError, Deps, http};
 
-pub const ROUTE: Route = Route { name: "strategy/webhook", action: LimitedAction::Webhook, reads_only: false };
 const PATH: &str = "/strategy/webhook/{webhook_id}";
+pub const ROUTE: Route = Route::post("strategy/webhook", PATH, LimitedAction::Webhook, false);
+
+/// The one route this function serves.
+#[derive(Clone, Copy, Debug)]
+pub struct StrategyWebhook;
+
+impl Routes for StrategyWebhook {
+    const ALL: &'static [Self] = &[StrategyWebhook];
+
+    fn endpoint(self) -> Endpoint {
+        ROUTE.endpoint
+    }
+}
 
 struct Signal {
     symbol: String,
@@ -23,6 +38,9 @@ struct Signal {
 }
 
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
+    if StrategyWebhook::of(&request).is_none() {
+        return shared::pipeline::api::unknown_resource(&request);
+    }
     let in_flight = InFlight::begin(deps, &request, ROUTE);
     match signal(deps, &request, in_flight.client_ip()).await {
         Ok((body, user)) => in_flight.respond(deps, &request, Ok(body), Some(user)),
@@ -35,8 +53,8 @@ async fn signal(
     request: &Request,
     ip: Result<std::net::IpAddr, AppError>,
 ) -> Result<(Value, String), AppError> {
-    let gate = shared::pipeline::gate::pass(deps, ip?, ROUTE, None).await?;
-    gate.enforce()?;
+    let presented = request.path_parameters_ref().and_then(|p| p.first("webhook_id")).unwrap_or_default();
+    let webhook = Gate::webhook(ip?, ROUTE, presented).pass(deps).await?.webhook();
     let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
     let symbol = fields.required_string("symbol", 1..=64);
     let action = fields.one_of("action", Action::CHOICES, None);
@@ -46,8 +64,7 @@ async fn signal(
     let (symbol, action) = symbol.zip(action).ok_or_else(|| AppError::bad_request("symbol and action are required"))?;
     let input = Signal { symbol, action, position_size };
 
-    let presented = request.path_parameters_ref().and_then(|p| p.first("webhook_id")).unwrap_or_default();
-    let webhook = deps.webhooks.find(presented).await?.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
+    let webhook = webhook.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
     let Some(quantity) = webhook.symbols.get(&input.symbol).copied() else {
         return Err(AppError::bad_request(format!(
             "Symbol {} is not mapped to strategy {}",
@@ -72,7 +89,7 @@ async fn signal(
             AppError::bad_request("position_size is required: this strategy trades both ways (mode both)")
         })?),
     };
-    let sandbox = Sandbox::from_deps(deps);
+    let sandbox = deps.sandbox();
     let body = match target {
         None => {
             let order = sandbox.place(&webhook.user, &webhook.strategy, &leg).await?;

@@ -12,10 +12,12 @@ use shared::app::aws::AwsClients;
 use shared::app::bootstrap;
 use shared::core::clock::{Clock, SystemClock};
 use shared::core::config::Config;
+use shared::core::metrics::{MetricSink, Metrics};
 use shared::crypto::keyring::KeyRing;
 use shared::store::app_secret;
-use shared::store::bans::{BanStore, BanTerms};
+use shared::store::bans::BanStore;
 use shared::store::trackers::TrackerStore;
+use shared::threats::{ManualBan, Threats};
 
 const USAGE: &str = "usage:
   kavach provision [--template template.yaml] [--stack kavach] [--param Name=Value]... [--env-file PATH]
@@ -49,7 +51,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["keyring", "rotate"] => keyring_rotate().await,
         ["setup-token"] => {
             let deps = bootstrap::init().await?;
-            let token = shared::identity::accounts::issue_setup_token(&deps).await.map_err(public)?;
+            let token = deps.accounts().issue_setup_token().await.map_err(public)?;
             println!("One-time setup token (open /setup and enter it to create the administrator):");
             println!("{token}");
             Ok(())
@@ -57,14 +59,14 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["smtp", "set", options @ ..] => smtp_set(options).await,
         ["user", "create", username] => {
             let deps = bootstrap::init().await?;
-            let key = shared::identity::accounts::create_user(&deps, username).await.map_err(public)?;
+            let key = deps.accounts().create_user(username).await.map_err(public)?;
             println!("Created user `{username}` on the sandbox broker.");
             println!("API key (shown once, store it now): {}", key.expose());
             Ok(())
         }
         ["apikey", "regenerate", username] => {
             let deps = bootstrap::init().await?;
-            let (key, previous) = shared::identity::accounts::regenerate_api_key(&deps, username).await.map_err(public)?;
+            let (key, previous) = deps.accounts().regenerate_api_key(username).await.map_err(public)?;
             if let Some(previous) = previous {
                 println!("Revoked key id {previous}.");
             }
@@ -74,9 +76,9 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["ban", "add", ip, options @ ..] => ban_add(ip, options).await,
         ["ban", "remove", ip] => {
             let ip = parse_ip(ip)?;
-            let (store, trackers, _) = ban_store().await?;
+            let security = SecurityStores::from_env().await?;
             // As the dashboard's unban: the detectors' current counts go too, the offender history stays.
-            if shared::threats::unban(&store, &trackers, ip).await.map_err(public)? {
+            if security.threats().unban(ip).await.map_err(public)? {
                 println!("Unbanned {ip}.");
             } else {
                 println!("{ip} was not banned.");
@@ -84,8 +86,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         ["ban", "list"] => {
-            let (store, _, _) = ban_store().await?;
-            let bans = store.list_active(SystemClock.now()).await.map_err(public)?;
+            let security = SecurityStores::from_env().await?;
+            let bans = security.bans.list_active(SystemClock.now()).await.map_err(public)?;
             for ban in &bans {
                 let until = ban.expires_at.map_or_else(|| "permanent".to_owned(), |at| format!("until epoch {at}"));
                 println!("{}\t{until}\tcount {}\t{}\t{}", ban.ip, ban.ban_count, ban.created_by, ban.reason);
@@ -141,14 +143,14 @@ async fn smtp_set(options: &[&str]) -> anyhow::Result<()> {
         ca_pem,
     };
     let deps = bootstrap::init().await?;
-    shared::identity::mail::configure(&deps, &settings).await.map_err(public)?;
+    deps.mail_settings().configure(&settings).await.map_err(public)?;
     println!("SMTP settings stored; the password is encrypted under the SMTP key.");
     Ok(())
 }
 
 async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> {
-    use shared::trading::orders::{Exchange, Product};
     use shared::identity::webhooks::{Mode, Webhook};
+    use shared::trading::orders::{Exchange, Product};
     fn choice<T: Copy>(name: &str, value: &str, choices: &[(&str, T)]) -> anyhow::Result<T> {
         choices.iter().find(|(wire, _)| *wire == value).map(|(_, v)| *v).with_context(|| {
             let names: Vec<&str> = choices.iter().map(|(wire, _)| *wire).collect();
@@ -186,50 +188,65 @@ async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> 
         symbols,
     };
     let deps = bootstrap::init().await?;
-    let id = shared::identity::accounts::create_webhook(&deps, &webhook).await.map_err(public)?;
+    let id = deps.accounts().create_webhook(&webhook).await.map_err(public)?;
     println!("Webhook for `{}` (strategy `{}`), shown once:", webhook.user, webhook.strategy);
     println!("  POST <ApiUrl>/strategy/webhook/{id}");
     Ok(())
 }
 
-async fn ban_store() -> anyhow::Result<(BanStore, TrackerStore, Config)> {
-    let config = Config::from_env()?;
-    let aws = AwsClients::from_env().await;
-    let table = config.tables.security.clone();
-    Ok((BanStore::new(aws.dynamodb.clone(), table.clone()), TrackerStore::new(aws.dynamodb, table), config))
+/// What the ban commands use: the security table's stores and the metrics, without the keys a
+/// full cold start would open.
+struct SecurityStores {
+    config: Config,
+    bans: BanStore,
+    trackers: TrackerStore,
+    metrics: Metrics,
+}
+
+impl SecurityStores {
+    async fn from_env() -> anyhow::Result<Self> {
+        let config = Config::from_env()?;
+        let aws = AwsClients::from_env().await;
+        let table = config.tables.security.clone();
+        Ok(Self {
+            bans: BanStore::new(aws.dynamodb.clone(), table.clone()),
+            trackers: TrackerStore::new(aws.dynamodb, table),
+            // The same EMF lines a function prints, so a ban by hand is counted like any other.
+            metrics: Metrics::new(config.stack_name.clone(), MetricSink::Stdout),
+            config,
+        })
+    }
+
+    /// The same ban service the dashboard and the detectors use.
+    fn threats(&self) -> Threats<'_> {
+        Threats {
+            bans: &self.bans,
+            trackers: &self.trackers,
+            metrics: &self.metrics,
+            never_ban: &self.config.never_ban,
+        }
+    }
 }
 
 async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
     let ip = parse_ip(ip)?;
     let mut hours: Option<u32> = Some(24);
-    let mut reason = "Manual ban".to_owned();
+    let mut reason = String::new();
     let mut rest = options.iter();
     while let Some(option) = rest.next() {
         match *option {
             "--permanent" => hours = None,
             "--hours" => {
                 let value = rest.next().context("--hours needs a number")?;
-                let parsed: u32 = value.parse().with_context(|| format!("--hours `{value}` is not a whole number"))?;
-                if !(1..=8760).contains(&parsed) {
-                    bail!("Ban duration must be Permanent or between 1 hour and 1 year (8760 hours)");
-                }
-                hours = Some(parsed);
+                hours = Some(value.parse().with_context(|| format!("--hours `{value}` is not a whole number"))?);
             }
-            "--reason" => reason = rest.next().context("--reason needs text")?.chars().take(200).collect(),
+            "--reason" => reason = (*rest.next().context("--reason needs text")?).to_owned(),
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
-    let (store, trackers, config) = ban_store().await?;
-    if config.never_ban.contains(ip) {
-        bail!("refusing to ban {ip}: it is in the never-ban set (NEVER_BAN_CIDRS)");
-    }
-    let settings = trackers.settings().await.map_err(public)?;
-    let terms = BanTerms { reason, created_by: "manual", hours };
-    let stored = store
-        .impose(ip, &terms, settings.repeat_offender_limit, SystemClock.now())
-        .await
-        .map_err(public)?
-        .with_context(|| format!("{ip} is already banned; `kavach ban remove {ip}` first to change the ban"))?;
+    let security = SecurityStores::from_env().await?;
+    let manual = ManualBan::new(ip, hours, &reason, &security.config.never_ban, None).map_err(public)?;
+    let stored = security.threats().ban(&manual, SystemClock.now()).await.map_err(public)?;
     match stored.expires_at {
         Some(at) => println!("Banned {ip} until epoch {at} (ban #{}).", stored.ban_count),
         None => println!("Banned {ip} permanently (ban #{}).", stored.ban_count),

@@ -5,14 +5,19 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
-use crate::identity::auth::VerifiedKeyCache;
 use crate::app::aws::AwsClients;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::config::{Config, ConfigError};
+use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
 use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, Pepper, PepperError};
-use crate::core::metrics::{Metric, MetricSink, Metrics};
+use crate::http::traffic::TrafficQueue;
+use crate::identity::accounts::Accounts;
+use crate::identity::auth::{Authenticator, VerifiedKeyCache};
+use crate::identity::mail::MailSettings;
+use crate::identity::webhooks::WebhookStore;
+use crate::limits::limiter::RateLimiter;
 use crate::store::app_secret::{self, SecretError};
 use crate::store::bans::BanStore;
 use crate::store::identity::IdentityStore;
@@ -20,8 +25,8 @@ use crate::store::rate_limit::RateLimitStore;
 use crate::store::sandbox::SandboxStore;
 use crate::store::trackers::TrackerStore;
 use crate::store::traffic::TrafficStore;
-use crate::http::traffic::TrafficQueue;
-use crate::identity::webhooks::WebhookStore;
+use crate::threats::Threats;
+use crate::trading::sandbox::service::Sandbox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -39,7 +44,9 @@ pub enum BootError {
     Crypto(#[from] CryptoError),
 }
 
-/// Everything a handler needs, built once per cold start and shared by reference.
+/// Everything a handler needs, built once per cold start and shared by reference. Only the
+/// pipeline, this composition root and the functions name it: the services below take the parts
+/// they use.
 #[derive(Debug)]
 pub struct Deps {
     pub config: Config,
@@ -48,7 +55,7 @@ pub struct Deps {
     pub bans: BanStore,
     pub trackers: TrackerStore,
     pub metrics: Metrics,
-    pub limits: RateLimitStore,
+    pub limits: RateLimiter,
     pub identity: IdentityStore,
     pub traffic: TrafficStore,
     pub sandbox: SandboxStore,
@@ -63,6 +70,38 @@ pub struct Deps {
 }
 
 impl Deps {
+    pub fn threats(&self) -> Threats<'_> {
+        Threats {
+            bans: &self.bans,
+            trackers: &self.trackers,
+            metrics: &self.metrics,
+            never_ban: &self.config.never_ban,
+        }
+    }
+
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts {
+            identity: &self.identity,
+            webhooks: &self.webhooks,
+            passwords: &self.passwords,
+            api_key_copies: &self.api_key_copies,
+            totp_secrets: &self.totp_secrets,
+            clock: self.clock.as_ref(),
+        }
+    }
+
+    pub fn authenticator(&self) -> Authenticator<'_> {
+        Authenticator { verified_keys: &self.verified_keys, passwords: &self.passwords, identity: &self.identity }
+    }
+
+    pub fn mail_settings(&self) -> MailSettings<'_> {
+        MailSettings { identity: &self.identity, smtp_passwords: &self.smtp_passwords, clock: self.clock.as_ref() }
+    }
+
+    pub fn sandbox(&self) -> Sandbox<'_> {
+        Sandbox::new(&self.sandbox, self.clock.as_ref(), self.config.order_caps)
+    }
+
     /// Writes every queued traffic record, concurrently. A failed write is logged and dropped:
     /// the request it describes has already been answered.
     pub async fn flush_traffic(&self) {
@@ -107,7 +146,9 @@ pub async fn init_with(
     Ok(Arc::new(Deps {
         bans: BanStore::new(aws.dynamodb.clone(), tables.security.clone()),
         trackers: TrackerStore::new(aws.dynamodb.clone(), tables.security.clone()),
-        limits: RateLimitStore::new(aws.dynamodb.clone(), tables.security),
+        limits: RateLimiter::new(RateLimitStore::new(aws.dynamodb.clone(), tables.security), |action| {
+            config.rate_limit(action)
+        }),
         webhooks: WebhookStore::new(aws.dynamodb.clone(), tables.identity.clone()),
         identity: IdentityStore::new(aws.dynamodb.clone(), tables.identity),
         traffic: TrafficStore::new(aws.dynamodb.clone(), tables.traffic, config.traffic_retention_days),

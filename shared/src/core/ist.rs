@@ -184,5 +184,4 @@ mod tests {
             assert!(bad.parse::<DailyExpiry>().is_err(), "{bad}");
         }
     }
-
 }

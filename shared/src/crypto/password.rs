@@ -7,7 +7,10 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier 
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretBox};
 
+use std::sync::Arc;
+
 use super::CryptoError;
+use crate::core::error::AppError;
 
 /// The OWASP password-storage floor for Argon2id: 19 MiB, 2 passes, 1 lane.
 pub const OWASP_FLOOR: ArgonCost = ArgonCost { memory_kib: 19_456, iterations: 2, lanes: 1 };
@@ -166,6 +169,33 @@ impl PasswordHasher {
             Err(error) => Err(CryptoError::Hashing(error.to_string())),
         }
     }
+}
+
+/// Argon2id of `secret` on the blocking pool: it is tens of ms of CPU, which would stall every
+/// request sharing the async workers.
+pub async fn hash_off_thread(hasher: &Arc<PasswordHasher>, secret: &str) -> Result<String, AppError> {
+    let hasher = Arc::clone(hasher);
+    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || hasher.hash(&secret))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
+/// [`PasswordHasher::verify_upgrading`] (the decoy when there is no stored hash) on the blocking
+/// pool, for the same reason.
+pub async fn check_off_thread(
+    hasher: &Arc<PasswordHasher>,
+    secret: &str,
+    phc: Option<&str>,
+) -> Result<Checked, AppError> {
+    let hasher = Arc::clone(hasher);
+    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
+    let phc = phc.map(str::to_owned);
+    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_deref()))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
-use crate::core::net::canonical;
 use crate::core::error::AppError;
+use crate::core::net::canonical;
 
 pub fn client_ip(request: &Request) -> Result<IpAddr, AppError> {
     let source = match request.request_context_ref() {

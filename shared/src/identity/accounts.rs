@@ -1,13 +1,19 @@
-//! Account operations shared by the operator CLI, the tests and (later) the web UI.
+//! Account operations: the operator CLI, the pages and the test fixtures create users, keys and
+//! webhooks here, and the credential forms verify passwords and TOTP codes here.
 
-use crate::app::bootstrap::Deps;
-use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::Checked;
+use std::sync::Arc;
+
+use crate::core::clock::{Clock, UnixMillis};
 use crate::core::error::AppError;
-use crate::identity::{Role, SANDBOX_BROKER};
-use crate::store::identity::ApiKeyRecord;
-use crate::store::users::{NewWebUser, UserRecord};
+use crate::crypto::api_key::{ApiKey, KeyId};
+use crate::crypto::keyring::PurposeCipher;
+use crate::crypto::password::{Checked, PasswordHasher, check_off_thread, hash_off_thread};
 use crate::crypto::totp::TotpSecret;
+use crate::identity::webhooks::{Webhook, WebhookStore};
+use crate::identity::{Role, SANDBOX_BROKER};
+use crate::limits::login::LoginAttempt;
+use crate::store::identity::{ApiKeyRecord, IdentityStore};
+use crate::store::users::{NewWebUser, UserRecord};
 
 /// Usernames are shown in the dashboard and used in keys: keep them boring.
 pub fn check_username(username: &str) -> Result<(), AppError> {
@@ -43,93 +49,6 @@ pub fn check_password_strength(password: &str) -> Result<(), AppError> {
     failure.map_or(Ok(()), |message| Err(AppError::bad_request(message)))
 }
 
-/// Argon2id (keyed by the pepper) of a secret, off the async workers.
-pub async fn hash_secret(deps: &Deps, secret: &str) -> Result<String, AppError> {
-    let hasher = deps.passwords.clone();
-    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    tokio::task::spawn_blocking(move || hasher.hash(&secret))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
-}
-
-/// Argon2id verification of a secret against its stored hash (or the decoy when there is none),
-/// with the re-hash of a secret valid under old parameters, off the async workers: Argon2 is tens
-/// of ms of CPU.
-pub async fn check_secret(deps: &Deps, secret: &str, phc: Option<&str>) -> Result<Checked, AppError> {
-    let hasher = deps.passwords.clone();
-    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    let phc = phc.map(str::to_owned);
-    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_deref()))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
-}
-
-/// Checks a password for a user who may not exist. An unknown user, a user without a password and
-/// a wrong password cost the same Argon2 work and give the same `false` (W15). A right password
-/// under old parameters is re-hashed on the way.
-pub async fn verify_password(deps: &Deps, user: Option<&UserRecord>, password: &str) -> Result<bool, AppError> {
-    let phc = user.and_then(|user| user.phc.as_deref());
-    match (check_secret(deps, password, phc).await?, user, phc) {
-        (Checked::Valid, Some(_), _) => Ok(true),
-        (Checked::Rehashed(upgraded), Some(user), Some(old)) => {
-            // Only if the hash is still the one just verified: a password changed meanwhile stays.
-            if let Err(error) = deps.identity.upgrade_password_hash(&user.username, old, &upgraded).await {
-                tracing::warn!(error = %error, "password hash upgrade failed");
-            }
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
-}
-
-pub async fn new_key_record(deps: &Deps, username: &str) -> Result<(ApiKey, ApiKeyRecord), AppError> {
-    key_record_for(deps, username, ApiKey::generate()).await
-}
-
-async fn key_record_for(deps: &Deps, username: &str, key: ApiKey) -> Result<(ApiKey, ApiKeyRecord), AppError> {
-    let phc = hash_secret(deps, key.expose()).await?;
-    let now = deps.clock.now().secs();
-    let encrypted_copy = deps.api_key_copies.encrypt(key.expose().as_bytes(), now).map_err(AppError::internal)?;
-    let record = ApiKeyRecord {
-        id: key.id().clone(),
-        user: username.to_owned(),
-        phc,
-        encrypted_copy,
-        broker: SANDBOX_BROKER.to_owned(),
-        created_at: now,
-        revoked_at: None,
-        allow: Vec::new(),
-    };
-    Ok((key, record))
-}
-
-/// Creates a user on the sandbox broker with a first API key, which is returned once.
-pub async fn create_user(deps: &Deps, username: &str) -> Result<ApiKey, AppError> {
-    check_username(username)?;
-    let (key, record) = new_key_record(deps, username).await?;
-    deps.identity.create_user_with_key(username, &record).await?;
-    Ok(key)
-}
-
-/// Creates a user whose key is given rather than generated: the fixed keys that `events/*.json`
-/// carry. Only tests and fixtures call this; real keys always come from [`create_user`].
-pub async fn create_user_with_key(deps: &Deps, username: &str, key: ApiKey) -> Result<ApiKey, AppError> {
-    check_username(username)?;
-    let (key, record) = key_record_for(deps, username, key).await?;
-    deps.identity.create_user_with_key(username, &record).await?;
-    Ok(key)
-}
-
-/// Issues a new key for `username` and revokes the previous one in the same transaction.
-pub async fn regenerate_api_key(deps: &Deps, username: &str) -> Result<(ApiKey, Option<KeyId>), AppError> {
-    check_username(username)?;
-    let (key, record) = new_key_record(deps, username).await?;
-    let previous = deps.identity.rotate_key(username, &record, deps.clock.now().secs()).await?;
-    Ok((key, previous))
-}
-
 /// What creating a web user returns, each shown once: the first API key and the TOTP secret.
 #[derive(Debug)]
 pub struct WebUserCreated {
@@ -137,57 +56,182 @@ pub struct WebUserCreated {
     pub totp: TotpSecret,
 }
 
-/// Creates a user who can log in to the pages: checked username, email and password (OpenAlgo's
-/// rules), a fresh TOTP secret stored encrypted, and a first API key, all in one transaction. With a
-/// setup token hash this is the first-run setup and the user is the administrator.
-pub async fn create_web_user(
-    deps: &Deps,
-    username: &str,
-    email: &str,
-    password: &str,
-    setup_token_hash: Option<&str>,
-) -> Result<WebUserCreated, AppError> {
-    check_username(username)?;
-    if email.len() > 254
-        || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
-    {
-        return Err(AppError::bad_request("A valid email address is required"));
-    }
-    check_password_strength(password)?;
-    let totp = TotpSecret::generate();
-    let encrypted_totp =
-        deps.totp_secrets.encrypt(totp.expose_bytes(), deps.clock.now().secs()).map_err(AppError::internal)?;
-    let phc = hash_secret(deps, password).await?;
-    let (key, record) = new_key_record(deps, username).await?;
-    let role = if setup_token_hash.is_some() { Role::Admin } else { Role::User };
-    let user = NewWebUser { username, email, role, phc: &phc, encrypted_totp: &encrypted_totp, key: &record };
-    deps.identity.create_web_user(&user, setup_token_hash).await?;
-    Ok(WebUserCreated { key, totp })
-}
-
 pub use crate::crypto::token_hash;
 
-/// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
-/// exists. Only its hash is stored; the token is returned to be printed once.
-pub async fn issue_setup_token(deps: &Deps) -> Result<String, AppError> {
-    let token = crate::crypto::random_token();
-    deps.identity.put_setup_token(&token_hash(&token), deps.clock.now().secs()).await?;
-    Ok(token)
+/// The account services over exactly what they use: the identity and webhook stores, the keyed
+/// Argon2id hasher, the Fernet keys for the API-key copy and the TOTP secret, and the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Accounts<'a> {
+    pub identity: &'a IdentityStore,
+    pub webhooks: &'a WebhookStore,
+    pub passwords: &'a Arc<PasswordHasher>,
+    pub api_key_copies: &'a PurposeCipher,
+    pub totp_secrets: &'a PurposeCipher,
+    pub clock: &'a dyn Clock,
 }
 
-/// Creates a strategy webhook for an existing user; returns its secret id (shown once).
-pub async fn create_webhook(deps: &Deps, webhook: &crate::identity::webhooks::Webhook) -> Result<String, AppError> {
-    check_username(&webhook.user)?;
-    if !deps.identity.user_exists(&webhook.user).await? {
-        return Err(AppError::bad_request(format!("no user `{}`", webhook.user)));
+impl Accounts<'_> {
+    /// Argon2id (keyed by the pepper) of a new password or key, off the async workers.
+    pub async fn hash_secret(self, secret: &str) -> Result<String, AppError> {
+        hash_off_thread(self.passwords, secret).await
     }
-    if webhook.strategy.trim().is_empty() || webhook.strategy.chars().count() > 256 {
-        return Err(AppError::bad_request("a strategy name of 1 to 256 characters is required"));
+
+    /// Checks a password for a user who may not exist, spending the `attempt` that the login
+    /// budget granted. An unknown user, a user without a password and a wrong password cost the
+    /// same Argon2 work and give the same `false` (W15). A right password under old parameters is
+    /// re-hashed on the way.
+    pub async fn verify_password(
+        self,
+        user: Option<&UserRecord>,
+        password: &str,
+        attempt: LoginAttempt,
+    ) -> Result<bool, AppError> {
+        attempt.spend();
+        let phc = user.and_then(|user| user.phc.as_deref());
+        match (check_off_thread(self.passwords, password, phc).await?, user, phc) {
+            (Checked::Valid, Some(_), _) => Ok(true),
+            (Checked::Rehashed(upgraded), Some(user), Some(old)) => {
+                // Only if the hash is still the one just verified: a password changed meanwhile stays.
+                if let Err(error) = self.identity.upgrade_password_hash(&user.username, old, &upgraded).await {
+                    tracing::warn!(error = %error, "password hash upgrade failed");
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
-    if webhook.symbols.is_empty() || webhook.symbols.values().any(|quantity| *quantity == 0) {
-        return Err(AppError::bad_request("map at least one symbol, each to a quantity of 1 or more"));
+
+    /// Whether `code` is a valid, never-used code for `user`, spending the `attempt` that the login
+    /// budget granted. The step it matches is claimed with a conditional write, so a code works
+    /// once even under concurrent submissions.
+    pub async fn accept_totp(
+        self,
+        user: &UserRecord,
+        code: &str,
+        now: UnixMillis,
+        attempt: LoginAttempt,
+    ) -> Result<bool, AppError> {
+        attempt.spend();
+        let Some(secret) = self.totp_secret(user, now)? else { return Ok(false) };
+        match secret.matching_step(code, now) {
+            Some(step) => self.identity.claim_totp_step(&user.username, step).await,
+            None => Ok(false),
+        }
     }
-    deps.webhooks.create(webhook).await
+
+    /// Whether `presented` is the stack's current one-time setup token, spending the `attempt`
+    /// that the login budget granted. Only hashes are compared, in constant time.
+    pub async fn setup_token_matches(self, presented: &str, attempt: LoginAttempt) -> Result<bool, AppError> {
+        attempt.spend();
+        let stored = self.identity.setup_token_hash().await?;
+        Ok(stored.is_some_and(|stored| crate::crypto::ct_eq(stored.as_bytes(), token_hash(presented).as_bytes())))
+    }
+
+    /// The user's TOTP secret, decrypted; `None` when not enrolled.
+    pub fn totp_secret(self, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
+        let Some(token) = &user.totp else { return Ok(None) };
+        let bytes = self.totp_secrets.decrypt(token, None, now.secs()).map_err(AppError::internal)?;
+        TotpSecret::from_bytes(&bytes)
+            .map(Some)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored TOTP secret has the wrong length")))
+    }
+
+    pub async fn new_key_record(self, username: &str) -> Result<(ApiKey, ApiKeyRecord), AppError> {
+        self.key_record_for(username, ApiKey::generate()).await
+    }
+
+    async fn key_record_for(self, username: &str, key: ApiKey) -> Result<(ApiKey, ApiKeyRecord), AppError> {
+        let phc = self.hash_secret(key.expose()).await?;
+        let now = self.clock.now().secs();
+        let encrypted_copy = self.api_key_copies.encrypt(key.expose().as_bytes(), now).map_err(AppError::internal)?;
+        let record = ApiKeyRecord {
+            id: key.id().clone(),
+            user: username.to_owned(),
+            phc,
+            encrypted_copy,
+            broker: SANDBOX_BROKER.to_owned(),
+            created_at: now,
+            revoked_at: None,
+            allow: Vec::new(),
+        };
+        Ok((key, record))
+    }
+
+    /// Creates a user on the sandbox broker with a first API key, which is returned once.
+    pub async fn create_user(self, username: &str) -> Result<ApiKey, AppError> {
+        check_username(username)?;
+        let (key, record) = self.new_key_record(username).await?;
+        self.identity.create_user_with_key(username, &record).await?;
+        Ok(key)
+    }
+
+    /// Creates a user whose key is given rather than generated: the fixed keys that `events/*.json`
+    /// carry. Only tests and fixtures call this; real keys always come from [`Accounts::create_user`].
+    pub async fn create_user_with_key(self, username: &str, key: ApiKey) -> Result<ApiKey, AppError> {
+        check_username(username)?;
+        let (key, record) = self.key_record_for(username, key).await?;
+        self.identity.create_user_with_key(username, &record).await?;
+        Ok(key)
+    }
+
+    /// Issues a new key for `username` and revokes the previous one in the same transaction.
+    pub async fn regenerate_api_key(self, username: &str) -> Result<(ApiKey, Option<KeyId>), AppError> {
+        check_username(username)?;
+        let (key, record) = self.new_key_record(username).await?;
+        let previous = self.identity.rotate_key(username, &record, self.clock.now().secs()).await?;
+        Ok((key, previous))
+    }
+
+    /// Creates a user who can log in to the pages: checked username, email and password (OpenAlgo's
+    /// rules), a fresh TOTP secret stored encrypted, and a first API key, all in one transaction.
+    /// With a setup token hash this is the first-run setup and the user is the administrator.
+    pub async fn create_web_user(
+        self,
+        username: &str,
+        email: &str,
+        password: &str,
+        setup_token_hash: Option<&str>,
+    ) -> Result<WebUserCreated, AppError> {
+        check_username(username)?;
+        if email.len() > 254
+            || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
+        {
+            return Err(AppError::bad_request("A valid email address is required"));
+        }
+        check_password_strength(password)?;
+        let totp = TotpSecret::generate();
+        let encrypted_totp =
+            self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now().secs()).map_err(AppError::internal)?;
+        let phc = self.hash_secret(password).await?;
+        let (key, record) = self.new_key_record(username).await?;
+        let role = if setup_token_hash.is_some() { Role::Admin } else { Role::User };
+        let user = NewWebUser { username, email, role, phc: &phc, encrypted_totp: &encrypted_totp, key: &record };
+        self.identity.create_web_user(&user, setup_token_hash).await?;
+        Ok(WebUserCreated { key, totp })
+    }
+
+    /// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
+    /// exists. Only its hash is stored; the token is returned to be printed once.
+    pub async fn issue_setup_token(self) -> Result<String, AppError> {
+        let token = crate::crypto::random_token();
+        self.identity.put_setup_token(&token_hash(&token), self.clock.now().secs()).await?;
+        Ok(token)
+    }
+
+    /// Creates a strategy webhook for an existing user; returns its secret id (shown once).
+    pub async fn create_webhook(self, webhook: &Webhook) -> Result<String, AppError> {
+        check_username(&webhook.user)?;
+        if !self.identity.user_exists(&webhook.user).await? {
+            return Err(AppError::bad_request(format!("no user `{}`", webhook.user)));
+        }
+        if webhook.strategy.trim().is_empty() || webhook.strategy.chars().count() > 256 {
+            return Err(AppError::bad_request("a strategy name of 1 to 256 characters is required"));
+        }
+        if webhook.symbols.is_empty() || webhook.symbols.values().any(|quantity| *quantity == 0) {
+            return Err(AppError::bad_request("map at least one symbol, each to a quantity of 1 or more"));
+        }
+        self.webhooks.create(webhook).await
+    }
 }
 
 #[cfg(test)]

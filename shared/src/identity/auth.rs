@@ -2,16 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
 
-use crate::app::bootstrap::Deps;
-use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::Checked;
 use crate::core::error::AppError;
-use crate::store::identity::ApiKeyRecord;
+use crate::crypto::api_key::{ApiKey, KeyId};
+use crate::crypto::password::{Checked, PasswordHasher, check_off_thread};
+use crate::store::identity::{ApiKeyRecord, IdentityStore};
 
 /// Who is calling. Always derived from the credential, never from the request body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,39 +56,64 @@ impl VerifiedKeyCache {
     }
 }
 
-/// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are the
-/// same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
-pub async fn authenticate(
-    deps: &Deps,
-    presented: &ApiKey,
-    record: Option<ApiKeyRecord>,
-    client_ip: IpAddr,
-) -> Result<Principal, AppError> {
-    let record = record.ok_or(AppError::InvalidApiKey)?;
-    if record.id != *presented.id() {
-        return Err(AppError::InvalidApiKey);
+/// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
+/// Argon2id hasher, and the identity store (for the re-hash of a key under old parameters).
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticator<'a> {
+    pub verified_keys: &'a VerifiedKeyCache,
+    pub passwords: &'a Arc<PasswordHasher>,
+    pub identity: &'a IdentityStore,
+}
+
+impl Authenticator<'_> {
+    /// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are
+    /// the same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
+    pub async fn authenticate(
+        self,
+        presented: &ApiKey,
+        record: Option<ApiKeyRecord>,
+        client_ip: IpAddr,
+    ) -> Result<Principal, AppError> {
+        let record = record.ok_or(AppError::InvalidApiKey)?;
+        if record.id != *presented.id() {
+            return Err(AppError::InvalidApiKey);
+        }
+        let fingerprint = presented.fingerprint();
+        let cache = self.verified_keys;
+        if !cache.holds(&fingerprint, &record.phc) {
+            let _permit = cache
+                .verifying
+                .acquire()
+                .await
+                .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
+            // Another request may have verified this key while we waited.
+            if !cache.holds(&fingerprint, &record.phc) {
+                self.verify_slowly(presented, &record).await?;
+                cache.remember(fingerprint, record.phc.clone());
+            }
+        }
+        if record.revoked_at.is_some() {
+            return Err(AppError::RevokedApiKey);
+        }
+        if !allowlist_admits(&record.allow, client_ip) {
+            return Err(AppError::IpNotAllowed);
+        }
+        Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
     }
-    let fingerprint = presented.fingerprint();
-    if !deps.verified_keys.holds(&fingerprint, &record.phc) {
-        let _permit = deps
-            .verified_keys
-            .verifying
-            .acquire()
-            .await
-            .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
-        // Another request may have verified this key while we waited.
-        if !deps.verified_keys.holds(&fingerprint, &record.phc) {
-            verify_slowly(deps, presented, &record).await?;
-            deps.verified_keys.remember(fingerprint, record.phc.clone());
+
+    async fn verify_slowly(self, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
+        match check_off_thread(self.passwords, presented.expose(), Some(&record.phc)).await? {
+            Checked::Invalid => Err(AppError::InvalidApiKey),
+            Checked::Valid => Ok(()),
+            Checked::Rehashed(upgraded) => {
+                if let Err(error) = self.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
+                    // The key did verify; an upgrade that loses a race is retried on a later request.
+                    tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");
+                }
+                Ok(())
+            }
         }
     }
-    if record.revoked_at.is_some() {
-        return Err(AppError::RevokedApiKey);
-    }
-    if !allowlist_admits(&record.allow, client_ip) {
-        return Err(AppError::IpNotAllowed);
-    }
-    Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
 }
 
 /// A key's IP allowlist (SEBI's static-IP rule): empty admits every address. An entry that does not
@@ -121,20 +145,6 @@ pub fn parse_allowlist(text: &str) -> Result<Vec<String>, AppError> {
         return Err(AppError::bad_request("At most 20 addresses or ranges may be allowed"));
     }
     Ok(entries)
-}
-
-async fn verify_slowly(deps: &Deps, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
-    match crate::identity::accounts::check_secret(deps, presented.expose(), Some(&record.phc)).await? {
-        Checked::Invalid => Err(AppError::InvalidApiKey),
-        Checked::Valid => Ok(()),
-        Checked::Rehashed(upgraded) => {
-            if let Err(error) = deps.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
-                // The key did verify; an upgrade that loses a race is retried on a later request.
-                tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

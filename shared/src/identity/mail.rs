@@ -12,8 +12,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::app::bootstrap::Deps;
+use crate::core::clock::Clock;
 use crate::core::error::AppError;
+use crate::crypto::keyring::PurposeCipher;
+use crate::store::identity::IdentityStore;
 use crate::store::{PK, number, s, string, unavailable};
 
 const SETTINGS_PK: &str = "settings#smtp";
@@ -37,63 +39,76 @@ pub struct SmtpSettings {
     pub ca_pem: Option<String>,
 }
 
-/// Stores the settings, encrypting the password.
-pub async fn configure(deps: &Deps, settings: &SmtpSettings) -> Result<(), AppError> {
-    settings
-        .from
-        .parse::<lettre::message::Mailbox>()
-        .map_err(|_| AppError::bad_request("`from` is not an email address"))?;
-    if let Some(pem) = &settings.ca_pem {
-        Certificate::from_pem(pem.as_bytes())
-            .map_err(|_| AppError::bad_request("the CA file is not a PEM certificate"))?;
-    }
-    let now = deps.clock.now().secs();
-    let password =
-        deps.smtp_passwords.encrypt(settings.password.expose_secret().as_bytes(), now).map_err(AppError::internal)?;
-    let mut put = deps
-        .aws
-        .dynamodb
-        .put_item()
-        .table_name(&deps.config.tables.identity)
-        .item(PK, s(SETTINGS_PK))
-        .item("host", s(&settings.host))
-        .item("port", AttributeValue::N(settings.port.to_string()))
-        .item("security", s(if settings.security == Security::Implicit { "implicit" } else { "starttls" }))
-        .item("username", s(&settings.username))
-        .item("password", s(password))
-        .item("from", s(&settings.from));
-    if let Some(pem) = &settings.ca_pem {
-        put = put.item("ca_pem", s(pem));
-    }
-    put.send().await.map_err(unavailable("store SMTP settings"))?;
-    Ok(())
+/// The SMTP settings over what they use: the identity table they live in, the SMTP purpose key
+/// that seals the password, and the clock for the Fernet timestamps.
+#[derive(Clone, Copy, Debug)]
+pub struct MailSettings<'a> {
+    pub identity: &'a IdentityStore,
+    pub smtp_passwords: &'a PurposeCipher,
+    pub clock: &'a dyn Clock,
 }
 
-/// The stored settings, or `None` when mail is not configured.
-pub async fn settings(deps: &Deps) -> Result<Option<SmtpSettings>, AppError> {
-    let Some(item) = deps.identity.item(SETTINGS_PK.into(), "read SMTP settings").await? else {
-        return Ok(None);
-    };
-    let now = deps.clock.now().secs();
-    let password = string(&item, "password")
-        .map(|token| deps.smtp_passwords.decrypt(&token, None, now))
-        .transpose()
-        .map_err(AppError::internal)?
-        .map(|bytes| SecretString::from(String::from_utf8_lossy(&bytes).into_owned()))
-        .unwrap_or_default();
-    Ok(Some(SmtpSettings {
-        host: string(&item, "host").unwrap_or_default(),
-        port: number(&item, "port").and_then(|port| u16::try_from(port).ok()).unwrap_or(465),
-        security: if string(&item, "security").as_deref() == Some("starttls") {
-            Security::StartTls
-        } else {
-            Security::Implicit
-        },
-        username: string(&item, "username").unwrap_or_default(),
-        password,
-        from: string(&item, "from").unwrap_or_default(),
-        ca_pem: string(&item, "ca_pem"),
-    }))
+impl MailSettings<'_> {
+    /// Stores the settings, encrypting the password.
+    pub async fn configure(self, settings: &SmtpSettings) -> Result<(), AppError> {
+        settings
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|_| AppError::bad_request("`from` is not an email address"))?;
+        if let Some(pem) = &settings.ca_pem {
+            Certificate::from_pem(pem.as_bytes())
+                .map_err(|_| AppError::bad_request("the CA file is not a PEM certificate"))?;
+        }
+        let now = self.clock.now().secs();
+        let password = self
+            .smtp_passwords
+            .encrypt(settings.password.expose_secret().as_bytes(), now)
+            .map_err(AppError::internal)?;
+        let mut put = self
+            .identity
+            .client
+            .put_item()
+            .table_name(&self.identity.table)
+            .item(PK, s(SETTINGS_PK))
+            .item("host", s(&settings.host))
+            .item("port", AttributeValue::N(settings.port.to_string()))
+            .item("security", s(if settings.security == Security::Implicit { "implicit" } else { "starttls" }))
+            .item("username", s(&settings.username))
+            .item("password", s(password))
+            .item("from", s(&settings.from));
+        if let Some(pem) = &settings.ca_pem {
+            put = put.item("ca_pem", s(pem));
+        }
+        put.send().await.map_err(unavailable("store SMTP settings"))?;
+        Ok(())
+    }
+
+    /// The stored settings, or `None` when mail is not configured.
+    pub async fn settings(self) -> Result<Option<SmtpSettings>, AppError> {
+        let Some(item) = self.identity.item(SETTINGS_PK.into(), "read SMTP settings").await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now().secs();
+        let password = string(&item, "password")
+            .map(|token| self.smtp_passwords.decrypt(&token, None, now))
+            .transpose()
+            .map_err(AppError::internal)?
+            .map(|bytes| SecretString::from(String::from_utf8_lossy(&bytes).into_owned()))
+            .unwrap_or_default();
+        Ok(Some(SmtpSettings {
+            host: string(&item, "host").unwrap_or_default(),
+            port: number(&item, "port").and_then(|port| u16::try_from(port).ok()).unwrap_or(465),
+            security: if string(&item, "security").as_deref() == Some("starttls") {
+                Security::StartTls
+            } else {
+                Security::Implicit
+            },
+            username: string(&item, "username").unwrap_or_default(),
+            password,
+            from: string(&item, "from").unwrap_or_default(),
+            ca_pem: string(&item, "ca_pem"),
+        }))
+    }
 }
 
 /// Sends one plain-text message. Any failure (connection, TLS verification, authentication,

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{ct_eq, random_bytes};
 use crate::core::error::AppError;
-use crate::trading::orders::{Exchange, Product};
+use crate::crypto::{ct_eq, random_bytes};
 use crate::store::{Item, PK, s, string, unavailable};
+use crate::trading::orders::{Exchange, Product};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

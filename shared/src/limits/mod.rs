@@ -1,4 +1,11 @@
-//! Rate-limit classes and their budgets, in OpenAlgo's `N per second|minute|hour|day` syntax.
+//! Rate limiting: the classes and their budgets ([`LimitedAction`], in OpenAlgo's
+//! `N per second|minute|hour|day` syntax), whom a counter counts ([`subject::Subject`]), and the
+//! limiter that owns the budgets and the 429 rule ([`limiter`]). Callers name an action and a
+//! subject, never a limit.
+
+pub mod limiter;
+pub mod login;
+pub mod subject;
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,6 +78,8 @@ pub enum LimitedAction {
     SmartOrder,
     /// `/strategy/webhook/<id>`, per source IP: `WEBHOOK_RATE_LIMIT`, default 100/min.
     Webhook,
+    /// Every page and form request, per source IP: `PAGE_RATE_LIMIT`, default 50/s.
+    Page,
     /// Password, TOTP, setup and reset attempts, per IP and per username: `LOGIN_RATE_LIMIT_MIN`,
     /// default 5/min …
     LoginMinute,
@@ -79,11 +88,12 @@ pub enum LimitedAction {
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 6] = [
+    pub const ALL: [LimitedAction; 7] = [
         LimitedAction::Api,
         LimitedAction::Order,
         LimitedAction::SmartOrder,
         LimitedAction::Webhook,
+        LimitedAction::Page,
         LimitedAction::LoginMinute,
         LimitedAction::LoginHour,
     ];
@@ -94,15 +104,16 @@ impl LimitedAction {
             LimitedAction::Order => "ORDER_RATE_LIMIT",
             LimitedAction::SmartOrder => "SMART_ORDER_RATE_LIMIT",
             LimitedAction::Webhook => "WEBHOOK_RATE_LIMIT",
+            LimitedAction::Page => "PAGE_RATE_LIMIT",
             LimitedAction::LoginMinute => "LOGIN_RATE_LIMIT_MIN",
             LimitedAction::LoginHour => "LOGIN_RATE_LIMIT_HOUR",
         }
     }
 
-    /// OpenAlgo's `.sample.env` values.
+    /// OpenAlgo's `.sample.env` values; pages (which OpenAlgo does not limit as a class) get the API's.
     pub const fn default_limit(self) -> RateLimit {
         match self {
-            LimitedAction::Api => RateLimit::per_second(50),
+            LimitedAction::Api | LimitedAction::Page => RateLimit::per_second(50),
             LimitedAction::Order | LimitedAction::SmartOrder => RateLimit::per_second(10),
             LimitedAction::Webhook => RateLimit { limit: 100, window: Duration::from_secs(60) },
             LimitedAction::LoginMinute => RateLimit { limit: 5, window: Duration::from_secs(60) },
@@ -117,6 +128,7 @@ impl LimitedAction {
             LimitedAction::Order => "order",
             LimitedAction::SmartOrder => "smart-order",
             LimitedAction::Webhook => "webhook",
+            LimitedAction::Page => "page",
             LimitedAction::LoginMinute => "login-min",
             LimitedAction::LoginHour => "login-hour",
         }

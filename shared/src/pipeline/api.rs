@@ -12,27 +12,19 @@ use std::time::Instant;
 use lambda_http::{Body, Request, RequestExt};
 use serde_json::Value;
 
-use crate::identity::auth::{Principal, authenticate};
 use crate::app::bootstrap::Deps;
-use crate::http::client_ip::client_ip;
 use crate::core::clock::UnixMillis;
-use crate::crypto::api_key::ApiKey;
 use crate::core::error::AppError;
-use crate::http;
-use crate::limits::LimitedAction;
 use crate::core::metrics::Metric;
+use crate::crypto::api_key::ApiKey;
+use crate::http;
+use crate::http::client_ip::client_ip;
 use crate::http::traffic::{TrafficRecord, loggable_path};
 use crate::http::validate::Fields;
-
-#[derive(Clone, Copy, Debug)]
-pub struct Route {
-    /// Stable name for logs and the traffic record, e.g. `ping`.
-    pub name: &'static str,
-    pub action: LimitedAction,
-    /// Reads state and changes nothing: [`crate::core::config::StoreOutage::ServeReads`] may serve it
-    /// without its ban and rate-limit checks when the security table cannot be reached.
-    pub reads_only: bool,
-}
+use crate::identity::auth::Principal;
+use crate::pipeline::gate::{self, Gate};
+use crate::pipeline::route::Route;
+use crate::threats::{Detection, Detector, short_key_hash};
 
 /// What a handler receives: an authenticated principal and its validated input.
 #[derive(Debug)]
@@ -189,14 +181,14 @@ fn api_gateway_request_id(request: &Request) -> String {
 /// `InvalidApiKey` — or `Banned` when this attempt crossed the threshold — unless storage failed.
 async fn invalid_api_key(deps: &Deps, ip: IpAddr, route: Route, presented: &str, now: UnixMillis) -> AppError {
     deps.metrics.count(Metric::InvalidApiKeys, now);
-    let evidence = crate::threats::short_key_hash(presented);
+    let evidence = short_key_hash(presented);
     let (charged, detected) = tokio::join!(
-        crate::pipeline::gate::charge_failure(deps, ip, route.action, now),
-        crate::threats::observe(deps, crate::threats::Detector::InvalidApiKey, ip, Some(&evidence), now)
+        gate::charge_failure(deps, ip, route.action, now),
+        deps.threats().observe(Detector::InvalidApiKey, ip, Some(&evidence), now)
     );
     match (charged, detected) {
         (Err(error), _) | (_, Err(error)) => error,
-        (Ok(()), Ok(crate::threats::Detection::Banned(_))) => AppError::Banned,
+        (Ok(()), Ok(Detection::Banned(_))) => AppError::Banned,
         (Ok(()), Ok(_)) => AppError::InvalidApiKey,
     }
 }
@@ -227,16 +219,16 @@ where
     });
     let presented = parsed.as_ref().ok().and_then(|(apikey, _)| ApiKey::parse(apikey));
 
-    let gate = crate::pipeline::gate::pass(deps, ip, route, presented.as_ref()).await?;
-    gate.enforce()?;
+    let admitted = Gate::api(ip, route, presented.as_ref()).pass(deps).await?;
     let (apikey, input) = parsed?;
+    let now = admitted.now;
     let verified = match presented {
-        Some(presented) => authenticate(deps, &presented, gate.key_record, ip).await,
+        Some(presented) => deps.authenticator().authenticate(&presented, admitted.api_key(), ip).await,
         None => Err(AppError::InvalidApiKey),
     };
     let principal = match verified {
         Ok(principal) => principal,
-        Err(AppError::InvalidApiKey) => return Err(invalid_api_key(deps, ip, route, &apikey, gate.now).await),
+        Err(AppError::InvalidApiKey) => return Err(invalid_api_key(deps, ip, route, &apikey, now).await),
         Err(error) => return Err(error),
     };
     *user = Some(principal.user.clone());

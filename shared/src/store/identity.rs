@@ -11,8 +11,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::{Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable, write};
-use crate::crypto::api_key::KeyId;
 use crate::core::error::AppError;
+use crate::crypto::api_key::KeyId;
 use crate::identity::SANDBOX_BROKER;
 
 /// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate

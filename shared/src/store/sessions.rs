@@ -40,7 +40,8 @@ impl SessionRecord {
     /// Whether the password or a TOTP code was entered in this session within the last
     /// [`REAUTH_WINDOW_SECS`](crate::identity::sessions::REAUTH_WINDOW_SECS).
     pub fn reauthenticated_recently(&self, now: UnixMillis) -> bool {
-        self.reauth_at.is_some_and(|at| now.0.saturating_sub(at.0) <= crate::identity::sessions::REAUTH_WINDOW_SECS * 1000)
+        self.reauth_at
+            .is_some_and(|at| now.0.saturating_sub(at.0) <= crate::identity::sessions::REAUTH_WINDOW_SECS * 1000)
     }
 
     fn from_item(item: &Item) -> Option<Self> {

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable, unless_condition_failed};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
-use crate::threats::{Detector, SecuritySettings, WINDOW_HOURS};
+use crate::threats::settings::{Detector, SecuritySettings, WINDOW_HOURS};
 
 const SETTINGS_PK: &str = "settings#security";
 

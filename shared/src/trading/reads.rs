@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use crate::trading::orders::{Exchange, Product};
 use crate::http::validate::Fields;
+use crate::trading::orders::{Exchange, Product};
 
 const SYMBOL_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 const STRATEGY_CHARS: std::ops::RangeInclusive<usize> = 0..=256;

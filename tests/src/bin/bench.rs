@@ -348,11 +348,12 @@ fn median(samples: &mut [Duration]) -> Duration {
 async fn login_timing(n: usize) -> anyhow::Result<()> {
     let overrides = [("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
     let deps =
-        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::core::clock::SystemClock)).await;
+        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::core::clock::SystemClock))
+            .await;
     let mut hashing: Vec<Duration> = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
-        shared::identity::accounts::hash_secret(&deps, "Bench1!password").await?;
+        deps.accounts().hash_secret("Bench1!password").await?;
         hashing.push(started.elapsed());
     }
     println!("  Argon2id {:?}: hash median {:.1} ms", deps.passwords, median(&mut hashing).as_secs_f64() * 1000.0);

@@ -2,5 +2,6 @@
 async fn main() -> Result<(), lambda_http::Error> {
     shared::core::logging::init();
     let deps = shared::app::bootstrap::init().await?;
-    shared::pipeline::lambda::serve(deps, |deps, request| async move { web::not_found_handler(&deps, request).await }).await
+    shared::pipeline::lambda::serve(deps, |deps, request| async move { web::not_found_handler(&deps, request).await })
+        .await
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::ist::{IstTime, last_boundary};
 use crate::core::clock::UnixMillis;
 use crate::core::config::OrderCaps;
+use crate::core::ist::{IstTime, last_boundary};
 use crate::trading::market::{self, Instrument, Touch};
 use crate::trading::orders::{Action, Exchange, OrderLeg, PriceType, Product};
 

@@ -5,14 +5,13 @@
 
 use rand::Rng;
 
-use crate::core::ist::{IstTime, last_boundary};
 use super::ledger::{Ledger, Order, PositionKey, Rejection, SESSION_BOUNDARY_SECS};
-use crate::app::bootstrap::Deps;
 use crate::core::clock::{Clock, UnixMillis};
 use crate::core::config::OrderCaps;
 use crate::core::error::AppError;
-use crate::trading::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
+use crate::core::ist::{IstTime, last_boundary};
 use crate::store::sandbox::{CommitError, SandboxStore};
+use crate::trading::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
 
 /// Concurrent orders on one account commit one at a time, so a burst of N orders needs up to N
 /// attempts for its last one; a trader's burst is bounded by the order rate limit (10 per second).
@@ -72,10 +71,6 @@ pub struct Sandbox<'a> {
 impl<'a> Sandbox<'a> {
     pub fn new(store: &'a SandboxStore, clock: &'a dyn Clock, caps: OrderCaps) -> Self {
         Self { store, clock, caps }
-    }
-
-    pub fn from_deps(deps: &'a Deps) -> Self {
-        Self::new(&deps.sandbox, deps.clock.as_ref(), deps.config.order_caps)
     }
 
     pub fn now(&self) -> UnixMillis {

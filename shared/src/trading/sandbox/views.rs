@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::core::ist::IstTime;
 use super::ledger::{Funds, Order, Position, Status, Trade, rupees};
 use crate::core::clock::UnixMillis;
+use crate::core::ist::IstTime;
 use crate::trading::market;
 
 fn timestamp(at: u64) -> String {

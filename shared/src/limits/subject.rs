@@ -1,0 +1,58 @@
+//! Whom a rate-limit counter counts. The counter's key is formatted here and nowhere else, so two
+//! kinds of subject can never share a counter by accident (a user named `setup`, say, and the setup
+//! form's own budget).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::core::net::canonical;
+use crate::crypto::api_key::ApiKey;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    /// A source address; IPv4-mapped IPv6 counts as its IPv4 address.
+    Ip(IpAddr),
+    /// A presented API key, by a fingerprint of the *whole* key, so that someone who knows only a
+    /// key id cannot spend its owner's budget.
+    ApiKey(&'a ApiKey),
+    /// A login name as typed; case and surrounding spaces do not make a new budget.
+    Username(&'a str),
+    /// An address a password reset was asked for; case does not make a new budget.
+    Email(&'a str),
+    /// A strategy webhook, by the SHA-256 its record is stored under.
+    Webhook(&'a str),
+    /// The one-time setup form: one budget for the whole stack.
+    Setup,
+}
+
+impl fmt::Display for Subject<'_> {
+    /// The subject's part of the counter key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Ip(ip) => write!(f, "ip#{}", canonical(*ip)),
+            Subject::ApiKey(key) => write!(f, "key#{}", hex::encode(&key.fingerprint()[..16])),
+            Subject::Username(name) => write!(f, "user#{}", name.trim().to_ascii_lowercase()),
+            Subject::Email(address) => write!(f, "email#{}", address.trim().to_ascii_lowercase()),
+            Subject::Webhook(hash) => write!(f, "webhook#{hash}"),
+            Subject::Setup => f.write_str("setup"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_of_different_kinds_never_share_a_key() {
+        let ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().expect("ip");
+        assert_eq!(Subject::Ip(ip).to_string(), "ip#203.0.113.9");
+        assert_eq!(Subject::Ip(mapped).to_string(), Subject::Ip(ip).to_string());
+        assert_eq!(Subject::Username(" Trader ").to_string(), "user#trader");
+        assert_ne!(Subject::Username("setup").to_string(), Subject::Setup.to_string());
+        assert_ne!(Subject::Username("a@b.in").to_string(), Subject::Email("a@b.in").to_string());
+        let key = ApiKey::generate();
+        assert_eq!(Subject::ApiKey(&key).to_string().len(), "key#".len() + 32);
+    }
+}

@@ -1,0 +1,131 @@
+//! What a page handler receives, read from the API Gateway event: the form, the session cookie,
+//! whether the caller wants JSON.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use http::Method;
+use http::header::CONTENT_TYPE;
+use lambda_http::Request;
+use serde_json::{Value, json};
+
+use super::html;
+use super::reply::{Content, Reply};
+use crate::core::clock::UnixMillis;
+use crate::core::error::AppError;
+use crate::identity::sessions::SessionId;
+use crate::store::sessions::{SessionRecord, Stage};
+
+/// What a page handler receives.
+#[derive(Debug)]
+pub struct WebRequest {
+    /// The query string, if any.
+    pub query: String,
+    pub method: Method,
+    pub ip: IpAddr,
+    pub now: UnixMillis,
+    /// The valid session this route's [`Access`] asked for (`None` only on public routes).
+    pub session: Option<SessionRecord>,
+    /// Form fields or a JSON object's string/number fields.
+    pub form: HashMap<String, String>,
+    /// This response's CSP nonce.
+    pub nonce: String,
+    pub wants_json: bool,
+    pub user_agent: String,
+}
+
+impl WebRequest {
+    /// A trimmed form field, `""` when absent.
+    pub fn field(&self, name: &str) -> &str {
+        self.form.get(name).map_or("", |value| value.trim())
+    }
+
+    /// A form field as sent, `""` when absent: passwords keep their spaces.
+    pub fn raw_field(&self, name: &str) -> &str {
+        self.form.get(name).map_or("", String::as_str)
+    }
+
+    /// A query-string parameter, decoded; `Some("")` for a bare `?flag`.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    }
+
+    /// The session a [`Access::Session`], [`Access::Admin`] or [`Access::PendingTotp`] route is
+    /// guaranteed to have.
+    pub fn session(&self) -> Result<&SessionRecord, AppError> {
+        self.session.as_ref().ok_or(AppError::SessionExpired)
+    }
+
+    /// A refusal on a form: a JSON caller gets `error` itself; a browser gets the form again, from
+    /// `page`, with the error's status and public message in it.
+    pub fn refuse(
+        &self,
+        error: AppError,
+        page: impl FnOnce(u16, &str) -> Result<Reply, AppError>,
+    ) -> Result<Reply, AppError> {
+        if self.wants_json {
+            return Err(error);
+        }
+        page(error.status(), &error.public_message())
+    }
+
+    /// A change made: a JSON caller gets `message`; a browser is sent on to `location`.
+    pub fn done(&self, message: &str, location: &str) -> Reply {
+        if self.wants_json { Reply::json(json!({ "message": message })) } else { Reply::redirect(location) }
+    }
+
+    pub fn page(&self, status: u16, title: &str, body: &str) -> Reply {
+        let viewer = self
+            .session
+            .as_ref()
+            .filter(|session| session.stage == Stage::Full)
+            .map(|session| html::Viewer { username: &session.user, csrf: &session.csrf });
+        Reply::new(status, Content::Html(html::layout(title, &self.nonce, viewer.as_ref(), body)))
+    }
+}
+
+/// The session cookie, if one of the right shape was sent.
+pub fn session_cookie(request: &Request) -> Option<SessionId> {
+    request
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == crate::identity::sessions::COOKIE_NAME)
+        .and_then(|(_, value)| SessionId::parse(value))
+}
+
+/// OpenAlgo's test for an AJAX caller, which gets JSON errors instead of redirects.
+pub(crate) fn wants_json(request: &Request) -> bool {
+    let header = |name: &str| request.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    header("accept").starts_with("application/json")
+        || header("x-requested-with").eq_ignore_ascii_case("XMLHttpRequest")
+        || header("content-type").starts_with("application/json")
+}
+
+/// Form-encoded or JSON bodies, into one flat map of strings.
+pub(crate) fn parse_form(request: &Request, body: &[u8]) -> Result<HashMap<String, String>, AppError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HashMap::new());
+    }
+    if content_type.starts_with("application/json") {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|error| AppError::bad_request(format!("Request body is not valid JSON: {error}")))?;
+        let Value::Object(object) = value else {
+            return Err(AppError::bad_request("Request body must be a JSON object"));
+        };
+        return object
+            .into_iter()
+            .map(|(name, value)| match value {
+                Value::String(text) => Ok((name, text)),
+                Value::Number(number) => Ok((name, number.to_string())),
+                Value::Bool(flag) => Ok((name, flag.to_string())),
+                _ => Err(AppError::bad_request(format!("Field `{name}` must be a string"))),
+            })
+            .collect();
+    }
+    Ok(form_urlencoded::parse(body).into_owned().collect())
+}
