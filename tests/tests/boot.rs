@@ -157,7 +157,9 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
     let event = |ip: &str| {
         let text = serde_json::json!({
             "resource": "/api/v1/ping", "path": "/api/v1/ping", "httpMethod": "POST", "headers": {},
-            "requestContext": { "identity": { "sourceIp": ip }, "httpMethod": "POST", "requestId": "r" },
+            "requestContext": {
+                "identity": { "sourceIp": ip }, "resourcePath": "/api/v1/ping", "httpMethod": "POST", "requestId": "r"
+            },
             "body": ping_body(&key), "isBase64Encoded": false
         });
         lambda_http::request::from_str(&text.to_string()).expect("event")
