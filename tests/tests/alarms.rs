@@ -1,7 +1,9 @@
 //! The alarm test: synthetic failed logins and bad keys go through the local gateway, and the EMF
-//! metrics the functions emit must be exactly what the alarms in `template.yaml` watch — the same
-//! namespace, metric names, dimension names and dimension values — in numbers that would fire them.
-//! The dashboard in the template must be the JSON kept in `infra/`.
+//! metrics the functions emit must be exactly what the alarms watch — the same namespace, metric
+//! names, dimension names and dimension values — in numbers that would fire them. The alarms and
+//! the dashboard live in the nested application `template.yaml` declares
+//! (`infra/observability/template.yaml`); its parameters are resolved to what the root passes, as
+//! CloudFormation would. The stack has exactly one dashboard, and it charts every metric.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,20 +16,100 @@ use shared::app::aws::AwsClients;
 use shared::core::clock::SystemClock;
 use shared::core::metrics::{DIMENSION, Metric, MetricSink, NAMESPACE};
 
-fn template() -> Yaml {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template");
-    serde_yaml::from_str(&text).expect("template parses")
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn read_yaml(path: &str) -> Yaml {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|error| panic!("{path} parses: {error}"))
 }
 
-/// A CloudFormation value with `!Ref AWS::StackName` resolved to `stack`.
-fn resolve(value: &Yaml, stack: &str) -> String {
+/// Where a template's values are resolved: the root stack, or a nested application, whose own
+/// `AWS::StackName` is not the root's and whose parameters are what the root passes it.
+enum Scope {
+    Root,
+    Nested { logical_id: String, passed: Yaml },
+}
+
+/// One template of the deployed stack.
+struct Template {
+    scope: Scope,
+    document: Yaml,
+}
+
+impl Template {
+    fn resources(&self) -> impl Iterator<Item = &Yaml> {
+        self.document["Resources"].as_mapping().expect("resources").values()
+    }
+
+    fn resources_of(&self, kind: &'static str) -> impl Iterator<Item = &Yaml> {
+        self.resources().filter(move |resource| resource["Type"].as_str() == Some(kind))
+    }
+}
+
+/// `template.yaml` and every nested application it declares, read from its local `Location`.
+fn templates() -> Vec<Template> {
+    let root = Template { scope: Scope::Root, document: read_yaml(&format!("{REPOSITORY}/template.yaml")) };
+    let nested: Vec<Template> = root.document["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, resource)| resource["Type"].as_str() == Some("AWS::Serverless::Application"))
+        .map(|(logical_id, application)| {
+            let logical_id = logical_id.as_str().expect("logical id").to_owned();
+            let location = application["Properties"]["Location"].as_str().expect("a local Location");
+            Template {
+                scope: Scope::Nested { logical_id, passed: application["Properties"]["Parameters"].clone() },
+                document: read_yaml(&format!("{REPOSITORY}/{location}")),
+            }
+        })
+        .collect();
+    std::iter::once(root).chain(nested).collect()
+}
+
+/// What `!Ref name` is in `scope` when the root stack is called `stack`.
+fn reference(name: &str, scope: &Scope, stack: &str) -> String {
+    match (scope, name) {
+        (Scope::Root, "AWS::StackName") => stack.to_owned(),
+        // CloudFormation names a nested stack "<parent>-<logical id>-<suffix>": never the name the
+        // functions put in the Service dimension.
+        (Scope::Nested { logical_id, .. }, "AWS::StackName") => format!("{stack}-{logical_id}-SUFFIX"),
+        (Scope::Nested { logical_id, passed }, parameter) => {
+            let value = passed.get(parameter).unwrap_or_else(|| panic!("the root passes {logical_id} no {parameter}"));
+            resolve(value, &Scope::Root, stack)
+        }
+        (Scope::Root, other) => panic!("unexpected reference {other}"),
+    }
+}
+
+/// A CloudFormation value (a string or a `!Ref`) as it would be deployed in a stack named `stack`.
+fn resolve(value: &Yaml, scope: &Scope, stack: &str) -> String {
     match value {
         Yaml::String(text) => text.clone(),
-        Yaml::Tagged(tagged) if tagged.tag == "!Ref" && tagged.value.as_str() == Some("AWS::StackName") => {
-            stack.to_owned()
+        Yaml::Tagged(tagged) if tagged.tag == "!Ref" => {
+            reference(tagged.value.as_str().expect("!Ref takes a name"), scope, stack)
         }
         other => panic!("unexpected alarm value {other:?}"),
     }
+}
+
+/// `text` with its `!Sub` variables replaced; pseudo-parameters other than the stack name (the
+/// region) stay as written.
+fn substitute(text: &str, scope: &Scope, stack: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').expect("closed ${");
+        let name = &rest[start + 2..end];
+        out.push_str(&rest[..start]);
+        if name.starts_with("AWS::") && name != "AWS::StackName" {
+            out.push_str(&rest[start..=end]);
+        } else {
+            out.push_str(&reference(name, scope, stack));
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +121,11 @@ struct Watched {
 }
 
 fn alarms(stack: &str) -> Vec<Watched> {
-    let template = template();
-    let resources = template["Resources"].as_mapping().expect("resources");
-    resources
-        .values()
-        .filter(|resource| resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
-        .map(|alarm| {
+    let templates = templates();
+    templates
+        .iter()
+        .flat_map(|template| template.resources_of("AWS::CloudWatch::Alarm").map(move |alarm| (template, alarm)))
+        .map(|(template, alarm)| {
             let properties = &alarm["Properties"];
             Watched {
                 namespace: properties["Namespace"].as_str().expect("namespace").to_owned(),
@@ -53,7 +134,9 @@ fn alarms(stack: &str) -> Vec<Watched> {
                     .as_sequence()
                     .expect("dimensions")
                     .iter()
-                    .map(|d| (d["Name"].as_str().expect("name").to_owned(), resolve(&d["Value"], stack)))
+                    .map(|d| {
+                        (d["Name"].as_str().expect("name").to_owned(), resolve(&d["Value"], &template.scope, stack))
+                    })
                     .collect(),
                 threshold: properties["Threshold"].as_u64().expect("threshold"),
             }
@@ -156,25 +239,41 @@ async fn synthetic_failed_logins_emit_the_metrics_the_template_alarms_watch() {
 }
 
 #[test]
-fn the_template_dashboard_is_the_json_in_infra_and_charts_every_metric() {
-    let template = template();
-    let body = &template["Resources"]["SecurityDashboard"]["Properties"]["DashboardBody"];
+fn the_one_dashboard_charts_every_metric_on_the_alarms_dimension() {
+    let stack = "kavach-dashboard-test";
+    let templates = templates();
+    let dashboards: Vec<(&Template, &Yaml)> = templates
+        .iter()
+        .flat_map(|template| template.resources_of("AWS::CloudWatch::Dashboard").map(move |d| (template, d)))
+        .collect();
+    assert_eq!(dashboards.len(), 1, "the stack has exactly one dashboard");
+    let (template, dashboard) = dashboards[0];
+    let body = &dashboard["Properties"]["DashboardBody"];
     let Yaml::Tagged(sub) = body else { panic!("DashboardBody is !Sub") };
-    let in_template: Json = serde_json::from_str(sub.value.as_str().expect("string")).expect("dashboard JSON");
-    let in_infra: Json = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/cloudwatch-dashboard.json"))
-            .expect("infra/cloudwatch-dashboard.json"),
-    )
-    .expect("JSON");
-    assert_eq!(in_template, in_infra);
-    let charted: BTreeSet<String> = in_infra["widgets"]
+    assert_eq!(sub.tag, "!Sub", "DashboardBody is !Sub");
+    let body: Json = serde_json::from_str(sub.value.as_str().expect("string")).expect("dashboard JSON");
+    let rows: Vec<Vec<String>> = body["widgets"]
         .as_array()
         .expect("widgets")
         .iter()
         .flat_map(|widget| widget["properties"]["metrics"].as_array().cloned().unwrap_or_default())
-        .filter(|row| row[0] == NAMESPACE)
-        .map(|row| row[1].as_str().expect("name").to_owned())
+        .map(|row| {
+            // A row is namespace, metric, then dimension name-value pairs, and may end with an
+            // object of rendering options, which names nothing. Every variable must be one the
+            // template can resolve, or the deployed chart would be empty.
+            let cells = row.as_array().expect("metric row");
+            cells.iter().filter_map(Json::as_str).map(|cell| substitute(cell, &template.scope, stack)).collect()
+        })
         .collect();
+    let charted: BTreeSet<&str> = rows.iter().filter(|row| row[0] == NAMESPACE).map(|row| row[1].as_str()).collect();
+    for row in rows.iter().filter(|row| row[0] == NAMESPACE) {
+        assert_eq!(
+            row[2..],
+            [DIMENSION.to_owned(), stack.to_owned()],
+            "{} is charted on the alarms' dimension",
+            row[1]
+        );
+    }
     for metric in Metric::ALL {
         assert!(charted.contains(metric.name()), "{} is charted", metric.name());
     }

@@ -2,8 +2,9 @@
 //! ships to CloudWatch Logs and CloudWatch turns into metrics. No `PutMetricData` call, so no
 //! latency, no IAM permission and no cost per request beyond the log line.
 //!
-//! The alarms in `template.yaml` watch exactly these names, in [`NAMESPACE`], with the one dimension
-//! [`DIMENSION`] = the stack name; `tests/tests/alarms.rs` holds the two together.
+//! The alarms in `infra/observability/template.yaml` watch exactly these names, in [`NAMESPACE`],
+//! with the one dimension [`DIMENSION`] = the stack name; `tests/tests/alarms.rs` holds the two
+//! together.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
