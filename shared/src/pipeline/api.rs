@@ -23,7 +23,7 @@ use crate::http::traffic::{TrafficRecord, loggable_path};
 use crate::http::validate::Fields;
 use crate::identity::auth::Principal;
 use crate::pipeline::gate::{self, Gate};
-use crate::pipeline::route::Route;
+use crate::pipeline::route::{Route, resource};
 use crate::threats::{Detection, Detector, short_key_hash};
 
 /// What a handler receives: an authenticated principal and its validated input.
@@ -141,17 +141,6 @@ impl InFlight {
             route: self.route,
         });
         response
-    }
-}
-
-/// The template resource the request was routed to (`/api/v1/placeorder`), from API Gateway's
-/// request context: the path itself may carry a stage prefix or a trailing slash.
-pub fn resource(request: &Request) -> String {
-    match request.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
-            context.resource_path.clone().unwrap_or_default()
-        }
-        _ => String::new(),
     }
 }
 

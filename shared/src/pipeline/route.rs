@@ -7,7 +7,7 @@
 //! handler does not compile, and `tests/tests/routes.rs` compares every function's declared
 //! routes with its `Api` events in `template.yaml`.
 
-use lambda_http::Request;
+use lambda_http::{Request, RequestExt};
 
 use crate::limits::LimitedAction;
 
@@ -49,7 +49,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Whether API Gateway routed `request` to this event: its resource and method.
     pub fn serves(&self, request: &Request) -> bool {
-        self.method.admits(request.method()) && crate::pipeline::api::resource(request) == self.path
+        self.method.admits(request.method()) && resource(request) == self.path
     }
 }
 
@@ -68,6 +68,17 @@ pub trait Routes: Copy + Sized + 'static {
     /// Every endpoint this function declares.
     fn endpoints() -> Vec<Endpoint> {
         Self::ALL.iter().map(|route| route.endpoint()).collect()
+    }
+}
+
+/// The template resource the request was routed to (`/api/v1/placeorder`), from API Gateway's
+/// request context: the path itself may carry a stage prefix or a trailing slash.
+pub fn resource(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
+            context.resource_path.clone().unwrap_or_default()
+        }
+        _ => String::new(),
     }
 }
 
