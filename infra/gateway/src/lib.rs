@@ -7,7 +7,7 @@
 
 pub mod template;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayPr
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
+use shared::pipeline::route::{Endpoint, Routes};
 use shared::{AppError, Deps};
 use tokio::net::TcpListener;
 
@@ -55,6 +56,28 @@ fn handlers() -> HashMap<&'static str, Handler> {
         ("SecurityFunction", handler!(web::security_handler)),
         ("NotFoundFunction", handler!(web::not_found_handler)),
     ])
+}
+
+/// Template logical id → the routes its function declares (`shared::pipeline::route::Routes`).
+/// `tests/tests/routes.rs` compares them with the template's `Api` events, function by function.
+pub fn declared_routes() -> BTreeMap<&'static str, Vec<Endpoint>> {
+    BTreeMap::from([
+        ("PingFunction", ping::Ping::endpoints()),
+        ("OrdersFunction", orders::OrderRoute::endpoints()),
+        ("AccountFunction", account::AccountRoute::endpoints()),
+        ("MarketFunction", market::MarketRoute::endpoints()),
+        ("WebhookFunction", webhook::StrategyWebhook::endpoints()),
+        ("SetupFunction", web::SetupRoute::endpoints()),
+        ("AuthFunction", web::AuthRoute::endpoints()),
+        ("PortalFunction", web::PortalRoute::endpoints()),
+        ("SecurityFunction", web::SecurityRoute::endpoints()),
+        ("NotFoundFunction", web::CatchAll::endpoints()),
+    ])
+}
+
+/// The logical ids the gateway can serve.
+pub fn function_names() -> BTreeSet<&'static str> {
+    handlers().into_keys().collect()
 }
 
 struct Route {
