@@ -1,0 +1,94 @@
+//! The operator command's bans, run as the real `kavach` binary against the stack: a ban by hand is
+//! created by the same service as the dashboard's and the detectors', so it is validated the same
+//! way, counted as `BansCreated` and logged, and it refuses the very next request.
+
+use std::net::IpAddr;
+
+use kavach_tests::{deps, new_user, ping_body, post, required_env, start_gateway, unique_ip};
+
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn kavach(args: &[&str]) -> Run {
+    let output = tokio::process::Command::new(required_env("KAVACH_ADMIN_BIN"))
+        .args(args)
+        .output()
+        .await
+        .expect("run the kavach binary (KAVACH_ADMIN_BIN)");
+    Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The JSON lines of `text` that parse.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+#[tokio::test]
+async fn a_ban_by_hand_emits_bans_created_and_a_log_line_and_refuses_the_next_request() {
+    let deps = deps().await;
+    let gateway = start_gateway(deps.clone()).await;
+    let (_, key) = new_user(&deps).await;
+    let ip: IpAddr = unique_ip();
+    let address = ip.to_string();
+
+    let run = kavach(&["ban", "add", &address, "--hours", "2", "--reason", "cli test"]).await;
+    assert!(run.success, "ban add failed: {}{}", run.stdout, run.stderr);
+
+    let metric = json_lines(&run.stdout)
+        .into_iter()
+        .find(|line| line.get("BansCreated").is_some())
+        .unwrap_or_else(|| panic!("no BansCreated EMF line on stdout:\n{}", run.stdout));
+    assert_eq!(metric["BansCreated"], 1);
+    let directive = &metric["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Kavach");
+    assert_eq!(directive["Metrics"][0]["Name"], "BansCreated");
+    assert_eq!(metric["Service"], deps.config.stack_name.as_str(), "the dimension the alarm watches");
+
+    let logged = json_lines(&run.stderr)
+        .into_iter()
+        .find(|line| line["message"] == "IP banned")
+        .unwrap_or_else(|| panic!("no `IP banned` log line on stderr:\n{}", run.stderr));
+    assert_eq!(logged["client_ip"], address.as_str());
+    assert_eq!(logged["created_by"], "manual");
+    assert_eq!(logged["reason"], "cli test");
+    assert!(run.stdout.contains(&format!("Banned {address} until epoch")), "{}", run.stdout);
+
+    let refused = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("ip_banned")));
+
+    let listed = kavach(&["ban", "list"]).await;
+    let row = listed.stdout.lines().find(|line| line.starts_with(&format!("{address}\t"))).unwrap_or_default();
+    assert!(row.ends_with("\tmanual\tcli test"), "listed as a manual ban: {row:?}");
+
+    let again = kavach(&["ban", "add", &address]).await;
+    assert!(!again.success && again.stderr.contains("already banned"), "{}", again.stderr);
+
+    let lifted = kavach(&["ban", "remove", &address]).await;
+    assert!(lifted.success && lifted.stdout.contains(&format!("Unbanned {address}")), "{}", lifted.stdout);
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_ban_by_hand_is_validated_as_the_dashboards_is() {
+    let address = unique_ip().to_string();
+    for (args, message) in [
+        (vec!["--hours", "0"], "Ban duration must be Permanent (0) or between 1 hour and 1 year"),
+        (vec!["--hours", "8761"], "Ban duration must be Permanent (0) or between 1 hour and 1 year"),
+        (vec!["--hours", "many"], "is not a whole number"),
+    ] {
+        let run = kavach(&[&["ban", "add", address.as_str()][..], &args].concat()).await;
+        assert!(!run.success, "{args:?} was accepted");
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+    // `scripts/test` keeps 127.0.0.1 in the never-ban set.
+    let home = kavach(&["ban", "add", "127.0.0.1"]).await;
+    assert!(!home.success && home.stderr.contains("never-ban"), "{}", home.stderr);
+    assert!(!json_lines(&home.stdout).iter().any(|line| line.get("BansCreated").is_some()), "no ban, no metric");
+}
