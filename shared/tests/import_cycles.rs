@@ -9,6 +9,8 @@
 //! `store/mod.rs`. Test modules (`#[cfg(test)]`) and doc links are not dependencies and are
 //! skipped.
 
+#![allow(clippy::expect_used, clippy::panic, reason = "test helpers fail the test by panicking")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
