@@ -36,6 +36,7 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("ApiRateLimit", "1000 per second"),
     ("OrderRateLimit", "1000 per second"),
     ("SmartOrderRateLimit", "1000 per second"),
+    ("PageRateLimit", "1000 per second"),
     ("LoginRateLimitMinute", "1000 per minute"),
     ("LoginRateLimitHour", "1000 per hour"),
     ("PublicBaseUrl", PUBLIC_BASE_URL),
