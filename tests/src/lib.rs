@@ -15,6 +15,7 @@ use shared::app::bootstrap;
 use shared::core::clock::{Clock, SystemClock};
 use shared::core::config::Config;
 
+pub mod iam;
 pub mod smtp_sink;
 pub mod web;
 pub mod webdriver;

@@ -4,6 +4,9 @@
 //! Gateway REST proxy event (source IP = the TCP peer) and calling the very handler function the
 //! Lambda binary calls. A function declared in the template without a handler here is a start-up
 //! error, so the local stack can never silently miss a route.
+//!
+//! Each dispatch runs as its template function ([`shared::app::aws::acting_as`]), as does the fill
+//! engine's pass, so the IAM drift test can hold every AWS call against that function's policies.
 
 pub mod template;
 
@@ -23,6 +26,7 @@ use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayPr
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
+use shared::app::aws::acting_as;
 use shared::pipeline::route::{Endpoint, Routes};
 use shared::{AppError, Deps};
 use tokio::net::TcpListener;
@@ -81,6 +85,8 @@ pub fn function_names() -> BTreeSet<&'static str> {
 }
 
 struct Route {
+    /// The template function's logical id.
+    function: &'static str,
     method: String,
     path: String,
     segments: Vec<String>,
@@ -119,6 +125,14 @@ impl Route {
     }
 }
 
+/// The template function EventBridge runs the fill engine as.
+pub const FILL_ENGINE_FUNCTION: &str = "FillEngineFunction";
+
+/// One fill-engine invocation: a matching pass, as [`FILL_ENGINE_FUNCTION`].
+pub async fn fill_engine_pass(engine: &fill_engine::FillEngine) -> Result<usize, AppError> {
+    acting_as(FILL_ENGINE_FUNCTION, engine.run_once()).await
+}
+
 /// What EventBridge does for the fill engine in AWS: one matching pass every `interval`, for as long
 /// as the task lives. A failed pass is logged and the next one runs on time.
 pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::time::Duration) {
@@ -126,7 +140,7 @@ pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::tim
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(error) = engine.run_once().await {
+        if let Err(error) = fill_engine_pass(&engine).await {
             tracing::warn!(error = %error, "fill engine pass failed");
         }
     }
@@ -158,11 +172,11 @@ impl Gateway {
         let mut routes = template::routes(template_yaml)?
             .into_iter()
             .map(|route| {
-                let handler = *handlers
-                    .get(route.function.as_str())
+                let (function, handler) = handlers
+                    .get_key_value(route.function.as_str())
                     .ok_or_else(|| GatewayError::NoHandler(route.function.clone()))?;
                 let segments = route.path.trim_start_matches('/').split('/').map(str::to_owned).collect();
-                Ok(Route { method: route.method, path: route.path, segments, handler })
+                Ok(Route { function, method: route.method, path: route.path, segments, handler: *handler })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         routes.sort_by_key(Route::specificity);
@@ -222,10 +236,12 @@ impl Gateway {
             return to_hyper(shared::http::error(&error));
         };
         let event = proxy_event(&parts, body, peer, route, path_parameters);
-        let response = (route.handler)(self.deps.clone(), Request::from(LambdaRequest::ApiGatewayV1(event))).await;
-        // As on Lambda, the traffic record is written after the response, off the client's clock.
+        let request = Request::from(LambdaRequest::ApiGatewayV1(event));
+        let response = acting_as(route.function, (route.handler)(self.deps.clone(), request)).await;
+        // As on Lambda, the traffic record is written after the response, off the client's clock,
+        // by the same function.
         let deps = self.deps.clone();
-        tokio::spawn(async move { deps.flush_traffic().await });
+        tokio::spawn(acting_as(route.function, async move { deps.flush_traffic().await }));
         to_hyper(response)
     }
 }
@@ -292,6 +308,7 @@ mod tests {
             Box::pin(async { Response::new(Body::Empty) })
         }
         Route {
+            function: "TestFunction",
             method: "POST".into(),
             path: path.into(),
             segments: path.trim_start_matches('/').split('/').map(str::to_owned).collect(),
@@ -319,5 +336,15 @@ mod tests {
         for route in template::routes(&template).expect("routes") {
             assert!(handlers.contains_key(route.function.as_str()), "{} has no local handler", route.function);
         }
+    }
+
+    #[test]
+    fn the_fill_engine_runs_as_the_template_function_with_the_schedule() {
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).expect("template");
+        let document: serde_yaml::Value = serde_yaml::from_str(&template).expect("yaml");
+        let events = &document["Resources"][FILL_ENGINE_FUNCTION]["Properties"]["Events"];
+        let scheduled = events.as_mapping().into_iter().flatten().any(|(_, event)| event["Type"] == "Schedule");
+        assert!(scheduled, "template.yaml has no {FILL_ENGINE_FUNCTION} with a Schedule event");
     }
 }

@@ -4,9 +4,14 @@
 //! Every client carries [`AwsCallStats`], which counts calls by service and operation and the
 //! number of *sequential* round trips (a burst of concurrent calls is one). `scripts/bench` reads it
 //! to prove the hot-path budget: 0 KMS, 0 Secrets Manager, 1 DynamoDB round trip.
+//!
+//! Switched on with [`AwsCallStats::record_accesses`], it also records what IAM authorises for each
+//! call ([`Access`]: the template function making it, the IAM action, the resource), so the IAM
+//! drift test can hold the calls against the template's policies: the emulator enforces no IAM.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -20,6 +25,23 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use serde_json::Value;
+
+tokio::task_local! {
+    /// The template function (logical id) whose code the current task runs.
+    static CALLER: &'static str;
+}
+
+/// The caller of the calls a cold start makes ([`crate::app::bootstrap::init_with`]): every
+/// function that starts through it makes them under its own role.
+pub const COLD_START: &str = "cold start";
+
+/// Runs `work` as the template function `function`: the AWS calls it makes are recorded under that
+/// name. Calls outside any such scope (test fixtures, provisioning) are not recorded, and neither
+/// are calls from tasks `work` spawns, since a task-local does not follow `tokio::spawn`.
+pub async fn acting_as<F: Future>(function: &'static str, work: F) -> F::Output {
+    CALLER.scope(function, work).await
+}
 
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -93,16 +115,53 @@ struct StatsState {
     in_flight: u32,
 }
 
+/// One thing IAM authorises for a call. A transaction or batch is several: IAM checks each item.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// The template function's logical id, or [`COLD_START`].
+    pub caller: &'static str,
+    /// The IAM action, e.g. `dynamodb:PutItem`.
+    pub action: String,
+    /// The resource as the request names it: a table (`name`, or `name/index/index` for a `Query`
+    /// or `Scan` of an index), a secret id, a KMS key id or alias; `*` when it names none.
+    pub resource: String,
+    /// The condition keys the request sets: `kms:EncryptionContext:<key>` → value.
+    pub context: BTreeMap<String, String>,
+}
+
 #[derive(Clone, Debug, Default)]
-pub struct AwsCallStats(Arc<Mutex<StatsState>>);
+pub struct AwsCallStats {
+    state: Arc<Mutex<StatsState>>,
+    /// Empty unless [`AwsCallStats::record_accesses`] was called: the Lambda path never calls it,
+    /// so there it costs one atomic load per call and no request is parsed.
+    accesses: Arc<OnceLock<Mutex<BTreeSet<Access>>>>,
+}
 
 impl AwsCallStats {
     pub fn snapshot(&self) -> CallCounts {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).counts.clone()
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).counts.clone()
+    }
+
+    /// From now on, records what IAM authorises for each call made inside [`acting_as`].
+    pub fn record_accesses(&self) {
+        // A second call finds the log already there, which is what it asks for.
+        let _ = self.accesses.set(Mutex::default());
+    }
+
+    /// Everything recorded so far, each distinct access once.
+    pub fn accesses(&self) -> BTreeSet<Access> {
+        self.accesses.get().map(|log| log.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap_or_default()
+    }
+
+    fn record(&self, service: &str, operation: &str, body: &[u8]) {
+        let Some(log) = self.accesses.get() else { return };
+        let Ok(caller) = CALLER.try_with(|caller| *caller) else { return };
+        let found = authorised(caller, service, operation, body);
+        log.lock().unwrap_or_else(PoisonError::into_inner).extend(found);
     }
 
     fn started(&self, operation: String) {
-        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         *state.counts.by_operation.entry(operation).or_default() += 1;
         if state.in_flight == 0 {
             state.counts.round_trips += 1;
@@ -112,12 +171,12 @@ impl AwsCallStats {
 
     fn attempted(&self, first: bool) {
         if !first {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).counts.retries += 1;
+            self.state.lock().unwrap_or_else(PoisonError::into_inner).counts.retries += 1;
         }
     }
 
     fn finished(&self) {
-        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.in_flight = state.in_flight.saturating_sub(1);
     }
 }
@@ -139,6 +198,21 @@ impl Intercept for AwsCallStats {
             .load::<Metadata>()
             .map_or_else(|| "unknown".to_owned(), |meta| format!("{}.{}", meta.service(), meta.name()));
         self.started(operation);
+        Ok(())
+    }
+
+    // The serialized request, once per operation (not per attempt): what IAM sees.
+    fn read_after_serialization(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.accesses.get().is_some()
+            && let Some(meta) = cfg.load::<Metadata>()
+        {
+            self.record(meta.service(), meta.name(), context.request().body().bytes().unwrap_or_default());
+        }
         Ok(())
     }
 
@@ -164,6 +238,72 @@ impl Intercept for AwsCallStats {
     }
 }
 
+/// What IAM checks for one request of `service`'s `operation` (the SDK's names) with this JSON body.
+/// For DynamoDB, KMS and Secrets Manager the IAM action is the operation's name, except that a
+/// transaction is authorised item by item as `PutItem`, `UpdateItem`, `DeleteItem`,
+/// `ConditionCheckItem` or `GetItem`, and a batch as itself on every table it names.
+fn authorised(caller: &'static str, service: &str, operation: &str, body: &[u8]) -> Vec<Access> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |value: &Value| value.as_str().map(str::to_owned);
+    let access = |action: String, resource: Option<String>| Access {
+        caller,
+        action,
+        resource: resource.unwrap_or_else(|| "*".to_owned()),
+        context: BTreeMap::new(),
+    };
+    match service {
+        "DynamoDB" => match operation {
+            "TransactWriteItems" | "TransactGetItems" => {
+                let items = request["TransactItems"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let item_actions = [
+                    ("Put", "PutItem"),
+                    ("Update", "UpdateItem"),
+                    ("Delete", "DeleteItem"),
+                    ("ConditionCheck", "ConditionCheckItem"),
+                    ("Get", "GetItem"),
+                ];
+                items
+                    .iter()
+                    .flat_map(|item| {
+                        item_actions.iter().filter_map(move |(kind, action)| {
+                            let target = item.get(*kind)?;
+                            Some(access(format!("dynamodb:{action}"), text(&target["TableName"])))
+                        })
+                    })
+                    .collect()
+            }
+            "BatchGetItem" | "BatchWriteItem" => request["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flat_map(|tables| tables.keys())
+                .map(|table| access(format!("dynamodb:{operation}"), Some(table.clone())))
+                .collect(),
+            _ => {
+                let table = text(&request["TableName"]);
+                let resource = match (table, text(&request["IndexName"])) {
+                    (Some(table), Some(index)) => Some(format!("{table}/index/{index}")),
+                    (table, _) => table,
+                };
+                vec![access(format!("dynamodb:{operation}"), resource)]
+            }
+        },
+        "KMS" => {
+            let mut found = access(format!("kms:{operation}"), text(&request["KeyId"]));
+            if let Some(context) = request["EncryptionContext"].as_object() {
+                found.context = context
+                    .iter()
+                    .filter_map(|(key, value)| Some((format!("kms:EncryptionContext:{key}"), text(value)?)))
+                    .collect();
+            }
+            vec![found]
+        }
+        "Secrets Manager" => vec![access(format!("secretsmanager:{operation}"), text(&request["SecretId"]))],
+        // A client this module does not build: the action is named so that no policy allows it by
+        // accident, and the test names it.
+        other => vec![access(format!("{}:{operation}", other.to_ascii_lowercase().replace(' ', "")), None)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +325,62 @@ mod tests {
         assert_eq!(counts.for_service("DynamoDB"), 4);
         assert_eq!(counts.for_service("KMS"), 0);
         assert_eq!(counts.by_operation["DynamoDB.GetItem"], 2);
+    }
+
+    fn seen(service: &str, operation: &str, body: &str) -> Vec<(String, String)> {
+        authorised("F", service, operation, body.as_bytes()).into_iter().map(|a| (a.action, a.resource)).collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected.iter().map(|(action, resource)| ((*action).to_owned(), (*resource).to_owned())).collect()
+    }
+
+    #[test]
+    fn requests_become_what_iam_authorises() {
+        assert_eq!(seen("DynamoDB", "GetItem", r#"{"TableName":"t","Key":{}}"#), pairs(&[("dynamodb:GetItem", "t")]));
+        assert_eq!(
+            seen("DynamoDB", "Query", r#"{"TableName":"t","IndexName":"resting"}"#),
+            pairs(&[("dynamodb:Query", "t/index/resting")])
+        );
+        let transaction = r#"{"TransactItems":[{"Put":{"TableName":"a"}},{"Update":{"TableName":"b"}},
+            {"Delete":{"TableName":"a"}},{"ConditionCheck":{"TableName":"c"}}]}"#;
+        assert_eq!(
+            seen("DynamoDB", "TransactWriteItems", transaction),
+            pairs(&[
+                ("dynamodb:PutItem", "a"),
+                ("dynamodb:UpdateItem", "b"),
+                ("dynamodb:DeleteItem", "a"),
+                ("dynamodb:ConditionCheckItem", "c")
+            ])
+        );
+        assert_eq!(
+            seen("DynamoDB", "TransactGetItems", r#"{"TransactItems":[{"Get":{"TableName":"a"}}]}"#),
+            pairs(&[("dynamodb:GetItem", "a")])
+        );
+        assert_eq!(
+            seen("DynamoDB", "BatchGetItem", r#"{"RequestItems":{"a":{},"b":{}}}"#),
+            pairs(&[("dynamodb:BatchGetItem", "a"), ("dynamodb:BatchGetItem", "b")])
+        );
+        assert_eq!(seen("DynamoDB", "ListTables", "{}"), pairs(&[("dynamodb:ListTables", "*")]));
+        assert_eq!(
+            seen("Secrets Manager", "GetSecretValue", r#"{"SecretId":"s"}"#),
+            pairs(&[("secretsmanager:GetSecretValue", "s")])
+        );
+        let decrypt = authorised("F", "KMS", "Decrypt", br#"{"KeyId":"alias/k","EncryptionContext":{"app":"kavach"}}"#);
+        assert_eq!((decrypt[0].action.as_str(), decrypt[0].resource.as_str()), ("kms:Decrypt", "alias/k"));
+        assert_eq!(decrypt[0].context["kms:EncryptionContext:app"], "kavach");
+        assert_eq!(seen("SNS", "Publish", "{}"), pairs(&[("sns:Publish", "*")]));
+    }
+
+    #[tokio::test]
+    async fn only_calls_inside_a_caller_scope_are_recorded_and_only_once_switched_on() {
+        let stats = AwsCallStats::default();
+        acting_as("F", async { stats.record("DynamoDB", "GetItem", br#"{"TableName":"t"}"#) }).await;
+        assert!(stats.accesses().is_empty(), "not switched on");
+        stats.record_accesses();
+        stats.record("DynamoDB", "GetItem", br#"{"TableName":"outside"}"#);
+        acting_as("F", async { stats.record("DynamoDB", "GetItem", br#"{"TableName":"t"}"#) }).await;
+        let recorded: Vec<(&str, String)> = stats.accesses().into_iter().map(|a| (a.caller, a.resource)).collect();
+        assert_eq!(recorded, vec![("F", "t".to_owned())]);
     }
 }

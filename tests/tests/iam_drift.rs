@@ -1,0 +1,441 @@
+//! The IAM drift test. The emulator enforces no IAM, so a function whose template policies lack an
+//! action it performs would pass every other suite and fail only in AWS. Here every template
+//! function is driven through the local gateway over HTTP (and the fill engine through one pass),
+//! with [`shared::app::aws::AwsCallStats`] recording what IAM would authorise for each call; each
+//! recorded (function, action, resource) must then be allowed by that function's policies in
+//! `template.yaml`, managed policies resolved (`kavach_tests::iam`).
+//!
+//! It runs on a stack of its own, provisioned from the template into the suite's emulator with
+//! test-friendly parameters, so it can complete first-run setup, ban addresses and change the
+//! security settings without touching what the other suites share.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use kavach_gateway::TemplateRoute;
+use kavach_tests::web::WebClient;
+use kavach_tests::{Reply, WebUser, get_text, iam, new_admin, new_user, new_web_user, ping_body, post, unique_ip};
+use serde_json::{Value, json};
+use serde_yaml::Value as Yaml;
+use shared::Deps;
+use shared::app::aws::{AwsClients, COLD_START, acting_as};
+use shared::core::clock::{Clock, ManualClock, UnixMillis};
+use shared::core::config::Config;
+use shared::core::ist::ist_midnight_epoch;
+
+const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+const PUBLIC_BASE_URL: &str = "https://kavach.example.in";
+
+/// Budgets no flow here comes near, the never-ban set narrowed so loopback addresses other than
+/// 127.0.0.1 can be banned, and an origin for reset links.
+const PARAMETERS: &[(&str, &str)] = &[
+    ("NeverBanCidrs", "127.0.0.1/32,::1/128"),
+    ("ApiRateLimit", "1000 per second"),
+    ("OrderRateLimit", "1000 per second"),
+    ("SmartOrderRateLimit", "1000 per second"),
+    ("PageRateLimit", "1000 per second"),
+    ("LoginRateLimitMinute", "1000 per minute"),
+    ("LoginRateLimitHour", "1000 per hour"),
+    ("PublicBaseUrl", PUBLIC_BASE_URL),
+];
+
+/// A fresh stack from the template in the suite's emulator: its function environment.
+async fn provision_own_stack() -> BTreeMap<String, String> {
+    kavach_tests::required_env("AWS_ENDPOINT_URL");
+    let stack = format!("iam-drift-{}", std::process::id());
+    let env_file = std::env::temp_dir().join(format!("kavach-{stack}.env"));
+    let mut command = tokio::process::Command::new(kavach_tests::required_env("KAVACH_ADMIN_BIN"));
+    command.args(["provision", "--template", TEMPLATE, "--stack", &stack, "--env-file"]).arg(&env_file);
+    for (name, value) in PARAMETERS {
+        command.args(["--param", &format!("{name}={value}")]);
+    }
+    let status = command.status().await.expect("run kavach provision");
+    assert!(status.success(), "kavach provision --stack {stack} failed");
+    let text = std::fs::read_to_string(&env_file).expect("env file");
+    std::fs::remove_file(&env_file).ok();
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+/// Wednesday 2025-10-01, 10:00 IST: the market is open.
+fn market_morning() -> Arc<ManualClock> {
+    Arc::new(ManualClock::at(UnixMillis((ist_midnight_epoch(2025, 10, 1) as u64 + 10 * 3600) * 1000)))
+}
+
+struct Stack {
+    deps: Arc<Deps>,
+    gateway: SocketAddr,
+    clock: Arc<ManualClock>,
+}
+
+impl Stack {
+    async fn api(&self, route: &str, key: &str, body: Value) -> Reply {
+        let mut body = body;
+        body["apikey"] = json!(key);
+        post(self.gateway, unique_ip(), &format!("/api/v1/{route}"), &body.to_string()).await
+    }
+
+    /// An API call that must succeed.
+    async fn ok(&self, route: &str, key: &str, body: Value) -> Value {
+        let reply = self.api(route, key, body).await;
+        assert_eq!(reply.status, 200, "{route}: {}", reply.body);
+        reply.body
+    }
+
+    /// A logged-in browser for `user`, in a TOTP step no earlier login of that user has used.
+    async fn browser(&self, user: &WebUser) -> WebClient {
+        self.clock.advance(Duration::from_secs(30));
+        WebClient::logged_in(self.gateway, unique_ip(), user, &self.deps).await
+    }
+}
+
+fn sbin(extra: Value) -> Value {
+    let mut body = json!({ "strategy": "iam", "symbol": "SBIN", "exchange": "NSE", "action": "BUY", "quantity": "1",
+        "pricetype": "MARKET", "product": "MIS" });
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+/// PingFunction: a good key, an unknown one, a wrong secret, and the bad-key detector's ban.
+async fn ping(stack: &Stack, key: &str) {
+    assert_eq!(stack.ok("ping", key, json!({})).await["data"]["message"], "pong");
+    let wrong_secret = format!("{}{}", &key[..key.len() - 1], if key.ends_with('0') { '1' } else { '0' });
+    let attacker = unique_ip();
+    for n in 0..11 {
+        let presented = if n % 2 == 0 { wrong_secret.clone() } else { format!("made-up-{n}") };
+        post(stack.gateway, attacker, "/api/v1/ping", &ping_body(&presented)).await;
+    }
+    let banned = post(stack.gateway, attacker, "/api/v1/ping", &ping_body(key)).await;
+    assert_eq!(banned.body["code"], "ip_banned", "{}", banned.body);
+}
+
+/// OrdersFunction, every route; AccountFunction, every route.
+async fn trading(stack: &Stack, key: &str) {
+    let filled = stack.ok("placeorder", key, sbin(json!({ "product": "CNC" }))).await;
+    let filled_id = filled["orderid"].as_str().expect("orderid").to_owned();
+    let resting = |price: &str| sbin(json!({ "pricetype": "LIMIT", "price": price }));
+    let open = stack.ok("placeorder", key, resting("1")).await["orderid"].as_str().expect("orderid").to_owned();
+    let modify = json!({ "strategy": "iam", "orderid": open, "symbol": "SBIN", "exchange": "NSE", "action": "BUY",
+        "product": "MIS", "pricetype": "LIMIT", "price": "2", "quantity": "1", "disclosed_quantity": "0",
+        "trigger_price": "0" });
+    stack.ok("modifyorder", key, modify).await;
+    stack.ok("cancelorder", key, json!({ "strategy": "iam", "orderid": open })).await;
+    stack.ok("placeorder", key, resting("1")).await;
+    stack.ok("cancelallorder", key, json!({ "strategy": "iam" })).await;
+    stack.ok("placesmartorder", key, sbin(json!({ "quantity": "2", "position_size": "2" }))).await;
+    let leg = |symbol: &str| {
+        json!({ "symbol": symbol, "exchange": "NSE", "action": "BUY", "quantity": "1", "pricetype": "MARKET",
+            "product": "MIS" })
+    };
+    stack.ok("basketorder", key, json!({ "strategy": "iam", "orders": [leg("SBIN"), leg("INFY")] })).await;
+    stack.ok("splitorder", key, sbin(json!({ "quantity": "5", "splitsize": "2" }))).await;
+    stack.ok("closeposition", key, json!({ "strategy": "iam" })).await;
+
+    for route in ["orderbook", "tradebook", "positionbook", "holdings", "funds", "analyzer"] {
+        stack.ok(route, key, json!({})).await;
+    }
+    stack.ok("orderstatus", key, json!({ "strategy": "iam", "orderid": filled_id })).await;
+    let position = json!({ "strategy": "iam", "symbol": "SBIN", "exchange": "NSE", "product": "CNC" });
+    stack.ok("openposition", key, position).await;
+    stack.ok("analyzer/toggle", key, json!({ "mode": true })).await;
+}
+
+/// MarketFunction, every route.
+async fn market(stack: &Stack, key: &str) {
+    let instrument = json!({ "symbol": "SBIN", "exchange": "NSE" });
+    stack.ok("quotes", key, instrument.clone()).await;
+    stack.ok("depth", key, instrument.clone()).await;
+    stack.ok("multiquotes", key, json!({ "symbols": [instrument] })).await;
+    let history = json!({ "symbol": "SBIN", "exchange": "NSE", "interval": "5m", "start_date": "2025-10-01",
+        "end_date": "2025-10-01" });
+    stack.ok("history", key, history).await;
+    stack.ok("intervals", key, json!({})).await;
+}
+
+/// WebhookFunction: an entry and an exit signal, and an unknown id.
+async fn webhook(stack: &Stack) {
+    let (user, _) = new_user(&stack.deps).await;
+    let webhook = shared::identity::webhooks::Webhook {
+        user,
+        strategy: "Breakout".into(),
+        exchange: shared::trading::orders::Exchange::Nse,
+        product: shared::trading::orders::Product::Mis,
+        mode: shared::identity::webhooks::Mode::Long,
+        symbols: [("SBIN".to_owned(), 5)].into(),
+    };
+    let id = stack.deps.accounts().create_webhook(&webhook).await.expect("webhook");
+    for action in ["BUY", "SELL"] {
+        let signal = json!({ "symbol": "SBIN", "action": action }).to_string();
+        let reply = post(stack.gateway, unique_ip(), &format!("/strategy/webhook/{id}"), &signal).await;
+        assert_eq!(reply.status, 200, "{action}: {}", reply.body);
+    }
+    let unknown = format!("/strategy/webhook/{}", "0".repeat(32));
+    let signal = json!({ "symbol": "SBIN", "action": "BUY" }).to_string();
+    assert_eq!(post(stack.gateway, unique_ip(), &unknown, &signal).await.status, 404);
+}
+
+fn setup_form(token: &str) -> [(&'static str, &str); 5] {
+    [
+        ("setup_token", token),
+        ("username", "iam-admin"),
+        ("email", "admin@example.in"),
+        ("password", "Adm1n!secret"),
+        ("confirm_password", "Adm1n!secret"),
+    ]
+}
+
+/// SetupFunction: the form, a wrong token, and the administrator created with the right one.
+async fn setup(stack: &Stack) {
+    let mut visitor = WebClient::new(stack.gateway, unique_ip());
+    assert_eq!(visitor.get("/setup").await.status, 200, "a fresh stack offers setup");
+    let token = stack.deps.accounts().issue_setup_token().await.expect("setup token");
+    let wrong = visitor.post_json("/setup", &setup_form("not-the-token")).await;
+    assert_eq!(wrong.status, 400, "{}", wrong.text);
+    let done = visitor.post_json("/setup", &setup_form(&token)).await;
+    assert_eq!((done.status, done.json()["message"].as_str()), (200, Some("Setup complete")), "{}", done.text);
+}
+
+/// AuthFunction: the pages, a failed and a full login, and password reset by TOTP and by email.
+async fn auth(stack: &Stack, sink: &kavach_tests::smtp_sink::SmtpSink) {
+    let mut visitor = WebClient::new(stack.gateway, unique_ip());
+    for path in ["/", "/auth/login", "/auth/login/totp", "/auth/csrf-token", "/auth/reset-password"] {
+        let page = visitor.get(path).await;
+        assert!(page.status < 500, "{path}: {}", page.status);
+    }
+    let user = new_web_user(&stack.deps).await;
+    let wrong = visitor.post_json("/auth/login", &[("username", &user.username), ("password", "Wr0ng!pass")]).await;
+    assert_eq!(wrong.status, 401);
+    let mut browser = stack.browser(&user).await;
+    browser.csrf_token().await;
+
+    stack.clock.advance(Duration::from_secs(30));
+    let by_totp = [("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&stack.deps))];
+    let verified = visitor.post_json("/auth/reset-password", &by_totp).await;
+    assert_eq!(verified.status, 200, "{}", verified.text);
+    let token = verified.json()["token"].as_str().expect("token").to_owned();
+    confirm_reset(&mut visitor, &token, "N3w!password").await;
+
+    let email = format!("{}@example.com", user.username);
+    let sent = visitor.post_json("/auth/reset-password", &[("method", "email"), ("email", &email)]).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    let message = sink.messages().into_iter().rev().find(|m| m.contains(&email)).expect("a reset message");
+    let text = message.replace("=\n", "").replace("=3D", "=");
+    let link = text.split_whitespace().find(|word| word.contains("token=")).expect("a link");
+    let token = link.split("token=").nth(1).expect("token").to_owned();
+    confirm_reset(&mut visitor, &token, "Th1rd!password").await;
+}
+
+async fn confirm_reset(visitor: &mut WebClient, token: &str, password: &str) {
+    let form = visitor.get(&format!("/auth/reset-password/confirm?token={token}")).await;
+    assert_eq!(form.status, 200, "{}", form.text);
+    let fields = [("token", token), ("password", password), ("confirm_password", password)];
+    let done = visitor.post("/auth/reset-password/confirm", &fields).await;
+    assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
+}
+
+/// PortalFunction, every route.
+async fn portal(stack: &Stack) {
+    let user = new_web_user(&stack.deps).await;
+    let mut browser = stack.browser(&user).await;
+    for path in ["/dashboard", "/apikey", "/auth/sessions"] {
+        assert_eq!(browser.get(path).await.status, 200, "{path}");
+    }
+    let csrf = browser.csrf_token().await;
+    assert_eq!(browser.post_json("/apikey", &[("csrf_token", &csrf)]).await.status, 200, "regenerate");
+    let allowlist = browser.post_json("/apikey/allowlist", &[("csrf_token", &csrf), ("allowlist", "")]).await;
+    assert_eq!(allowlist.status, 200, "allowlist: {}", allowlist.text);
+    // Past the re-authentication window: reveal asks for the password and rotates the session.
+    stack.clock.advance(Duration::from_secs(6 * 60));
+    let reveal = browser.post_json("/apikey/reveal", &[("csrf_token", &csrf), ("password", &user.password)]).await;
+    assert_eq!(reveal.status, 200, "reveal: {}", reveal.text);
+    let csrf = browser.csrf_token().await;
+    assert_eq!(browser.post_json("/auth/logout-all", &[("csrf_token", &csrf)]).await.status, 200, "logout-all");
+
+    let mut browser = stack.browser(&user).await;
+    let csrf = browser.csrf_token().await;
+    let new_password = "Chang3d!pass";
+    let change = [
+        ("csrf_token", csrf.as_str()),
+        ("current_password", user.password.as_str()),
+        ("new_password", new_password),
+        ("confirm_password", new_password),
+    ];
+    let changed = browser.post_json("/auth/change-password", &change).await;
+    assert_eq!(changed.status, 200, "change password: {}", changed.text);
+
+    let user = WebUser { password: new_password.into(), ..user };
+    let mut browser = stack.browser(&user).await;
+    let csrf = browser.csrf_token().await;
+    assert_eq!(browser.post_json("/auth/logout", &[("csrf_token", &csrf)]).await.status, 200, "logout");
+}
+
+/// SecurityFunction, every route, as the administrator.
+async fn security(stack: &Stack) {
+    let admin = new_admin(&stack.deps).await;
+    let mut operator = stack.browser(&admin).await;
+    for path in ["/security", "/security/api/data", "/logs", "/logs/export"] {
+        assert_eq!(operator.get(path).await.status, 200, "{path}");
+    }
+    let target = unique_ip().to_string();
+    let writes: [(&str, Vec<(&str, &str)>); 4] = [
+        ("/security/ban", vec![("ip_address", &target), ("reason", "iam drift"), ("duration_hours", "1")]),
+        ("/security/unban", vec![("ip_address", &target)]),
+        ("/security/clear-404", vec![("ip_address", &target)]),
+        ("/security/settings", vec![("404_threshold", "20")]),
+    ];
+    for (path, form) in writes {
+        let csrf = operator.csrf_token().await;
+        let page = operator.post_with(path, &form, &[("accept", "application/json"), ("x-csrf-token", &csrf)]).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.text);
+    }
+}
+
+/// NotFoundFunction: misses until the 404 detector bans, and a request from the banned address.
+async fn not_found(stack: &Stack) {
+    let scanner = unique_ip();
+    for n in 0..21 {
+        get_text(stack.gateway, scanner, &format!("/wp-admin/probe-{n}.php")).await;
+    }
+    assert_eq!(get_text(stack.gateway, scanner, "/.env").await.0, 403, "the scanner is banned");
+}
+
+/// FillEngineFunction: one pass that fills a resting limit order at the market's coming low.
+async fn fill_engine(stack: &Stack, key: &str) {
+    let instrument = shared::trading::market::instrument("SBIN", shared::trading::orders::Exchange::Nse).expect("SBIN");
+    let now = i64::try_from(stack.clock.now().0 / 1000).expect("secs");
+    let (low_at, low) = (1..3_600)
+        .map(|s| (now + s, instrument.price_at(now + s)))
+        .fold((now, f64::MAX), |best, x| if x.1 < best.1 { x } else { best });
+    stack.ok("placeorder", key, sbin(json!({ "pricetype": "LIMIT", "price": low.to_string() }))).await;
+    let engine = fill_engine::FillEngine::new(&stack.deps.config, &stack.deps.aws, stack.clock.clone());
+    stack.clock.set(UnixMillis(u64::try_from(low_at).expect("secs") * 1000));
+    let changed = kavach_gateway::fill_engine_pass(&engine).await.expect("fill pass");
+    assert!(changed >= 1, "the pass filled the order");
+}
+
+/// Whether API Gateway's resource `pattern` (`{name}` one segment, `{name+}` the rest) covers `path`.
+fn covers(pattern: &str, path: &str) -> bool {
+    let pattern: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let path: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    for (index, segment) in pattern.iter().enumerate() {
+        if segment.ends_with("+}") {
+            return path.len() > index;
+        }
+        match path.get(index) {
+            Some(actual) if segment.starts_with('{') || segment == actual => {}
+            _ => return false,
+        }
+    }
+    pattern.len() == path.len()
+}
+
+/// The template's routes no request in this stack's traffic log went to. Records are written after
+/// each response, so the log is read until it covers them all, for up to 5 s. (`/{proxy+}` is
+/// covered by any request: that the catch-all ran is shown by its function's calls instead.)
+async fn routes_not_requested(deps: &Deps, routes: &[TemplateRoute]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for _ in 0..50 {
+        let pages = deps
+            .aws
+            .dynamodb
+            .scan()
+            .table_name(&deps.config.tables.traffic)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let items = pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table");
+        let field = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| {
+            item.get(name).and_then(|value| value.as_s().ok()).cloned().unwrap_or_default()
+        };
+        let requested: BTreeSet<(String, String)> =
+            items.iter().map(|item| (field(item, "method"), field(item, "path"))).collect();
+        missing = routes
+            .iter()
+            .filter(|route| {
+                !requested.iter().any(|(method, path)| {
+                    (route.method == "ANY" || &route.method == method) && covers(&route.path, path)
+                })
+            })
+            .map(|route| format!("{} {} ({})", route.method, route.path, route.function))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    missing
+}
+
+#[tokio::test]
+async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() {
+    let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml");
+    let template: Yaml = serde_yaml::from_str(&text).expect("template parses");
+    let policies = iam::function_policies(&template).unwrap_or_else(|error| panic!("{error:#}"));
+    let environment = provision_own_stack().await;
+    let names = iam::resource_names(&template, &environment).unwrap_or_else(|error| panic!("{error:#}"));
+
+    let aws = AwsClients::from_env().await;
+    aws.stats.record_accesses();
+    let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
+    let clock = market_morning();
+    let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
+    let deps = acting_as(COLD_START, shared::app::bootstrap::init_with(config, clock.clone(), aws, metrics))
+        .await
+        .expect("cold start");
+    let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
+    let smtp = shared::identity::mail::SmtpSettings {
+        host: "localhost".into(),
+        port: sink.address.port(),
+        security: shared::identity::mail::Security::Implicit,
+        username: "kavach".into(),
+        password: "smtp-secret".to_owned().into(),
+        from: "Kavach <noreply@example.in>".into(),
+        ca_pem: Some(sink.ca_pem.clone()),
+    };
+    deps.mail_settings().configure(&smtp).await.expect("configure SMTP");
+    let gateway = kavach_tests::start_gateway(deps.clone()).await;
+    let stack = Stack { deps: deps.clone(), gateway, clock };
+
+    setup(&stack).await;
+    let (_, key) = new_user(&deps).await;
+    ping(&stack, &key).await;
+    trading(&stack, &key).await;
+    market(&stack, &key).await;
+    webhook(&stack).await;
+    auth(&stack, &sink).await;
+    portal(&stack).await;
+    security(&stack).await;
+    not_found(&stack).await;
+    fill_engine(&stack, &key).await;
+
+    let routes = kavach_gateway::template::routes(&text).expect("routes");
+    let missing = routes_not_requested(&deps, &routes).await;
+    assert!(missing.is_empty(), "these template routes were not requested, so their IAM is unchecked: {missing:#?}");
+    let accesses = deps.aws.stats.accesses();
+    let callers: BTreeSet<&str> = accesses.iter().map(|access| access.caller).collect();
+    let missed: Vec<&String> = policies.keys().filter(|function| !callers.contains(function.as_str())).collect();
+    assert!(missed.is_empty(), "these template functions were not driven, so their IAM is unchecked: {missed:?}");
+    assert!(callers.contains(COLD_START), "the cold start's calls were recorded");
+
+    // Every function API Gateway invokes starts through `bootstrap::init` (its handler needs `Deps`);
+    // the fill engine builds its store from the config alone and makes no cold-start calls.
+    let cold_starters: BTreeSet<String> = routes.into_iter().map(|route| route.function).collect();
+    let violations = iam::violations(&policies, &names, &accesses, &cold_starters);
+    assert!(
+        violations.is_empty(),
+        "IAM drift between the code and template.yaml: {} finding(s) over {} recorded accesses:\n{}",
+        violations.len(),
+        accesses.len(),
+        violations.into_iter().collect::<Vec<_>>().join("\n")
+    );
+}
