@@ -197,26 +197,23 @@ pub async fn get_text(address: SocketAddr, source: IpAddr, path: &str) -> (u16, 
     (status, response.text().await.expect("body"))
 }
 
+/// Every traffic record as stored (consistent), or only those of requests from `ip`.
+pub async fn scan_traffic(deps: &Deps, ip: Option<IpAddr>) -> Vec<HashMap<String, AttributeValue>> {
+    let mut scan = deps.aws.dynamodb.scan().table_name(&deps.config.tables.traffic).consistent_read(true);
+    if let Some(ip) = ip {
+        scan = scan.filter_expression("ip = :ip").expression_attribute_values(":ip", AttributeValue::S(ip.to_string()));
+    }
+    let pages = scan.into_paginator().items().send().collect::<Vec<_>>().await;
+    pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table")
+}
+
 /// The traffic table's items for requests from `ip`, as stored, once there are at least `count`.
 /// The gateway writes them from a task it spawns after each response, so they are polled for, for
 /// up to 5 s, rather than waited for with a fixed sleep.
 pub async fn traffic_items(deps: &Deps, ip: IpAddr, count: usize) -> Vec<HashMap<String, AttributeValue>> {
     let mut items = Vec::new();
     for _ in 0..50 {
-        let pages = deps
-            .aws
-            .dynamodb
-            .scan()
-            .table_name(&deps.config.tables.traffic)
-            .filter_expression("ip = :ip")
-            .expression_attribute_values(":ip", AttributeValue::S(ip.to_string()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        items = pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table");
+        items = scan_traffic(deps, Some(ip)).await;
         if items.len() >= count {
             return items;
         }

@@ -17,6 +17,19 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// The SMTP settings that send to this sink over verified TLS.
+    pub fn settings(&self) -> shared::identity::mail::SmtpSettings {
+        shared::identity::mail::SmtpSettings {
+            host: "localhost".into(),
+            port: self.address.port(),
+            security: shared::identity::mail::Security::Implicit,
+            username: "kavach".into(),
+            password: "smtp-secret".to_owned().into(),
+            from: "Kavach <noreply@example.in>".into(),
+            ca_pem: Some(self.ca_pem.clone()),
+        }
+    }
+
     pub async fn start() -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");

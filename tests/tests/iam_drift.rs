@@ -342,18 +342,7 @@ fn covers(pattern: &str, path: &str) -> bool {
 async fn routes_not_requested(deps: &Deps, routes: &[TemplateRoute]) -> Vec<String> {
     let mut missing = Vec::new();
     for _ in 0..50 {
-        let pages = deps
-            .aws
-            .dynamodb
-            .scan()
-            .table_name(&deps.config.tables.traffic)
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        let items = pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table");
+        let items = kavach_tests::scan_traffic(deps, None).await;
         let field = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| {
             item.get(name).and_then(|value| value.as_s().ok()).cloned().unwrap_or_default()
         };
@@ -393,16 +382,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
         .await
         .expect("cold start");
     let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
-    let smtp = shared::identity::mail::SmtpSettings {
-        host: "localhost".into(),
-        port: sink.address.port(),
-        security: shared::identity::mail::Security::Implicit,
-        username: "kavach".into(),
-        password: "smtp-secret".to_owned().into(),
-        from: "Kavach <noreply@example.in>".into(),
-        ca_pem: Some(sink.ca_pem.clone()),
-    };
-    deps.mail_settings().configure(&smtp).await.expect("configure SMTP");
+    deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
     let gateway = kavach_tests::start_gateway(deps.clone()).await;
     let stack = Stack { deps: deps.clone(), gateway, clock };
 

@@ -312,18 +312,7 @@ async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_
     let base = "https://kavach.example.in";
     let overrides = [ROOMY, &[("PUBLIC_BASE_URL", base)]].concat();
     let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
-    deps.mail_settings()
-        .configure(&shared::identity::mail::SmtpSettings {
-            host: "localhost".into(),
-            port: sink.address.port(),
-            security: shared::identity::mail::Security::Implicit,
-            username: "kavach".into(),
-            password: "smtp-secret".to_owned().into(),
-            from: "Kavach <noreply@example.in>".into(),
-            ca_pem: Some(sink.ca_pem.clone()),
-        })
-        .await
-        .expect("configure SMTP");
+    deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
     let gateway = start_gateway(deps.clone()).await;
     let user = new_web_user(&deps).await;
     let email = format!("{}@example.com", user.username);
