@@ -126,7 +126,7 @@ async fn key_ring_rotation_through_kms_keeps_old_ciphertext_readable() {
     let config = config_with(&[]);
     let ring = KeyRing::single(app_secret::new_root(&aws.kms, &config).await.expect("root"));
     let old_tokens: Vec<String> = (0..100u8)
-        .map(|i| ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], 1_000).expect("encrypt"))
+        .map(|i| ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], at(1_000)).expect("encrypt"))
         .collect();
     let old_sealed = app_secret::seal_ring(&aws.kms, &config, &ring).await.expect("seal");
 
@@ -136,12 +136,12 @@ async fn key_ring_rotation_through_kms_keeps_old_ciphertext_readable() {
     assert_eq!(reopened.len(), 2);
     let cipher = reopened.cipher(&Purpose::ApiKeyCopy).expect("cipher");
     for (i, token) in old_tokens.iter().enumerate() {
-        assert_eq!(cipher.decrypt(token, None, 1_000).expect("old token").as_slice(), &[i as u8]);
+        assert_eq!(cipher.decrypt(token, None, at(1_000)).expect("old token").as_slice(), &[i as u8]);
     }
-    let new_token = cipher.encrypt(b"new", 1_000).expect("encrypt");
+    let new_token = cipher.encrypt(b"new", at(1_000)).expect("encrypt");
     let old_ring = app_secret::open_ring(&aws.kms, &config, &old_sealed).await.expect("open old");
     assert!(
-        old_ring.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(&new_token, None, 1_000).is_err(),
+        old_ring.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(&new_token, None, at(1_000)).is_err(),
         "new writes use the new root"
     );
 }
@@ -187,4 +187,9 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
     deps.flush_traffic().await;
     let flushed = deps.aws.stats.snapshot();
     assert_eq!(delta(&flushed, "DynamoDB.PutItem"), 10, "then one record per request");
+}
+
+/// An instant `secs` after the epoch.
+fn at(secs: u64) -> shared::core::clock::UnixMillis {
+    shared::core::clock::UnixMillis::from_secs(secs)
 }

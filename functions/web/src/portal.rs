@@ -145,7 +145,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let record =
         deps.identity.api_key(&key_id).await?.ok_or_else(|| AppError::bad_request("This account has no API key"))?;
     let plaintext =
-        deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now.secs()).map_err(AppError::internal)?;
+        deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now).map_err(AppError::internal)?;
     let key = String::from_utf8_lossy(&plaintext).into_owned();
     audit(deps, &request, "reveal", &user.username, "success", "api_key_shown").await?;
     let reply = if request.wants_json {

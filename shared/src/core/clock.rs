@@ -1,4 +1,8 @@
 //! Time as an injected dependency, so tests can cross windows, TTLs and daily boundaries at will.
+//!
+//! [`UnixMillis`] is the one type of an instant and [`Duration`] the one type of a span, in every
+//! layer. Whole seconds appear only on the wire: a DynamoDB `expires_at` attribute, a Fernet
+//! token's timestamp, a candle's `timestamp`, each converted where it is written or read.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +22,24 @@ impl UnixMillis {
         self.0 / 1000
     }
 
+    /// Whole seconds as a signed number, for the simulated market's arithmetic on the epoch.
+    pub fn epoch_secs(self) -> i64 {
+        i64::try_from(self.secs()).unwrap_or(i64::MAX)
+    }
+
     #[must_use]
     pub fn plus(self, by: Duration) -> Self {
         Self(self.0.saturating_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    #[must_use]
+    pub fn minus(self, by: Duration) -> Self {
+        Self(self.0.saturating_sub(u64::try_from(by.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    /// How long after `earlier` this is; zero if it is not after it.
+    pub fn since(self, earlier: UnixMillis) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }
 
@@ -75,6 +94,15 @@ mod tests {
         assert_eq!(clock.now(), UnixMillis(101_500));
         clock.set(UnixMillis::from_secs(7));
         assert_eq!(clock.now().secs(), 7);
+    }
+
+    #[test]
+    fn instants_and_spans() {
+        let at = UnixMillis::from_secs(100);
+        assert_eq!(at.plus(Duration::from_secs(5)).since(at), Duration::from_secs(5));
+        assert_eq!(at.minus(Duration::from_millis(500)), UnixMillis(99_500));
+        assert_eq!(at.since(at.plus(Duration::from_secs(1))), Duration::ZERO, "never negative");
+        assert_eq!(UnixMillis(1_999).epoch_secs(), 1);
     }
 
     #[test]

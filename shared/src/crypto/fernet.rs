@@ -10,9 +10,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::time::Duration;
+
 use zeroize::Zeroizing;
 
 use super::{CryptoError, ct_eq, random_bytes};
+use crate::core::clock::UnixMillis;
 
 type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
@@ -59,17 +62,18 @@ impl FernetKey {
         Ok(mac.finalize().into_bytes().into())
     }
 
-    pub fn encrypt(&self, plaintext: &[u8], now_secs: u64) -> Result<String, CryptoError> {
-        self.encrypt_with_iv(plaintext, now_secs, &random_bytes::<16>())
+    pub fn encrypt(&self, plaintext: &[u8], now: UnixMillis) -> Result<String, CryptoError> {
+        self.encrypt_with_iv(plaintext, now, &random_bytes::<16>())
     }
 
     /// Encryption with a chosen IV: only the spec's generate vector needs this.
-    pub fn encrypt_with_iv(&self, plaintext: &[u8], now_secs: u64, iv: &[u8; 16]) -> Result<String, CryptoError> {
+    pub fn encrypt_with_iv(&self, plaintext: &[u8], now: UnixMillis, iv: &[u8; 16]) -> Result<String, CryptoError> {
         let ciphertext =
             Aes128CbcEnc::new(self.encryption.as_ref().into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext);
         let mut token = Vec::with_capacity(HEADER_LEN + ciphertext.len() + MAC_LEN);
         token.push(VERSION);
-        token.extend_from_slice(&now_secs.to_be_bytes());
+        // The spec's timestamp is whole seconds.
+        token.extend_from_slice(&now.secs().to_be_bytes());
         token.extend_from_slice(iv);
         token.extend_from_slice(&ciphertext);
         let mac = self.mac(&token)?;
@@ -77,14 +81,15 @@ impl FernetKey {
         Ok(URL_SAFE.encode(token))
     }
 
-    /// Verifies and decrypts. `ttl_secs` bounds the token's age; the timestamp may never be more
-    /// than [`MAX_CLOCK_SKEW_SECS`] in the future. The MAC is checked before anything is decrypted.
+    /// Verifies and decrypts. `ttl` bounds the token's age; the timestamp may never be more than
+    /// [`MAX_CLOCK_SKEW_SECS`] in the future. The MAC is checked before anything is decrypted.
     pub fn decrypt(
         &self,
         token: &str,
-        ttl_secs: Option<u64>,
-        now_secs: u64,
+        ttl: Option<Duration>,
+        now: UnixMillis,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let now_secs = now.secs();
         let raw = URL_SAFE.decode(token.trim_end()).map_err(|_| CryptoError::InvalidToken)?;
         if raw.len() < HEADER_LEN + 16 + MAC_LEN || raw[0] != VERSION {
             return Err(CryptoError::InvalidToken);
@@ -96,8 +101,8 @@ impl FernetKey {
         if timestamp > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS) {
             return Err(CryptoError::InvalidToken);
         }
-        if let Some(ttl) = ttl_secs
-            && timestamp.saturating_add(ttl) < now_secs
+        if let Some(ttl) = ttl
+            && timestamp.saturating_add(ttl.as_secs()) < now_secs
         {
             return Err(CryptoError::Expired);
         }
@@ -121,41 +126,52 @@ impl FernetKey {
 mod tests {
     use super::*;
 
+    /// An instant `secs` after the epoch.
+    fn at(secs: u64) -> UnixMillis {
+        UnixMillis::from_secs(secs)
+    }
+
     #[test]
     fn round_trip_and_tamper() {
         let key = FernetKey::from_bytes(&[7u8; 32]);
-        let token = key.encrypt(b"broker token", 1_000).expect("encrypt");
-        assert_eq!(key.decrypt(&token, Some(60), 1_030).expect("fresh").as_slice(), b"broker token");
-        assert_eq!(key.decrypt(&token, Some(60), 1_061), Err(CryptoError::Expired));
-        assert_eq!(key.decrypt(&token, None, 1_000_000).expect("no ttl").as_slice(), b"broker token");
+        let token = key.encrypt(b"broker token", at(1_000)).expect("encrypt");
+        assert_eq!(
+            key.decrypt(&token, Some(Duration::from_secs(60)), at(1_030)).expect("fresh").as_slice(),
+            b"broker token"
+        );
+        assert_eq!(key.decrypt(&token, Some(Duration::from_secs(60)), at(1_061)), Err(CryptoError::Expired));
+        assert_eq!(key.decrypt(&token, None, at(1_000_000)).expect("no ttl").as_slice(), b"broker token");
 
         let other = FernetKey::from_bytes(&[8u8; 32]);
-        assert_eq!(other.decrypt(&token, None, 1_000), Err(CryptoError::InvalidToken));
+        assert_eq!(other.decrypt(&token, None, at(1_000)), Err(CryptoError::InvalidToken));
 
         let mut bytes = URL_SAFE.decode(&token).expect("b64");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert_eq!(key.decrypt(&URL_SAFE.encode(&bytes), None, 1_000), Err(CryptoError::InvalidToken));
+        assert_eq!(key.decrypt(&URL_SAFE.encode(&bytes), None, at(1_000)), Err(CryptoError::InvalidToken));
     }
 
     #[test]
     fn clock_skew_edge_is_sixty_seconds() {
         let key = FernetKey::from_bytes(&[1u8; 32]);
         let now = 2_000_000_000;
-        assert!(key.decrypt(&key.encrypt(b"x", now + 60).expect("encrypt"), Some(10), now).is_ok());
+        assert!(
+            key.decrypt(&key.encrypt(b"x", at(now + 60)).expect("encrypt"), Some(Duration::from_secs(10)), at(now))
+                .is_ok()
+        );
         assert_eq!(
-            key.decrypt(&key.encrypt(b"x", now + 61).expect("encrypt"), Some(10), now),
+            key.decrypt(&key.encrypt(b"x", at(now + 61)).expect("encrypt"), Some(Duration::from_secs(10)), at(now)),
             Err(CryptoError::InvalidToken)
         );
-        let token = key.encrypt(b"x", now).expect("encrypt");
-        assert!(key.decrypt(&token, Some(10), now + 10).is_ok());
-        assert_eq!(key.decrypt(&token, Some(10), now + 11), Err(CryptoError::Expired));
+        let token = key.encrypt(b"x", at(now)).expect("encrypt");
+        assert!(key.decrypt(&token, Some(Duration::from_secs(10)), at(now + 10)).is_ok());
+        assert_eq!(key.decrypt(&token, Some(Duration::from_secs(10)), at(now + 11)), Err(CryptoError::Expired));
     }
 
     #[test]
     fn empty_plaintext_round_trips() {
         let key = FernetKey::from_bytes(&[2u8; 32]);
-        assert!(key.decrypt(&key.encrypt(b"", 5).expect("encrypt"), None, 5).expect("empty").is_empty());
+        assert!(key.decrypt(&key.encrypt(b"", at(5)).expect("encrypt"), None, at(5)).expect("empty").is_empty());
     }
 
     #[test]

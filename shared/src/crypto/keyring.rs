@@ -6,6 +6,8 @@
 //! Rotation prepends a new root: new writes use it, old tokens still decrypt under the older roots
 //! until they are re-encrypted, and nothing has to stop while that happens.
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hkdf::Hkdf;
@@ -15,6 +17,7 @@ use zeroize::Zeroizing;
 
 use super::CryptoError;
 use super::fernet::FernetKey;
+use crate::core::clock::UnixMillis;
 
 /// What a derived key protects. The label is part of the derivation and must never change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,19 +162,19 @@ pub struct PurposeCipher {
 }
 
 impl PurposeCipher {
-    pub fn encrypt(&self, plaintext: &[u8], now_secs: u64) -> Result<String, CryptoError> {
-        self.keys.first().ok_or(CryptoError::BadKey("no keys"))?.encrypt(plaintext, now_secs)
+    pub fn encrypt(&self, plaintext: &[u8], now: UnixMillis) -> Result<String, CryptoError> {
+        self.keys.first().ok_or(CryptoError::BadKey("no keys"))?.encrypt(plaintext, now)
     }
 
     pub fn decrypt(
         &self,
         token: &str,
-        ttl_secs: Option<u64>,
-        now_secs: u64,
+        ttl: Option<Duration>,
+        now: UnixMillis,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let mut outcome = Err(CryptoError::InvalidToken);
         for key in &self.keys {
-            match key.decrypt(token, ttl_secs, now_secs) {
+            match key.decrypt(token, ttl, now) {
                 Ok(plaintext) => return Ok(plaintext),
                 Err(CryptoError::Expired) => outcome = Err(CryptoError::Expired),
                 Err(_) => {}
@@ -185,6 +188,11 @@ impl PurposeCipher {
 mod tests {
     use super::*;
 
+    /// An instant `secs` after the epoch.
+    fn at(secs: u64) -> UnixMillis {
+        UnixMillis::from_secs(secs)
+    }
+
     fn root(byte: u8) -> Zeroizing<[u8; 32]> {
         Zeroizing::new([byte; 32])
     }
@@ -196,20 +204,20 @@ mod tests {
         let totp = ring.cipher(&Purpose::TotpSecret).expect("cipher");
         let zerodha = ring.cipher(&Purpose::BrokerTokens("zerodha".into())).expect("cipher");
         let dhan = ring.cipher(&Purpose::BrokerTokens("dhan".into())).expect("cipher");
-        let token = api.encrypt(b"secret", 100).expect("encrypt");
-        assert_eq!(api.decrypt(&token, None, 100).expect("same purpose").as_slice(), b"secret");
+        let token = api.encrypt(b"secret", at(100)).expect("encrypt");
+        assert_eq!(api.decrypt(&token, None, at(100)).expect("same purpose").as_slice(), b"secret");
         for other in [&totp, &zerodha] {
-            assert_eq!(other.decrypt(&token, None, 100), Err(CryptoError::InvalidToken));
+            assert_eq!(other.decrypt(&token, None, at(100)), Err(CryptoError::InvalidToken));
         }
-        let broker_token = zerodha.encrypt(b"t", 100).expect("encrypt");
-        assert_eq!(dhan.decrypt(&broker_token, None, 100), Err(CryptoError::InvalidToken));
+        let broker_token = zerodha.encrypt(b"t", at(100)).expect("encrypt");
+        assert_eq!(dhan.decrypt(&broker_token, None, at(100)), Err(CryptoError::InvalidToken));
     }
 
     #[test]
     fn rotation_keeps_old_tokens_readable_and_writes_with_the_new_root() {
         let old_ring = KeyRing::single(root(1));
         let old_tokens: Vec<String> = (0..100)
-            .map(|i| old_ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], 10).expect("encrypt"))
+            .map(|i| old_ring.cipher(&Purpose::ApiKeyCopy).expect("cipher").encrypt(&[i], at(10)).expect("encrypt"))
             .collect();
 
         let ring = old_ring.rotated(root(2));
@@ -217,25 +225,25 @@ mod tests {
         assert_eq!(ring.len(), 2);
         let cipher = ring.cipher(&Purpose::ApiKeyCopy).expect("cipher");
         for (i, token) in old_tokens.iter().enumerate() {
-            assert_eq!(cipher.decrypt(token, None, 10).expect("old token").as_slice(), &[i as u8]);
+            assert_eq!(cipher.decrypt(token, None, at(10)).expect("old token").as_slice(), &[i as u8]);
         }
 
         // 100 % of new writes use the new root: a ring holding only the new root reads them.
         let only_new = KeyRing::single(root(2)).cipher(&Purpose::ApiKeyCopy).expect("cipher");
         let only_old = KeyRing::single(root(1)).cipher(&Purpose::ApiKeyCopy).expect("cipher");
         for i in 0..100u8 {
-            let token = cipher.encrypt(&[i], 10).expect("encrypt");
-            assert!(only_new.decrypt(&token, None, 10).is_ok());
-            assert_eq!(only_old.decrypt(&token, None, 10), Err(CryptoError::InvalidToken));
+            let token = cipher.encrypt(&[i], at(10)).expect("encrypt");
+            assert!(only_new.decrypt(&token, None, at(10)).is_ok());
+            assert_eq!(only_old.decrypt(&token, None, at(10)), Err(CryptoError::InvalidToken));
         }
     }
 
     #[test]
     fn ring_ttl_is_honoured() {
         let cipher = KeyRing::single(root(3)).cipher(&Purpose::TotpSecret).expect("cipher");
-        let token = cipher.encrypt(b"x", 1_000).expect("encrypt");
-        assert!(cipher.decrypt(&token, Some(30), 1_030).is_ok());
-        assert_eq!(cipher.decrypt(&token, Some(30), 1_031), Err(CryptoError::Expired));
+        let token = cipher.encrypt(b"x", at(1_000)).expect("encrypt");
+        assert!(cipher.decrypt(&token, Some(Duration::from_secs(30)), at(1_030)).is_ok());
+        assert_eq!(cipher.decrypt(&token, Some(Duration::from_secs(30)), at(1_031)), Err(CryptoError::Expired));
     }
 
     #[test]
@@ -246,8 +254,8 @@ mod tests {
         document["keys"].as_array_mut().expect("keys").reverse();
         let reparsed = KeyRing::from_plaintext(document.to_string().as_bytes()).expect("ring");
         assert_eq!(reparsed.newest_id(), Some(3));
-        let token = ring.cipher(&Purpose::SmtpPassword).expect("c").encrypt(b"p", 1).expect("e");
-        assert!(reparsed.cipher(&Purpose::SmtpPassword).expect("c").decrypt(&token, None, 1).is_ok());
+        let token = ring.cipher(&Purpose::SmtpPassword).expect("c").encrypt(b"p", at(1)).expect("e");
+        assert!(reparsed.cipher(&Purpose::SmtpPassword).expect("c").decrypt(&token, None, at(1)).is_ok());
         assert!(!format!("{ring:?}").contains("key\""));
     }
 

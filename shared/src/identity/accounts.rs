@@ -130,7 +130,7 @@ impl Accounts<'_> {
     /// The user's TOTP secret, decrypted; `None` when not enrolled.
     pub fn totp_secret(self, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
         let Some(token) = &user.totp else { return Ok(None) };
-        let bytes = self.totp_secrets.decrypt(token, None, now.secs()).map_err(AppError::internal)?;
+        let bytes = self.totp_secrets.decrypt(token, None, now).map_err(AppError::internal)?;
         TotpSecret::from_bytes(&bytes)
             .map(Some)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored TOTP secret has the wrong length")))
@@ -142,7 +142,7 @@ impl Accounts<'_> {
 
     async fn key_record_for(self, username: &str, key: ApiKey) -> Result<(ApiKey, ApiKeyRecord), AppError> {
         let phc = self.hash_secret(key.expose()).await?;
-        let now = self.clock.now().secs();
+        let now = self.clock.now();
         let encrypted_copy = self.api_key_copies.encrypt(key.expose().as_bytes(), now).map_err(AppError::internal)?;
         let record = ApiKeyRecord {
             id: key.id().clone(),
@@ -150,7 +150,7 @@ impl Accounts<'_> {
             phc,
             encrypted_copy,
             broker: SANDBOX_BROKER.to_owned(),
-            created_at: now,
+            created_at: now.secs(),
             revoked_at: None,
             allow: Vec::new(),
         };
@@ -201,7 +201,7 @@ impl Accounts<'_> {
         check_password_strength(password)?;
         let totp = TotpSecret::generate();
         let encrypted_totp =
-            self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now().secs()).map_err(AppError::internal)?;
+            self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now()).map_err(AppError::internal)?;
         let phc = self.hash_secret(password).await?;
         let (key, record) = self.new_key_record(username).await?;
         let role = if setup_token_hash.is_some() { Role::Admin } else { Role::User };

@@ -59,7 +59,7 @@ impl MailSettings<'_> {
             Certificate::from_pem(pem.as_bytes())
                 .map_err(|_| AppError::bad_request("the CA file is not a PEM certificate"))?;
         }
-        let now = self.clock.now().secs();
+        let now = self.clock.now();
         let password = self
             .smtp_passwords
             .encrypt(settings.password.expose_secret().as_bytes(), now)
@@ -88,7 +88,7 @@ impl MailSettings<'_> {
         let Some(item) = self.identity.item(SETTINGS_PK.into(), "read SMTP settings").await? else {
             return Ok(None);
         };
-        let now = self.clock.now().secs();
+        let now = self.clock.now();
         let password = string(&item, "password")
             .map(|token| self.smtp_passwords.decrypt(&token, None, now))
             .transpose()
