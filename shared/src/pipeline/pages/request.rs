@@ -24,7 +24,7 @@ pub struct WebRequest {
     pub method: Method,
     pub ip: IpAddr,
     pub now: UnixMillis,
-    /// The valid session this route's [`Access`] asked for (`None` only on public routes).
+    /// The valid session this route's [`Access`](crate::pipeline::route::Access) asked for (`None` only on public routes).
     pub session: Option<SessionRecord>,
     /// Form fields or a JSON object's string/number fields.
     pub form: HashMap<String, String>,
@@ -50,7 +50,7 @@ impl WebRequest {
         form_urlencoded::parse(self.query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
     }
 
-    /// The session a [`Access::Session`], [`Access::Admin`] or [`Access::PendingTotp`] route is
+    /// The session an `Access::Session`, `Access::Admin` or `Access::PendingTotp` route is
     /// guaranteed to have.
     pub fn session(&self) -> Result<&SessionRecord, AppError> {
         self.session.as_ref().ok_or(AppError::SessionExpired)
