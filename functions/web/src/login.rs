@@ -4,30 +4,31 @@
 //! password with TOTP enrolled starts a *pending* session that can do nothing but submit a code for
 //! five minutes; the code's acceptance replaces it with a full session under a new id.
 
+use maud::html;
 use serde_json::json;
 use shared::Deps;
 use shared::core::error::AppError;
 use shared::limits::subject::Subject;
-use shared::pipeline::pages::html::{csrf_field, error_box, escape, notice_box};
+use shared::pipeline::pages::html::{csrf_field, error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 use shared::store::sessions::Stage;
 
 use crate::common::{audit, start_session};
 
 fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
-    let body = format!(
-        r#"{notice}{error}
-<form method="post" action="/auth/login">
-<label for="username">Username</label><input id="username" name="username" value="{username}" autocomplete="username" required>
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button id="login" type="submit">Log in</button>
-</form>
-<p><a id="forgot" href="/auth/reset-password">Forgot your password?</a></p>"#,
-        notice = notice_box(notice),
-        error = error_box(error),
-        username = escape(request.field("username")),
-    );
-    request.page(status, "Log in", &body)
+    let body = html! {
+        (notice_box(notice))
+        (error_box(error))
+        form method="post" action="/auth/login" {
+            label for="username" { "Username" }
+            input id="username" name="username" value=(request.field("username")) autocomplete="username" required;
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" autocomplete="current-password" required;
+            button id="login" type="submit" { "Log in" }
+        }
+        p { a id="forgot" href="/auth/reset-password" { "Forgot your password?" } }
+    };
+    request.page(status, "Log in", body)
 }
 
 pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -97,16 +98,18 @@ fn logged_in(request: &WebRequest) -> Reply {
 }
 
 fn totp_page(request: &WebRequest, status: u16, error: Option<&str>) -> Result<Reply, AppError> {
-    let body = format!(
-        r#"<p>Enter the 6-digit code from your authenticator app.</p>{error}
-<form method="post" action="/auth/login/totp">{csrf}
-<label for="totp_code">Code</label><input id="totp_code" name="totp_code" inputmode="numeric" pattern="[0-9]{{6}}" maxlength="6" autocomplete="one-time-code" required>
-<button id="verify" type="submit">Verify</button>
-</form>"#,
-        error = error_box(error),
-        csrf = csrf_field(&request.session()?.csrf),
-    );
-    Ok(request.page(status, "Two-factor authentication", &body))
+    let body = html! {
+        p { "Enter the 6-digit code from your authenticator app." }
+        (error_box(error))
+        form method="post" action="/auth/login/totp" {
+            (csrf_field(&request.session()?.csrf))
+            label for="totp_code" { "Code" }
+            input id="totp_code" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6"
+                autocomplete="one-time-code" required;
+            button id="verify" type="submit" { "Verify" }
+        }
+    };
+    Ok(request.page(status, "Two-factor authentication", body))
 }
 
 pub async fn totp_form(request: WebRequest) -> Result<Reply, AppError> {

@@ -1,6 +1,7 @@
 //! The logged-in pages: dashboard, API key, sessions, logout, password change. The principal is
 //! always the session's user, never a form field (W9).
 
+use maud::html;
 use serde_json::json;
 use shared::Deps;
 use shared::core::error::AppError;
@@ -8,7 +9,7 @@ use shared::identity::accounts::check_password_strength;
 use shared::identity::auth::parse_allowlist;
 use shared::identity::sessions::clear_cookie;
 use shared::limits::subject::Subject;
-use shared::pipeline::pages::html::{csrf_field, error_box, escape};
+use shared::pipeline::pages::html::{csrf_field, error_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::UserRecord;
@@ -23,20 +24,25 @@ pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
     let session = request.session()?;
     let user = current_user(deps, session).await?;
     let expires = ist(shared::core::clock::UnixMillis::from_secs(session.expires_at));
-    let body = format!(
-        r#"<p>Logged in as <strong id="username">{user}</strong> ({role}). Orders go to the <strong>sandbox</strong> broker.</p>
-<p>This session ends at <span id="session-expiry">{expires}</span>, the daily boundary.</p>
-<h2>Change password</h2>
-<form method="post" action="/auth/change-password">{csrf}
-<label for="current_password">Current password</label><input id="current_password" name="current_password" type="password" autocomplete="current-password" required>
-<label for="new_password">New password</label><input id="new_password" name="new_password" type="password" autocomplete="new-password" required>
-<label for="confirm_password">Confirm new password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
-<button id="change-password" type="submit">Change password and log out everywhere</button></form>"#,
-        user = escape(&user.username),
-        role = user.role.as_str(),
-        csrf = csrf_field(&session.csrf),
-    );
-    Ok(request.page(200, "Dashboard", &body))
+    let body = html! {
+        p {
+            "Logged in as " strong id="username" { (user.username) } " (" (user.role.as_str()) "). Orders go to the "
+            strong { "sandbox" } " broker."
+        }
+        p { "This session ends at " span id="session-expiry" { (expires) } ", the daily boundary." }
+        h2 { "Change password" }
+        form method="post" action="/auth/change-password" {
+            (csrf_field(&session.csrf))
+            label for="current_password" { "Current password" }
+            input id="current_password" name="current_password" type="password" autocomplete="current-password" required;
+            label for="new_password" { "New password" }
+            input id="new_password" name="new_password" type="password" autocomplete="new-password" required;
+            label for="confirm_password" { "Confirm new password" }
+            input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required;
+            button id="change-password" type="submit" { "Change password and log out everywhere" }
+        }
+    };
+    Ok(request.page(200, "Dashboard", body))
 }
 
 /// The API-key page; `shown` is a key to display this once (just generated or revealed).
@@ -49,46 +55,42 @@ fn key_page(
 ) -> Result<Reply, AppError> {
     let session = request.session()?;
     let csrf = csrf_field(&session.csrf);
-    let shown = shown
-        .map(|(label, key)| {
-            format!(
-                r#"<p class="notice" id="key-notice">{}</p><p class="secret" id="api-key">{}</p>"#,
-                escape(label),
-                escape(key)
-            )
-        })
-        .unwrap_or_default();
     let key_id = user.api_key_id.as_deref().map_or_else(|| "none".to_owned(), |id| format!("kav_{id}_…"));
     let reauth_fresh = session.reauthenticated_recently(request.now);
-    let reveal = if reauth_fresh {
-        format!(
-            r#"<form method="post" action="/apikey/reveal">{csrf}<button id="reveal" type="submit">Show my API key</button></form>"#
-        )
-    } else {
-        format!(
-            r#"<form method="post" action="/apikey/reveal">{csrf}<p>To see the key again, confirm it is you with your password or a code from your authenticator app.</p>
-<label for="reveal_password">Password</label><input id="reveal_password" name="password" type="password" autocomplete="current-password">
-<label for="reveal_totp">or code</label><input id="reveal_totp" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code">
-<button id="reveal" type="submit">Show my API key</button></form>"#
-        )
+    let body = html! {
+        (error_box(error))
+        @if let Some((label, key)) = shown {
+            p class="notice" id="key-notice" { (label) }
+            p class="secret" id="api-key" { (key) }
+        }
+        p { "Current key: " code id="key-id" { (key_id) } }
+        form method="post" action="/apikey/reveal" {
+            (csrf)
+            @if !reauth_fresh {
+                p { "To see the key again, confirm it is you with your password or a code from your authenticator app." }
+                label for="reveal_password" { "Password" }
+                input id="reveal_password" name="password" type="password" autocomplete="current-password";
+                label for="reveal_totp" { "or code" }
+                input id="reveal_totp" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code";
+            }
+            button id="reveal" type="submit" { "Show my API key" }
+        }
+        h2 { "Regenerate" }
+        p { "A new key replaces the current one at once: the old key is refused on its next use." }
+        form method="post" action="/apikey" {
+            (csrf)
+            button id="regenerate" type="submit" { "Generate a new API key" }
+        }
+        h2 { "IP allowlist" }
+        p { "SEBI's static-IP rule: when set, the key works only from these addresses or ranges. Empty allows any address." }
+        form method="post" action="/apikey/allowlist" {
+            (csrf)
+            label for="allowlist" { "Addresses or CIDR ranges, one per line" }
+            textarea id="allowlist" name="allowlist" rows="3" { (user.allow.join("\n")) }
+            button id="save-allowlist" type="submit" { "Save allowlist" }
+        }
     };
-    let body = format!(
-        r#"{error}{shown}
-<p>Current key: <code id="key-id">{key_id}</code></p>
-{reveal}
-<h2>Regenerate</h2>
-<p>A new key replaces the current one at once: the old key is refused on its next use.</p>
-<form method="post" action="/apikey">{csrf}<button id="regenerate" type="submit">Generate a new API key</button></form>
-<h2>IP allowlist</h2>
-<p>SEBI's static-IP rule: when set, the key works only from these addresses or ranges. Empty allows any address.</p>
-<form method="post" action="/apikey/allowlist">{csrf}
-<label for="allowlist">Addresses or CIDR ranges, one per line</label><textarea id="allowlist" name="allowlist" rows="3">{allow}</textarea>
-<button id="save-allowlist" type="submit">Save allowlist</button></form>"#,
-        error = error_box(error),
-        key_id = escape(&key_id),
-        allow = escape(&user.allow.join("\n")),
-    );
-    Ok(request.page(status, "API key", &body))
+    Ok(request.page(status, "API key", body))
 }
 
 pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -188,25 +190,25 @@ pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppErro
             .collect();
         return Ok(Reply::json(json!({ "data": rows })));
     }
-    let rows: String = list
-        .iter()
-        .map(|s| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&s.ip),
-                escape(&s.user_agent.chars().take(80).collect::<String>()),
-                escape(&ist(s.created_at)),
-                escape(&ist(s.last_seen)),
-                if s.hash == session.hash { "this device" } else { "" },
-            )
-        })
-        .collect();
-    let body = format!(
-        r#"<table id="sessions"><tr><th>IP</th><th>Browser</th><th>Logged in</th><th>Last seen</th><th></th></tr>{rows}</table>
-<form method="post" action="/auth/logout-all">{csrf}<button id="logout-all" type="submit">Log out all devices</button></form>"#,
-        csrf = csrf_field(&session.csrf),
-    );
-    Ok(request.page(200, "Active sessions", &body))
+    let body = html! {
+        table id="sessions" {
+            tr { th { "IP" } th { "Browser" } th { "Logged in" } th { "Last seen" } th {} }
+            @for s in &list {
+                tr {
+                    td { (s.ip) }
+                    td { (s.user_agent.chars().take(80).collect::<String>()) }
+                    td { (ist(s.created_at)) }
+                    td { (ist(s.last_seen)) }
+                    td { @if s.hash == session.hash { "this device" } }
+                }
+            }
+        }
+        form method="post" action="/auth/logout-all" {
+            (csrf_field(&session.csrf))
+            button id="logout-all" type="submit" { "Log out all devices" }
+        }
+    };
+    Ok(request.page(200, "Active sessions", body))
 }
 
 fn logged_out(request: &WebRequest) -> Reply {

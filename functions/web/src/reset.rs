@@ -6,11 +6,12 @@
 //! whether or not the account exists (W15), and links are built from `PUBLIC_BASE_URL`, never from
 //! the request's `Host`.
 
+use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
 use shared::identity::accounts::check_password_strength;
 use shared::limits::subject::Subject;
-use shared::pipeline::pages::html::{error_box, escape, notice_box};
+use shared::pipeline::pages::html::{error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::{audit, token_hash};
@@ -21,34 +22,43 @@ const INVALID_TOKEN: &str = "Invalid or expired reset token.";
 const EMAIL_SENT: &str = "If an account with that email exists, a reset link has been sent to it.";
 
 fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Option<&str>) -> Reply {
-    let body = format!(
-        r#"{notice}{error}
-<h2>With your authenticator app</h2>
-<form method="post" action="/auth/reset-password"><input type="hidden" name="method" value="totp">
-<label for="username">Username</label><input id="username" name="username" autocomplete="username" required>
-<label for="totp_code">Code</label><input id="totp_code" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code" required>
-<button id="reset-totp" type="submit">Continue</button></form>
-<h2>By email</h2>
-<form method="post" action="/auth/reset-password"><input type="hidden" name="method" value="email">
-<label for="email">Email</label><input id="email" name="email" type="email" autocomplete="email" required>
-<button id="reset-email" type="submit">Send reset link</button></form>
-<p><a href="/auth/login">Back to login</a></p>"#,
-        notice = notice_box(notice),
-        error = error_box(error),
-    );
-    request.page(status, "Reset password", &body)
+    let body = html! {
+        (notice_box(notice))
+        (error_box(error))
+        h2 { "With your authenticator app" }
+        form method="post" action="/auth/reset-password" {
+            input type="hidden" name="method" value="totp";
+            label for="username" { "Username" }
+            input id="username" name="username" autocomplete="username" required;
+            label for="totp_code" { "Code" }
+            input id="totp_code" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code" required;
+            button id="reset-totp" type="submit" { "Continue" }
+        }
+        h2 { "By email" }
+        form method="post" action="/auth/reset-password" {
+            input type="hidden" name="method" value="email";
+            label for="email" { "Email" }
+            input id="email" name="email" type="email" autocomplete="email" required;
+            button id="reset-email" type="submit" { "Send reset link" }
+        }
+        p { a href="/auth/login" { "Back to login" } }
+    };
+    request.page(status, "Reset password", body)
 }
 
 fn password_page(request: &WebRequest, token: &str, status: u16, error: Option<&str>) -> Reply {
-    let body = format!(
-        r#"{error}<form method="post" action="/auth/reset-password/confirm"><input type="hidden" name="token" value="{token}">
-<label for="password">New password</label><input id="password" name="password" type="password" autocomplete="new-password" required>
-<label for="confirm_password">Confirm new password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
-<button id="set-password" type="submit">Set new password</button></form>"#,
-        error = error_box(error),
-        token = escape(token),
-    );
-    request.page(status, "Choose a new password", &body)
+    let body = html! {
+        (error_box(error))
+        form method="post" action="/auth/reset-password/confirm" {
+            input type="hidden" name="token" value=(token);
+            label for="password" { "New password" }
+            input id="password" name="password" type="password" autocomplete="new-password" required;
+            label for="confirm_password" { "Confirm new password" }
+            input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required;
+            button id="set-password" type="submit" { "Set new password" }
+        }
+    };
+    request.page(status, "Choose a new password", body)
 }
 
 pub async fn form(request: WebRequest) -> Result<Reply, AppError> {

@@ -4,11 +4,12 @@
 
 use std::net::IpAddr;
 
+use maud::html;
 use serde_json::{Value, json};
 use shared::Deps;
 use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
-use shared::pipeline::pages::html::{csrf_field, escape, notice_box};
+use shared::pipeline::pages::html::{csrf_field, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest};
 use shared::store::bans::Ban;
 use shared::store::trackers::Tracker;
@@ -112,7 +113,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         return Ok(Reply::json(data));
     }
     let csrf = csrf_field(&request.session()?.csrf);
-    let text = |value: &Value| escape(&value.as_str().map_or_else(|| value.to_string(), str::to_owned));
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
     let rows = |key: &str| data[key].as_array().map_or(&[][..], Vec::as_slice);
 
     let notices = [
@@ -121,130 +122,152 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         ("cleared", "The 404 record is cleared."),
         ("saved", "Settings saved. They apply from the next request."),
     ];
-    let notice =
-        notice_box(notices.iter().find(|(flag, _)| request.query_param(flag).is_some()).map(|(_, text)| *text));
+    let notice = notices.iter().find(|(flag, _)| request.query_param(flag).is_some()).map(|(_, text)| *text);
 
     let totals = &data["totals"];
-    let totals_html = format!(
-        r#"<table id="totals"><tr><th>Active bans</th><th>Permanent</th><th>Temporary</th><th>IPs with 404s</th><th>Near the 404 threshold</th><th>IPs with invalid keys</th><th>Recent failed logins</th></tr>
-<tr><td id="total-bans">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>"#,
-        text(&totals["active_bans"]),
-        text(&totals["permanent_bans"]),
-        text(&totals["temporary_bans"]),
-        text(&totals["ips_with_404s"]),
-        text(&totals["ips_near_404_threshold"]),
-        text(&totals["ips_with_invalid_keys"]),
-        text(&totals["recent_failed_logins"]),
-    );
-
-    let bans_html: String = rows("banned_ips")
-        .iter()
-        .map(|ban| {
-            format!(
-                r#"<tr class="ban" data-ip="{ip}"><td>{ip}</td><td>{reason}</td><td>{at}</td><td>{until}</td><td>{count}</td><td>{by}</td>
-<td><form class="inline" method="post" action="/security/unban">{csrf}<input type="hidden" name="ip_address" value="{ip}"><button type="submit" class="unban">Unban</button></form></td></tr>"#,
-                ip = text(&ban["ip_address"]),
-                reason = text(&ban["ban_reason"]),
-                at = text(&ban["banned_at"]),
-                until = if ban["is_permanent"] == true { "Permanent".to_owned() } else { text(&ban["expires_at"]) },
-                count = text(&ban["ban_count"]),
-                by = text(&ban["created_by"]),
-            )
-        })
-        .collect();
-
-    let tracker_rows = |key: &str, evidence: &str, clear: bool| -> String {
-        rows(key)
-            .iter()
-            .map(|row| {
-                let items: Vec<String> = row[evidence].as_array().into_iter().flatten().map(&text).collect();
-                let clear_form = if clear {
-                    format!(
-                        r#"<form class="inline" method="post" action="/security/clear-404">{csrf}<input type="hidden" name="ip_address" value="{}"><button type="submit">Clear</button></form>"#,
-                        text(&row["ip_address"])
-                    )
-                } else {
-                    String::new()
-                };
-                format!(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{clear_form}</td></tr>",
-                    text(&row["ip_address"]),
-                    text(&row["count"]),
-                    text(&row["first_at"]),
-                    text(&row["last_at"]),
-                    items.join("<br>"),
-                )
-            })
-            .collect()
+    let tracker_rows = |key: &str, evidence: &str, clear: bool| {
+        html! {
+            @for row in rows(key) {
+                tr {
+                    td { (text(&row["ip_address"])) }
+                    td { (text(&row["count"])) }
+                    td { (text(&row["first_at"])) }
+                    td { (text(&row["last_at"])) }
+                    td {
+                        code {
+                            @for (index, item) in row[evidence].as_array().into_iter().flatten().enumerate() {
+                                @if index > 0 { br; }
+                                (text(item))
+                            }
+                        }
+                    }
+                    td {
+                        @if clear {
+                            form class="inline" method="post" action="/security/clear-404" {
+                                (csrf)
+                                input type="hidden" name="ip_address" value=(text(&row["ip_address"]));
+                                button type="submit" { "Clear" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     };
-
-    let logins_html: String = rows("login_activity")
-        .iter()
-        .map(|event| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                text(&event["at"]),
-                text(&event["username"]),
-                text(&event["ip_address"]),
-                text(&event["outcome"]),
-                text(&event["detail"]),
-            )
-        })
-        .collect();
-
     let settings = &data["settings"];
     let number_input = |name: &str, label: &str| {
-        format!(
-            r#"<label for="{name}">{label}</label><input id="{name}" name="{name}" type="number" min="0" value="{}">"#,
-            text(&settings[name])
-        )
+        html! {
+            label for=(name) { (label) }
+            input id=(name) name=(name) type="number" min="0" value=(text(&settings[name]));
+        }
     };
-    let duration_options: String = BAN_CHOICES
-        .iter()
-        .map(|(hours, label)| {
-            format!(r#"<option value="{hours}"{}>{label}</option>"#, if *hours == "24" { " selected" } else { "" })
-        })
-        .collect();
 
-    let body = format!(
-        r#"{notice}<p>Your address: <code id="your-ip">{your_ip}</code> (never bannable from here).</p>
-<h2>Totals</h2>{totals_html}
-<h2>Active bans</h2>
-<table id="bans"><tr><th>IP</th><th>Reason</th><th>Banned at</th><th>Until</th><th>Offence</th><th>By</th><th></th></tr>{bans_html}</table>
-<h2>Ban an address</h2>
-<form method="post" action="/security/ban" id="ban-form">{csrf}
-<label for="ip_address">IP address</label><input id="ip_address" name="ip_address" required>
-<label for="reason">Reason</label><input id="reason" name="reason" value="Manual ban" maxlength="200">
-<label for="duration_hours">Duration</label><select id="duration_hours" name="duration_hours">{duration_options}</select>
-<button id="ban" type="submit">Ban</button></form>
-<h2>404s in the last 24 hours</h2>
-<table id="not-found"><tr><th>IP</th><th>404s</th><th>First</th><th>Last</th><th>Paths tried</th><th></th></tr>{not_found}</table>
-<h2>Invalid API keys in the last 24 hours</h2>
-<table id="invalid-keys"><tr><th>IP</th><th>Attempts</th><th>First</th><th>Last</th><th>Key SHA-256 prefixes</th><th></th></tr>{invalid_keys}</table>
-<h2>Over the login limit in the last 24 hours</h2>
-<table id="login-abuse"><tr><th>IP</th><th>Refused attempts</th><th>First</th><th>Last</th><th></th><th></th></tr>{login_abuse}</table>
-<h2>Login activity</h2>
-<table id="logins"><tr><th>At</th><th>User</th><th>IP</th><th>Outcome</th><th>Detail</th></tr>{logins_html}</table>
-<h2>Settings</h2>
-<form method="post" action="/security/settings" id="settings-form">{csrf}
-<input type="hidden" name="auto_ban_enabled" value="false">
-<label><input id="auto_ban_enabled" name="auto_ban_enabled" type="checkbox" value="true"{auto}> Ban automatically</label>
-{t404}{d404}{tapi}{dapi}{tlogin}{dlogin}{repeat}
-<button id="save-settings" type="submit">Save settings</button></form>"#,
-        your_ip = text(&data["your_ip"]),
-        not_found = tracker_rows("ips_with_404s", "paths", true),
-        invalid_keys = tracker_rows("ips_with_invalid_keys", "key_hashes", false),
-        login_abuse = tracker_rows("ips_over_login_limit", "evidence", false),
-        auto = if settings["auto_ban_enabled"] == true { " checked" } else { "" },
-        t404 = number_input("404_threshold", "404s per 24 hours before a ban (1–1000)"),
-        d404 = number_input("404_ban_duration", "404 ban duration in hours (0 = permanent)"),
-        tapi = number_input("api_threshold", "Invalid API keys per 24 hours before a ban (1–100)"),
-        dapi = number_input("api_ban_duration", "Invalid-key ban duration in hours (0 = permanent)"),
-        tlogin = number_input("login_threshold", "Refused logins per 24 hours before a ban (1–1000)"),
-        dlogin = number_input("login_ban_duration", "Login ban duration in hours (0 = permanent)"),
-        repeat = number_input("repeat_offender_limit", "Offence from which bans are permanent (1–10)"),
-    );
-    Ok(request.page(200, "Security", &body))
+    let body = html! {
+        (notice_box(notice))
+        p { "Your address: " code id="your-ip" { (text(&data["your_ip"])) } " (never bannable from here)." }
+        h2 { "Totals" }
+        table id="totals" {
+            tr {
+                th { "Active bans" } th { "Permanent" } th { "Temporary" } th { "IPs with 404s" }
+                th { "Near the 404 threshold" } th { "IPs with invalid keys" } th { "Recent failed logins" }
+            }
+            tr {
+                td id="total-bans" { (text(&totals["active_bans"])) }
+                td { (text(&totals["permanent_bans"])) }
+                td { (text(&totals["temporary_bans"])) }
+                td { (text(&totals["ips_with_404s"])) }
+                td { (text(&totals["ips_near_404_threshold"])) }
+                td { (text(&totals["ips_with_invalid_keys"])) }
+                td { (text(&totals["recent_failed_logins"])) }
+            }
+        }
+        h2 { "Active bans" }
+        table id="bans" {
+            tr { th { "IP" } th { "Reason" } th { "Banned at" } th { "Until" } th { "Offence" } th { "By" } th {} }
+            @for ban in rows("banned_ips") {
+                @let ip = text(&ban["ip_address"]);
+                tr class="ban" data-ip=(ip) {
+                    td { (ip) }
+                    td { (text(&ban["ban_reason"])) }
+                    td { (text(&ban["banned_at"])) }
+                    td { @if ban["is_permanent"] == true { "Permanent" } @else { (text(&ban["expires_at"])) } }
+                    td { (text(&ban["ban_count"])) }
+                    td { (text(&ban["created_by"])) }
+                    td {
+                        form class="inline" method="post" action="/security/unban" {
+                            (csrf)
+                            input type="hidden" name="ip_address" value=(ip);
+                            button type="submit" class="unban" { "Unban" }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Ban an address" }
+        form method="post" action="/security/ban" id="ban-form" {
+            (csrf)
+            label for="ip_address" { "IP address" }
+            input id="ip_address" name="ip_address" required;
+            label for="reason" { "Reason" }
+            input id="reason" name="reason" value="Manual ban" maxlength="200";
+            label for="duration_hours" { "Duration" }
+            select id="duration_hours" name="duration_hours" {
+                @for (hours, label) in BAN_CHOICES {
+                    option value=(hours) selected[hours == "24"] { (label) }
+                }
+            }
+            // The select and the button share a line: without a space between them they touch.
+            " "
+            button id="ban" type="submit" { "Ban" }
+        }
+        h2 { "404s in the last 24 hours" }
+        table id="not-found" {
+            tr { th { "IP" } th { "404s" } th { "First" } th { "Last" } th { "Paths tried" } th {} }
+            (tracker_rows("ips_with_404s", "paths", true))
+        }
+        h2 { "Invalid API keys in the last 24 hours" }
+        table id="invalid-keys" {
+            tr { th { "IP" } th { "Attempts" } th { "First" } th { "Last" } th { "Key SHA-256 prefixes" } th {} }
+            (tracker_rows("ips_with_invalid_keys", "key_hashes", false))
+        }
+        h2 { "Over the login limit in the last 24 hours" }
+        table id="login-abuse" {
+            tr { th { "IP" } th { "Refused attempts" } th { "First" } th { "Last" } th {} th {} }
+            (tracker_rows("ips_over_login_limit", "evidence", false))
+        }
+        h2 { "Login activity" }
+        table id="logins" {
+            tr { th { "At" } th { "User" } th { "IP" } th { "Outcome" } th { "Detail" } }
+            @for event in rows("login_activity") {
+                tr {
+                    td { (text(&event["at"])) }
+                    td { (text(&event["username"])) }
+                    td { (text(&event["ip_address"])) }
+                    td { (text(&event["outcome"])) }
+                    td { (text(&event["detail"])) }
+                }
+            }
+        }
+        h2 { "Settings" }
+        form method="post" action="/security/settings" id="settings-form" {
+            (csrf)
+            input type="hidden" name="auto_ban_enabled" value="false";
+            label {
+                input id="auto_ban_enabled" name="auto_ban_enabled" type="checkbox" value="true"
+                    checked[settings["auto_ban_enabled"] == true];
+                " Ban automatically"
+            }
+            (number_input("404_threshold", "404s per 24 hours before a ban (1–1000)"))
+            (number_input("404_ban_duration", "404 ban duration in hours (0 = permanent)"))
+            (number_input("api_threshold", "Invalid API keys per 24 hours before a ban (1–100)"))
+            (number_input("api_ban_duration", "Invalid-key ban duration in hours (0 = permanent)"))
+            (number_input("login_threshold", "Refused logins per 24 hours before a ban (1–1000)"))
+            (number_input("login_ban_duration", "Login ban duration in hours (0 = permanent)"))
+            (number_input("repeat_offender_limit", "Offence from which bans are permanent (1–10)"))
+            button id="save-settings" type="submit" { "Save settings" }
+        }
+    };
+    Ok(request.page(200, "Security", body))
 }
 
 /// An address typed by the operator, in the form requests see it.
@@ -344,40 +367,42 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     if request.wants_json {
         return Ok(Reply::json(json!({ "logs": records.iter().map(logged_json).collect::<Vec<_>>() })));
     }
-    let rows: String = records
-        .iter()
-        .map(|record| {
-            format!(
-                r#"<tr class="log"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>"#,
-                escape(&ist(UnixMillis(record.at))),
-                escape(&record.ip),
-                escape(&record.method),
-                escape(&record.path),
-                record.status,
-                record.duration_ms,
-                escape(&record.user),
-                escape(&record.route),
-            )
-        })
-        .collect();
-    let value = |name: &str| escape(&request.query_param(name).unwrap_or_default());
-    let export_query = request.query.clone();
-    let body = format!(
-        r#"<form method="get" action="/logs" id="log-filter">
-<label for="ip">IP</label><input id="ip" name="ip" value="{ip}">
-<label for="status">Status</label><input id="status" name="status" value="{status}">
-<label for="path">Path contains</label><input id="path" name="path" value="{path}">
-<button id="filter" type="submit">Filter</button></form>
-<p><a id="export" href="/logs/export?{export}">Export CSV</a> · <span id="count">{count}</span> request(s), newest first; times in IST; kept {retention} days.</p>
-<table id="traffic"><tr><th>Time</th><th>IP</th><th>Method</th><th>Path</th><th>Status</th><th>ms</th><th>User</th><th>Route</th></tr>{rows}</table>"#,
-        ip = value("ip"),
-        status = value("status"),
-        path = value("path"),
-        export = escape(&export_query),
-        count = records.len(),
-        retention = deps.config.traffic_retention_days,
-    );
-    Ok(request.page(200, "Traffic log", &body))
+    let value = |name: &str| request.query_param(name).unwrap_or_default();
+    let body = html! {
+        form method="get" action="/logs" id="log-filter" {
+            label for="ip" { "IP" }
+            input id="ip" name="ip" value=(value("ip"));
+            label for="status" { "Status" }
+            input id="status" name="status" value=(value("status"));
+            label for="path" { "Path contains" }
+            input id="path" name="path" value=(value("path"));
+            button id="filter" type="submit" { "Filter" }
+        }
+        p {
+            a id="export" href={ "/logs/export?" (request.query) } { "Export CSV" }
+            " · " span id="count" { (records.len()) }
+            " request(s), newest first; times in IST; kept " (deps.config.traffic_retention_days) " days."
+        }
+        table id="traffic" {
+            tr {
+                th { "Time" } th { "IP" } th { "Method" } th { "Path" } th { "Status" } th { "ms" } th { "User" }
+                th { "Route" }
+            }
+            @for record in &records {
+                tr class="log" {
+                    td { (ist(UnixMillis(record.at))) }
+                    td { (record.ip) }
+                    td { (record.method) }
+                    td { (record.path) }
+                    td { (record.status) }
+                    td { (format!("{:.1}", record.duration_ms)) }
+                    td { (record.user) }
+                    td { (record.route) }
+                }
+            }
+        }
+    };
+    Ok(request.page(200, "Traffic log", body))
 }
 
 /// `GET /logs/export`: the filtered log as CSV.

@@ -1,34 +1,42 @@
 //! `/setup`: creates the administrator once, and only for whoever holds the one-time setup token
 //! that provisioning printed (OpenAlgo let the first visitor of a fresh instance take it over, W24).
 
+use maud::{PreEscaped, html};
 use shared::Deps;
 use shared::core::error::AppError;
 use shared::identity::accounts::{WebUserCreated, check_password_strength};
 use shared::limits::subject::Subject;
-use shared::pipeline::pages::html::{error_box, escape};
+use shared::pipeline::pages::html::error_box;
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
 use crate::common::token_hash;
 
 fn form_page(request: &WebRequest, status: u16, error: Option<&str>) -> Reply {
-    let value = |name: &str| escape(request.field(name));
-    let body = format!(
-        r#"<p>Create the administrator. You need the one-time setup token printed by <code>scripts/dev</code> or the deploy step.</p>
-{error}
-<form method="post" action="/setup">
-<label for="setup_token">Setup token</label><input id="setup_token" name="setup_token" autocomplete="off" required>
-<label for="username">Username</label><input id="username" name="username" value="{username}" autocomplete="username" required>
-<label for="email">Email</label><input id="email" name="email" type="email" value="{email}" autocomplete="email" required>
-<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="new-password" required>
-<label for="confirm_password">Confirm password</label><input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required>
-<button id="create" type="submit">Create administrator</button>
-</form>
-<p>Passwords need 8 or more characters with an upper-case letter, a lower-case letter, a digit and one of <code>!@#$%^&amp;*</code>.</p>"#,
-        error = error_box(error),
-        username = value("username"),
-        email = value("email"),
-    );
-    request.page(status, "First-run setup", &body)
+    let body = html! {
+        p {
+            "Create the administrator. You need the one-time setup token printed by " code { "scripts/dev" }
+            " or the deploy step."
+        }
+        (error_box(error))
+        form method="post" action="/setup" {
+            label for="setup_token" { "Setup token" }
+            input id="setup_token" name="setup_token" autocomplete="off" required;
+            label for="username" { "Username" }
+            input id="username" name="username" value=(request.field("username")) autocomplete="username" required;
+            label for="email" { "Email" }
+            input id="email" name="email" type="email" value=(request.field("email")) autocomplete="email" required;
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" autocomplete="new-password" required;
+            label for="confirm_password" { "Confirm password" }
+            input id="confirm_password" name="confirm_password" type="password" autocomplete="new-password" required;
+            button id="create" type="submit" { "Create administrator" }
+        }
+        p {
+            "Passwords need 8 or more characters with an upper-case letter, a lower-case letter, a digit and one of "
+            code { "!@#$%^&*" } "."
+        }
+    };
+    request.page(status, "First-run setup", body)
 }
 
 pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -77,19 +85,25 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         })));
     }
     let qr = secret.qr_svg(email).unwrap_or_default();
-    let body = format!(
-        r#"<p class="notice">The administrator <strong>{user}</strong> has been created. What follows is shown <strong>once</strong>.</p>
-<h2>Two-factor authentication</h2>
-<p>Scan this code with an authenticator app (Google Authenticator, Aegis, 1Password…). Every login will ask for its 6-digit code.</p>
-<div id="totp-qr">{qr}</div>
-<p>Or enter this secret by hand:</p><p class="secret" id="totp-secret">{secret}</p>
-<h2>Your API key</h2>
-<p>For TradingView, Amibroker, Chartink and the <code>openalgo</code> SDK. Store it now; you can regenerate it later.</p>
-<p class="secret" id="api-key">{key}</p>
-<p><a id="to-login" href="/auth/login">Continue to login</a></p>"#,
-        user = escape(username),
-        secret = escape(&secret.base32()),
-        key = escape(key.expose()),
-    );
-    Ok(request.page(200, "Setup complete", &body))
+    let body = html! {
+        p class="notice" {
+            "The administrator " strong { (username) } " has been created. What follows is shown " strong { "once" } "."
+        }
+        h2 { "Two-factor authentication" }
+        p {
+            "Scan this code with an authenticator app (Google Authenticator, Aegis, 1Password…). Every login will ask for its 6-digit code."
+        }
+        // The `qrcode` crate's SVG: markup it drew itself from the provisioning URI, never our input as text.
+        div id="totp-qr" { (PreEscaped(qr)) }
+        p { "Or enter this secret by hand:" }
+        p class="secret" id="totp-secret" { (secret.base32()) }
+        h2 { "Your API key" }
+        p {
+            "For TradingView, Amibroker, Chartink and the " code { "openalgo" }
+            " SDK. Store it now; you can regenerate it later."
+        }
+        p class="secret" id="api-key" { (key.expose()) }
+        p { a id="to-login" href="/auth/login" { "Continue to login" } }
+    };
+    Ok(request.page(200, "Setup complete", body))
 }

@@ -1,21 +1,9 @@
-//! Server-rendered HTML: escaping and the one layout every page uses. No template engine: pages are
-//! small, and `escape` is applied at every interpolation of untrusted text.
+//! Server-rendered HTML: the one layout every page uses and the pieces pages share, as `maud`
+//! templates. `maud` escapes every interpolation at compile time, so untrusted text cannot be put
+//! into a page unescaped by forgetting a call; `PreEscaped` is kept for what is HTML or CSS by
+//! construction (the style sheet below, the QR code's SVG).
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24;background:#fafafa}
@@ -46,43 +34,58 @@ pub struct Viewer<'a> {
     pub csrf: &'a str,
 }
 
-/// A whole page. `body` is trusted HTML built by the caller with [`escape`]d interpolations.
-pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
-    let header = match viewer {
-        Some(viewer) => format!(
-            r#"<header><strong>Kavach</strong><nav><a href="/dashboard">Dashboard</a><a href="/apikey">API key</a><a href="/auth/sessions">Sessions</a><a href="/security">Security</a><a href="/logs">Logs</a></nav>
-<span id="whoami">{user}</span>
-<form method="post" action="/auth/logout"><input type="hidden" name="csrf_token" value="{csrf}"><button id="logout" type="submit">Log out</button></form></header>"#,
-            user = escape(viewer.username),
-            csrf = escape(viewer.csrf),
-        ),
-        None => "<header><strong>Kavach</strong></header>".to_owned(),
-    };
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Kavach</title><style nonce="{nonce}">{STYLE}</style></head>
-<body>{header}<main><h1>{title}</h1>
-{body}
-</main></body></html>"#,
-        title = escape(title),
-        nonce = escape(nonce),
-    )
+/// A whole page around `body`, which only a template can have built.
+pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Kavach" }
+                // A constant of ours, and CSS rather than text: escaping would only corrupt it.
+                style nonce=(nonce) { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "Kavach" }
+                    @if let Some(viewer) = viewer {
+                        nav {
+                            a href="/dashboard" { "Dashboard" }
+                            a href="/apikey" { "API key" }
+                            a href="/auth/sessions" { "Sessions" }
+                            a href="/security" { "Security" }
+                            a href="/logs" { "Logs" }
+                        }
+                        span id="whoami" { (viewer.username) }
+                        form method="post" action="/auth/logout" {
+                            (csrf_field(viewer.csrf))
+                            button id="logout" type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
 }
 
 /// A hidden CSRF field for a form posted from a logged-in page.
-pub fn csrf_field(csrf: &str) -> String {
-    format!(r#"<input type="hidden" name="csrf_token" value="{}">"#, escape(csrf))
+pub fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(csrf); }
 }
 
 /// An error box, or nothing.
-pub fn error_box(message: Option<&str>) -> String {
-    message.map(|message| format!(r#"<p class="error" id="error">{}</p>"#, escape(message))).unwrap_or_default()
+pub fn error_box(message: Option<&str>) -> Markup {
+    html! { @if let Some(message) = message { p class="error" id="error" { (message) } } }
 }
 
 /// A notice box, or nothing.
-pub fn notice_box(message: Option<&str>) -> String {
-    message.map(|message| format!(r#"<p class="notice" id="notice">{}</p>"#, escape(message))).unwrap_or_default()
+pub fn notice_box(message: Option<&str>) -> Markup {
+    html! { @if let Some(message) = message { p class="notice" id="notice" { (message) } } }
 }
 
 #[cfg(test)]
@@ -90,19 +93,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            escape(r#"<script>"x" & 'y'</script>"#),
-            "&lt;script&gt;&quot;x&quot; &amp; &#x27;y&#x27;&lt;/script&gt;"
-        );
+    fn interpolations_are_escaped() {
+        let markup = error_box(Some(r#"<script>"x" & 'y'</script>"#)).into_string();
+        assert_eq!(markup, r#"<p class="error" id="error">&lt;script&gt;&quot;x&quot; &amp; 'y'&lt;/script&gt;</p>"#);
+        assert_eq!(notice_box(None).into_string(), "");
     }
 
     #[test]
     fn layout_carries_the_nonce_and_escapes_the_title() {
-        let page = layout("<b>", "abc123", Some(&Viewer { username: "<u>", csrf: "tok" }), "<p>hi</p>");
+        let body = html! { p { "hi" } };
+        let page = layout("<b>", "abc123", Some(&Viewer { username: "<u>", csrf: "tok" }), body).into_string();
         assert!(page.contains(r#"<style nonce="abc123">"#));
         assert!(page.contains("&lt;b&gt;") && page.contains("&lt;u&gt;"));
         assert!(page.contains(r#"name="csrf_token" value="tok""#));
+        assert!(page.contains("<main><h1>&lt;b&gt;</h1><p>hi</p></main>"));
         assert!(!page.contains("<script"), "pages work without scripts");
     }
 }

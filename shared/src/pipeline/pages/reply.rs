@@ -4,6 +4,7 @@
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, SET_COOKIE};
 use lambda_http::Body;
+use maud::{Markup, html};
 use serde_json::Value;
 
 use super::html;
@@ -14,7 +15,7 @@ use crate::pipeline::route::{Access, PageRoute};
 
 #[derive(Debug)]
 pub(crate) enum Content {
-    Html(String),
+    Html(Markup),
     Json(Value),
     Redirect(String),
     Csv { filename: String, body: String },
@@ -72,7 +73,7 @@ fn csp(nonce: &str) -> String {
 pub(crate) fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
     let mut response = match reply.content {
         Content::Html(html) => {
-            let mut response = lambda_http::Response::new(Body::Text(html));
+            let mut response = lambda_http::Response::new(Body::Text(html.into_string()));
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             response
         }
@@ -127,11 +128,11 @@ pub(crate) fn render_error(
         if error.is_server_error() {
             tracing::error!(error.code = error.code(), error.detail = %error, "page failed");
         }
-        let body = format!(
-            r#"<p class="error" id="error">{}</p><p><a href="/auth/login">Log in</a></p>"#,
-            html::escape(&error.public_message())
-        );
-        let page = html::layout("Something went wrong", nonce, None, &body);
+        let body = html! {
+            (html::error_box(Some(&error.public_message())))
+            p { a href="/auth/login" { "Log in" } }
+        };
+        let page = html::layout("Something went wrong", nonce, None, body);
         let mut response = render(Reply::new(error.status(), Content::Html(page)), nonce);
         if let AppError::RateLimited { retry_after_secs } = error {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use http::Method;
 use http::header::CONTENT_TYPE;
 use lambda_http::Request;
+use maud::Markup;
 use serde_json::{Value, json};
 
 use super::html;
@@ -74,7 +75,9 @@ impl WebRequest {
         if self.wants_json { Reply::json(json!({ "message": message })) } else { Reply::redirect(location) }
     }
 
-    pub fn page(&self, status: u16, title: &str, body: &str) -> Reply {
+    /// A page of this request: its CSP nonce and, for a full session, the logged-in header. The
+    /// body is [`Markup`], so only a template (which escapes what it interpolates) can make one.
+    pub fn page(&self, status: u16, title: &str, body: Markup) -> Reply {
         let viewer = self
             .session
             .as_ref()
