@@ -67,7 +67,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     fill_setup("not-the-token".into()).await;
     browser.wait_text("#error", "Invalid setup token").await;
     browser.screenshot("02-setup-wrong-token").await;
-    fill_setup(token).await;
+    fill_setup(token.expose().to_owned()).await;
 
     // TOTP enrolment: the QR code and the secret, shown once, and the first API key.
     browser.wait_text("h1", "Setup complete").await;

@@ -198,7 +198,7 @@ async fn setup(stack: &Stack) {
     let token = stack.deps.accounts().issue_setup_token().await.expect("setup token");
     let wrong = visitor.post_json("/setup", &setup_form("not-the-token")).await;
     assert_eq!(wrong.status, 400, "{}", wrong.text);
-    let done = visitor.post_json("/setup", &setup_form(&token)).await;
+    let done = visitor.post_json("/setup", &setup_form(token.expose())).await;
     assert_eq!((done.status, done.json()["message"].as_str()), (200, Some("Setup complete")), "{}", done.text);
 }
 

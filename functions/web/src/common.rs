@@ -4,12 +4,10 @@ use shared::Deps;
 use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
 use shared::core::ist::IstTime;
-use shared::identity::sessions::{PENDING_TOTP_SECS, SessionId, new_csrf_token};
+use shared::identity::sessions::{CsrfToken, PENDING_TOTP_SECS, SessionId};
 use shared::pipeline::pages::WebRequest;
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::AuditEvent;
-
-pub use shared::identity::accounts::token_hash;
 
 /// `2026-11-22 09:15:02 IST`.
 pub fn ist(at: UnixMillis) -> String {
@@ -66,7 +64,7 @@ pub async fn start_session(
         last_seen: now,
         ip: request.ip.to_string(),
         user_agent: request.user_agent.clone(),
-        csrf: new_csrf_token(),
+        csrf: CsrfToken::generate(),
         reauth_at: Some(now),
         expires_at,
     };

@@ -147,5 +147,5 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
 /// OpenAlgo's token endpoint for script-driven callers: this session's CSRF token.
 pub async fn csrf_token(request: WebRequest) -> Result<Reply, AppError> {
     let session = request.session()?;
-    Ok(Reply::json(json!({ "csrf_token": session.csrf })))
+    Ok(Reply::json(json!({ "csrf_token": session.csrf.expose() })))
 }

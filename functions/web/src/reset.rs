@@ -9,12 +9,13 @@
 use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
+use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::check_password_strength;
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 
-use crate::common::{audit, token_hash};
+use crate::common::audit;
 
 /// How long a reset token lives.
 const TOKEN_TTL_SECS: u64 = 15 * 60;
@@ -46,11 +47,11 @@ fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
     request.page(status, "Reset password", body)
 }
 
-fn password_page(request: &WebRequest, token: &str, status: u16, error: Option<&str>) -> Reply {
+fn password_page(request: &WebRequest, token: &OneTimeToken, status: u16, error: Option<&str>) -> Reply {
     let body = html! {
         (error_box(error))
         form method="post" action="/auth/reset-password/confirm" {
-            input type="hidden" name="token" value=(token);
+            input type="hidden" name="token" value=(token.expose());
             label for="password" { "New password" }
             input id="password" name="password" type="password" autocomplete="new-password" required;
             label for="confirm_password" { "Confirm new password" }
@@ -65,11 +66,9 @@ pub async fn form(request: WebRequest) -> Result<Reply, AppError> {
     Ok(start_page(&request, 200, None, None))
 }
 
-async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<String, AppError> {
-    let token = shared::crypto::random_token();
-    deps.identity
-        .put_reset_token(&token_hash(&token), username, request.now, request.now.secs() + TOKEN_TTL_SECS)
-        .await?;
+async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<OneTimeToken, AppError> {
+    let token = OneTimeToken::generate();
+    deps.identity.put_reset_token(&token.hash(), username, request.now, request.now.secs() + TOKEN_TTL_SECS).await?;
     Ok(token)
 }
 
@@ -100,7 +99,7 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     }
     let token = issue_token(deps, request, username).await?;
     if request.wants_json {
-        return Ok(Reply::json(serde_json::json!({ "message": "TOTP verified", "token": token })));
+        return Ok(Reply::json(serde_json::json!({ "message": "TOTP verified", "token": token.expose() })));
     }
     Ok(password_page(request, &token, 200, None))
 }
@@ -115,7 +114,7 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
     };
     if let Some(username) = deps.identity.user_by_email(email).await? {
         let token = issue_token(deps, request, &username).await?;
-        let link = format!("{base_url}/auth/reset-password/confirm?token={token}");
+        let link = format!("{base_url}/auth/reset-password/confirm?token={}", token.expose());
         let text = format!(
             "Someone asked to reset the Kavach password of {username}.\n\nTo choose a new password, open this link within 15 minutes:\n{link}\n\nIf it was not you, ignore this message: your password stays as it is.\n"
         );
@@ -134,15 +133,15 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
 
 /// The mailed link: shows the form if the token is live, without using it up.
 pub async fn confirm_form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let token = request.query_param("token").unwrap_or_default();
-    if token.is_empty() || deps.identity.peek_reset_token(&token_hash(&token), request.now).await?.is_none() {
+    let token = OneTimeToken::presented(&request.query_param("token").unwrap_or_default());
+    if token.is_empty() || deps.identity.peek_reset_token(&token.hash(), request.now).await?.is_none() {
         return Err(AppError::bad_request(INVALID_TOKEN));
     }
     Ok(password_page(&request, &token, 200, None))
 }
 
 pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let token = request.field("token").to_owned();
+    let token = OneTimeToken::presented(request.field("token"));
     let password = request.raw_field("password");
     // A weak or mistyped password must not use the token up: check it first.
     let refusal = check_password_strength(password)
@@ -154,7 +153,7 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
             Ok(password_page(&request, &token, status, Some(message)))
         });
     }
-    let Some(username) = deps.identity.take_reset_token(&token_hash(&token), request.now).await? else {
+    let Some(username) = deps.identity.take_reset_token(&token.hash(), request.now).await? else {
         return Err(AppError::bad_request(INVALID_TOKEN));
     };
     let phc = deps.accounts().hash_secret(password).await?;

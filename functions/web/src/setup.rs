@@ -4,12 +4,11 @@
 use maud::{PreEscaped, html};
 use shared::Deps;
 use shared::core::error::AppError;
+use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::{WebUserCreated, check_password_strength};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::error_box;
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
-
-use crate::common::token_hash;
 
 fn form_page(request: &WebRequest, status: u16, error: Option<&str>) -> Reply {
     let body = html! {
@@ -58,8 +57,8 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
 async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let username = request.field("username");
     let attempt = spend_login_attempt(deps, request.ip, Subject::Setup, request.now).await?;
-    let presented = request.field("setup_token");
-    if !deps.accounts().setup_token_matches(presented, attempt).await? {
+    let presented = OneTimeToken::presented(request.field("setup_token"));
+    if !deps.accounts().setup_token_matches(&presented, attempt).await? {
         if deps.identity.admin_exists().await? {
             return Ok(Reply::redirect("/auth/login"));
         }
@@ -72,7 +71,7 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     }
     let email = request.field("email");
     let WebUserCreated { key, totp: secret } =
-        deps.accounts().create_web_user(username, email, password, Some(&token_hash(presented))).await?;
+        deps.accounts().create_web_user(username, email, password, Some(&presented.hash())).await?;
     tracing::info!(user = username, "administrator created by first-run setup");
 
     if request.wants_json {

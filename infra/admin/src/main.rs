@@ -53,7 +53,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let deps = bootstrap::init().await?;
             let token = deps.accounts().issue_setup_token().await.map_err(public)?;
             println!("One-time setup token (open /setup and enter it to create the administrator):");
-            println!("{token}");
+            println!("{}", token.expose());
             Ok(())
         }
         ["smtp", "set", options @ ..] => smtp_set(options).await,

@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod fernet;
 pub mod keyring;
+pub mod one_time;
 pub mod password;
 pub mod totp;
 

@@ -68,6 +68,29 @@ impl Pepper {
     }
 }
 
+/// A stored Argon2id hash (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`). Not a secret to use, but one
+/// to attack offline, so `Debug` leaves it out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhcString(String);
+
+impl std::fmt::Debug for PhcString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhcString(..)")
+    }
+}
+
+impl PhcString {
+    /// A hash read back from the table.
+    pub fn from_stored(phc: String) -> Self {
+        Self(phc)
+    }
+
+    /// The text, for the item that stores it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
     Valid { needs_rehash: bool },
@@ -80,7 +103,7 @@ pub enum Checked {
     Invalid,
     Valid,
     /// Valid under old parameters; this is the hash under the current ones.
-    Rehashed(String),
+    Rehashed(PhcString),
 }
 
 pub struct PasswordHasher {
@@ -88,7 +111,7 @@ pub struct PasswordHasher {
     params: Params,
     /// A hash of a random password under the current parameters, made on first use: verifying an
     /// unknown user's attempt against it costs what a real verification costs (W15).
-    decoy: std::sync::OnceLock<String>,
+    decoy: std::sync::OnceLock<PhcString>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -117,12 +140,12 @@ impl PasswordHasher {
     }
 
     /// A fresh PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a random 16-byte salt.
-    pub fn hash(&self, secret: &[u8]) -> Result<String, CryptoError> {
+    pub fn hash(&self, secret: &[u8]) -> Result<PhcString, CryptoError> {
         let salt = SaltString::encode_b64(&super::random_bytes::<16>())
             .map_err(|error| CryptoError::Hashing(error.to_string()))?;
         self.argon2(self.params.clone())?
             .hash_password(secret, &salt)
-            .map(|hash| hash.to_string())
+            .map(|hash| PhcString(hash.to_string()))
             .map_err(|error| CryptoError::Hashing(error.to_string()))
     }
 
@@ -142,7 +165,7 @@ impl PasswordHasher {
     /// Verifies `secret` against `phc`, or against the decoy when there is none, and re-hashes a
     /// secret that is valid under old parameters: the whole check of a login or an API key, in one
     /// blocking call.
-    pub fn verify_upgrading(&self, secret: &[u8], phc: Option<&str>) -> Result<Checked, CryptoError> {
+    pub fn verify_upgrading(&self, secret: &[u8], phc: Option<&PhcString>) -> Result<Checked, CryptoError> {
         let verdict = match phc {
             Some(phc) => self.verify(secret, phc)?,
             None => self.verify_decoy(secret)?,
@@ -156,8 +179,8 @@ impl PasswordHasher {
 
     /// Verifies against a stored PHC string using the parameters it records, and says whether it
     /// should be re-hashed because our current parameters differ.
-    pub fn verify(&self, secret: &[u8], phc: &str) -> Result<Verification, CryptoError> {
-        let stored = PasswordHash::new(phc).map_err(|error| CryptoError::Hashing(error.to_string()))?;
+    pub fn verify(&self, secret: &[u8], phc: &PhcString) -> Result<Verification, CryptoError> {
+        let stored = PasswordHash::new(&phc.0).map_err(|error| CryptoError::Hashing(error.to_string()))?;
         let stored_params = Params::try_from(&stored).map_err(|error| CryptoError::Hashing(error.to_string()))?;
         let needs_rehash = stored.algorithm != argon2::ARGON2ID_IDENT
             || stored_params.m_cost() != self.params.m_cost()
@@ -173,7 +196,7 @@ impl PasswordHasher {
 
 /// Argon2id of `secret` on the blocking pool: it is tens of ms of CPU, which would stall every
 /// request sharing the async workers.
-pub async fn hash_off_thread(hasher: &Arc<PasswordHasher>, secret: &str) -> Result<String, AppError> {
+pub async fn hash_off_thread(hasher: &Arc<PasswordHasher>, secret: &str) -> Result<PhcString, AppError> {
     let hasher = Arc::clone(hasher);
     let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
     tokio::task::spawn_blocking(move || hasher.hash(&secret))
@@ -187,12 +210,12 @@ pub async fn hash_off_thread(hasher: &Arc<PasswordHasher>, secret: &str) -> Resu
 pub async fn check_off_thread(
     hasher: &Arc<PasswordHasher>,
     secret: &str,
-    phc: Option<&str>,
+    phc: Option<&PhcString>,
 ) -> Result<Checked, AppError> {
     let hasher = Arc::clone(hasher);
     let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    let phc = phc.map(str::to_owned);
-    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_deref()))
+    let phc = phc.cloned();
+    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_ref()))
         .await
         .map_err(AppError::internal)?
         .map_err(AppError::internal)
@@ -239,7 +262,7 @@ mod tests {
     fn phc_round_trip_and_wrong_secret() {
         let hasher = hasher();
         let phc = hasher.hash(b"correct horse").expect("hash");
-        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(phc.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", phc.as_str());
         assert!(matches!(hasher.verify(b"correct horse", &phc), Ok(Verification::Valid { needs_rehash: false })));
         assert!(matches!(hasher.verify(b"correct horsf", &phc), Ok(Verification::Invalid)));
         let long = vec![b'p'; 128];
@@ -261,7 +284,7 @@ mod tests {
         let stronger = PasswordHasher::new(test_pepper(), ArgonCost { memory_kib: 24_576, ..OWASP_FLOOR }).expect("h");
         assert!(matches!(stronger.verify(b"pw", &old), Ok(Verification::Valid { needs_rehash: true })));
         let upgraded = stronger.hash(b"pw").expect("hash");
-        assert!(upgraded.contains("m=24576"));
+        assert!(upgraded.as_str().contains("m=24576"));
         assert!(matches!(stronger.verify(b"pw", &upgraded), Ok(Verification::Valid { needs_rehash: false })));
     }
 
@@ -291,5 +314,13 @@ mod tests {
         let sample = b"OPENALGO_PLACEHOLDER_API_KEY_PEPPER_REGENERATE_BEFORE_USE".to_vec();
         assert_eq!(Pepper::new(sample).map(|_| ()), Err(PepperError::Placeholder));
         assert_eq!(format!("{:?}", test_pepper()), "Pepper(**redacted**)");
+    }
+
+    #[test]
+    fn debug_leaves_the_hash_out() {
+        let phc = hasher().hash(b"pw").expect("hash");
+        let printed = format!("{phc:?} {:?}", Checked::Rehashed(phc.clone()));
+        assert_eq!(printed, "PhcString(..) Rehashed(PhcString(..))");
+        assert!(!printed.contains("argon2"));
     }
 }

@@ -7,7 +7,8 @@ use crate::core::clock::{Clock, UnixMillis};
 use crate::core::error::AppError;
 use crate::crypto::api_key::{ApiKey, KeyId};
 use crate::crypto::keyring::PurposeCipher;
-use crate::crypto::password::{Checked, PasswordHasher, check_off_thread, hash_off_thread};
+use crate::crypto::one_time::{OneTimeToken, TokenHash};
+use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread, hash_off_thread};
 use crate::crypto::totp::TotpSecret;
 use crate::identity::webhooks::{Webhook, WebhookStore};
 use crate::identity::{Role, SANDBOX_BROKER};
@@ -56,8 +57,6 @@ pub struct WebUserCreated {
     pub totp: TotpSecret,
 }
 
-pub use crate::crypto::token_hash;
-
 /// The account services over exactly what they use: the identity and webhook stores, the keyed
 /// Argon2id hasher, the Fernet keys for the API-key copy and the TOTP secret, and the clock.
 #[derive(Clone, Copy, Debug)]
@@ -72,7 +71,7 @@ pub struct Accounts<'a> {
 
 impl Accounts<'_> {
     /// Argon2id (keyed by the pepper) of a new password or key, off the async workers.
-    pub async fn hash_secret(self, secret: &str) -> Result<String, AppError> {
+    pub async fn hash_secret(self, secret: &str) -> Result<PhcString, AppError> {
         hash_off_thread(self.passwords, secret).await
     }
 
@@ -87,7 +86,7 @@ impl Accounts<'_> {
         attempt: LoginAttempt,
     ) -> Result<bool, AppError> {
         attempt.spend();
-        let phc = user.and_then(|user| user.phc.as_deref());
+        let phc = user.and_then(|user| user.phc.as_ref());
         match (check_off_thread(self.passwords, password, phc).await?, user, phc) {
             (Checked::Valid, Some(_), _) => Ok(true),
             (Checked::Rehashed(upgraded), Some(user), Some(old)) => {
@@ -121,10 +120,10 @@ impl Accounts<'_> {
 
     /// Whether `presented` is the stack's current one-time setup token, spending the `attempt`
     /// that the login budget granted. Only hashes are compared, in constant time.
-    pub async fn setup_token_matches(self, presented: &str, attempt: LoginAttempt) -> Result<bool, AppError> {
+    pub async fn setup_token_matches(self, presented: &OneTimeToken, attempt: LoginAttempt) -> Result<bool, AppError> {
         attempt.spend();
         let stored = self.identity.setup_token_hash().await?;
-        Ok(stored.is_some_and(|stored| crate::crypto::ct_eq(stored.as_bytes(), token_hash(presented).as_bytes())))
+        Ok(stored.is_some_and(|stored| stored.matches(&presented.hash())))
     }
 
     /// The user's TOTP secret, decrypted; `None` when not enrolled.
@@ -190,7 +189,7 @@ impl Accounts<'_> {
         username: &str,
         email: &str,
         password: &str,
-        setup_token_hash: Option<&str>,
+        setup_token_hash: Option<&TokenHash>,
     ) -> Result<WebUserCreated, AppError> {
         check_username(username)?;
         if email.len() > 254
@@ -212,9 +211,9 @@ impl Accounts<'_> {
 
     /// A fresh one-time setup token for `/setup`, replacing any earlier one; refused once an admin
     /// exists. Only its hash is stored; the token is returned to be printed once.
-    pub async fn issue_setup_token(self) -> Result<String, AppError> {
-        let token = crate::crypto::random_token();
-        self.identity.put_setup_token(&token_hash(&token), self.clock.now().secs()).await?;
+    pub async fn issue_setup_token(self) -> Result<OneTimeToken, AppError> {
+        let token = OneTimeToken::generate();
+        self.identity.put_setup_token(&token.hash(), self.clock.now().secs()).await?;
         Ok(token)
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::core::error::AppError;
 use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::{Checked, PasswordHasher, check_off_thread};
+use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread};
 use crate::store::identity::{ApiKeyRecord, IdentityStore};
 
 /// Who is calling. Always derived from the credential, never from the request body.
@@ -25,7 +25,7 @@ pub struct Principal {
 /// record on every request, never from here.
 #[derive(Debug)]
 pub struct VerifiedKeyCache {
-    entries: Mutex<HashMap<[u8; 32], String>>,
+    entries: Mutex<HashMap<[u8; 32], PhcString>>,
     capacity: usize,
     /// Argon2id takes ~19 MiB per verification: bound how many run at once, so a burst of unseen
     /// keys cannot exhaust memory, and so concurrent requests with one new key verify it once.
@@ -41,12 +41,12 @@ impl VerifiedKeyCache {
         }
     }
 
-    fn holds(&self, fingerprint: &[u8; 32], phc: &str) -> bool {
+    fn holds(&self, fingerprint: &[u8; 32], phc: &PhcString) -> bool {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.get(fingerprint).is_some_and(|cached| cached == phc)
     }
 
-    fn remember(&self, fingerprint: [u8; 32], phc: String) {
+    fn remember(&self, fingerprint: [u8; 32], phc: PhcString) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= self.capacity {
             // Rare and harmless: the next request per key pays one verification again.

@@ -58,9 +58,46 @@ pub fn clear_cookie() -> String {
     format!("{COOKIE_NAME}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
-/// A fresh CSRF synchroniser token (256 bits, base64url).
-pub fn new_csrf_token() -> String {
-    crate::crypto::random_token()
+/// A session's CSRF synchroniser token (256 bits, base64url): in its forms and its record, never in
+/// a log line.
+#[derive(Clone)]
+pub struct CsrfToken(SecretString);
+
+impl std::fmt::Debug for CsrfToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfToken(..)")
+    }
+}
+
+/// Constant-time, as every comparison of a secret.
+impl PartialEq for CsrfToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other.expose())
+    }
+}
+
+impl Eq for CsrfToken {}
+
+impl CsrfToken {
+    /// A fresh token, for a new session.
+    pub fn generate() -> Self {
+        Self(SecretString::from(crate::crypto::random_token()))
+    }
+
+    /// A token read back from the session's record.
+    pub fn from_stored(token: String) -> Self {
+        Self(SecretString::from(token))
+    }
+
+    /// The token, for the session's forms, its record and the token endpoint.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Whether a request presented this token, compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        crate::crypto::ct_eq(presented.as_bytes(), self.0.expose_secret().as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -78,5 +115,15 @@ mod tests {
         assert!(cookie.starts_with("__Host-kavach_session=") && cookie.contains("Max-Age=60"));
         assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
         assert_eq!(format!("{id:?}"), "SessionId(..)");
+    }
+
+    #[test]
+    fn csrf_tokens_match_only_themselves_and_never_print() {
+        let token = CsrfToken::generate();
+        assert!(token.matches(token.expose()));
+        assert!(!token.matches("") && !token.matches(&token.expose()[1..]));
+        assert_eq!(CsrfToken::from_stored(token.expose().to_owned()), token);
+        assert_ne!(CsrfToken::generate(), token);
+        assert_eq!(format!("{token:?}"), "CsrfToken(..)");
     }
 }

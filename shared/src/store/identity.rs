@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use super::{Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable, write};
 use crate::core::error::AppError;
 use crate::crypto::api_key::KeyId;
+use crate::crypto::password::PhcString;
 use crate::identity::SANDBOX_BROKER;
 
 /// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate
@@ -23,7 +24,7 @@ pub(crate) const ALLOW: &str = "allow";
 pub struct ApiKeyRecord {
     pub id: KeyId,
     pub user: String,
-    pub phc: String,
+    pub phc: PhcString,
     pub encrypted_copy: String,
     pub broker: String,
     pub created_at: u64,
@@ -38,7 +39,7 @@ impl ApiKeyRecord {
         Some(Self {
             id,
             user: string(item, "user")?,
-            phc: string(item, "phc")?,
+            phc: PhcString::from_stored(string(item, "phc")?),
             encrypted_copy: string(item, "copy").unwrap_or_default(),
             broker: string(item, "broker").unwrap_or_else(|| SANDBOX_BROKER.into()),
             created_at: number(item, "created_at").unwrap_or_default(),
@@ -90,7 +91,7 @@ impl IdentityStore {
             .table_name(&self.table)
             .item(PK, s(key_pk(&record.id)))
             .item("user", s(&record.user))
-            .item("phc", s(&record.phc))
+            .item("phc", s(record.phc.as_str()))
             .item("copy", s(&record.encrypted_copy))
             .item("broker", s(&record.broker))
             .item("created_at", n(record.created_at))
@@ -176,21 +177,26 @@ impl IdentityStore {
     }
 
     /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.
-    pub async fn upgrade_hash(&self, id: &KeyId, old_phc: &str, new_phc: &str) -> Result<(), AppError> {
+    pub async fn upgrade_hash(&self, id: &KeyId, old_phc: &PhcString, new_phc: &PhcString) -> Result<(), AppError> {
         self.replace_phc(key_pk(id), old_phc, new_phc, "upgrade API key hash").await
     }
 
     /// Replaces a password's hash after a parameter upgrade, only if nobody changed it meanwhile:
     /// a login that verified the old password must not undo a password change that raced it.
-    pub async fn upgrade_password_hash(&self, username: &str, old_phc: &str, new_phc: &str) -> Result<(), AppError> {
+    pub async fn upgrade_password_hash(
+        &self,
+        username: &str,
+        old_phc: &PhcString,
+        new_phc: &PhcString,
+    ) -> Result<(), AppError> {
         self.replace_phc(user_pk(username), old_phc, new_phc, "upgrade password hash").await
     }
 
     async fn replace_phc(
         &self,
         pk: String,
-        old_phc: &str,
-        new_phc: &str,
+        old_phc: &PhcString,
+        new_phc: &PhcString,
         operation: &'static str,
     ) -> Result<(), AppError> {
         self.client
@@ -199,8 +205,8 @@ impl IdentityStore {
             .key(PK, s(pk))
             .update_expression("SET phc = :new")
             .condition_expression("phc = :old")
-            .expression_attribute_values(":new", s(new_phc))
-            .expression_attribute_values(":old", s(old_phc))
+            .expression_attribute_values(":new", s(new_phc.as_str()))
+            .expression_attribute_values(":old", s(old_phc.as_str()))
             .send()
             .await
             .map_err(unavailable(operation))?;

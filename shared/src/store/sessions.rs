@@ -10,7 +10,7 @@ use super::{
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
-use crate::identity::sessions::MAX_SESSIONS_PER_USER;
+use crate::identity::sessions::{CsrfToken, MAX_SESSIONS_PER_USER};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -20,7 +20,7 @@ pub enum Stage {
     Full,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub hash: String,
     pub user: String,
@@ -30,10 +30,28 @@ pub struct SessionRecord {
     pub last_seen: UnixMillis,
     pub ip: String,
     pub user_agent: String,
-    pub csrf: String,
+    pub csrf: CsrfToken,
     /// When the password or a TOTP code was last entered in this session.
     pub reauth_at: Option<UnixMillis>,
     pub expires_at: u64,
+}
+
+/// By hand, so that the record's secrets stay out of logs: the CSRF token prints as
+/// `CsrfToken(..)`, and the id's hash (the storage key) not at all.
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("user", &self.user)
+            .field("stage", &self.stage)
+            .field("created_at", &self.created_at)
+            .field("last_seen", &self.last_seen)
+            .field("ip", &self.ip)
+            .field("user_agent", &self.user_agent)
+            .field("csrf", &self.csrf)
+            .field("reauth_at", &self.reauth_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionRecord {
@@ -53,7 +71,7 @@ impl SessionRecord {
             last_seen: UnixMillis(number(item, "last_seen").unwrap_or_default()),
             ip: string(item, "ip").unwrap_or_default(),
             user_agent: string(item, "user_agent").unwrap_or_default(),
-            csrf: string(item, "csrf")?,
+            csrf: CsrfToken::from_stored(string(item, "csrf")?),
             reauth_at: number(item, "reauth_at").map(UnixMillis),
             expires_at: number(item, EXPIRES_AT)?,
         })
@@ -69,7 +87,7 @@ impl SessionRecord {
             .item("last_seen", n(self.last_seen.0))
             .item("ip", s(&self.ip))
             .item("user_agent", s(&self.user_agent))
-            .item("csrf", s(&self.csrf))
+            .item("csrf", s(self.csrf.expose()))
             .item(EXPIRES_AT, n(self.expires_at))
             .condition_expression("attribute_not_exists(pk)");
         if let Some(at) = self.reauth_at {
@@ -227,5 +245,30 @@ impl IdentityStore {
         // A failed condition means the session ended meanwhile: nothing to record.
         unless_condition_failed(outcome, "touch session")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_neither_the_csrf_token_nor_the_id_hash() {
+        let record = SessionRecord {
+            hash: crate::crypto::sha256_hex(b"the session id"),
+            user: "trader".into(),
+            stage: Stage::Full,
+            created_at: UnixMillis(1),
+            last_seen: UnixMillis(2),
+            ip: "203.0.113.9".into(),
+            user_agent: "test".into(),
+            csrf: CsrfToken::generate(),
+            reauth_at: None,
+            expires_at: 3,
+        };
+        let printed = format!("{record:?}");
+        assert!(!printed.contains(record.csrf.expose()), "{printed}");
+        assert!(!printed.contains(&record.hash), "{printed}");
+        assert!(printed.contains("CsrfToken(..)") && printed.contains("trader"), "{printed}");
     }
 }

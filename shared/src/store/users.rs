@@ -22,6 +22,8 @@ use super::{
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
+use crate::crypto::one_time::TokenHash;
+use crate::crypto::password::PhcString;
 use crate::identity::Role;
 
 const ADMIN_PK: &str = "admin";
@@ -35,7 +37,7 @@ pub struct UserRecord {
     pub role: Role,
     pub email: String,
     /// Argon2id PHC of the password; `None` for API-only users made by the operator CLI.
-    pub phc: Option<String>,
+    pub phc: Option<PhcString>,
     /// Fernet token of the TOTP secret; `None` when TOTP is not enrolled.
     pub totp: Option<String>,
     pub totp_step: Option<u64>,
@@ -58,7 +60,7 @@ impl UserRecord {
             username: string(item, "username")?,
             role: Role::from_stored(&string(item, "role").unwrap_or_default()),
             email: string(item, "email").unwrap_or_default(),
-            phc: string(item, "phc"),
+            phc: string(item, "phc").map(PhcString::from_stored),
             totp: string(item, "totp"),
             totp_step: number(item, "totp_step"),
             sessions,
@@ -74,7 +76,7 @@ pub struct NewWebUser<'a> {
     pub username: &'a str,
     pub email: &'a str,
     pub role: Role,
-    pub phc: &'a str,
+    pub phc: &'a PhcString,
     pub encrypted_totp: &'a str,
     pub key: &'a ApiKeyRecord,
 }
@@ -105,12 +107,13 @@ impl IdentityStore {
     }
 
     /// The SHA-256 (hex) of the pending setup token, if setup has not happened yet.
-    pub async fn setup_token_hash(&self) -> Result<Option<String>, AppError> {
-        Ok(self.item(SETUP_TOKEN_PK.into(), "read setup token").await?.and_then(|item| string(&item, "hash")))
+    pub async fn setup_token_hash(&self) -> Result<Option<TokenHash>, AppError> {
+        let item = self.item(SETUP_TOKEN_PK.into(), "read setup token").await?;
+        Ok(item.and_then(|item| string(&item, "hash")).map(TokenHash::from_stored))
     }
 
     /// Stores a new setup token's hash, replacing any earlier one, unless an admin already exists.
-    pub async fn put_setup_token(&self, hash: &str, now_secs: u64) -> Result<(), AppError> {
+    pub async fn put_setup_token(&self, hash: &TokenHash, now_secs: u64) -> Result<(), AppError> {
         if self.admin_exists().await? {
             return Err(AppError::bad_request("setup is already complete: an administrator exists"));
         }
@@ -118,7 +121,7 @@ impl IdentityStore {
             .put_item()
             .table_name(&self.table)
             .item(PK, s(SETUP_TOKEN_PK))
-            .item("hash", s(hash))
+            .item("hash", s(hash.as_str()))
             .item("created_at", n(now_secs))
             .send()
             .await
@@ -133,7 +136,7 @@ impl IdentityStore {
     pub async fn create_web_user(
         &self,
         admin: &NewWebUser<'_>,
-        setup_token_hash: Option<&str>,
+        setup_token_hash: Option<&TokenHash>,
     ) -> Result<(), AppError> {
         let mut transaction = self.client.transact_write_items();
         if let Some(hash) = setup_token_hash {
@@ -142,7 +145,7 @@ impl IdentityStore {
                 .key(PK, s(SETUP_TOKEN_PK))
                 .condition_expression("#hash = :hash")
                 .expression_attribute_names("#hash", "hash")
-                .expression_attribute_values(":hash", s(hash))
+                .expression_attribute_values(":hash", s(hash.as_str()))
                 .build()
                 .map_err(AppError::internal)?;
             let marker = Put::builder()
@@ -160,7 +163,7 @@ impl IdentityStore {
             .item("username", s(admin.username))
             .item("role", s(admin.role.as_str()))
             .item("email", s(admin.email))
-            .item("phc", s(admin.phc))
+            .item("phc", s(admin.phc.as_str()))
             .item("totp", s(admin.encrypted_totp))
             .item("sessions", AttributeValue::M(Default::default()))
             .item("broker", s(&admin.key.broker))
@@ -210,14 +213,14 @@ impl IdentityStore {
     }
 
     /// Replaces the password hash. Ending the user's sessions is the caller's next step.
-    pub async fn set_password(&self, username: &str, phc: &str) -> Result<(), AppError> {
+    pub async fn set_password(&self, username: &str, phc: &PhcString) -> Result<(), AppError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(user_pk(username)))
             .update_expression("SET phc = :phc")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":phc", s(phc))
+            .expression_attribute_values(":phc", s(phc.as_str()))
             .send()
             .await
             .map_err(unavailable("set password"))?;
@@ -260,7 +263,7 @@ impl IdentityStore {
     /// Stores a reset token's hash for `username`, valid until `expires_at_secs`.
     pub async fn put_reset_token(
         &self,
-        hash: &str,
+        hash: &TokenHash,
         username: &str,
         now: UnixMillis,
         expires_at_secs: u64,
@@ -268,7 +271,7 @@ impl IdentityStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item(PK, s(format!("reset#{hash}")))
+            .item(PK, s(reset_pk(hash)))
             .item("user", s(username))
             .item("created_at", n(now.secs()))
             .item(EXPIRES_AT, n(expires_at_secs))
@@ -280,8 +283,8 @@ impl IdentityStore {
 
     /// The user a live reset token belongs to, without using it up (the form that asks for the
     /// new password is shown first).
-    pub async fn peek_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
-        let item = self.item(format!("reset#{hash}"), "read reset token").await?;
+    pub async fn peek_reset_token(&self, hash: &TokenHash, now: UnixMillis) -> Result<Option<String>, AppError> {
+        let item = self.item(reset_pk(hash), "read reset token").await?;
         Ok(item
             .filter(|item| number(item, EXPIRES_AT).is_some_and(|at| at > now.secs()))
             .and_then(|item| string(&item, "user")))
@@ -289,11 +292,8 @@ impl IdentityStore {
 
     /// Uses a reset token up: one conditional delete, so a token works once however many
     /// requests race with it, and never after its expiry even if TTL has not removed it yet.
-    pub async fn take_reset_token(&self, hash: &str, now: UnixMillis) -> Result<Option<String>, AppError> {
-        Ok(self
-            .take_live_item(format!("reset#{hash}"), now, "use reset token")
-            .await?
-            .and_then(|item| string(&item, "user")))
+    pub async fn take_reset_token(&self, hash: &TokenHash, now: UnixMillis) -> Result<Option<String>, AppError> {
+        Ok(self.take_live_item(reset_pk(hash), now, "use reset token").await?.and_then(|item| string(&item, "user")))
     }
 
     /// Deletes a single-use item if it exists and has not expired, returning what it held: the one
@@ -366,6 +366,10 @@ impl IdentityStore {
             })
             .collect())
     }
+}
+
+fn reset_pk(hash: &TokenHash) -> String {
+    format!("reset#{}", hash.as_str())
 }
 
 fn email_pk(email: &str) -> String {

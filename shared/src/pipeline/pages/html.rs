@@ -5,6 +5,8 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use crate::identity::sessions::CsrfToken;
+
 const STYLE: &str = "
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#1b1f24;background:#fafafa}
 header{display:flex;gap:1rem;align-items:center;border-bottom:1px solid #ddd;padding-bottom:.5rem;margin-bottom:1.5rem}
@@ -31,7 +33,7 @@ td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left;font-size:.9rem
 #[derive(Debug)]
 pub struct Viewer<'a> {
     pub username: &'a str,
-    pub csrf: &'a str,
+    pub csrf: &'a CsrfToken,
 }
 
 /// A whole page around `body`, which only a template can have built.
@@ -74,8 +76,8 @@ pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: Marku
 }
 
 /// A hidden CSRF field for a form posted from a logged-in page.
-pub fn csrf_field(csrf: &str) -> Markup {
-    html! { input type="hidden" name="csrf_token" value=(csrf); }
+pub fn csrf_field(csrf: &CsrfToken) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(csrf.expose()); }
 }
 
 /// An error box, or nothing.
@@ -101,8 +103,9 @@ mod tests {
 
     #[test]
     fn layout_carries_the_nonce_and_escapes_the_title() {
+        let csrf = CsrfToken::from_stored("tok".to_owned());
         let body = html! { p { "hi" } };
-        let page = layout("<b>", "abc123", Some(&Viewer { username: "<u>", csrf: "tok" }), body).into_string();
+        let page = layout("<b>", "abc123", Some(&Viewer { username: "<u>", csrf: &csrf }), body).into_string();
         assert!(page.contains(r#"<style nonce="abc123">"#));
         assert!(page.contains("&lt;b&gt;") && page.contains("&lt;u&gt;"));
         assert!(page.contains(r#"name="csrf_token" value="tok""#));

@@ -109,7 +109,7 @@ where
             .or_else(|| request.headers().get("x-csrf-token").and_then(|value| value.to_str().ok()))
             .or_else(|| request.headers().get("x-csrftoken").and_then(|value| value.to_str().ok()))
             .unwrap_or_default();
-        if !crate::crypto::ct_eq(presented.as_bytes(), session.csrf.as_bytes()) {
+        if !session.csrf.matches(presented) {
             return Err(AppError::CsrfFailed);
         }
     }

@@ -18,7 +18,6 @@ use crate::identity::sessions::SessionId;
 use crate::store::sessions::{SessionRecord, Stage};
 
 /// What a page handler receives.
-#[derive(Debug)]
 pub struct WebRequest {
     /// The query string, if any.
     pub query: String,
@@ -33,6 +32,28 @@ pub struct WebRequest {
     pub nonce: String,
     pub wants_json: bool,
     pub user_agent: String,
+}
+
+/// By hand, so that what the visitor typed stays out of logs: the form (passwords, codes, tokens)
+/// and the query string (a mailed reset link carries its token there) print their field names only.
+impl std::fmt::Debug for WebRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut form: Vec<&str> = self.form.keys().map(String::as_str).collect();
+        form.sort_unstable();
+        let query: Vec<String> =
+            form_urlencoded::parse(self.query.as_bytes()).map(|(name, _)| name.into_owned()).collect();
+        f.debug_struct("WebRequest")
+            .field("query", &query)
+            .field("method", &self.method)
+            .field("ip", &self.ip)
+            .field("now", &self.now)
+            .field("session", &self.session)
+            .field("form", &form)
+            .field("nonce", &self.nonce)
+            .field("wants_json", &self.wants_json)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
 }
 
 impl WebRequest {
@@ -131,4 +152,49 @@ pub(crate) fn parse_form(request: &Request, body: &[u8]) -> Result<HashMap<Strin
             .collect();
     }
     Ok(form_urlencoded::parse(body).into_owned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::sessions::CsrfToken;
+
+    #[test]
+    fn debug_prints_field_names_but_no_value_a_visitor_typed() {
+        let csrf = CsrfToken::generate();
+        let session = SessionRecord {
+            hash: "0".repeat(64),
+            user: "trader".into(),
+            stage: Stage::Full,
+            created_at: UnixMillis(1),
+            last_seen: UnixMillis(1),
+            ip: "203.0.113.9".into(),
+            user_agent: "test".into(),
+            csrf: csrf.clone(),
+            reauth_at: None,
+            expires_at: 2,
+        };
+        let form = [("password", "Planted-Pa55!"), ("totp_code", "493817"), ("csrf_token", csrf.expose())]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let request = WebRequest {
+            query: "token=planted-reset-token".into(),
+            method: Method::POST,
+            ip: "203.0.113.9".parse().expect("ip"),
+            now: UnixMillis(1),
+            session: Some(session),
+            form,
+            nonce: "n0nce".into(),
+            wants_json: false,
+            user_agent: "test".into(),
+        };
+        let printed = format!("{request:?}");
+        for secret in ["Planted-Pa55!", "493817", csrf.expose(), "planted-reset-token"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        for name in ["password", "totp_code", "csrf_token", "token"] {
+            assert!(printed.contains(&format!("\"{name}\"")), "{name} missing from {printed}");
+        }
+    }
 }
