@@ -16,6 +16,7 @@ use shared::core::clock::{Clock, SystemClock};
 use shared::core::error::AppError;
 use shared::crypto::api_key::ApiKey;
 use shared::store::traffic::TrafficFilter;
+use shared::store::users::AuditKind;
 use shared::threats::Detector;
 
 /// Everything the subscriber writes.
@@ -118,7 +119,7 @@ fn planted_secrets_occur_zero_times_in_logs_and_traffic_records() {
             let traffic = deps.traffic.recent(&filter, PLANTED_REQUESTS, now).await.expect("traffic");
             let not_found = deps.trackers.list(Detector::NotFound, now).await.expect("404 records");
             let bad_keys = deps.trackers.list(Detector::InvalidApiKey, now).await.expect("key records");
-            let audit = deps.identity.recent_audit("login", 50).await.expect("audit");
+            let audit = deps.identity.recent_audit(AuditKind::Login, 50).await.expect("audit");
             assert_eq!(traffic.len(), PLANTED_REQUESTS, "the requests were recorded: {traffic:?}");
             format!("{traffic:?}{not_found:?}{bad_keys:?}{audit:?}")
         });

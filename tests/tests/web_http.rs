@@ -9,6 +9,7 @@ use kavach_tests::{
     ROOMY, cold_start, config_with, gateway_with_web_user, new_web_user, ping_body, post, start_gateway, unique_ip,
 };
 use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
+use shared::store::users::{AuditKind, AuditOutcome};
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
 
@@ -253,9 +254,9 @@ async fn reveal_needs_recent_reauthentication_rotates_the_session_and_is_audited
     let allow = browser.post("/apikey/allowlist", &[("csrf_token", &shown.csrf()), ("allowlist", "")]).await;
     assert_eq!(allow.status, 303, "{}", allow.text);
 
-    let audit = deps.identity.recent_audit("reveal", 50).await.expect("audit");
-    assert!(audit.iter().any(|event| event.username == user.username && event.outcome == "success"));
-    assert!(audit.iter().any(|event| event.username == user.username && event.outcome == "failed"));
+    let audit = deps.identity.recent_audit(AuditKind::Reveal, 50).await.expect("audit");
+    assert!(audit.iter().any(|event| event.username == user.username && event.outcome == AuditOutcome::Success));
+    assert!(audit.iter().any(|event| event.username == user.username && event.outcome == AuditOutcome::Failed));
 }
 
 #[tokio::test]
@@ -292,7 +293,7 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
     assert_eq!((unknown.status, &unknown.text), (wrong.status, &wrong.text));
     assert_eq!(unknown.status, 401);
     assert_eq!(unknown.json()["message"], "Invalid credentials");
-    let audit = deps.identity.recent_audit("login", 100).await.expect("audit");
+    let audit = deps.identity.recent_audit(AuditKind::Login, 100).await.expect("audit");
     assert!(audit.iter().any(|event| event.username == user.username && event.detail == "invalid_credentials"));
 }
 

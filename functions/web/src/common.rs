@@ -7,34 +7,34 @@ use shared::core::ist::IstTime;
 use shared::identity::sessions::{CsrfToken, PENDING_TOTP_SECS, SessionId};
 use shared::pipeline::pages::WebRequest;
 use shared::store::sessions::{SessionRecord, Stage};
-use shared::store::users::AuditEvent;
+use shared::store::users::{AuditDetail, AuditEvent, AuditKind, AuditOutcome};
 
 /// `2026-11-22 09:15:02 IST`.
 pub fn ist(at: UnixMillis) -> String {
     format!("{} IST", IstTime::at(at).timestamp())
 }
 
-/// Writes one audit record of this request.
+/// Writes one audit record of this request; a failed login step is also counted as a metric.
 pub async fn audit(
     deps: &Deps,
     request: &WebRequest,
-    kind: &'static str,
+    kind: AuditKind,
     username: &str,
-    outcome: &'static str,
-    detail: &str,
+    outcome: AuditOutcome,
+    detail: AuditDetail,
 ) -> Result<(), AppError> {
-    if kind == "login" && outcome == "failed" {
+    if kind == AuditKind::Login && outcome == AuditOutcome::Failed {
         deps.metrics.count(shared::core::metrics::Metric::FailedLogins, request.now);
     }
     deps.identity
         .audit(&AuditEvent {
-            kind: kind.to_owned(),
+            kind,
             at: request.now,
             username: username.chars().take(64).collect(),
             ip: request.ip.to_string(),
             user_agent: request.user_agent.clone(),
-            outcome: outcome.to_owned(),
-            detail: detail.to_owned(),
+            outcome,
+            detail: detail.to_stored(),
         })
         .await
 }

@@ -7,11 +7,12 @@
 use maud::html;
 use serde_json::json;
 use shared::Deps;
-use shared::core::error::AppError;
+use shared::core::error::{AppError, AuthStep};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 use shared::store::sessions::Stage;
+use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 
 use crate::common::{audit, start_session};
 
@@ -60,13 +61,14 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let attempt = match budget {
         Ok(attempt) => attempt,
         Err(error) => {
-            audit(deps, &request, "login", &username, "failed", "rate_limited").await?;
+            audit(deps, &request, AuditKind::Login, &username, AuditOutcome::Failed, AuditDetail::RateLimited).await?;
             return Err(error);
         }
     };
     let user = user?;
     if !deps.accounts().verify_password(user.as_ref(), password, attempt).await? {
-        audit(deps, &request, "login", &username, "failed", "invalid_credentials").await?;
+        audit(deps, &request, AuditKind::Login, &username, AuditOutcome::Failed, AuditDetail::InvalidCredentials)
+            .await?;
         return request.refuse(AppError::InvalidCredentials, |status, message| {
             Ok(login_page(&request, status, Some(message), None))
         });
@@ -74,7 +76,15 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let Some(user) = user else { return Err(AppError::InvalidCredentials) };
     if user.totp.is_some() {
         let (cookie, _) = start_session(deps, &request, &user.username, Stage::PendingTotp, None).await?;
-        audit(deps, &request, "login", &user.username, "success", "password_ok_totp_required").await?;
+        audit(
+            deps,
+            &request,
+            AuditKind::Login,
+            &user.username,
+            AuditOutcome::Success,
+            AuditDetail::PasswordOkTotpRequired,
+        )
+        .await?;
         let reply = if request.wants_json {
             Reply::json(
                 json!({ "status": "totp_required", "message": "Enter the code from your authenticator app.", "redirect": "/auth/login/totp" }),
@@ -85,7 +95,7 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         return Ok(reply.with_cookie(cookie));
     }
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, None).await?;
-    audit(deps, &request, "login", &user.username, "success", "password").await?;
+    audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Password).await?;
     Ok(logged_in(&request).with_cookie(cookie))
 }
 
@@ -129,18 +139,20 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     let attempt = match budget {
         Ok(attempt) => attempt,
         Err(error) => {
-            audit(deps, &request, "login", &pending.user, "failed", "rate_limited").await?;
+            audit(deps, &request, AuditKind::Login, &pending.user, AuditOutcome::Failed, AuditDetail::RateLimited)
+                .await?;
             return Err(error);
         }
     };
     let user = user?.ok_or(AppError::SessionExpired)?;
     if !deps.accounts().accept_totp(&user, code, request.now, attempt).await? {
-        audit(deps, &request, "login", &user.username, "failed", "invalid_totp").await?;
-        let error = AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." };
-        return request.refuse(error, |status, message| totp_page(&request, status, Some(message)));
+        audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Failed, AuditDetail::InvalidTotp).await?;
+        return request.refuse(AppError::AuthStep(AuthStep::InvalidTotp), |status, message| {
+            totp_page(&request, status, Some(message))
+        });
     }
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&pending)).await?;
-    audit(deps, &request, "login", &user.username, "success", "totp").await?;
+    audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Totp).await?;
     Ok(logged_in(&request).with_cookie(cookie))
 }
 

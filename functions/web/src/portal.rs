@@ -4,7 +4,7 @@
 use maud::html;
 use serde_json::json;
 use shared::Deps;
-use shared::core::error::AppError;
+use shared::core::error::{AppError, AuthStep};
 use shared::identity::accounts::check_password_strength;
 use shared::identity::auth::parse_allowlist;
 use shared::identity::sessions::clear_cookie;
@@ -12,7 +12,7 @@ use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
 use shared::store::sessions::{SessionRecord, Stage};
-use shared::store::users::UserRecord;
+use shared::store::users::{AuditDetail, AuditKind, AuditOutcome, UserRecord};
 
 use crate::common::{audit, ist, start_session};
 
@@ -101,7 +101,7 @@ pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
 pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let username = request.session()?.user.clone();
     let (key, _) = deps.accounts().regenerate_api_key(&username).await?;
-    audit(deps, &request, "apikey", &username, "success", "regenerated").await?;
+    audit(deps, &request, AuditKind::ApiKey, &username, AuditOutcome::Success, AuditDetail::Regenerated).await?;
     if request.wants_json {
         return Ok(Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() })));
     }
@@ -132,9 +132,11 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
             false
         };
         if !confirmed {
-            audit(deps, &request, "reveal", &user.username, "failed", "reauth_failed").await?;
-            let error = AppError::AuthStep { code: "reauth_failed", message: "Password or code is incorrect." };
-            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
+            audit(deps, &request, AuditKind::Reveal, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed)
+                .await?;
+            return request.refuse(AppError::AuthStep(AuthStep::ReauthFailed), |status, message| {
+                key_page(&request, &user, None, Some(message), status)
+            });
         }
         // Re-authentication is a step-up: the session id changes with it.
         cookie = Some(start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?);
@@ -149,7 +151,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let plaintext =
         deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now).map_err(AppError::internal)?;
     let key = String::from_utf8_lossy(&plaintext).into_owned();
-    audit(deps, &request, "reveal", &user.username, "success", "api_key_shown").await?;
+    audit(deps, &request, AuditKind::Reveal, &user.username, AuditOutcome::Success, AuditDetail::ApiKeyShown).await?;
     let reply = if request.wants_json {
         Reply::json(json!({ "api_key": key }))
     } else {
@@ -173,7 +175,15 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
         }
     };
     deps.identity.set_allowlist(&user, &entries).await?;
-    audit(deps, &request, "apikey", &user.username, "success", &format!("allowlist:{}", entries.join(","))).await?;
+    audit(
+        deps,
+        &request,
+        AuditKind::ApiKey,
+        &user.username,
+        AuditOutcome::Success,
+        AuditDetail::Allowlist(entries.clone()),
+    )
+    .await?;
     if request.wants_json {
         return Ok(Reply::json(json!({ "message": "Allowlist saved", "allowlist": entries })));
     }
@@ -230,7 +240,15 @@ pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, 
     let user = current_user(deps, request.session()?).await?;
     let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
     if !deps.accounts().verify_password(Some(&user), request.raw_field("current_password"), attempt).await? {
-        audit(deps, &request, "password", &user.username, "failed", "invalid_credentials").await?;
+        audit(
+            deps,
+            &request,
+            AuditKind::Password,
+            &user.username,
+            AuditOutcome::Failed,
+            AuditDetail::InvalidCredentials,
+        )
+        .await?;
         return Err(AppError::bad_request("Current password is incorrect"));
     }
     check_password_strength(request.raw_field("new_password"))?;
@@ -240,7 +258,7 @@ pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, 
     let phc = deps.accounts().hash_secret(request.raw_field("new_password")).await?;
     deps.identity.set_password(&user.username, &phc).await?;
     deps.identity.end_all_sessions(&user.username).await?;
-    audit(deps, &request, "password", &user.username, "success", "changed").await?;
+    audit(deps, &request, AuditKind::Password, &user.username, AuditOutcome::Success, AuditDetail::Changed).await?;
     let reply = request.done("Password changed; every session has been logged out", "/auth/login?changed");
     Ok(reply.with_cookie(clear_cookie()))
 }

@@ -14,6 +14,7 @@ use shared::identity::accounts::check_password_strength;
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 
 use crate::common::audit;
 
@@ -91,7 +92,8 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         Some(user) => deps.accounts().accept_totp(&user, request.field("totp_code"), request.now, attempt).await?,
         None => false,
     };
-    audit(deps, request, "reset", username, if accepted { "success" } else { "failed" }, "totp").await?;
+    let outcome = if accepted { AuditOutcome::Success } else { AuditOutcome::Failed };
+    audit(deps, request, AuditKind::Reset, username, outcome, AuditDetail::Totp).await?;
     if !accepted {
         return request.refuse(AppError::bad_request("Invalid TOTP code. Please try again."), |status, message| {
             Ok(start_page(request, status, Some(message), None))
@@ -123,7 +125,7 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
         if let Err(error) = shared::identity::mail::send(&smtp, email, "Reset your Kavach password", text).await {
             tracing::error!(error = %error, "reset email not sent");
         }
-        audit(deps, request, "reset", &username, "success", "email_sent").await?;
+        audit(deps, request, AuditKind::Reset, &username, AuditOutcome::Success, AuditDetail::EmailSent).await?;
     }
     if request.wants_json {
         return Ok(Reply::json(serde_json::json!({ "message": EMAIL_SENT })));
@@ -159,6 +161,6 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
     let phc = deps.accounts().hash_secret(password).await?;
     deps.identity.set_password(&username, &phc).await?;
     deps.identity.end_all_sessions(&username).await?;
-    audit(deps, &request, "reset", &username, "success", "password_set").await?;
+    audit(deps, &request, AuditKind::Reset, &username, AuditOutcome::Success, AuditDetail::PasswordSet).await?;
     Ok(request.done("Your password has been reset successfully.", "/auth/login?reset"))
 }

@@ -14,6 +14,7 @@ use shared::pipeline::pages::{Reply, WebRequest};
 use shared::store::bans::Ban;
 use shared::store::trackers::Tracker;
 use shared::store::traffic::{LoggedRequest, TrafficFilter};
+use shared::store::users::{AuditKind, AuditOutcome};
 use shared::threats::{Detector, ManualBan, SecuritySettings};
 
 use crate::common::ist;
@@ -60,12 +61,12 @@ async fn snapshot(deps: &Deps, request: &WebRequest) -> Result<Value, AppError> 
         deps.trackers.list(Detector::InvalidApiKey, now),
         deps.trackers.list(Detector::LoginAbuse, now),
         deps.trackers.settings(),
-        deps.identity.recent_audit("login", LOGIN_ACTIVITY_LIMIT),
+        deps.identity.recent_audit(AuditKind::Login, LOGIN_ACTIVITY_LIMIT),
     )?;
     let permanent = bans.iter().filter(|ban| ban.is_permanent()).count();
     let threshold = u64::from(settings.not_found_threshold);
     let near = |tracker: &&Tracker| tracker.count * 4 >= threshold * 3 && tracker.count <= threshold;
-    let failed_logins = logins.iter().filter(|event| event.outcome == "failed").count();
+    let failed_logins = logins.iter().filter(|event| event.outcome == AuditOutcome::Failed).count();
     Ok(json!({
         "your_ip": request.ip.to_string(),
         "totals": {
@@ -86,7 +87,7 @@ async fn snapshot(deps: &Deps, request: &WebRequest) -> Result<Value, AppError> 
             "at": ist(event.at),
             "username": event.username,
             "ip_address": event.ip,
-            "outcome": event.outcome,
+            "outcome": event.outcome.as_str(),
             "detail": event.detail,
         })).collect::<Vec<_>>(),
         "settings": settings_json(&settings),

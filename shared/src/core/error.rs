@@ -42,8 +42,8 @@ pub enum AppError {
     #[error("invalid credentials")]
     InvalidCredentials,
     /// A refused second factor or login step, with OpenAlgo's words.
-    #[error("authentication step refused: {code}")]
-    AuthStep { code: &'static str, message: &'static str },
+    #[error("authentication step refused: {}", .0.code())]
+    AuthStep(AuthStep),
     /// A state-changing web request without this session's synchroniser token.
     #[error("CSRF token missing or wrong")]
     CsrfFailed,
@@ -72,6 +72,37 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+/// The login steps that can be refused, each with its wire code and message in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthStep {
+    /// The TOTP step without a password-checked login waiting for it.
+    NoPendingLogin,
+    /// A wrong, reused or expired code at the TOTP step.
+    InvalidTotp,
+    /// Neither the password nor a code confirmed a key reveal.
+    ReauthFailed,
+}
+
+impl AuthStep {
+    /// The machine code clients read.
+    pub const fn code(self) -> &'static str {
+        match self {
+            AuthStep::NoPendingLogin => "no_pending_login",
+            AuthStep::InvalidTotp => "invalid_totp",
+            AuthStep::ReauthFailed => "reauth_failed",
+        }
+    }
+
+    /// The message a client may see.
+    pub const fn message(self) -> &'static str {
+        match self {
+            AuthStep::NoPendingLogin => "No pending login. Sign in first.",
+            AuthStep::InvalidTotp => "Invalid TOTP code.",
+            AuthStep::ReauthFailed => "Password or code is incorrect.",
+        }
+    }
+}
+
 impl AppError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest { message: message.into(), errors: None }
@@ -89,7 +120,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } => 400,
             AppError::OrderRejected { .. } | AppError::CsrfFailed => 400,
-            AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep { .. } => 401,
+            AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep(_) => 401,
             AppError::CrossSite | AppError::IpNotAllowed | AppError::AdminOnly => 403,
             AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
             AppError::NotFound { .. } | AppError::OrderNotFound { .. } | AppError::NoSuchBan => 404,
@@ -116,7 +147,7 @@ impl AppError {
             AppError::AccountBusy => "account_busy",
             AppError::SessionExpired => "session_expired",
             AppError::InvalidCredentials => "invalid_credentials",
-            AppError::AuthStep { code, .. } => code,
+            AppError::AuthStep(step) => step.code(),
             AppError::CsrfFailed => "csrf_failed",
             AppError::CrossSite => "cross_site_refused",
             AppError::IpNotAllowed => "ip_not_allowed",
@@ -146,7 +177,7 @@ impl AppError {
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
             AppError::SessionExpired => "Your session has expired. Please log in again.".into(),
             AppError::InvalidCredentials => "Invalid credentials".into(),
-            AppError::AuthStep { message, .. } => (*message).into(),
+            AppError::AuthStep(step) => step.message().into(),
             AppError::CsrfFailed => "Security token expired or invalid. Please refresh the page and try again.".into(),
             AppError::CrossSite => "Access Denied".into(),
             AppError::IpNotAllowed => "This API key may not be used from your IP address".into(),
@@ -185,7 +216,9 @@ mod tests {
             AppError::SessionExpired => (401, "session_expired"),
             AppError::InvalidCredentials => (401, "invalid_credentials"),
             // A login step answers with its own OpenAlgo code.
-            AppError::AuthStep { .. } => (401, "invalid_totp"),
+            AppError::AuthStep(AuthStep::NoPendingLogin) => (401, "no_pending_login"),
+            AppError::AuthStep(AuthStep::InvalidTotp) => (401, "invalid_totp"),
+            AppError::AuthStep(AuthStep::ReauthFailed) => (401, "reauth_failed"),
             AppError::CsrfFailed => (400, "csrf_failed"),
             AppError::CrossSite => (403, "cross_site_refused"),
             AppError::IpNotAllowed => (403, "ip_not_allowed"),
@@ -213,7 +246,9 @@ mod tests {
             AppError::AccountBusy,
             AppError::SessionExpired,
             AppError::InvalidCredentials,
-            AppError::AuthStep { code: "invalid_totp", message: "Invalid TOTP code." },
+            AppError::AuthStep(AuthStep::NoPendingLogin),
+            AppError::AuthStep(AuthStep::InvalidTotp),
+            AppError::AuthStep(AuthStep::ReauthFailed),
             AppError::CsrfFailed,
             AppError::CrossSite,
             AppError::IpNotAllowed,
@@ -245,5 +280,13 @@ mod tests {
             AppError::RateLimited { retry_after_secs: 1 }.public_message(),
             "Rate limit exceeded. Please slow down your requests."
         );
+        let steps = [
+            (AuthStep::NoPendingLogin, "No pending login. Sign in first."),
+            (AuthStep::InvalidTotp, "Invalid TOTP code."),
+            (AuthStep::ReauthFailed, "Password or code is incorrect."),
+        ];
+        for (step, message) in steps {
+            assert_eq!(AppError::AuthStep(step).public_message(), message);
+        }
     }
 }

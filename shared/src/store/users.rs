@@ -81,18 +81,109 @@ pub struct NewWebUser<'a> {
     pub key: &'a ApiKeyRecord,
 }
 
+/// What an audit record is about; stored as its name, the `audit` index's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditKind {
+    /// A password or TOTP step of a login.
+    Login,
+    /// A re-authentication to show the API key.
+    Reveal,
+    /// A password reset, by TOTP or by email.
+    Reset,
+    /// A password change.
+    Password,
+    /// A key regeneration or an allowlist change.
+    ApiKey,
+}
+
+impl AuditKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Login => "login",
+            AuditKind::Reveal => "reveal",
+            AuditKind::Reset => "reset",
+            AuditKind::Password => "password",
+            AuditKind::ApiKey => "apikey",
+        }
+    }
+}
+
+/// How an audited event ended; stored as its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Success,
+    Failed,
+}
+
+impl AuditOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> Option<Self> {
+        [AuditOutcome::Success, AuditOutcome::Failed].into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// Why an audited event failed or how it succeeded: the fixed vocabulary the pages write, and the
+/// allowlist an `apikey` change saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditDetail {
+    InvalidCredentials,
+    InvalidTotp,
+    RateLimited,
+    /// The password was right and the TOTP step is owed.
+    PasswordOkTotpRequired,
+    /// Logged in with the password alone (no TOTP enrolled).
+    Password,
+    /// Logged in, or reset, with a TOTP code.
+    Totp,
+    ReauthFailed,
+    ApiKeyShown,
+    Regenerated,
+    /// The allowlist saved, its entries normalised.
+    Allowlist(Vec<String>),
+    /// A password change.
+    Changed,
+    EmailSent,
+    PasswordSet,
+}
+
+impl AuditDetail {
+    /// The stored text: `invalid_credentials`, …, `allowlist:<entries joined by commas>`.
+    pub fn to_stored(&self) -> String {
+        let name = match self {
+            AuditDetail::InvalidCredentials => "invalid_credentials",
+            AuditDetail::InvalidTotp => "invalid_totp",
+            AuditDetail::RateLimited => "rate_limited",
+            AuditDetail::PasswordOkTotpRequired => "password_ok_totp_required",
+            AuditDetail::Password => "password",
+            AuditDetail::Totp => "totp",
+            AuditDetail::ReauthFailed => "reauth_failed",
+            AuditDetail::ApiKeyShown => "api_key_shown",
+            AuditDetail::Regenerated => "regenerated",
+            AuditDetail::Allowlist(entries) => return format!("allowlist:{}", entries.join(",")),
+            AuditDetail::Changed => "changed",
+            AuditDetail::EmailSent => "email_sent",
+            AuditDetail::PasswordSet => "password_set",
+        };
+        name.to_owned()
+    }
+}
+
 /// One audited event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
-    /// `login`, `reveal`, `reset`, `password`, `apikey`.
-    pub kind: String,
+    pub kind: AuditKind,
     pub at: UnixMillis,
     pub username: String,
     pub ip: String,
     pub user_agent: String,
-    /// `success` or `failed`.
-    pub outcome: String,
-    /// Why it failed (`invalid_credentials`, `invalid_totp`, `rate_limited` …) or how it succeeded.
+    pub outcome: AuditOutcome,
+    /// An [`AuditDetail`] as stored: read back as text, so a record of any age reads the same.
     pub detail: String,
 }
 
@@ -324,12 +415,12 @@ impl IdentityStore {
             .put_item()
             .table_name(&self.table)
             .item(PK, s(format!("audit#{}#{suffix}", event.at.0)))
-            .item("audit_kind", s(&event.kind))
+            .item("audit_kind", s(event.kind.as_str()))
             .item("at", n(event.at.0))
             .item("username", s(&event.username))
             .item("ip", s(&event.ip))
             .item("user_agent", s(&event.user_agent))
-            .item("outcome", s(&event.outcome))
+            .item("outcome", s(event.outcome.as_str()))
             .item("detail", s(&event.detail))
             .item(EXPIRES_AT, n(event.at.secs() + AUDIT_RETENTION_SECS))
             .send()
@@ -339,14 +430,14 @@ impl IdentityStore {
     }
 
     /// The latest `limit` audit events of one kind, newest first (the `audit` index).
-    pub async fn recent_audit(&self, kind: &str, limit: i32) -> Result<Vec<AuditEvent>, AppError> {
+    pub async fn recent_audit(&self, kind: AuditKind, limit: i32) -> Result<Vec<AuditEvent>, AppError> {
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .index_name("audit")
             .key_condition_expression("audit_kind = :kind")
-            .expression_attribute_values(":kind", s(kind))
+            .expression_attribute_values(":kind", s(kind.as_str()))
             .scan_index_forward(false)
             .limit(limit)
             .send()
@@ -355,14 +446,18 @@ impl IdentityStore {
         Ok(output
             .items()
             .iter()
-            .map(|item| AuditEvent {
-                kind: kind.to_owned(),
-                at: UnixMillis(number(item, "at").unwrap_or_default()),
-                username: string(item, "username").unwrap_or_default(),
-                ip: string(item, "ip").unwrap_or_default(),
-                user_agent: string(item, "user_agent").unwrap_or_default(),
-                outcome: string(item, "outcome").unwrap_or_default(),
-                detail: string(item, "detail").unwrap_or_default(),
+            .filter_map(|item| {
+                // Every record is written with one of the two outcomes; one without is not an event.
+                let outcome = string(item, "outcome").as_deref().and_then(AuditOutcome::from_stored)?;
+                Some(AuditEvent {
+                    kind,
+                    at: UnixMillis(number(item, "at").unwrap_or_default()),
+                    username: string(item, "username").unwrap_or_default(),
+                    ip: string(item, "ip").unwrap_or_default(),
+                    user_agent: string(item, "user_agent").unwrap_or_default(),
+                    outcome,
+                    detail: string(item, "detail").unwrap_or_default(),
+                })
             })
             .collect())
     }
@@ -374,4 +469,44 @@ fn reset_pk(hash: &TokenHash) -> String {
 
 fn email_pk(email: &str) -> String {
     format!("email#{}", email.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_vocabulary_is_stored_as_before() {
+        let kinds = [
+            (AuditKind::Login, "login"),
+            (AuditKind::Reveal, "reveal"),
+            (AuditKind::Reset, "reset"),
+            (AuditKind::Password, "password"),
+            (AuditKind::ApiKey, "apikey"),
+        ];
+        for (kind, stored) in kinds {
+            assert_eq!(kind.as_str(), stored);
+        }
+        for (outcome, stored) in [(AuditOutcome::Success, "success"), (AuditOutcome::Failed, "failed")] {
+            assert_eq!((outcome.as_str(), AuditOutcome::from_stored(stored)), (stored, Some(outcome)));
+        }
+        assert_eq!(AuditOutcome::from_stored(""), None);
+        assert_eq!(AuditDetail::PasswordOkTotpRequired.to_stored(), "password_ok_totp_required");
+        assert_eq!(AuditDetail::InvalidCredentials.to_stored(), "invalid_credentials");
+        let allowlist = AuditDetail::Allowlist(vec!["203.0.113.9".into(), "198.51.100.0/24".into()]);
+        assert_eq!(allowlist.to_stored(), "allowlist:203.0.113.9,198.51.100.0/24");
+        assert_eq!(AuditDetail::Allowlist(Vec::new()).to_stored(), "allowlist:");
+    }
+
+    #[test]
+    fn debug_leaves_the_password_hash_out() {
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
+        let user = UserRecord {
+            username: "trader".into(),
+            phc: Some(PhcString::from_stored(phc.into())),
+            ..UserRecord::default()
+        };
+        let printed = format!("{user:?}");
+        assert!(!printed.contains(phc) && printed.contains("PhcString(..)"), "{printed}");
+    }
 }

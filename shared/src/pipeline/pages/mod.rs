@@ -20,7 +20,7 @@ use http::Method;
 use lambda_http::{Body, Request};
 
 use crate::app::bootstrap::Deps;
-use crate::core::error::AppError;
+use crate::core::error::{AppError, AuthStep};
 use crate::http as responses;
 use crate::identity::Role;
 use crate::pipeline::api::InFlight;
@@ -80,9 +80,7 @@ where
     let session = match route.access {
         Access::Public => session.filter(|session| session.stage == Stage::Full),
         Access::PendingTotp => Some(
-            session
-                .filter(|s| s.stage == Stage::PendingTotp)
-                .ok_or(AppError::AuthStep { code: "no_pending_login", message: "No pending login. Sign in first." })?,
+            session.filter(|s| s.stage == Stage::PendingTotp).ok_or(AppError::AuthStep(AuthStep::NoPendingLogin))?,
         ),
         Access::Session | Access::Admin => {
             Some(session.filter(|s| s.stage == Stage::Full).ok_or(AppError::SessionExpired)?)

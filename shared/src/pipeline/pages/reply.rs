@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde_json::Value;
 
 use super::html;
-use crate::core::error::AppError;
+use crate::core::error::{AppError, AuthStep};
 use crate::http as responses;
 use crate::identity::sessions::clear_cookie;
 use crate::pipeline::route::{Access, PageRoute};
@@ -120,8 +120,7 @@ pub(crate) fn render_error(
 ) -> lambda_http::Response<Body> {
     let mut response = if wants_json {
         responses::error(error)
-    } else if matches!(error, AppError::SessionExpired)
-        || matches!(error, AppError::AuthStep { code: "no_pending_login", .. })
+    } else if matches!(error, AppError::SessionExpired) || matches!(error, AppError::AuthStep(AuthStep::NoPendingLogin))
     {
         render(Reply::redirect("/auth/login"), nonce)
     } else {
