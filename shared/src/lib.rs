@@ -4,16 +4,16 @@
 //! of its own layer or below, and `tests/import_cycles.rs` fails on any cycle between modules.
 //!
 //! - [`core`]: errors, configuration, the clock and time units, IST, IP addresses, logs, metrics.
-//! - [`crypto`]: Argon2id, Fernet and the key ring, API keys, TOTP.
-//! - [`http`]: the response envelope and headers, strict input, the client IP, the traffic record,
-//!   HTML escaping.
+//! - [`crypto`]: Argon2id and its PHC strings, Fernet and the key ring, API keys, TOTP, one-time
+//!   tokens.
+//! - [`http`]: the response envelope and headers, strict input, the client IP, the traffic record.
 //! - [`limits`]: rate-limit classes, subjects and the limiter.
 //! - [`store`]: one DynamoDB adapter per kind of item.
 //! - [`identity`]: users, API keys, sessions, password reset mail, strategy webhooks.
 //! - [`threats`]: detectors, bans and their settings.
 //! - [`trading`]: OpenAlgo's order and read schemas, the simulated market and the sandbox broker.
-//! - [`pipeline`]: the one gate and the three request pipelines (API, pages, catch-all), and the
-//!   Lambda entry point.
+//! - [`pipeline`]: the one gate and the three request pipelines (API, pages and their `maud`
+//!   layout, catch-all), and the Lambda entry point.
 //! - [`app`]: the composition root: AWS clients and [`Deps`], built once per cold start.
 
 pub mod app;
