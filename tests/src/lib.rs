@@ -12,8 +12,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use shared::Deps;
 use shared::app::aws::AwsClients;
 use shared::app::bootstrap;
-use shared::core::clock::{Clock, SystemClock};
+use shared::core::clock::{Clock, ManualClock, SystemClock, UnixMillis};
 use shared::core::config::Config;
+use shared::core::ist::ist_midnight_epoch;
 
 pub mod iam;
 pub mod smtp_sink;
@@ -143,6 +144,25 @@ pub async fn post_with(request: reqwest::RequestBuilder) -> Reply {
 
 pub fn ping_body(key: &str) -> String {
     serde_json::json!({ "apikey": key }).to_string()
+}
+
+/// Wednesday 2025-10-01, 10:00 IST: a frozen clock in market hours, so trading tests never depend
+/// on the time they run at.
+pub fn market_morning() -> Arc<ManualClock> {
+    Arc::new(ManualClock::at(UnixMillis((ist_midnight_epoch(2025, 10, 1) as u64 + 10 * 3600) * 1000)))
+}
+
+/// `body` with `apikey` set to `key`, as the trading API's JSON.
+pub fn with_key(key: &str, body: serde_json::Value) -> String {
+    let mut body = body;
+    body["apikey"] = serde_json::json!(key);
+    body.to_string()
+}
+
+/// POSTs `body` with `key` to `/api/v1/{route}` from a fresh source address, so no call spends
+/// another's rate budget.
+pub async fn call(gateway: SocketAddr, route: &str, key: &str, body: serde_json::Value) -> Reply {
+    post(gateway, unique_ip(), &format!("/api/v1/{route}"), &with_key(key, body)).await
 }
 
 /// A web user with a password and enrolled TOTP, as the pages would create one.

@@ -15,22 +15,11 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use futures::StreamExt;
 use kavach_tests::{
-    Reply, client_from, config_with, gateway_with_user, new_user, post, post_with, start_gateway, unique_ip,
+    Reply, call, client_from, config_with, gateway_with_user, market_morning, new_user, post, post_with, start_gateway,
+    unique_ip, with_key,
 };
 use serde_json::{Value, json};
-use shared::core::clock::{Clock, ManualClock, UnixMillis};
-use shared::core::ist::ist_midnight_epoch;
-
-/// Wednesday 2025-10-01, 10:00 IST.
-fn market_morning() -> Arc<ManualClock> {
-    Arc::new(ManualClock::at(UnixMillis((ist_midnight_epoch(2025, 10, 1) as u64 + 10 * 3600) * 1000)))
-}
-
-fn with_key(key: &str, body: Value) -> String {
-    let mut body = body;
-    body["apikey"] = json!(key);
-    body.to_string()
-}
+use shared::core::clock::{Clock, UnixMillis};
 
 fn sbin(extra: Value) -> Value {
     let mut body = json!({ "strategy": "test", "symbol": "SBIN", "exchange": "NSE", "action": "BUY", "quantity": "1" });
@@ -38,10 +27,6 @@ fn sbin(extra: Value) -> Value {
         body.extend(extra);
     }
     body
-}
-
-async fn call(gateway: std::net::SocketAddr, route: &str, key: &str, body: Value) -> Reply {
-    post(gateway, unique_ip(), &format!("/api/v1/{route}"), &with_key(key, body)).await
 }
 
 #[tokio::test]
@@ -287,62 +272,4 @@ async fn a_write_failure_mid_order_leaves_no_order_no_trade_and_no_debit() {
     // And the account still trades afterwards.
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(call(gateway, "placeorder", &key, sbin(json!({ "product": "CNC" }))).await.status, 200);
-}
-
-#[tokio::test]
-async fn strategy_webhooks_trade_by_secret_url_refuse_unknown_ids_and_have_their_own_rate_class() {
-    let clock = market_morning();
-    let (deps, gateway, key) = gateway_with_user(&[("WEBHOOK_RATE_LIMIT", "3 per minute")], clock).await;
-    let (user, _) = new_user(&deps).await;
-    let webhook = shared::identity::webhooks::Webhook {
-        user: user.clone(),
-        strategy: "Breakout".into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 5)].into(),
-    };
-    let id = deps.accounts().create_webhook(&webhook).await.expect("webhook");
-    assert_eq!(id.len(), 32);
-    let ip = unique_ip();
-    let signal = |path: String, body: Value| async move { post(gateway, ip, &path, &body.to_string()).await };
-    let url = format!("/strategy/webhook/{id}");
-
-    let entry = signal(url.clone(), json!({ "symbol": "SBIN", "action": "buy" })).await;
-    assert_eq!((entry.status, entry.body["message"].as_str()), (200, Some("Order placed for SBIN")), "{}", entry.body);
-    let exit = signal(url.clone(), json!({ "symbol": "SBIN", "action": "SELL" })).await;
-    assert_eq!(exit.status, 200, "{}", exit.body);
-    let unmapped = signal(url.clone(), json!({ "symbol": "INFY", "action": "BUY" })).await;
-    assert_eq!(
-        (unmapped.status, unmapped.body["message"].as_str()),
-        (400, Some("Symbol INFY is not mapped to strategy Breakout"))
-    );
-    let forged =
-        signal(format!("/strategy/webhook/{}", "0".repeat(32)), json!({ "symbol": "SBIN", "action": "BUY" })).await;
-    assert_eq!(forged.status, 429, "the fourth signal from one IP in a minute is over the webhook budget");
-
-    let other_ip = unique_ip();
-    let forged = post(
-        gateway,
-        other_ip,
-        &format!("/strategy/webhook/{}", "0".repeat(32)),
-        &json!({ "symbol": "SBIN", "action": "BUY" }).to_string(),
-    )
-    .await;
-    assert_eq!(forged.status, 404);
-    // The owner's book has the entry and the exit; the API caller's account is untouched.
-    let owner_key = deps.accounts().regenerate_api_key(&user).await.expect("key").0;
-    let orders = call(gateway, "orderbook", owner_key.expose(), json!({})).await.body["data"]["orders"].clone();
-    assert_eq!(orders.as_array().map(Vec::len), Some(2));
-    assert_eq!(orders[0]["strategy"], "Breakout");
-    let positions = call(
-        gateway,
-        "openposition",
-        owner_key.expose(),
-        json!({ "strategy": "x", "symbol": "SBIN", "exchange": "NSE", "product": "MIS" }),
-    )
-    .await;
-    assert_eq!(positions.body["quantity"], 0, "the SELL signal exited the long");
-    let untouched = call(gateway, "orderbook", &key, json!({})).await.body["data"]["orders"].clone();
-    assert_eq!(untouched.as_array().map(Vec::len), Some(0));
 }
