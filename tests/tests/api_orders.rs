@@ -1,8 +1,11 @@
-//! The trading API over HTTP through the local gateway: OpenAlgo's validation messages, the
-//! content types TradingView sends, the per-order caps, the order rate class under concurrency, the
-//! sandbox's fills, and the one-transaction-per-order guarantee with a write failure injected.
+//! The order routes (`placeorder`, `placesmartorder`, `cancelorder` and the rest) over HTTP through
+//! the local gateway: OpenAlgo's validation messages, the content types TradingView sends, the
+//! per-order caps, the order rate class under concurrency, the sandbox's fills, and the
+//! one-transaction-per-order guarantee with a write failure injected. The account routes they book
+//! into are read back to check; their own tests are in `api_account.rs`.
 //! Every test runs on a frozen clock at 10:00 IST on a weekday, so nothing depends on market hours.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -63,45 +66,65 @@ async fn openalgo_validation_messages_are_400_with_errors_keyed_by_field() {
     }
 }
 
+/// A TradingView alert for `placesmartorder` as TradingView sends it: `text/plain`, numbers as
+/// strings, and a signed decimal target position of -2.
+fn tradingview_alert(gateway: SocketAddr, key: &str) -> reqwest::RequestBuilder {
+    let body = json!({ "strategy": "TradingView Strategy", "symbol": "SBIN", "exchange": "NSE", "action": "sell",
+        "pricetype": "MARKET", "product": "MIS", "quantity": "2", "position_size": "-2.0" });
+    client_from(unique_ip())
+        .post(format!("http://{gateway}/api/v1/placesmartorder"))
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(with_key(key, body))
+}
+
+/// The MIS position in SBIN the sandbox holds for `key`.
+async fn sbin_position(gateway: SocketAddr, key: &str) -> Value {
+    let body = json!({ "strategy": "x", "symbol": "SBIN", "exchange": "NSE", "product": "MIS" });
+    call(gateway, "openposition", key, body).await.body["quantity"].clone()
+}
+
 #[tokio::test]
 async fn tradingview_text_plain_bodies_with_string_numbers_and_signed_decimal_position_sizes_work() {
     let (_, gateway, key) = gateway_with_user(&[], market_morning()).await;
-    let alert = |body: Value| {
-        client_from(unique_ip())
-            .post(format!("http://{gateway}/api/v1/placesmartorder"))
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(with_key(&key, body))
-    };
-    let body = json!({ "strategy": "TradingView Strategy", "symbol": "SBIN", "exchange": "NSE", "action": "sell",
-        "pricetype": "MARKET", "product": "MIS", "quantity": "2", "position_size": "-2.0" });
-    let reply = post_with(alert(body.clone())).await;
+    let reply = post_with(tradingview_alert(gateway, &key)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body["orderid"].as_str().is_some_and(|id| id.len() == 14));
-    let reply = post_with(alert(body)).await;
+    assert_eq!(sbin_position(gateway, &key).await, -2);
+}
+
+#[tokio::test]
+async fn a_smart_order_for_the_position_already_held_is_matched_without_trading() {
+    let (_, gateway, key) = gateway_with_user(&[], market_morning()).await;
+    // The same alert twice: the first reaches the target position, the second finds it reached.
+    assert_eq!(post_with(tradingview_alert(gateway, &key)).await.status, 200);
+    let reply = post_with(tradingview_alert(gateway, &key)).await;
     assert_eq!(reply.body["message"], "Positions Already Matched. No Action needed.");
-    let position = call(
-        gateway,
-        "openposition",
-        &key,
-        json!({ "strategy": "x", "symbol": "SBIN", "exchange": "NSE", "product": "MIS" }),
-    )
-    .await;
-    assert_eq!(position.body["quantity"], -2);
+    assert_eq!(sbin_position(gateway, &key).await, -2);
 }
 
 #[tokio::test]
 async fn malformed_and_empty_bodies_are_400_never_500() {
-    let (_, gateway, key) = gateway_with_user(&[], market_morning()).await;
+    let (_, gateway, _) = gateway_with_user(&[], market_morning()).await;
     for body in ["", "{", "[1,2]", "null", "{\"apikey\":"] {
         let reply = post(gateway, unique_ip(), "/api/v1/placeorder", body).await;
         assert_eq!(reply.status, 400, "{body:?}: {}", reply.body);
         assert_eq!(reply.body["status"], "error");
     }
-    // Schema before key, as OpenAlgo: a bad body with a bad key is still 400.
+}
+
+#[tokio::test]
+async fn a_bad_body_with_a_bad_key_is_400_as_the_schema_is_checked_before_the_key() {
+    // As OpenAlgo: the body is validated first, so a bad key is not what the caller hears about.
+    let (_, gateway, _) = gateway_with_user(&[], market_morning()).await;
     let reply =
         post(gateway, unique_ip(), "/api/v1/placeorder", &json!({ "apikey": "bad", "quantity": "x" }).to_string())
             .await;
     assert_eq!(reply.status, 400);
+}
+
+#[tokio::test]
+async fn an_unknown_symbol_is_400_naming_the_symbol_and_its_exchange() {
+    let (_, gateway, key) = gateway_with_user(&[], market_morning()).await;
     let reply = call(gateway, "placeorder", &key, sbin(json!({ "symbol": "NOPE" }))).await;
     assert_eq!((reply.status, reply.body["message"].as_str()), (400, Some("Symbol NOPE not found on NSE")));
 }
@@ -182,22 +205,8 @@ async fn resting_orders_fill_when_the_fill_engine_finds_the_market_at_their_limi
 }
 
 #[tokio::test]
-async fn the_error_taxonomy_has_distinct_codes_and_unknown_orders_are_404() {
-    let (deps, gateway, key) = gateway_with_user(&[], market_morning()).await;
-    let bad = call(
-        gateway,
-        "funds",
-        "kav_0000000000000000_0000000000000000000000000000000000000000000000000000000000000000",
-        json!({}),
-    )
-    .await;
-    assert_eq!((bad.status, bad.body["code"].as_str()), (403, Some("invalid_apikey")));
-    let live = call(gateway, "analyzer/toggle", &key, json!({ "mode": false })).await;
-    assert_eq!((live.status, live.body["code"].as_str()), (403, Some("broker_not_linked")));
-    let (user, old_key) = new_user(&deps).await;
-    deps.accounts().regenerate_api_key(&user).await.expect("regenerate");
-    let revoked = call(gateway, "funds", &old_key, json!({})).await;
-    assert_eq!((revoked.status, revoked.body["code"].as_str()), (403, Some("revoked_apikey")));
+async fn cancelling_an_unknown_order_is_404_naming_the_order() {
+    let (_, gateway, key) = gateway_with_user(&[], market_morning()).await;
     let missing = call(gateway, "cancelorder", &key, json!({ "strategy": "x", "orderid": "25100100000000" })).await;
     assert_eq!((missing.status, missing.body["message"].as_str()), (404, Some("Order 25100100000000 not found")));
 }
