@@ -1,5 +1,6 @@
 //! `POST /api/v1/ping` over real HTTP through the local gateway, one test per row of the pipeline.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use shared::http::SECURITY_HEADERS;
 use shared::store::bans::BanTerms;
 
 /// Sends `count` pings in sequence, each of which must be admitted.
-async fn spend_budget(gateway: std::net::SocketAddr, ip: std::net::IpAddr, key: &str, count: u32) {
+async fn spend_budget(gateway: SocketAddr, ip: IpAddr, key: &str, count: u32) {
     for n in 1..=count {
         assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(key)).await.status, 200, "request {n}");
     }
@@ -23,7 +24,7 @@ fn assert_security_headers(reply: &Reply) {
 }
 
 #[tokio::test]
-async fn valid_key_gets_pong_with_and_without_trailing_slash_and_any_content_type() {
+async fn a_valid_key_gets_pong_with_or_without_a_trailing_slash() {
     let deps = deps().await;
     let (_, key) = new_user(&deps).await;
     let gateway = start_gateway(deps).await;
@@ -36,6 +37,16 @@ async fn valid_key_gets_pong_with_and_without_trailing_slash_and_any_content_typ
         assert_eq!(reply.body["data"]["broker"], "sandbox");
         assert_security_headers(&reply);
     }
+}
+
+#[tokio::test]
+async fn a_valid_key_gets_pong_whatever_the_content_type() {
+    // TradingView sends its alerts as text/plain and other clients label JSON in other ways: the
+    // body is read as JSON whatever the header says.
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps).await;
+    let ip = unique_ip();
     for content_type in ["text/plain", "application/json", "application/x-www-form-urlencoded"] {
         let request = client_from(ip)
             .post(format!("http://{gateway}/api/v1/ping"))
@@ -85,25 +96,35 @@ async fn malformed_bodies_get_400_naming_the_problem() {
     }
     let reply = post(gateway, ip, "/api/v1/ping", r#"{"apikey":"k","symbol":"SBIN"}"#).await;
     assert_eq!(reply.body["errors"]["symbol"][0], "Unknown field.");
+}
 
+#[tokio::test]
+async fn a_body_over_64_kib_gets_413_naming_the_limit() {
+    let gateway = start_gateway(deps().await).await;
+    let ip = unique_ip();
     let huge = format!(r#"{{"apikey":"{}"}}"#, "a".repeat(70_000));
     let reply = post(gateway, ip, "/api/v1/ping", &huge).await;
     assert_eq!(reply.status, 413);
     assert!(reply.body["message"].as_str().expect("message").contains("65536 bytes"));
 }
 
-#[tokio::test]
-async fn banned_ip_gets_403_on_a_fresh_function_and_others_are_unaffected() {
+/// A user's key, a newly banned address, and a gateway on a cold start of its own: a function that
+/// has never seen the address, so whatever it enforces it read from the ban store.
+async fn banned_address_on_a_fresh_function() -> (String, IpAddr, SocketAddr) {
     let deps = deps().await;
     let (_, key) = new_user(&deps).await;
     let attacker = unique_ip();
-    let bystander = unique_ip();
     let now = SystemClock.now();
     let terms = BanTerms { reason: "test".into(), created_by: "manual", hours: Some(1) };
     deps.bans.impose(attacker, &terms, 3, now).await.expect("ban").expect("a new ban");
-
-    // A function that has never seen this IP before enforces the ban on its first request.
     let gateway = start_gateway(kavach_tests::deps().await).await;
+    (key, attacker, gateway)
+}
+
+#[tokio::test]
+async fn a_banned_ip_gets_403_on_a_fresh_function_whatever_its_body() {
+    // A function that has never seen this IP before enforces the ban on its first request.
+    let (key, attacker, gateway) = banned_address_on_a_fresh_function().await;
     for body in [ping_body(&key), "{".to_owned(), String::new()] {
         let reply = post(gateway, attacker, "/api/v1/ping", &body).await;
         assert_eq!(reply.status, 403, "banned before the body is considered: {body}");
@@ -111,8 +132,19 @@ async fn banned_ip_gets_403_on_a_fresh_function_and_others_are_unaffected() {
         assert_eq!(reply.body["code"], "ip_banned");
         assert_security_headers(&reply);
     }
-    assert_eq!(post(gateway, bystander, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
 
+#[tokio::test]
+async fn a_ban_leaves_other_addresses_unaffected() {
+    let (key, _, gateway) = banned_address_on_a_fresh_function().await;
+    let bystander = unique_ip();
+    assert_eq!(post(gateway, bystander, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn forwarding_headers_neither_lift_a_ban_nor_move_it_to_the_address_they_name() {
+    let (key, attacker, gateway) = banned_address_on_a_fresh_function().await;
+    let bystander = unique_ip();
     // Forwarding headers are the client's word, not the client's address.
     let spoof = |from, claimed: &str| {
         client_from(from)
@@ -218,18 +250,30 @@ async fn five_hundred_concurrent_requests_against_a_limit_of_50_admit_exactly_50
     }
 }
 
-#[tokio::test]
-async fn a_regenerated_keys_predecessor_gets_403_revoked_and_the_new_key_works() {
+/// A gateway that has served `old_key` (so the key is in its cache), the key then regenerated: the
+/// gateway, the old key and the new one.
+async fn key_regenerated_after_use() -> (SocketAddr, IpAddr, String, String) {
     let deps = deps().await;
     let (username, old_key) = new_user(&deps).await;
     let gateway = start_gateway(deps.clone()).await;
     let ip = unique_ip();
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await.status, 200, "warm the cache");
     let (new_key, _) = deps.accounts().regenerate_api_key(&username).await.expect("regenerate");
+    (gateway, ip, old_key, new_key.expose().to_owned())
+}
+
+#[tokio::test]
+async fn a_regenerated_keys_predecessor_gets_403_revoked_though_it_was_cached() {
+    let (gateway, ip, old_key, _) = key_regenerated_after_use().await;
     let reply = post(gateway, ip, "/api/v1/ping", &ping_body(&old_key)).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.body["code"], "revoked_apikey");
-    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(new_key.expose())).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_regenerated_key_works_at_once() {
+    let (gateway, ip, _, new_key) = key_regenerated_after_use().await;
+    assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&new_key)).await.status, 200);
 }
 
 #[tokio::test]
