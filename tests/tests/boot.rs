@@ -81,20 +81,24 @@ async fn boot_refuses_a_secret_without_a_key_ring() {
 }
 
 #[tokio::test]
-async fn boot_refuses_a_missing_secret_and_a_wrong_kms_key() {
+async fn boot_refuses_a_missing_secret_naming_it() {
     let aws = AwsClients::from_env().await;
     let config = config_with(&[("APP_SECRET_ID", "kavach/does-not-exist")]);
     let error = bootstrap::init_with(
         config,
         Arc::new(SystemClock),
-        aws.clone(),
+        aws,
         shared::core::metrics::MetricSink::Memory(Default::default()),
     )
     .await
     .expect_err("missing")
     .to_string();
     assert!(error.contains("kavach/does-not-exist"), "{error}");
+}
 
+#[tokio::test]
+async fn boot_refuses_a_kms_key_other_than_the_one_that_sealed_the_ring() {
+    let aws = AwsClients::from_env().await;
     let other_key = aws.kms.create_key().send().await.expect("key").key_metadata.expect("metadata").key_id;
     let config = config_with(&[("KMS_KEY_ID", other_key.as_str())]);
     let error = bootstrap::init_with(

@@ -30,17 +30,20 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
-#[tokio::test]
-async fn a_ban_by_hand_emits_bans_created_and_a_log_line_and_refuses_the_next_request() {
-    let deps = deps().await;
-    let gateway = start_gateway(deps.clone()).await;
-    let (_, key) = new_user(&deps).await;
+/// `kavach ban add` run for a new address, for 2 hours with the reason "cli test": the address and
+/// the run, which must have succeeded.
+async fn ban_by_hand() -> (IpAddr, Run) {
     let ip: IpAddr = unique_ip();
     let address = ip.to_string();
-
     let run = kavach(&["ban", "add", &address, "--hours", "2", "--reason", "cli test"]).await;
     assert!(run.success, "ban add failed: {}{}", run.stdout, run.stderr);
+    (ip, run)
+}
 
+#[tokio::test]
+async fn a_ban_by_hand_emits_bans_created_on_the_dimension_the_alarm_watches() {
+    let deps = deps().await;
+    let (_, run) = ban_by_hand().await;
     let metric = json_lines(&run.stdout)
         .into_iter()
         .find(|line| line.get("BansCreated").is_some())
@@ -50,7 +53,12 @@ async fn a_ban_by_hand_emits_bans_created_and_a_log_line_and_refuses_the_next_re
     assert_eq!(directive["Namespace"], "Kavach");
     assert_eq!(directive["Metrics"][0]["Name"], "BansCreated");
     assert_eq!(metric["Service"], deps.config.stack_name.as_str(), "the dimension the alarm watches");
+}
 
+#[tokio::test]
+async fn a_ban_by_hand_logs_ip_banned_with_the_address_and_reason() {
+    let (ip, run) = ban_by_hand().await;
+    let address = ip.to_string();
     let logged = json_lines(&run.stderr)
         .into_iter()
         .find(|line| line["message"] == "IP banned")
@@ -59,20 +67,37 @@ async fn a_ban_by_hand_emits_bans_created_and_a_log_line_and_refuses_the_next_re
     assert_eq!(logged["created_by"], "manual");
     assert_eq!(logged["reason"], "cli test");
     assert!(run.stdout.contains(&format!("Banned {address} until epoch")), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn a_ban_by_hand_refuses_the_next_request_until_it_is_removed() {
+    let deps = deps().await;
+    let gateway = start_gateway(deps.clone()).await;
+    let (_, key) = new_user(&deps).await;
+    let (ip, _) = ban_by_hand().await;
+    let address = ip.to_string();
 
     let refused = post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await;
     assert_eq!((refused.status, refused.body["code"].as_str()), (403, Some("ip_banned")));
 
-    let listed = kavach(&["ban", "list"]).await;
-    let row = listed.stdout.lines().find(|line| line.starts_with(&format!("{address}\t"))).unwrap_or_default();
-    assert!(row.ends_with("\tmanual\tcli test"), "listed as a manual ban: {row:?}");
-
-    let again = kavach(&["ban", "add", &address]).await;
-    assert!(!again.success && again.stderr.contains("already banned"), "{}", again.stderr);
-
     let lifted = kavach(&["ban", "remove", &address]).await;
     assert!(lifted.success && lifted.stdout.contains(&format!("Unbanned {address}")), "{}", lifted.stdout);
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_ban_by_hand_is_listed_as_manual_with_its_reason() {
+    let (ip, _) = ban_by_hand().await;
+    let listed = kavach(&["ban", "list"]).await;
+    let row = listed.stdout.lines().find(|line| line.starts_with(&format!("{ip}\t"))).unwrap_or_default();
+    assert!(row.ends_with("\tmanual\tcli test"), "listed as a manual ban: {row:?}");
+}
+
+#[tokio::test]
+async fn banning_an_address_already_banned_by_hand_is_refused() {
+    let (ip, _) = ban_by_hand().await;
+    let again = kavach(&["ban", "add", &ip.to_string()]).await;
+    assert!(!again.success && again.stderr.contains("already banned"), "{}", again.stderr);
 }
 
 #[tokio::test]
