@@ -115,7 +115,7 @@ async fn banned_address_on_a_fresh_function() -> (String, IpAddr, SocketAddr) {
     let (_, key) = new_user(&deps).await;
     let attacker = unique_ip();
     let now = SystemClock.now();
-    let terms = BanTerms { reason: "test".into(), created_by: "manual", hours: Some(1) };
+    let terms = BanTerms { reason: "test".into(), created_by: "manual", duration: Some(Duration::from_secs(3600)) };
     deps.bans.impose(attacker, &terms, 3, now).await.expect("ban").expect("a new ban");
     let gateway = start_gateway(kavach_tests::deps().await).await;
     (key, attacker, gateway)
@@ -165,7 +165,7 @@ async fn expired_ban_still_physically_present_is_ignored() {
     let ip = unique_ip();
     let now = SystemClock.now();
     // Banned for an hour, two hours ago.
-    let terms = BanTerms { reason: "expired".into(), created_by: "manual", hours: Some(1) };
+    let terms = BanTerms { reason: "expired".into(), created_by: "manual", duration: Some(Duration::from_secs(3600)) };
     let two_hours_ago = shared::core::clock::UnixMillis::from_secs(now.secs() - 7200);
     deps.bans.impose(ip, &terms, 3, two_hours_ago).await.expect("ban").expect("a new ban");
     let raw = deps

@@ -161,7 +161,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     let row = browser.text(&format!(r#"tr[data-ip="{banned}"]"#)).await;
     assert!(row.contains("browser test") && row.contains("manual") && row.contains("IST"), "{row}");
     let ban = deps.bans.active(banned.parse().expect("ip"), deps.clock.now()).await.expect("read").expect("banned");
-    assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(168 * 3600), "1 week");
+    assert_eq!(ban.expires_at.map(|at| at.since(ban.banned_at)), Some(Duration::from_secs(168 * 3600)), "1 week");
     browser.screenshot("12-banned").await;
     browser.click(&format!(r#"tr[data-ip="{banned}"] button.unban"#)).await;
     browser.wait_text("#notice", "The address is unbanned.").await;

@@ -60,7 +60,11 @@ async fn bad_key_event_gets_403() {
 async fn banned_ip_event_gets_403_despite_a_forged_forwarding_header() {
     let deps = deps().await;
     with_fixture_user(&deps).await;
-    let terms = BanTerms { reason: "events fixture".into(), created_by: "manual", hours: Some(1) };
+    let terms = BanTerms {
+        reason: "events fixture".into(),
+        created_by: "manual",
+        duration: Some(std::time::Duration::from_secs(3600)),
+    };
     // `None` when an earlier run against this emulator already banned the fixture address.
     deps.bans.impose("203.0.113.66".parse().expect("ip"), &terms, 3, SystemClock.now()).await.expect("ban");
     let response = ping::handler(&deps, event("ping-banned-ip")).await;

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use kavach_tests::web::WebClient;
 use kavach_tests::*;
@@ -97,7 +98,11 @@ async fn the_11th_bad_key_bans_the_address_for_24_hours() {
     let ban = deps.bans.active(attacker, SystemClock.now()).await.expect("read").expect("banned");
     assert_eq!(ban.created_by, "api_key_detector");
     assert!(ban.reason.contains("invalid API key threshold: 11 attempts"), "{}", ban.reason);
-    assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(24 * 3600), "first offence: 24 hours");
+    assert_eq!(
+        ban.expires_at.map(|at| at.since(ban.banned_at)),
+        Some(Duration::from_secs(24 * 3600)),
+        "first offence: 24 hours"
+    );
 }
 
 #[tokio::test]
@@ -247,7 +252,11 @@ async fn bans_escalate_to_permanent_at_the_third_offence() {
         let ban = deps.bans.active(offender, SystemClock.now()).await.expect("read").expect("banned");
         assert_eq!((ban.ban_count, ban.created_by.as_str()), (offence, "manual"));
         if offence < 3 {
-            assert_eq!(ban.expires_at.map(|at| at - ban.banned_at), Some(48 * 3600), "offence {offence}: as asked");
+            assert_eq!(
+                ban.expires_at.map(|at| at.since(ban.banned_at)),
+                Some(Duration::from_secs(48 * 3600)),
+                "offence {offence}: as asked"
+            );
             let (status, body) = admin_post(&mut operator, "/security/unban", &[("ip_address", &target)]).await;
             assert_eq!(status, 200, "{body}");
             assert_eq!(post(gateway, offender, "/api/v1/ping", &ping_body(&key)).await.status, 200, "at once");

@@ -181,7 +181,11 @@ async fn a_session_that_crosses_0300_ist_has_expired() {
     let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let session = deps.identity.sessions_of(&user.username, deps.clock.now()).await.expect("sessions");
     let expires = session.first().expect("one session").expires_at;
-    assert_eq!(expires, u64::try_from(start).expect("positive") + 3600, "expires_at is the next 03:00 IST");
+    assert_eq!(
+        expires,
+        UnixMillis::from_secs(u64::try_from(start).expect("positive") + 3600),
+        "expires_at is the next 03:00 IST"
+    );
 
     clock.advance(Duration::from_secs(59 * 60));
     assert_eq!(browser.get("/dashboard").await.status, 200, "02:59 IST: still valid");
@@ -424,7 +428,7 @@ async fn broker_oauth_state_is_single_use_and_bound_to_its_session_and_broker() 
     assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("replay"));
 
     let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
-    clock.advance(Duration::from_secs(shared::store::oauth_state::STATE_TTL_SECS + 1));
+    clock.advance(shared::store::oauth_state::STATE_TTL + Duration::from_secs(1));
     assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", deps.clock.now()).await.expect("expired"));
     assert!(!store.consume_oauth_state("made-up", "session-a", "zerodha", deps.clock.now()).await.expect("unknown"));
 }

@@ -4,7 +4,7 @@ use shared::Deps;
 use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
 use shared::core::ist::IstTime;
-use shared::identity::sessions::{CsrfToken, PENDING_TOTP_SECS, SessionId};
+use shared::identity::sessions::{CsrfToken, PENDING_TOTP, SessionId};
 use shared::pipeline::pages::WebRequest;
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::{AuditDetail, AuditEvent, AuditKind, AuditOutcome};
@@ -52,7 +52,7 @@ pub async fn start_session(
     let now = request.now;
     let daily = deps.config.session_expiry.next_after(now);
     let expires_at = match stage {
-        Stage::PendingTotp => daily.min(now.secs() + PENDING_TOTP_SECS),
+        Stage::PendingTotp => daily.min(now.plus(PENDING_TOTP)),
         Stage::Full => daily,
     };
     let record = SessionRecord {

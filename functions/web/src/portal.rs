@@ -23,7 +23,7 @@ async fn current_user(deps: &Deps, session: &SessionRecord) -> Result<UserRecord
 pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let session = request.session()?;
     let user = current_user(deps, session).await?;
-    let expires = ist(shared::core::clock::UnixMillis::from_secs(session.expires_at));
+    let expires = ist(session.expires_at);
     let body = html! {
         p {
             "Logged in as " strong id="username" { (user.username) } " (" (user.role.as_str()) "). Orders go to the "

@@ -6,6 +6,8 @@
 //! whether or not the account exists (W15), and links are built from `PUBLIC_BASE_URL`, never from
 //! the request's `Host`.
 
+use std::time::Duration;
+
 use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
@@ -19,7 +21,7 @@ use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 use crate::common::audit;
 
 /// How long a reset token lives.
-const TOKEN_TTL_SECS: u64 = 15 * 60;
+const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const INVALID_TOKEN: &str = "Invalid or expired reset token.";
 const EMAIL_SENT: &str = "If an account with that email exists, a reset link has been sent to it.";
 
@@ -69,7 +71,7 @@ pub async fn form(request: WebRequest) -> Result<Reply, AppError> {
 
 async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<OneTimeToken, AppError> {
     let token = OneTimeToken::generate();
-    deps.identity.put_reset_token(&token.hash(), username, request.now, request.now.secs() + TOKEN_TTL_SECS).await?;
+    deps.identity.put_reset_token(&token.hash(), username, request.now, request.now.plus(TOKEN_TTL)).await?;
     Ok(token)
 }
 

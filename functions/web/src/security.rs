@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use maud::html;
 use serde_json::{Value, json};
 use shared::Deps;
-use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
 use shared::pipeline::pages::html::{csrf_field, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest};
@@ -26,16 +25,12 @@ const LOGIN_ACTIVITY_LIMIT: i32 = 50;
 /// Requests shown or exported from the traffic log at most.
 const LOG_LIMIT_MAX: usize = 1000;
 
-fn secs_ist(secs: u64) -> String {
-    ist(UnixMillis::from_secs(secs))
-}
-
 fn ban_json(ban: &Ban) -> Value {
     json!({
         "ip_address": ban.ip.to_string(),
         "ban_reason": ban.reason,
-        "banned_at": secs_ist(ban.banned_at),
-        "expires_at": ban.expires_at.map(secs_ist),
+        "banned_at": ist(ban.banned_at),
+        "expires_at": ban.expires_at.map(ist),
         "is_permanent": ban.is_permanent(),
         "ban_count": ban.ban_count,
         "created_by": ban.created_by,
@@ -46,8 +41,8 @@ fn tracker_json(tracker: &Tracker, evidence_name: &str) -> Value {
     json!({
         "ip_address": tracker.ip.to_string(),
         "count": tracker.count,
-        "first_at": secs_ist(tracker.first_at),
-        "last_at": secs_ist(tracker.last_at),
+        "first_at": ist(tracker.first_at),
+        "last_at": ist(tracker.last_at),
         evidence_name: tracker.evidence,
     })
 }
@@ -292,7 +287,7 @@ pub async fn ban(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let manual = ManualBan::new(ip, hours, request.field("reason"), &deps.config.never_ban, Some(request.ip))?;
     let ban = deps.threats().ban(&manual, request.now).await?;
     let message = match ban.expires_at {
-        Some(until) => format!("Banned {ip} until {} (offence {})", secs_ist(until), ban.ban_count),
+        Some(until) => format!("Banned {ip} until {} (offence {})", ist(until), ban.ban_count),
         None => format!("Banned {ip} permanently (offence {})", ban.ban_count),
     };
     Ok(request.done(&message, "/security?banned"))
@@ -349,8 +344,8 @@ fn log_query(request: &WebRequest) -> Result<(TrafficFilter, usize), AppError> {
 
 fn logged_json(record: &LoggedRequest) -> Value {
     json!({
-        "timestamp": ist(UnixMillis(record.at)),
-        "timestamp_utc_ms": record.at,
+        "timestamp": ist(record.at),
+        "timestamp_utc_ms": record.at.0,
         "client_ip": record.ip,
         "method": record.method,
         "path": record.path,
@@ -391,7 +386,7 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
             }
             @for record in &records {
                 tr class="log" {
-                    td { (ist(UnixMillis(record.at))) }
+                    td { (ist(record.at)) }
                     td { (record.ip) }
                     td { (record.method) }
                     td { (record.path) }
@@ -414,8 +409,8 @@ pub async fn export(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         String::from("timestamp_ist,timestamp_utc_ms,client_ip,method,path,status_code,duration_ms,user,route\n");
     for record in &records {
         let fields = [
-            ist(UnixMillis(record.at)),
-            record.at.to_string(),
+            ist(record.at),
+            record.at.0.to_string(),
             record.ip.clone(),
             record.method.clone(),
             record.path.clone(),

@@ -89,7 +89,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let security = SecurityStores::from_env().await?;
             let bans = security.bans.list_active(SystemClock.now()).await.map_err(public)?;
             for ban in &bans {
-                let until = ban.expires_at.map_or_else(|| "permanent".to_owned(), |at| format!("until epoch {at}"));
+                let until =
+                    ban.expires_at.map_or_else(|| "permanent".to_owned(), |at| format!("until epoch {}", at.secs()));
                 println!("{}\t{until}\tcount {}\t{}\t{}", ban.ip, ban.ban_count, ban.created_by, ban.reason);
             }
             println!("{} active ban(s).", bans.len());
@@ -248,7 +249,7 @@ async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
     let manual = ManualBan::new(ip, hours, &reason, &security.config.never_ban, None).map_err(public)?;
     let stored = security.threats().ban(&manual, SystemClock.now()).await.map_err(public)?;
     match stored.expires_at {
-        Some(at) => println!("Banned {ip} until epoch {at} (ban #{}).", stored.ban_count),
+        Some(at) => println!("Banned {ip} until epoch {} (ban #{}).", at.secs(), stored.ban_count),
         None => println!("Banned {ip} permanently (ban #{}).", stored.ban_count),
     }
     Ok(())

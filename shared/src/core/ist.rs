@@ -1,6 +1,8 @@
 //! Indian Standard Time without a time-zone database: IST is a fixed UTC+05:30 with no daylight
 //! saving, so civil dates are plain arithmetic on epoch seconds.
 
+use std::time::Duration;
+
 use crate::core::clock::UnixMillis;
 
 pub const OFFSET_SECS: i64 = 5 * 3600 + 30 * 60;
@@ -121,9 +123,9 @@ impl DailyExpiry {
         now < login || last_boundary(now, self.secs_of_day) > login
     }
 
-    /// The first boundary after `now`, in epoch seconds: the session's `expires_at`.
-    pub fn next_after(&self, now: UnixMillis) -> u64 {
-        last_boundary(now, self.secs_of_day).secs() + 86_400
+    /// The first boundary after `now`: the session's `expires_at`.
+    pub fn next_after(&self, now: UnixMillis) -> UnixMillis {
+        last_boundary(now, self.secs_of_day).plus(Duration::from_secs(86_400))
     }
 }
 
@@ -172,8 +174,8 @@ mod tests {
         assert!(expiry.has_expired(login, ist(22, 2, 0)));
         // Logged in after today's boundary: valid until tomorrow's.
         assert!(!expiry.has_expired(ist(21, 3, 1), ist(22, 2, 59)));
-        assert_eq!(expiry.next_after(login), ist(21, 3, 0).secs());
-        assert_eq!(expiry.next_after(ist(21, 2, 0)), ist(21, 3, 0).secs());
+        assert_eq!(expiry.next_after(login), ist(21, 3, 0));
+        assert_eq!(expiry.next_after(ist(21, 2, 0)), ist(21, 3, 0));
     }
 
     #[test]

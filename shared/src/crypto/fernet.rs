@@ -22,7 +22,7 @@ type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
 
 const VERSION: u8 = 0x80;
 /// Tokens stamped this far in our future are refused, as the spec's reference implementations do.
-pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 const HEADER_LEN: usize = 1 + 8 + 16;
 const MAC_LEN: usize = 32;
 
@@ -82,14 +82,13 @@ impl FernetKey {
     }
 
     /// Verifies and decrypts. `ttl` bounds the token's age; the timestamp may never be more than
-    /// [`MAX_CLOCK_SKEW_SECS`] in the future. The MAC is checked before anything is decrypted.
+    /// [`MAX_CLOCK_SKEW`] in the future. The MAC is checked before anything is decrypted.
     pub fn decrypt(
         &self,
         token: &str,
         ttl: Option<Duration>,
         now: UnixMillis,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let now_secs = now.secs();
         let raw = URL_SAFE.decode(token.trim_end()).map_err(|_| CryptoError::InvalidToken)?;
         if raw.len() < HEADER_LEN + 16 + MAC_LEN || raw[0] != VERSION {
             return Err(CryptoError::InvalidToken);
@@ -98,11 +97,13 @@ impl FernetKey {
         let mut stamp = [0u8; 8];
         stamp.copy_from_slice(&message[1..9]);
         let timestamp = u64::from_be_bytes(stamp);
-        if timestamp > now_secs.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        // The timestamp is the spec's whole seconds.
+        let stamped = UnixMillis::from_secs(timestamp);
+        if stamped > now.plus(MAX_CLOCK_SKEW) {
             return Err(CryptoError::InvalidToken);
         }
         if let Some(ttl) = ttl
-            && timestamp.saturating_add(ttl.as_secs()) < now_secs
+            && stamped.plus(ttl) < now
         {
             return Err(CryptoError::Expired);
         }

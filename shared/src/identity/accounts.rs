@@ -149,7 +149,7 @@ impl Accounts<'_> {
             phc,
             encrypted_copy,
             broker: SANDBOX_BROKER.to_owned(),
-            created_at: now.secs(),
+            created_at: now,
             revoked_at: None,
             allow: Vec::new(),
         };
@@ -177,7 +177,7 @@ impl Accounts<'_> {
     pub async fn regenerate_api_key(self, username: &str) -> Result<(ApiKey, Option<KeyId>), AppError> {
         check_username(username)?;
         let (key, record) = self.new_key_record(username).await?;
-        let previous = self.identity.rotate_key(username, &record, self.clock.now().secs()).await?;
+        let previous = self.identity.rotate_key(username, &record, self.clock.now()).await?;
         Ok((key, previous))
     }
 
@@ -213,7 +213,7 @@ impl Accounts<'_> {
     /// exists. Only its hash is stored; the token is returned to be printed once.
     pub async fn issue_setup_token(self) -> Result<OneTimeToken, AppError> {
         let token = OneTimeToken::generate();
-        self.identity.put_setup_token(&token.hash(), self.clock.now().secs()).await?;
+        self.identity.put_setup_token(&token.hash(), self.clock.now()).await?;
         Ok(token)
     }
 

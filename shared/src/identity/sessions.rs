@@ -1,6 +1,8 @@
 //! Server-side web sessions: what the cookie carries (an opaque 256-bit id and nothing else), what
 //! is stored (only the id's SHA-256), and when a session ends (the daily boundary, 03:00 IST).
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
@@ -13,9 +15,9 @@ pub const COOKIE_NAME: &str = "__Host-kavach_session";
 /// At most this many sessions per user; logging in beyond it ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 5;
 /// A password-checked login waits this long for its TOTP code.
-pub const PENDING_TOTP_SECS: u64 = 300;
+pub const PENDING_TOTP: Duration = Duration::from_secs(300);
 /// Revealing the API key needs the password or a TOTP code entered within this window.
-pub const REAUTH_WINDOW_SECS: u64 = 300;
+pub const REAUTH_WINDOW: Duration = Duration::from_secs(300);
 
 /// The cookie value: 32 random bytes, base64url. Never logged, never stored.
 pub struct SessionId(SecretString);
@@ -47,8 +49,8 @@ impl SessionId {
     }
 
     /// The `Set-Cookie` value that installs this session until `expires_at`.
-    pub fn set_cookie(&self, now: UnixMillis, expires_at_secs: u64) -> String {
-        let max_age = expires_at_secs.saturating_sub(now.secs());
+    pub fn set_cookie(&self, now: UnixMillis, expires_at: UnixMillis) -> String {
+        let max_age = expires_at.since(now).as_secs();
         format!("{COOKIE_NAME}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}", self.expose())
     }
 }
@@ -111,7 +113,7 @@ mod tests {
         assert_eq!(parsed.hash(), id.hash());
         assert_eq!(id.hash().len(), 64);
         assert!(SessionId::parse("short").is_none());
-        let cookie = id.set_cookie(UnixMillis::from_secs(100), 160);
+        let cookie = id.set_cookie(UnixMillis::from_secs(100), UnixMillis::from_secs(160));
         assert!(cookie.starts_with("__Host-kavach_session=") && cookie.contains("Max-Age=60"));
         assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
         assert_eq!(format!("{id:?}"), "SessionId(..)");

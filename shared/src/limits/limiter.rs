@@ -7,6 +7,7 @@
 //! more, never admit more.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::subject::Subject;
 use super::{LimitedAction, RateLimit};
@@ -15,7 +16,7 @@ use crate::core::error::AppError;
 use crate::store::rate_limit::RateLimitStore;
 
 /// Counters outlive their window by this much before TTL may remove them.
-const EXPIRY_SLACK_SECS: u64 = 60;
+const EXPIRY_SLACK: Duration = Duration::from_secs(60);
 
 /// One counter's state after this request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +68,7 @@ impl RateLimiter {
     /// Counts one hit of `action` for `subject` and says whether it is within the budget.
     pub async fn hit(&self, action: LimitedAction, subject: Subject<'_>, now: UnixMillis) -> Result<Verdict, AppError> {
         let window = self.window(action, subject, now);
-        let count = self.store.add_one(&window.key, window.ends.secs() + EXPIRY_SLACK_SECS).await?;
+        let count = self.store.add_one(&window.key, window.ends.plus(EXPIRY_SLACK)).await?;
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
     }
 

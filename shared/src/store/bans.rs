@@ -10,16 +10,17 @@
 //! number of concurrent triggers for one IP create one ban and count one offence.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, unavailable, unless_condition_failed};
+use super::{EXPIRES_AT, Item, PK, epoch, instant, n, number, s, string, unavailable, unless_condition_failed};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 
 /// The offender history is kept this long after the last offence.
-const OFFENDER_MEMORY_SECS: u64 = 365 * 86_400;
+const OFFENDER_MEMORY: Duration = Duration::from_secs(365 * 86_400);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ban {
@@ -27,17 +28,16 @@ pub struct Ban {
     pub reason: String,
     /// `manual`, `404_detector`, `api_key_detector`, `login_detector`.
     pub created_by: String,
-    /// Epoch seconds.
-    pub banned_at: u64,
-    /// Epoch seconds; `None` is permanent.
-    pub expires_at: Option<u64>,
+    pub banned_at: UnixMillis,
+    /// `None` is permanent.
+    pub expires_at: Option<UnixMillis>,
     /// Which offence of this IP's this ban is (1 for the first).
     pub ban_count: u64,
 }
 
 impl Ban {
     pub fn is_active(&self, now: UnixMillis) -> bool {
-        self.expires_at.is_none_or(|expires| expires > now.secs())
+        self.expires_at.is_none_or(|expires| expires > now)
     }
 
     pub fn is_permanent(&self) -> bool {
@@ -49,8 +49,8 @@ impl Ban {
             ip,
             reason: string(item, "reason").unwrap_or_default(),
             created_by: string(item, "created_by").unwrap_or_default(),
-            banned_at: number(item, "banned_at").unwrap_or_default(),
-            expires_at: number(item, EXPIRES_AT),
+            banned_at: instant(item, "banned_at").unwrap_or_default(),
+            expires_at: instant(item, EXPIRES_AT),
             ban_count: number(item, "ban_count").unwrap_or(1),
         }
     }
@@ -61,8 +61,8 @@ impl Ban {
 pub struct BanTerms {
     pub reason: String,
     pub created_by: &'static str,
-    /// `None` is permanent.
-    pub hours: Option<u32>,
+    /// How long it lasts; `None` is permanent.
+    pub duration: Option<Duration>,
 }
 
 fn ban_key(ip: IpAddr) -> String {
@@ -102,7 +102,7 @@ impl BanStore {
         repeat_offender_limit: u32,
         now: UnixMillis,
     ) -> Result<Option<Ban>, AppError> {
-        let expires_at = terms.hours.map(|hours| now.secs() + u64::from(hours) * 3600);
+        let expires_at = terms.duration.map(|duration| now.plus(duration));
         let mut claim = self
             .client
             .update_item()
@@ -111,14 +111,14 @@ impl BanStore {
             .condition_expression("attribute_not_exists(pk) OR (attribute_exists(#exp) AND #exp <= :now)")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_names("#reason", "reason")
-            .expression_attribute_values(":now", n(now.secs()))
+            .expression_attribute_values(":now", epoch(now))
             .expression_attribute_values(":reason", s(&terms.reason))
             .expression_attribute_values(":by", s(terms.created_by))
-            .expression_attribute_values(":at", n(now.secs()));
+            .expression_attribute_values(":at", epoch(now));
         claim = match expires_at {
             Some(expires) => claim
                 .update_expression("SET #reason = :reason, created_by = :by, banned_at = :at, #exp = :exp")
-                .expression_attribute_values(":exp", n(expires)),
+                .expression_attribute_values(":exp", epoch(expires)),
             None => claim.update_expression("SET #reason = :reason, created_by = :by, banned_at = :at REMOVE #exp"),
         };
         if unless_condition_failed(claim.send().await, "claim ban")?.is_none() {
@@ -158,8 +158,8 @@ impl BanStore {
             .update_expression("ADD offences :one SET last_offence_at = :now, #exp = :exp")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(now.secs()))
-            .expression_attribute_values(":exp", n(now.secs() + OFFENDER_MEMORY_SECS))
+            .expression_attribute_values(":now", epoch(now))
+            .expression_attribute_values(":exp", epoch(now.plus(OFFENDER_MEMORY)))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await
@@ -171,7 +171,7 @@ impl BanStore {
     pub async fn offences(&self, ip: IpAddr, now: UnixMillis) -> Result<u64, AppError> {
         let item = super::get_by_pk(&self.client, &self.table, offender_key(ip), "read offender history").await?;
         Ok(item
-            .filter(|item| number(item, EXPIRES_AT).is_none_or(|expires| expires > now.secs()))
+            .filter(|item| instant(item, EXPIRES_AT).is_none_or(|expires| expires > now))
             .and_then(|item| number(&item, "offences"))
             .unwrap_or(0))
     }
@@ -202,11 +202,12 @@ mod tests {
     use super::*;
 
     fn ban(expires_at: Option<u64>) -> Ban {
+        let expires_at = expires_at.map(UnixMillis::from_secs);
         Ban {
             ip: "203.0.113.9".parse().expect("ip"),
             reason: "test".into(),
             created_by: "manual".into(),
-            banned_at: 0,
+            banned_at: UnixMillis(0),
             expires_at,
             ban_count: 1,
         }

@@ -10,7 +10,8 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use super::{Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable, write};
+use super::{Item, PK, cancelled_by_condition, epoch, instant, s, string, string_set, unavailable, write};
+use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::crypto::api_key::KeyId;
 use crate::crypto::password::PhcString;
@@ -27,8 +28,8 @@ pub struct ApiKeyRecord {
     pub phc: PhcString,
     pub encrypted_copy: String,
     pub broker: String,
-    pub created_at: u64,
-    pub revoked_at: Option<u64>,
+    pub created_at: UnixMillis,
+    pub revoked_at: Option<UnixMillis>,
     /// The key's IP allowlist (SEBI static IP), as CIDR ranges; empty means any address.
     pub allow: Vec<String>,
 }
@@ -42,8 +43,8 @@ impl ApiKeyRecord {
             phc: PhcString::from_stored(string(item, "phc")?),
             encrypted_copy: string(item, "copy").unwrap_or_default(),
             broker: string(item, "broker").unwrap_or_else(|| SANDBOX_BROKER.into()),
-            created_at: number(item, "created_at").unwrap_or_default(),
-            revoked_at: number(item, "revoked_at"),
+            created_at: instant(item, "created_at").unwrap_or_default(),
+            revoked_at: instant(item, "revoked_at"),
             allow: string_set(item, ALLOW),
         })
     }
@@ -94,7 +95,7 @@ impl IdentityStore {
             .item("phc", s(record.phc.as_str()))
             .item("copy", s(&record.encrypted_copy))
             .item("broker", s(&record.broker))
-            .item("created_at", n(record.created_at))
+            .item("created_at", epoch(record.created_at))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(AppError::internal)?;
@@ -109,7 +110,7 @@ impl IdentityStore {
             .item("username", s(username))
             .item("broker", s(&record.broker))
             .item("api_key_id", s(record.id.as_str()))
-            .item("created_at", n(record.created_at))
+            .item("created_at", epoch(record.created_at))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(AppError::internal)?;
@@ -137,7 +138,7 @@ impl IdentityStore {
         &self,
         username: &str,
         record: &ApiKeyRecord,
-        now_secs: u64,
+        now: UnixMillis,
     ) -> Result<Option<KeyId>, AppError> {
         let user = self.item(user_pk(username), "read user").await?;
         let Some(user) = user.as_ref() else {
@@ -167,7 +168,7 @@ impl IdentityStore {
                 .table_name(&self.table)
                 .key(PK, s(key_pk(old)))
                 .update_expression("SET revoked_at = :now")
-                .expression_attribute_values(":now", n(now_secs))
+                .expression_attribute_values(":now", epoch(now))
                 .build()
                 .map_err(AppError::internal)?;
             transaction = transaction.transact_items(write(revoke));

@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
+use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -46,6 +47,17 @@ pub fn s(value: impl Into<String>) -> AttributeValue {
 
 pub(crate) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// An instant as the tables store it: epoch seconds, the unit of every `expires_at` (TTL) and of
+/// the other times in our items.
+pub(crate) fn epoch(at: UnixMillis) -> AttributeValue {
+    n(at.secs())
+}
+
+/// An instant stored by [`epoch`].
+pub(crate) fn instant(item: &Item, name: &str) -> Option<UnixMillis> {
+    number(item, name).map(UnixMillis::from_secs)
 }
 
 /// Any storage failure on the request path: fail closed with 503, keep the detail for the log.

@@ -4,12 +4,14 @@
 //! or for another broker is refused, so a victim cannot be bound to an attacker's broker account.
 
 use super::identity::IdentityStore;
-use super::{EXPIRES_AT, PK, n, s, string, unavailable};
+use std::time::Duration;
+
+use super::{EXPIRES_AT, PK, epoch, s, string, unavailable};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 
 /// How long a broker login may take between redirect and callback.
-pub const STATE_TTL_SECS: u64 = 600;
+pub const STATE_TTL: Duration = Duration::from_secs(600);
 
 fn state_pk(state: &str) -> String {
     format!("oauth#{}", crate::crypto::token_hash(state))
@@ -30,7 +32,7 @@ impl IdentityStore {
             .item(PK, s(state_pk(&state)))
             .item("session", s(session_hash))
             .item("broker", s(broker))
-            .item(EXPIRES_AT, n(now.secs() + STATE_TTL_SECS))
+            .item(EXPIRES_AT, epoch(now.plus(STATE_TTL)))
             .send()
             .await
             .map_err(unavailable("store OAuth state"))?;

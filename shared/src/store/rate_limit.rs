@@ -4,7 +4,8 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::{EXPIRES_AT, PK, n, number, s, unavailable};
+use super::{EXPIRES_AT, PK, epoch, n, number, s, unavailable};
+use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 
 #[derive(Clone, Debug)]
@@ -18,9 +19,9 @@ impl RateLimitStore {
         Self { client, table }
     }
 
-    /// Adds one to the counter `key`, which TTL may remove after `expires_at` (epoch seconds), and
-    /// returns the new count.
-    pub async fn add_one(&self, key: &str, expires_at: u64) -> Result<u64, AppError> {
+    /// Adds one to the counter `key`, which TTL may remove after `expires_at`, and returns the new
+    /// count.
+    pub async fn add_one(&self, key: &str, expires_at: UnixMillis) -> Result<u64, AppError> {
         let output = self
             .client
             .update_item()
@@ -29,7 +30,7 @@ impl RateLimitStore {
             .update_expression("ADD hits :one SET #exp = if_not_exists(#exp, :exp)")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":exp", n(expires_at))
+            .expression_attribute_values(":exp", epoch(expires_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()
             .await

@@ -6,7 +6,8 @@ use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, Update};
 
 use super::identity::{IdentityStore, user_pk};
 use super::{
-    EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, unavailable, unless_condition_failed, write,
+    EXPIRES_AT, Item, PK, cancelled_by_condition, epoch, instant, n, number, s, string, unavailable,
+    unless_condition_failed, write,
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
@@ -33,7 +34,7 @@ pub struct SessionRecord {
     pub csrf: CsrfToken,
     /// When the password or a TOTP code was last entered in this session.
     pub reauth_at: Option<UnixMillis>,
-    pub expires_at: u64,
+    pub expires_at: UnixMillis,
 }
 
 /// By hand, so that the record's secrets stay out of logs: the CSRF token prints as
@@ -56,10 +57,9 @@ impl std::fmt::Debug for SessionRecord {
 
 impl SessionRecord {
     /// Whether the password or a TOTP code was entered in this session within the last
-    /// [`REAUTH_WINDOW_SECS`](crate::identity::sessions::REAUTH_WINDOW_SECS).
+    /// [`REAUTH_WINDOW`](crate::identity::sessions::REAUTH_WINDOW).
     pub fn reauthenticated_recently(&self, now: UnixMillis) -> bool {
-        self.reauth_at
-            .is_some_and(|at| now.0.saturating_sub(at.0) <= crate::identity::sessions::REAUTH_WINDOW_SECS * 1000)
+        self.reauth_at.is_some_and(|at| now.since(at) <= crate::identity::sessions::REAUTH_WINDOW)
     }
 
     fn from_item(item: &Item) -> Option<Self> {
@@ -73,7 +73,7 @@ impl SessionRecord {
             user_agent: string(item, "user_agent").unwrap_or_default(),
             csrf: CsrfToken::from_stored(string(item, "csrf")?),
             reauth_at: number(item, "reauth_at").map(UnixMillis),
-            expires_at: number(item, EXPIRES_AT)?,
+            expires_at: instant(item, EXPIRES_AT)?,
         })
     }
 
@@ -88,7 +88,7 @@ impl SessionRecord {
             .item("ip", s(&self.ip))
             .item("user_agent", s(&self.user_agent))
             .item("csrf", s(self.csrf.expose()))
-            .item(EXPIRES_AT, n(self.expires_at))
+            .item(EXPIRES_AT, epoch(self.expires_at))
             .condition_expression("attribute_not_exists(pk)");
         if let Some(at) = self.reauth_at {
             put = put.item("reauth_at", n(at.0));
@@ -105,7 +105,7 @@ impl IdentityStore {
     /// The session for a cookie's hash; one past its `expires_at` is absent.
     pub async fn session(&self, hash: &str, now: UnixMillis) -> Result<Option<SessionRecord>, AppError> {
         let item = self.item(session_pk(hash), "read session").await?;
-        Ok(item.as_ref().and_then(SessionRecord::from_item).filter(|session| session.expires_at > now.secs()))
+        Ok(item.as_ref().and_then(SessionRecord::from_item).filter(|session| session.expires_at > now))
     }
 
     /// Stores a new session, optionally replacing `replaces` (the id rotation at TOTP step-up and
@@ -222,7 +222,7 @@ impl IdentityStore {
             .and_then(|responses| responses.get(&self.table))
             .map(|items| items.iter().filter_map(SessionRecord::from_item).collect())
             .unwrap_or_default();
-        sessions.retain(|session| session.expires_at > now.secs());
+        sessions.retain(|session| session.expires_at > now);
         sessions.sort_by_key(|session| std::cmp::Reverse(session.created_at));
         Ok(sessions)
     }
@@ -264,7 +264,7 @@ mod tests {
             user_agent: "test".into(),
             csrf: CsrfToken::generate(),
             reauth_at: None,
-            expires_at: 3,
+            expires_at: UnixMillis(3_000),
         };
         let printed = format!("{record:?}");
         assert!(!printed.contains(record.csrf.expose()), "{printed}");

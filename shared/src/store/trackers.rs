@@ -10,16 +10,21 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
-use super::{EXPIRES_AT, Item, PK, n, number, s, string, string_set, unavailable, unless_condition_failed};
+use super::{
+    EXPIRES_AT, Item, PK, epoch, instant, n, number, s, string, string_set, unavailable, unless_condition_failed,
+};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::threats::settings::{Detector, SecuritySettings, WINDOW_HOURS};
 
 const SETTINGS_PK: &str = "settings#security";
+/// A tracker outlives its window by an hour after its last hit, then TTL may remove it.
+const TRACKER_LIFETIME: Duration = Duration::from_secs((WINDOW_HOURS + 1) * 3600);
 
 /// One IP's record for one detector, as the dashboard shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +33,8 @@ pub struct Tracker {
     /// Hits within the rolling window.
     pub count: u64,
     /// Epoch seconds.
-    pub first_at: u64,
-    pub last_at: u64,
+    pub first_at: UnixMillis,
+    pub last_at: UnixMillis,
     /// Paths tried (404s) or short key hashes (invalid keys), oldest first is not kept: a set.
     pub evidence: Vec<String>,
 }
@@ -84,8 +89,8 @@ impl TrackerStore {
                 .expression_attribute_names("#bucket", format!("h{hour}"))
                 .expression_attribute_names("#exp", EXPIRES_AT)
                 .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":now", n(now.secs()))
-                .expression_attribute_values(":exp", n(now.secs() + (WINDOW_HOURS + 1) * 3600))
+                .expression_attribute_values(":now", epoch(now))
+                .expression_attribute_values(":exp", epoch(now.plus(TRACKER_LIFETIME)))
                 .return_values(ReturnValue::AllNew);
             let set = "SET last_at = :now, first_at = if_not_exists(first_at, :now), #exp = :exp";
             update = match with_evidence {
@@ -140,8 +145,8 @@ impl TrackerStore {
                 Some(Tracker {
                     ip,
                     count,
-                    first_at: number(item, "first_at").unwrap_or_default(),
-                    last_at: number(item, "last_at").unwrap_or_default(),
+                    first_at: instant(item, "first_at").unwrap_or_default(),
+                    last_at: instant(item, "last_at").unwrap_or_default(),
                     evidence,
                 })
             })

@@ -4,9 +4,12 @@
 //! What goes in is chosen field by field — no bodies, no headers, no query strings — so there is
 //! nothing to redact after the fact.
 
+use std::time::Duration;
+
 use aws_sdk_dynamodb::Client;
 
-use super::{EXPIRES_AT, PK, n, number, s, string, unavailable};
+use super::{EXPIRES_AT, PK, epoch, n, number, s, string, unavailable};
+use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::http::traffic::TrafficRecord;
 
@@ -14,28 +17,29 @@ use crate::http::traffic::TrafficRecord;
 pub struct TrafficStore {
     client: Client,
     table: String,
-    retention_secs: u64,
+    retention: Duration,
 }
 
 impl TrafficStore {
     pub fn new(client: Client, table: String, retention_days: u64) -> Self {
-        Self { client, table, retention_secs: retention_days * 86_400 }
+        Self { client, table, retention: Duration::from_secs(retention_days * 86_400) }
     }
 
     pub async fn put(&self, record: &TrafficRecord) -> Result<(), AppError> {
-        let secs = record.at.secs();
+        // Records are partitioned by the hour they were made in.
+        let hour = record.at.secs() / 3600;
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item(PK, s(format!("hour#{}", secs / 3600)))
+            .item(PK, s(format!("hour#{hour}")))
             .item("sk", s(format!("{:013}#{}", record.at.0, record.request_id)))
             .item("method", s(&record.method))
             .item("path", s(&record.path))
             .item("status", n(u64::from(record.status)))
             .item("duration_us", n(record.duration_us))
             .item("route", s(record.route))
-            .item(EXPIRES_AT, n(secs + self.retention_secs));
+            .item(EXPIRES_AT, epoch(record.at.plus(self.retention)));
         if let Some(ip) = record.client_ip {
             put = put.item("ip", s(ip.to_string()));
         }
@@ -50,8 +54,7 @@ impl TrafficStore {
 /// A request as the traffic log shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedRequest {
-    /// Epoch milliseconds (UTC).
-    pub at: u64,
+    pub at: UnixMillis,
     pub ip: String,
     pub method: String,
     pub path: String,
@@ -80,10 +83,10 @@ impl TrafficStore {
         &self,
         filter: &TrafficFilter,
         limit: usize,
-        now: crate::core::clock::UnixMillis,
+        now: UnixMillis,
     ) -> Result<Vec<LoggedRequest>, AppError> {
         let newest_hour = now.secs() / 3600;
-        let oldest_hour = newest_hour.saturating_sub(self.retention_secs / 3600);
+        let oldest_hour = newest_hour.saturating_sub(self.retention.as_secs() / 3600);
         let hours: Vec<u64> = (oldest_hour..=newest_hour).rev().collect();
         let mut found = Vec::new();
         for round in hours.chunks(HOURS_PER_ROUND) {
@@ -130,8 +133,10 @@ impl TrafficStore {
             .into_iter()
             .map(|item| {
                 let item = item.map_err(unavailable("read traffic log"))?;
+                // The sort key starts with the request's epoch milliseconds.
                 let at = string(&item, "sk")
                     .and_then(|sk| sk.split('#').next().and_then(|ms| ms.parse().ok()))
+                    .map(UnixMillis)
                     .unwrap_or_default();
                 let duration_us = number(&item, "duration_us").unwrap_or_default();
                 Ok(LoggedRequest {

@@ -12,12 +12,13 @@
 //! - `audit#<millis>#<random>`: one login attempt, key reveal or reset, listed by the `audit` index.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Update};
 
 use super::identity::{ALLOW, ApiKeyRecord, IdentityStore, key_pk, user_pk};
 use super::{
-    EXPIRES_AT, Item, PK, cancelled_by_condition, n, number, s, string, string_set, unavailable,
+    EXPIRES_AT, Item, PK, cancelled_by_condition, epoch, instant, n, number, s, string, string_set, unavailable,
     unless_condition_failed, write,
 };
 use crate::core::clock::UnixMillis;
@@ -29,7 +30,7 @@ use crate::identity::Role;
 const ADMIN_PK: &str = "admin";
 const SETUP_TOKEN_PK: &str = "setup#token";
 /// Login audit records are kept this long.
-const AUDIT_RETENTION_SECS: u64 = 90 * 86_400;
+const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserRecord {
@@ -204,7 +205,7 @@ impl IdentityStore {
     }
 
     /// Stores a new setup token's hash, replacing any earlier one, unless an admin already exists.
-    pub async fn put_setup_token(&self, hash: &TokenHash, now_secs: u64) -> Result<(), AppError> {
+    pub async fn put_setup_token(&self, hash: &TokenHash, now: UnixMillis) -> Result<(), AppError> {
         if self.admin_exists().await? {
             return Err(AppError::bad_request("setup is already complete: an administrator exists"));
         }
@@ -213,7 +214,7 @@ impl IdentityStore {
             .table_name(&self.table)
             .item(PK, s(SETUP_TOKEN_PK))
             .item("hash", s(hash.as_str()))
-            .item("created_at", n(now_secs))
+            .item("created_at", epoch(now))
             .send()
             .await
             .map_err(unavailable("store setup token"))?;
@@ -259,7 +260,7 @@ impl IdentityStore {
             .item("sessions", AttributeValue::M(Default::default()))
             .item("broker", s(&admin.key.broker))
             .item("api_key_id", s(admin.key.id.as_str()))
-            .item("created_at", n(admin.key.created_at))
+            .item("created_at", epoch(admin.key.created_at))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(AppError::internal)?;
@@ -351,21 +352,21 @@ impl IdentityStore {
         Ok(self.item(email_pk(email), "read email index").await?.and_then(|item| string(&item, "user")))
     }
 
-    /// Stores a reset token's hash for `username`, valid until `expires_at_secs`.
+    /// Stores a reset token's hash for `username`, valid until `expires_at`.
     pub async fn put_reset_token(
         &self,
         hash: &TokenHash,
         username: &str,
         now: UnixMillis,
-        expires_at_secs: u64,
+        expires_at: UnixMillis,
     ) -> Result<(), AppError> {
         self.client
             .put_item()
             .table_name(&self.table)
             .item(PK, s(reset_pk(hash)))
             .item("user", s(username))
-            .item("created_at", n(now.secs()))
-            .item(EXPIRES_AT, n(expires_at_secs))
+            .item("created_at", epoch(now))
+            .item(EXPIRES_AT, epoch(expires_at))
             .send()
             .await
             .map_err(unavailable("store reset token"))?;
@@ -377,7 +378,7 @@ impl IdentityStore {
     pub async fn peek_reset_token(&self, hash: &TokenHash, now: UnixMillis) -> Result<Option<String>, AppError> {
         let item = self.item(reset_pk(hash), "read reset token").await?;
         Ok(item
-            .filter(|item| number(item, EXPIRES_AT).is_some_and(|at| at > now.secs()))
+            .filter(|item| instant(item, EXPIRES_AT).is_some_and(|at| at > now))
             .and_then(|item| string(&item, "user")))
     }
 
@@ -402,7 +403,7 @@ impl IdentityStore {
             .key(PK, s(pk))
             .condition_expression("attribute_exists(pk) AND #exp > :now")
             .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":now", n(now.secs()))
+            .expression_attribute_values(":now", epoch(now))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
@@ -422,7 +423,7 @@ impl IdentityStore {
             .item("user_agent", s(&event.user_agent))
             .item("outcome", s(event.outcome.as_str()))
             .item("detail", s(&event.detail))
-            .item(EXPIRES_AT, n(event.at.secs() + AUDIT_RETENTION_SECS))
+            .item(EXPIRES_AT, epoch(event.at.plus(AUDIT_RETENTION)))
             .send()
             .await
             .map_err(unavailable("write audit record"))?;

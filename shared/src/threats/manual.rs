@@ -1,6 +1,7 @@
 //! A ban by hand, from the dashboard or the operator CLI: validated here and nowhere else.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::core::config::NeverBan;
 use crate::core::error::AppError;
@@ -56,7 +57,8 @@ impl ManualBan {
     }
 
     pub(crate) fn terms(&self) -> BanTerms {
-        BanTerms { reason: self.reason.clone(), created_by: "manual", hours: self.hours }
+        let duration = self.hours.map(|hours| Duration::from_secs(u64::from(hours) * 3600));
+        BanTerms { reason: self.reason.clone(), created_by: "manual", duration }
     }
 }
 
@@ -76,7 +78,8 @@ mod tests {
     fn durations_addresses_and_reasons_are_checked_once() {
         let never = NeverBan::all_non_global();
         let ban = ManualBan::new(ip("8.8.8.8"), Some(24), "", &never, None).expect("valid");
-        assert_eq!(ban.terms(), BanTerms { reason: "Manual ban".into(), created_by: "manual", hours: Some(24) });
+        let day = Some(Duration::from_secs(24 * 3600));
+        assert_eq!(ban.terms(), BanTerms { reason: "Manual ban".into(), created_by: "manual", duration: day });
         assert!(ManualBan::new(ip("8.8.8.8"), None, "scanner", &never, None).is_ok(), "permanent");
         assert!(ManualBan::new(ip("8.8.8.8"), Some(MAX_BAN_HOURS), "x", &never, None).is_ok());
         for hours in [0, MAX_BAN_HOURS + 1] {

@@ -15,6 +15,7 @@ pub mod manual;
 pub mod settings;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::core::clock::UnixMillis;
 use crate::core::config::NeverBan;
@@ -67,7 +68,7 @@ impl Threats<'_> {
         let terms = BanTerms {
             reason: detector.reason(count),
             created_by: detector.creator(),
-            hours: settings.ban_hours(detector),
+            duration: settings.ban_hours(detector).map(|hours| Duration::from_secs(u64::from(hours) * 3600)),
         };
         match self.impose(ip, &terms, settings.repeat_offender_limit, now).await? {
             Some(ban) => Ok(Detection::Banned(ban)),

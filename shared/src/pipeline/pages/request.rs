@@ -172,7 +172,7 @@ mod tests {
             user_agent: "test".into(),
             csrf: csrf.clone(),
             reauth_at: None,
-            expires_at: 2,
+            expires_at: UnixMillis(2_000),
         };
         let form = [("password", "Planted-Pa55!"), ("totp_code", "493817"), ("csrf_token", csrf.expose())]
             .into_iter()
