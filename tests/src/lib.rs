@@ -70,18 +70,43 @@ pub async fn start_gateway(deps: Arc<Deps>) -> SocketAddr {
 }
 
 /// A loopback source address no other test in this run uses, so counters and bans never collide.
-/// Linux routes all of 127.0.0.0/8 to the loopback interface.
+/// Linux routes all of 127.0.0.0/8 to the loopback interface. Each test process takes its own
+/// second octet ([`address_block`]); within it, addresses are handed out in order.
 pub fn unique_ip() -> IpAddr {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let process = std::process::id() % 200 + 20;
-    let octets = [
-        127,
-        u8::try_from(process).unwrap_or(20),
-        u8::try_from(n / 250).unwrap_or(0),
-        u8::try_from(n % 250 + 2).unwrap_or(2),
-    ];
+    let octets = [127, address_block(), u8::try_from(n / 250).unwrap_or(0), u8::try_from(n % 250 + 2).unwrap_or(2)];
     IpAddr::V4(Ipv4Addr::from(octets))
+}
+
+/// This process's second octet, 20 to 250, claimed among every test process of the run.
+///
+/// The processes of one run share the emulator, and with it every ban and counter: two of them
+/// on the same addresses would see each other's bans. (Deriving the octet from the process id did
+/// collide: two of some twenty test binaries drew the same one and a test found its address
+/// already banned.) A block is claimed by creating its file with `create_new`, which exactly one
+/// process can do, in `KAVACH_TEST_ADDRESS_BLOCKS` (which `scripts/test` makes fresh per run), or
+/// else in a directory named after the emulator's endpoint.
+fn address_block() -> u8 {
+    static BLOCK: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *BLOCK.get_or_init(|| {
+        let directory =
+            std::env::var("KAVACH_TEST_ADDRESS_BLOCKS").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+                let endpoint: String = required_env("AWS_ENDPOINT_URL")
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                    .collect();
+                std::env::temp_dir().join(format!("kavach-test-address-blocks-{endpoint}"))
+            });
+        std::fs::create_dir_all(&directory).unwrap_or_else(|error| panic!("{}: {error}", directory.display()));
+        (20..=250u8)
+            .find(|block| {
+                std::fs::OpenOptions::new().write(true).create_new(true).open(directory.join(block.to_string())).is_ok()
+            })
+            .unwrap_or_else(|| {
+                panic!("every address block in {} is taken: remove the directory for a new run", directory.display())
+            })
+    })
 }
 
 /// An HTTP client whose connections leave from `source`.

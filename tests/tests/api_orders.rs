@@ -22,7 +22,7 @@ use kavach_tests::{
     unique_ip, with_key,
 };
 use serde_json::{Value, json};
-use shared::core::clock::{Clock, UnixMillis};
+use shared::core::clock::Clock;
 
 fn sbin(extra: Value) -> Value {
     let mut body = json!({ "strategy": "test", "symbol": "SBIN", "exchange": "NSE", "action": "BUY", "quantity": "1" });
@@ -178,9 +178,10 @@ async fn resting_orders_fill_when_the_fill_engine_finds_the_market_at_their_limi
     let clock = market_morning();
     let (deps, gateway, key) = gateway_with_user(&[], clock.clone()).await;
     let instrument = shared::trading::market::instrument("SBIN", shared::trading::orders::Exchange::Nse).expect("SBIN");
-    let now = i64::try_from(clock.now().0 / 1000).expect("secs");
+    let now = clock.now();
     let (low_at, low) = (1..3_600)
-        .map(|s| (now + s, instrument.price_at(now + s)))
+        .map(|s| now.plus(std::time::Duration::from_secs(s)))
+        .map(|at| (at, instrument.price_at(at)))
         .fold((now, f64::MAX), |best, x| if x.1 < best.1 { x } else { best });
     assert!(low < instrument.price_at(now));
     let placed = call(
@@ -197,7 +198,7 @@ async fn resting_orders_fill_when_the_fill_engine_finds_the_market_at_their_limi
     assert_eq!(status(gateway, key.clone(), order_id.clone()).await, "open");
 
     let engine = fill_engine::FillEngine::new(&deps.config, &deps.aws, clock.clone());
-    clock.set(UnixMillis(u64::try_from(low_at).expect("secs") * 1000));
+    clock.set(low_at);
     engine.run_once().await.expect("fill pass");
     assert_eq!(status(gateway, key.clone(), order_id.clone()).await, "complete");
     let trades = call(gateway, "tradebook", &key, json!({})).await;

@@ -309,13 +309,14 @@ async fn not_found(stack: &Stack) {
 /// FillEngineFunction: one pass that fills a resting limit order at the market's coming low.
 async fn fill_engine(stack: &Stack, key: &str) {
     let instrument = shared::trading::market::instrument("SBIN", shared::trading::orders::Exchange::Nse).expect("SBIN");
-    let now = i64::try_from(stack.clock.now().0 / 1000).expect("secs");
+    let now = stack.clock.now();
     let (low_at, low) = (1..3_600)
-        .map(|s| (now + s, instrument.price_at(now + s)))
+        .map(|s| now.plus(std::time::Duration::from_secs(s)))
+        .map(|at| (at, instrument.price_at(at)))
         .fold((now, f64::MAX), |best, x| if x.1 < best.1 { x } else { best });
     stack.ok("placeorder", key, sbin(json!({ "pricetype": "LIMIT", "price": low.to_string() }))).await;
     let engine = fill_engine::FillEngine::new(&stack.deps.config, &stack.deps.aws, stack.clock.clone());
-    stack.clock.set(UnixMillis(u64::try_from(low_at).expect("secs") * 1000));
+    stack.clock.set(low_at);
     let changed = kavach_gateway::fill_engine_pass(&engine).await.expect("fill pass");
     assert!(changed >= 1, "the pass filled the order");
 }

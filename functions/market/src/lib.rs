@@ -1,13 +1,16 @@
 //! Market data from the simulated market. No account state is touched, so this function holds no
 //! sandbox privileges at all.
 
+use std::time::Duration;
+
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
+use shared::core::clock::UnixMillis;
 use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_from_civil};
 use shared::limits::LimitedAction;
 use shared::pipeline::api::{self, Call};
 use shared::pipeline::route::{Endpoint, Route, Routes};
-use shared::trading::market::{self, Candle, SESSION_CLOSE_SECS, SESSION_OPEN_SECS};
+use shared::trading::market::{self, Candle, SESSION_CLOSE, SESSION_OPEN};
 use shared::trading::reads::{History, Instrument, MultiQuotes};
 use shared::{AppError, Deps};
 
@@ -56,8 +59,7 @@ impl Routes for MarketRoute {
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let Some(market_route) = MarketRoute::of(&request) else { return api::unknown_resource(&request) };
     let route = market_route.route();
-    let now = deps.clock.now().0 / 1000;
-    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let now = deps.clock.now();
     let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
     match market_route {
         MarketRoute::Quotes => api::run(deps, request, route, Instrument::parse, |c| quotes(c, now)).await,
@@ -74,7 +76,7 @@ fn lookup(instrument: &Instrument) -> Result<&'static market::Instrument, AppErr
     })
 }
 
-fn quote_data(instrument: &market::Instrument, now: i64) -> Value {
+fn quote_data(instrument: &market::Instrument, now: UnixMillis) -> Value {
     let quote = instrument.quote(now);
     json!({
         "open": quote.open, "high": quote.high, "low": quote.low, "ltp": quote.ltp, "ask": quote.ask,
@@ -82,11 +84,11 @@ fn quote_data(instrument: &market::Instrument, now: i64) -> Value {
     })
 }
 
-async fn quotes(call: Call<Instrument>, now: i64) -> Result<Value, AppError> {
+async fn quotes(call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
     Ok(json!({ "data": quote_data(lookup(&call.input)?, now) }))
 }
 
-async fn multi_quotes(call: Call<MultiQuotes>, now: i64) -> Result<Value, AppError> {
+async fn multi_quotes(call: Call<MultiQuotes>, now: UnixMillis) -> Result<Value, AppError> {
     let results: Vec<Value> = call
         .input
         .symbols
@@ -103,7 +105,7 @@ async fn multi_quotes(call: Call<MultiQuotes>, now: i64) -> Result<Value, AppErr
     Ok(json!({ "results": results }))
 }
 
-async fn depth(call: Call<Instrument>, now: i64) -> Result<Value, AppError> {
+async fn depth(call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
     let instrument = lookup(&call.input)?;
     let quote = instrument.quote(now);
     let book = instrument.depth(now);
@@ -120,15 +122,20 @@ async fn depth(call: Call<Instrument>, now: i64) -> Result<Value, AppError> {
 }
 
 /// Seconds per candle for intraday intervals; `None` for D, W, M, Q and Y.
-fn intraday_step(interval: &str) -> Option<i64> {
+fn intraday_step(interval: &str) -> Option<Duration> {
     let (digits, unit) = interval.split_at(interval.len().saturating_sub(1));
-    let count: i64 = digits.parse().ok()?;
+    let count: u64 = digits.parse().ok()?;
     match unit {
-        "s" => Some(count),
-        "m" => Some(count * 60),
-        "h" => Some(count * 3600),
+        "s" => Some(Duration::from_secs(count)),
+        "m" => Some(Duration::from_secs(count * 60)),
+        "h" => Some(Duration::from_secs(count * 3600)),
         _ => None,
     }
+}
+
+/// IST midnight of `day` (days since the epoch).
+fn ist_midnight(day: i64) -> UnixMillis {
+    UnixMillis::from_secs(u64::try_from(day * 86_400 - IST_OFFSET_SECS).unwrap_or_default())
 }
 
 /// Trading days (Monday to Friday) from `start` to `end`, as days since the epoch.
@@ -139,9 +146,10 @@ fn trading_days(start: (i32, u32, u32), end: (i32, u32, u32)) -> impl Iterator<I
     (first..=last).filter(|day| (day + 3).rem_euclid(7) < 5)
 }
 
-fn candle_json(candle: &Candle, timestamp: i64) -> Value {
+/// OpenAlgo's candle: `timestamp` in epoch seconds.
+fn candle_json(candle: &Candle, timestamp: UnixMillis) -> Value {
     json!({
-        "timestamp": timestamp, "open": candle.open, "high": candle.high, "low": candle.low,
+        "timestamp": timestamp.secs(), "open": candle.open, "high": candle.high, "low": candle.low,
         "close": candle.close, "volume": candle.volume, "oi": 0,
     })
 }
@@ -159,7 +167,7 @@ fn period_start(day: i64, interval: &str) -> i64 {
     }
 }
 
-async fn history(call: Call<History>, now: i64) -> Result<Value, AppError> {
+async fn history(call: Call<History>, now: UnixMillis) -> Result<Value, AppError> {
     let input = &call.input;
     if input.end < input.start {
         return Err(AppError::bad_request("end_date must not be before start_date"));
@@ -173,28 +181,32 @@ async fn history(call: Call<History>, now: i64) -> Result<Value, AppError> {
         ))
     };
     if let Some(step) = intraday_step(input.interval) {
+        // Within a candle, the price is sampled at least once a minute.
+        let sampling = step.clamp(Duration::from_secs(1), Duration::from_secs(60));
         for day in trading_days(input.start, input.end) {
-            let midnight = day * 86_400 - IST_OFFSET_SECS;
-            let (open, close) = (midnight + SESSION_OPEN_SECS, (midnight + SESSION_CLOSE_SECS).min(now + 1));
+            let midnight = ist_midnight(day);
+            let open = midnight.plus(SESSION_OPEN);
+            let close = midnight.plus(SESSION_CLOSE).min(now.plus(Duration::from_secs(1)));
             let mut at = open;
             while at < close {
                 if rows.len() == MAX_CANDLES {
                     return Err(too_many());
                 }
-                let candle = instrument.candle(at, (at + step).min(close), step.clamp(1, 60));
+                let candle = instrument.candle(at, at.plus(step).min(close), sampling);
                 rows.push(candle_json(&candle, at));
-                at += step;
+                at = at.plus(step);
             }
         }
     } else {
         let mut periods: Vec<(i64, Candle)> = Vec::new();
         for day in trading_days(input.start, input.end) {
-            let midnight = day * 86_400 - IST_OFFSET_SECS;
-            let open = midnight + SESSION_OPEN_SECS;
+            let midnight = ist_midnight(day);
+            let open = midnight.plus(SESSION_OPEN);
             if open > now {
                 break;
             }
-            let daily = instrument.candle(open, (midnight + SESSION_CLOSE_SECS).min(now + 1), 300);
+            let close = midnight.plus(SESSION_CLOSE).min(now.plus(Duration::from_secs(1)));
+            let daily = instrument.candle(open, close, Duration::from_secs(300));
             let start = period_start(day, input.interval);
             match periods.last_mut() {
                 Some((period, candle)) if *period == start => {
@@ -210,7 +222,7 @@ async fn history(call: Call<History>, now: i64) -> Result<Value, AppError> {
             }
         }
         // Daily and longer candles carry IST midnight of their first day, as brokers do.
-        rows = periods.iter().map(|(day, candle)| candle_json(candle, day * 86_400 - IST_OFFSET_SECS)).collect();
+        rows = periods.iter().map(|(day, candle)| candle_json(candle, ist_midnight(*day))).collect();
     }
     Ok(json!({ "data": rows }))
 }

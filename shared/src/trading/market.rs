@@ -5,8 +5,11 @@
 //! octaves of smoothed value noise whose amplitudes grow with the square root of their period, as
 //! a Brownian path's do. Tests inject the time, so nothing depends on market hours.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 
+use crate::core::clock::UnixMillis;
 use crate::trading::orders::Exchange;
 
 /// One simulated instrument.
@@ -98,8 +101,11 @@ const OCTAVES: u32 = 23;
 /// IST is UTC+05:30 all year.
 use crate::core::ist::OFFSET_SECS as IST_OFFSET_SECS;
 /// The equity session in IST seconds of day: 09:15 to 15:30.
-pub const SESSION_OPEN_SECS: i64 = 9 * 3600 + 15 * 60;
-pub const SESSION_CLOSE_SECS: i64 = 15 * 3600 + 30 * 60;
+const SESSION_OPEN_SECS: i64 = 9 * 3600 + 15 * 60;
+const SESSION_CLOSE_SECS: i64 = 15 * 3600 + 30 * 60;
+/// The same, as times after IST midnight.
+pub const SESSION_OPEN: Duration = Duration::from_secs(SESSION_OPEN_SECS as u64);
+pub const SESSION_CLOSE: Duration = Duration::from_secs(SESSION_CLOSE_SECS as u64);
 
 /// splitmix64's finaliser: a fast, well-mixed integer hash (simulation, not security).
 fn mix(mut z: u64) -> u64 {
@@ -136,8 +142,13 @@ impl Instrument {
         ((price / self.tick_size).round() * self.tick_size * 100.0).round() / 100.0
     }
 
-    /// The last traded price at `epoch_secs`, on the tick grid.
-    pub fn price_at(&self, epoch_secs: i64) -> f64 {
+    /// The last traded price at `at`, on the tick grid. The walk moves once a second.
+    pub fn price_at(&self, at: UnixMillis) -> f64 {
+        self.price_at_second(at.epoch_secs())
+    }
+
+    /// The price walk on its own grid, whole epoch seconds (signed: the octaves look back).
+    fn price_at_second(&self, epoch_secs: i64) -> f64 {
         let seed = self.seed();
         let t = epoch_secs as f64;
         let mut walk = 0.0;
@@ -164,24 +175,30 @@ impl Instrument {
         open - IST_OFFSET_SECS
     }
 
-    /// A candle over [from, to) sampled every `step` seconds (and at both ends).
-    pub fn candle(&self, from: i64, to: i64, step: i64) -> Candle {
+    /// A candle over [from, to) sampled every `step` (and at both ends), to the second.
+    pub fn candle(&self, from: UnixMillis, to: UnixMillis, step: Duration) -> Candle {
+        let step = i64::try_from(step.as_secs()).unwrap_or(i64::MAX);
+        self.candle_of_seconds(from.epoch_secs(), to.epoch_secs(), step)
+    }
+
+    fn candle_of_seconds(&self, from: i64, to: i64, step: i64) -> Candle {
         let step = step.max(1);
-        let open = self.price_at(from);
-        let close = self.price_at((to - 1).max(from));
+        let open = self.price_at_second(from);
+        let close = self.price_at_second((to - 1).max(from));
         let (mut high, mut low) = (open.max(close), open.min(close));
         let mut at = from + step;
         while at < to {
-            let price = self.price_at(at);
+            let price = self.price_at_second(at);
             high = high.max(price);
             low = low.min(price);
             at += step;
         }
-        Candle { timestamp: from, open, high, low, close, volume: self.volume(from, to) }
+        let timestamp = UnixMillis::from_secs(u64::try_from(from).unwrap_or_default());
+        Candle { timestamp, open, high, low, close, volume: self.volume_of_seconds(from, to) }
     }
 
     /// Shares traded in [from, to): a deterministic amount per minute.
-    pub fn volume(&self, from: i64, to: i64) -> u64 {
+    fn volume_of_seconds(&self, from: i64, to: i64) -> u64 {
         let seed = self.seed();
         let per_lot = 1000.0 * f64::from(self.lot_size);
         (from.div_euclid(60)..to.div_euclid(60).max(from.div_euclid(60) + 1))
@@ -191,17 +208,18 @@ impl Instrument {
 
     /// The last price and the best bid and ask around it: all a fill needs, without the session's
     /// candle that a full [`Self::quote`] samples.
-    pub fn touch(&self, epoch_secs: i64) -> Touch {
-        let ltp = self.price_at(epoch_secs);
+    pub fn touch(&self, at: UnixMillis) -> Touch {
+        let ltp = self.price_at(at);
         Touch { ltp, bid: self.round_to_tick(ltp - self.tick_size), ask: self.round_to_tick(ltp + self.tick_size) }
     }
 
-    /// A quote at `epoch_secs`, the session being the one that opened at the latest 09:15 IST.
-    pub fn quote(&self, epoch_secs: i64) -> Quote {
+    /// A quote at `at`, the session being the one that opened at the latest 09:15 IST.
+    pub fn quote(&self, at: UnixMillis) -> Quote {
+        let epoch_secs = at.epoch_secs();
         let open_at = Self::session_open(epoch_secs);
-        let session = self.candle(open_at, epoch_secs + 1, 60);
-        let Touch { ltp, bid, ask } = self.touch(epoch_secs);
-        let prev_close = self.price_at(open_at - 86_400 + (SESSION_CLOSE_SECS - SESSION_OPEN_SECS));
+        let session = self.candle_of_seconds(open_at, epoch_secs + 1, 60);
+        let Touch { ltp, bid, ask } = self.touch(at);
+        let prev_close = self.price_at_second(open_at - 86_400 + (SESSION_CLOSE_SECS - SESSION_OPEN_SECS));
         Quote {
             ltp,
             open: session.open,
@@ -215,8 +233,9 @@ impl Instrument {
     }
 
     /// Five price levels each side of the last price, with deterministic quantities.
-    pub fn depth(&self, epoch_secs: i64) -> Depth {
-        let ltp = self.price_at(epoch_secs);
+    pub fn depth(&self, at: UnixMillis) -> Depth {
+        let epoch_secs = at.epoch_secs();
+        let ltp = self.price_at(at);
         let seed = self.seed();
         let level = |direction: f64, stream: u32, n: i64| Level {
             price: self.round_to_tick(ltp + direction * (n + 1) as f64 * self.tick_size),
@@ -231,7 +250,8 @@ impl Instrument {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candle {
-    pub timestamp: i64,
+    /// The candle's first second.
+    pub timestamp: UnixMillis,
     pub open: f64,
     pub high: f64,
     pub low: f64,
@@ -276,6 +296,11 @@ mod tests {
 
     const T: i64 = 1_795_000_000; // 2026-11-18, a weekday, 13:56 IST
 
+    /// The instant `secs` after the epoch.
+    fn at(secs: i64) -> UnixMillis {
+        UnixMillis::from_secs(u64::try_from(secs).expect("after the epoch"))
+    }
+
     fn sbin() -> &'static Instrument {
         instrument("SBIN", Exchange::Nse).expect("SBIN")
     }
@@ -297,10 +322,10 @@ mod tests {
 
     #[test]
     fn prices_are_deterministic_on_the_tick_grid_and_differ_by_symbol() {
-        let a = sbin().price_at(T);
-        assert_eq!(a, sbin().price_at(T));
+        let a = sbin().price_at(at(T));
+        assert_eq!(a, sbin().price_at(at(T)));
         assert!(((a / 0.05).round() * 0.05 - a).abs() < 1e-9, "{a} on the 0.05 grid");
-        assert_ne!(sbin().price_at(T), instrument("SBIN", Exchange::Bse).expect("bse").price_at(T));
+        assert_ne!(sbin().price_at(at(T)), instrument("SBIN", Exchange::Bse).expect("bse").price_at(at(T)));
     }
 
     #[test]
@@ -310,7 +335,7 @@ mod tests {
         let mut lowest = f64::MAX;
         let mut highest: f64 = 0.0;
         for t in (T..T + 86_400 * 30).step_by(37) {
-            let (now, next) = (instrument.price_at(t), instrument.price_at(t + 1));
+            let (now, next) = (instrument.price_at(at(t)), instrument.price_at(at(t + 1)));
             worst_second = worst_second.max((next - now).abs() / now);
             lowest = lowest.min(now);
             highest = highest.max(now);
@@ -326,7 +351,7 @@ mod tests {
         let moves: Vec<f64> = (0..400)
             .map(|day| {
                 let t = T + day * 86_400;
-                (instrument.price_at(t + 86_400) / instrument.price_at(t)).ln()
+                (instrument.price_at(at(t + 86_400)) / instrument.price_at(at(t))).ln()
             })
             .collect();
         let rms = (moves.iter().map(|m| m * m).sum::<f64>() / moves.len() as f64).sqrt();
@@ -335,14 +360,14 @@ mod tests {
 
     #[test]
     fn candles_and_quotes_are_internally_consistent() {
-        let candle = sbin().candle(T, T + 300, 10);
+        let candle = sbin().candle(at(T), at(T + 300), Duration::from_secs(10));
         assert!(candle.low <= candle.open.min(candle.close) && candle.high >= candle.open.max(candle.close));
         assert!(candle.volume > 0);
-        let quote = sbin().quote(T);
+        let quote = sbin().quote(at(T));
         assert!(quote.low <= quote.ltp && quote.ltp <= quote.high);
         assert!(quote.bid < quote.ltp && quote.ltp < quote.ask);
         assert!(quote.low <= quote.open && quote.open <= quote.high);
-        let depth = sbin().depth(T);
+        let depth = sbin().depth(at(T));
         assert_eq!((depth.bids.len(), depth.asks.len()), (5, 5));
         assert!(depth.bids.windows(2).all(|w| w[0].price > w[1].price));
         assert!(depth.asks.windows(2).all(|w| w[0].price < w[1].price));

@@ -271,7 +271,7 @@ impl Ledger {
     }
 
     fn quote(&self, instrument: &Instrument) -> Touch {
-        instrument.touch(i64::try_from(self.now.0 / 1000).unwrap_or(i64::MAX))
+        instrument.touch(self.now)
     }
 
     /// Places one order: OpenAlgo's acceptance rules in their order (§4.3), then the fill model.
@@ -719,7 +719,7 @@ mod tests {
     }
 
     fn sbin_ltp(now: UnixMillis) -> Paise {
-        to_paise(market::instrument("SBIN", Exchange::Nse).expect("SBIN").price_at((now.0 / 1000) as i64))
+        to_paise(market::instrument("SBIN", Exchange::Nse).expect("SBIN").price_at(now))
     }
 
     #[test]

@@ -87,8 +87,7 @@ pub fn trade_book(trades: &[Trade]) -> Value {
 
 /// The last price of a position's symbol at `now` (0 if the symbol left the simulated market).
 fn last_price(position: &Position, now: UnixMillis) -> f64 {
-    market::instrument(&position.key.symbol, position.key.exchange)
-        .map_or(0.0, |instrument| instrument.price_at(i64::try_from(now.0 / 1000).unwrap_or(i64::MAX)))
+    market::instrument(&position.key.symbol, position.key.exchange).map_or(0.0, |instrument| instrument.price_at(now))
 }
 
 fn unrealized(position: &Position, ltp: f64) -> f64 {
