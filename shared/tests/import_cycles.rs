@@ -1,5 +1,6 @@
 //! No import cycles between `shared`'s modules: the folders are layers, and a module that imports
-//! a module which (directly or through others) imports it back has no layer of its own.
+//! a module which (directly or through others) imports it back has no layer of its own. And only
+//! the pipeline and the composition root name `Deps`.
 //!
 //! Every source file under `src/` is a module. An edge runs from a file to the module file a path
 //! in it names: `use` trees, paths in code and types, and paths inside macro calls (`tokio::join!`
@@ -298,6 +299,22 @@ fn no_module_imports_a_module_that_imports_it_back() {
         })
         .collect();
     assert!(found.is_empty(), "import cycles in shared/src:\n  {}", described.join("\n  "));
+}
+
+#[test]
+fn only_the_pipeline_and_the_composition_root_see_deps() {
+    // `Deps` lives in `app::bootstrap`; a service that imports it takes the whole bundle instead
+    // of what it uses, and the layers below can no longer be built without a cold start.
+    let graph = import_graph();
+    let bootstrap: Module = vec!["app".to_owned(), "bootstrap".to_owned()];
+    let allowed =
+        |module: &Module| module.is_empty() || matches!(module.first().map(String::as_str), Some("app" | "pipeline"));
+    let offenders: Vec<String> = graph
+        .iter()
+        .filter(|(module, imports)| imports.contains(&bootstrap) && !allowed(module))
+        .map(|(module, _)| name(module))
+        .collect();
+    assert!(offenders.is_empty(), "modules outside pipeline/ and app/ that name Deps: {offenders:?}");
 }
 
 #[test]
