@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         ["login-timing", n] => login_timing(n.parse()?).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
         ),
     }
 }
@@ -84,7 +84,28 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     let (resource, body, expected) = match route {
         "bad-key" => ("/api/v1/ping".to_owned(), serde_json::json!({ "apikey": "made-up-key" }), 403),
         "not-found" => ("/{proxy+}".to_owned(), serde_json::json!({}), 404),
+        // A strategy alert that buys what the strategy maps: the webhook's gate fetches its record.
+        "webhook" => {
+            ("/strategy/webhook/{webhook_id}".to_owned(), serde_json::json!({ "symbol": "SBIN", "action": "BUY" }), 200)
+        }
+        // A page without a session: the page gate, then a form.
+        "page" => ("/auth/reset-password".to_owned(), serde_json::json!({}), 200),
         _ => (format!("/api/v1/{route}"), route_body(route, &key), 200),
+    };
+    let webhook_id = match route {
+        "webhook" => {
+            let (user, _) = kavach_tests::new_user(&deps).await;
+            let webhook = shared::identity::webhooks::Webhook {
+                user,
+                strategy: "bench".into(),
+                exchange: shared::trading::orders::Exchange::Nse,
+                product: shared::trading::orders::Product::Cnc,
+                mode: shared::identity::webhooks::Mode::Long,
+                symbols: [("SBIN".to_owned(), 1)].into_iter().collect(),
+            };
+            deps.accounts().create_webhook(&webhook).await?
+        }
+        _ => String::new(),
     };
     let sent = std::sync::atomic::AtomicU32::new(0);
     let request = || {
@@ -94,6 +115,15 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
         if route == "not-found" {
             event["path"] = serde_json::json!(format!("/wp-admin/probe-{n}.php"));
         }
+        if route == "webhook" {
+            event["path"] = serde_json::json!(format!("/strategy/webhook/{webhook_id}"));
+            event["pathParameters"] = serde_json::json!({ "webhook_id": webhook_id });
+        }
+        if route == "page" {
+            event["httpMethod"] = serde_json::json!("GET");
+            event["requestContext"]["httpMethod"] = serde_json::json!("GET");
+            event["body"] = serde_json::Value::Null;
+        }
         lambda_http::request::from_str(&event.to_string()).map_err(anyhow::Error::from)
     };
     let handle = |request| async {
@@ -101,6 +131,8 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
             "ping" | "bad-key" => ping::handler(&deps, request).await,
             "placeorder" => orders::handler(&deps, request).await,
             "not-found" => web::not_found_handler(&deps, request).await,
+            "webhook" => webhook::handler(&deps, request).await,
+            "page" => web::auth_handler(&deps, request).await,
             _ => account::handler(&deps, request).await,
         }
     };
