@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kavach_tests::web::WebClient;
-use kavach_tests::{ROOMY, cold_start, config_with, gateway_with_web_user, start_gateway, unique_ip};
+use kavach_tests::web::{Page, WebClient};
+use kavach_tests::{ROOMY, cold_start, config_with, gateway_with_web_user, start_gateway, unique_ip, unique_name};
+use shared::Deps;
 use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
 use shared::store::users::AuditKind;
 
@@ -16,6 +17,8 @@ const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
 async fn cross_site_logout_is_refused_and_the_session_survives() {
     let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    // The session's own token: only the fetch metadata is wrong (the same-origin test below sends
+    // the same request from the same origin and is logged out).
     let csrf = browser.get("/dashboard").await.csrf();
 
     for site in ["cross-site", "same-site"] {
@@ -31,7 +34,13 @@ async fn cross_site_logout_is_refused_and_the_session_survives() {
     }
     let still = browser.get("/dashboard").await;
     assert_eq!(still.status, 200, "the session must survive a refused cross-site logout");
+}
 
+#[tokio::test]
+async fn a_same_origin_logout_with_the_sessions_token_logs_out() {
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    let csrf = browser.get("/dashboard").await.csrf();
     let same_origin =
         browser.post_with("/auth/logout", &[("csrf_token", &csrf)], &[("sec-fetch-site", "same-origin")]).await;
     assert_eq!((same_origin.status, same_origin.location()), (303, "/auth/login?bye"));
@@ -59,15 +68,20 @@ async fn state_changes_without_the_csrf_token_are_refused() {
     assert_eq!(user_after.api_key_id, key_before, "no key was regenerated");
     assert!(user_after.allow.is_empty(), "no allowlist was written");
     assert_eq!(browser.get("/dashboard").await.status, 200, "no logout happened");
+}
 
-    // The header form of the token works for script callers.
+#[tokio::test]
+async fn the_csrf_token_is_accepted_in_the_x_csrf_token_header() {
+    // Script callers fetch the token and send it as a header rather than a form field.
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let token = browser.csrf_token().await;
     let accepted = browser.post_with("/apikey", &[], &[("x-csrf-token", &token), ("accept", "application/json")]).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text);
 }
 
 #[tokio::test]
-async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit_one() {
+async fn twenty_concurrent_submissions_of_one_totp_code_admit_one() {
     let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let code = user.code(&deps);
 
@@ -102,8 +116,17 @@ async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit
             .all(|(status, code)| *status == 401 && (code == "invalid_totp" || code == "no_pending_login")),
         "{outcomes:?}"
     );
+}
 
-    // And later, the same code again from a fresh login: refused.
+#[tokio::test]
+async fn a_used_totp_code_is_refused_at_a_later_login() {
+    // A frozen clock, so the later login is in the same 30 s step: the code is refused for having
+    // been used, not for having aged out of the window.
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_910_000_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock).await;
+    let code = user.code(&deps);
+    WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+
     let mut late = WebClient::new(gateway, unique_ip());
     late.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
     let csrf = late.get("/auth/login/totp").await.csrf();
@@ -112,12 +135,17 @@ async fn a_replayed_totp_code_is_refused_and_twenty_concurrent_submissions_admit
     assert_eq!(replay.json()["message"], "Invalid TOTP code.");
 }
 
-#[tokio::test]
-async fn the_sixth_login_in_a_minute_gets_429() {
-    // The default budget, 5 per minute, against a frozen clock so the window cannot roll over.
+/// The default login budgets (5 per minute) on a gateway whose clock is frozen, so the window
+/// cannot roll over mid-test.
+async fn default_login_budgets() -> std::net::SocketAddr {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_900_000_000)));
     let deps = cold_start(config_with(&[]), clock).await;
-    let gateway = start_gateway(deps.clone()).await;
+    start_gateway(deps).await
+}
+
+#[tokio::test]
+async fn the_sixth_login_from_one_address_in_a_minute_gets_429() {
+    let gateway = default_login_budgets().await;
     let source = unique_ip();
     let mut statuses = Vec::new();
     for attempt in 0..6 {
@@ -133,16 +161,37 @@ async fn the_sixth_login_in_a_minute_gets_429() {
         }
     }
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+}
 
-    // Per username too: five tries at one account from five addresses, the sixth is refused.
+#[tokio::test]
+async fn the_sixth_login_to_one_username_in_a_minute_gets_429() {
+    let gateway = default_login_budgets().await;
+    // Five tries at one account from five addresses, the sixth is refused. A name of this test's
+    // own, so no other run's tries count.
+    let victim = unique_name("victim-account");
     let mut per_user = Vec::new();
     for _ in 0..6 {
         let mut browser = WebClient::new(gateway, unique_ip());
-        per_user.push(
-            browser.post("/auth/login", &[("username", "victim-account"), ("password", "Wrong1!pass")]).await.status,
-        );
+        per_user.push(browser.post("/auth/login", &[("username", &victim), ("password", "Wrong1!pass")]).await.status);
     }
     assert_eq!(per_user.last(), Some(&429), "{per_user:?}");
+}
+
+/// Logs `browser` out with its session's token: the answer, and the token (which a replay of the
+/// old cookie presents).
+async fn log_out(browser: &mut WebClient) -> (Page, String) {
+    let csrf = browser.get("/dashboard").await.csrf();
+    (browser.post_json("/auth/logout", &[("csrf_token", &csrf)]).await, csrf)
+}
+
+#[tokio::test]
+async fn a_logout_says_so_and_clears_the_cookie() {
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    let (bye, _) = log_out(&mut browser).await;
+    assert_eq!(bye.status, 200);
+    assert_eq!(bye.json()["message"], "Logged out successfully");
+    assert_eq!(browser.cookie, None, "the cookie is cleared");
 }
 
 #[tokio::test]
@@ -150,11 +199,8 @@ async fn after_logout_the_old_cookie_gets_401_everywhere() {
     let (deps, gateway, user) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
     let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     let stolen = browser.cookie.clone();
-    let csrf = browser.get("/dashboard").await.csrf();
-    let bye = browser.post_json("/auth/logout", &[("csrf_token", &csrf)]).await;
-    assert_eq!(bye.status, 200);
-    assert_eq!(bye.json()["message"], "Logged out successfully");
-    assert_eq!(browser.cookie, None, "the cookie is cleared");
+    let (bye, csrf) = log_out(&mut browser).await;
+    assert_eq!(bye.status, 200, "{}", bye.text);
 
     let mut replay = browser.with_cookie(stolen);
     for path in PROTECTED {
@@ -207,24 +253,54 @@ async fn unknown_users_and_wrong_passwords_get_the_same_answer() {
     assert!(audit.iter().any(|event| event.username == user.username && event.detail == "invalid_credentials"));
 }
 
-#[tokio::test]
-async fn broker_oauth_state_is_single_use_and_bound_to_its_session_and_broker() {
+/// A cold start on a frozen clock, for the broker OAuth `state` store. There are no broker callbacks
+/// yet, so the store is driven directly.
+async fn oauth_store() -> (Arc<Deps>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_980_000_000)));
-    let deps = cold_start(config_with(&[]), clock.clone()).await;
+    (cold_start(config_with(&[]), clock.clone()).await, clock)
+}
+
+#[tokio::test]
+async fn a_broker_oauth_state_presented_by_another_session_is_refused_and_spent() {
+    let (deps, _) = oauth_store().await;
     let now = deps.clock.now();
     let store = &deps.identity;
     let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
     assert!(!store.consume_oauth_state(&state, "session-b", "zerodha", now).await.expect("other session"));
     assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("consumed by the failed try"));
+}
 
+#[tokio::test]
+async fn a_broker_oauth_state_presented_for_another_broker_is_refused() {
+    let (deps, _) = oauth_store().await;
+    let now = deps.clock.now();
+    let store = &deps.identity;
     let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
     assert!(!store.consume_oauth_state(&state, "session-a", "dhan", now).await.expect("other broker"));
+}
+
+#[tokio::test]
+async fn a_broker_oauth_state_is_accepted_once() {
+    let (deps, _) = oauth_store().await;
+    let now = deps.clock.now();
+    let store = &deps.identity;
     let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
     assert!(store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("right one"));
     assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", now).await.expect("replay"));
+}
 
-    let state = store.issue_oauth_state("session-a", "zerodha", now).await.expect("issue");
+#[tokio::test]
+async fn a_broker_oauth_state_expires_after_its_ttl() {
+    let (deps, clock) = oauth_store().await;
+    let store = &deps.identity;
+    let state = store.issue_oauth_state("session-a", "zerodha", deps.clock.now()).await.expect("issue");
     clock.advance(shared::store::oauth_state::STATE_TTL + Duration::from_secs(1));
     assert!(!store.consume_oauth_state(&state, "session-a", "zerodha", deps.clock.now()).await.expect("expired"));
+}
+
+#[tokio::test]
+async fn a_made_up_broker_oauth_state_is_refused() {
+    let (deps, _) = oauth_store().await;
+    let store = &deps.identity;
     assert!(!store.consume_oauth_state("made-up", "session-a", "zerodha", deps.clock.now()).await.expect("unknown"));
 }
