@@ -2,15 +2,52 @@
 //! the emulator: by a link mailed to the account's address (through the local SMTP sink) and by the
 //! TOTP code.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kavach_tests::web::WebClient;
-use kavach_tests::{ROOMY, cold_start, config_with, gateway_with_web_user, new_web_user, start_gateway, unique_ip};
+use kavach_tests::smtp_sink::SmtpSink;
+use kavach_tests::web::{Page, WebClient};
+use kavach_tests::{
+    ROOMY, WebUser, cold_start, config_with, gateway_with_web_user, new_web_user, start_gateway, unique_ip,
+};
+use shared::Deps;
 use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The origin reset links are built from, whatever host a request names.
+const BASE: &str = "https://kavach.example.in";
+
+/// The SMTP settings are one item for the whole stack: a test that mails through a sink of its own
+/// holds this for as long as it uses it, or a test running alongside would point the stack's mail
+/// at its sink instead.
+static MAIL: Mutex<()> = Mutex::const_new(());
+
+/// A gateway that mails through a sink of its own and builds links from [`BASE`], and a user with
+/// an address; the stack's mail is this test's while it is held.
+struct Mailing {
+    _mail: MutexGuard<'static, ()>,
+    sink: SmtpSink,
+    deps: Arc<Deps>,
+    gateway: SocketAddr,
+    user: WebUser,
+    email: String,
+}
+
+async fn mailing() -> Mailing {
+    let mail = MAIL.lock().await;
+    let sink = SmtpSink::start().await;
+    let overrides = [ROOMY, &[("PUBLIC_BASE_URL", BASE)]].concat();
+    let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
+    deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
+    let gateway = start_gateway(deps.clone()).await;
+    let user = new_web_user(&deps).await;
+    let email = format!("{}@example.com", user.username);
+    Mailing { _mail: mail, sink, deps, gateway, user, email }
+}
 
 /// The reset link in the last message the sink received for `to`, soft line breaks undone.
-fn reset_link(sink: &kavach_tests::smtp_sink::SmtpSink, to: &str) -> String {
+fn reset_link(sink: &SmtpSink, to: &str) -> String {
     let message = sink.messages().into_iter().rev().find(|m| m.contains(to)).expect("a reset message was sent");
     let text = message.replace("=\n", "").replace("=3D", "=");
     text.split_whitespace()
@@ -19,65 +56,140 @@ fn reset_link(sink: &kavach_tests::smtp_sink::SmtpSink, to: &str) -> String {
         .to_owned()
 }
 
+/// `visitor` asks for a reset link for `email`, as a script would (`accept` is JSON in `headers`).
+async fn ask_for_link(visitor: &mut WebClient, email: &str, headers: &[(&str, &str)]) -> Page {
+    visitor.post_with("/auth/reset-password", &[("method", "email"), ("email", email)], headers).await
+}
+
+/// The token of a link mailed to the user at `visitor`'s request.
+async fn mailed_token(mailing: &Mailing, visitor: &mut WebClient) -> String {
+    ask_for_link(visitor, &mailing.email, &[("accept", "application/json")]).await;
+    let link = reset_link(&mailing.sink, &mailing.email);
+    link.split("token=").nth(1).expect("token").to_owned()
+}
+
+/// Sets `password` with the reset `token`; the page's answer (JSON if `json`).
+async fn confirm(visitor: &mut WebClient, token: &str, password: &str, json: bool) -> Page {
+    let fields = [("token", token), ("password", password), ("confirm_password", password)];
+    if json {
+        visitor.post_json("/auth/reset-password/confirm", &fields).await
+    } else {
+        visitor.post("/auth/reset-password/confirm", &fields).await
+    }
+}
+
 #[tokio::test]
-async fn reset_by_email_builds_links_from_the_configured_origin_and_tokens_work_once() {
-    let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
-    let base = "https://kavach.example.in";
-    let overrides = [ROOMY, &[("PUBLIC_BASE_URL", base)]].concat();
-    let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
-    deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
-    let gateway = start_gateway(deps.clone()).await;
-    let user = new_web_user(&deps).await;
-    let email = format!("{}@example.com", user.username);
-
-    // A session from before the reset, which the reset must end.
-    let mut before = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
-
-    let mut visitor = WebClient::new(gateway, unique_ip());
-    let forged = [("host", "evil.example"), ("x-forwarded-host", "evil.example"), ("accept", "application/json")];
-    let known = visitor.post_with("/auth/reset-password", &[("method", "email"), ("email", &email)], &forged).await;
-    let unknown = visitor
-        .post_with("/auth/reset-password", &[("method", "email"), ("email", "nobody@example.com")], &forged)
-        .await;
+async fn a_reset_request_gets_the_same_answer_whether_or_not_the_account_exists() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let json = [("accept", "application/json")];
+    let known = ask_for_link(&mut visitor, &mailing.email, &json).await;
+    let unknown = ask_for_link(&mut visitor, "nobody@example.com", &json).await;
     assert_eq!(
         (known.status, &known.text),
         (unknown.status, &unknown.text),
         "same answer whether or not the account exists"
     );
     assert_eq!(known.status, 200);
+}
 
-    let link = reset_link(&sink, &email);
-    assert!(link.starts_with(&format!("{base}/auth/reset-password/confirm?token=")), "{link}");
-    assert!(!sink.messages().iter().any(|m| m.contains("evil.example")), "the forged Host never reaches a link");
-    assert_eq!(sink.messages().len(), 1, "nothing is sent for an unknown address");
+#[tokio::test]
+async fn a_reset_request_for_an_unknown_address_mails_nothing() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let json = [("accept", "application/json")];
+    ask_for_link(&mut visitor, "nobody@example.com", &json).await;
+    // Then a known address: once its message has arrived, the unknown one's would have too.
+    ask_for_link(&mut visitor, &mailing.email, &json).await;
+    reset_link(&mailing.sink, &mailing.email);
+    assert_eq!(mailing.sink.messages().len(), 1, "nothing is sent for an unknown address");
+}
 
-    let token = link.split("token=").nth(1).expect("token").to_owned();
+#[tokio::test]
+async fn reset_links_are_built_from_the_configured_origin_whatever_host_the_request_names() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let forged = [("host", "evil.example"), ("x-forwarded-host", "evil.example"), ("accept", "application/json")];
+    ask_for_link(&mut visitor, &mailing.email, &forged).await;
+    let link = reset_link(&mailing.sink, &mailing.email);
+    assert!(link.starts_with(&format!("{BASE}/auth/reset-password/confirm?token=")), "{link}");
+    assert!(
+        !mailing.sink.messages().iter().any(|m| m.contains("evil.example")),
+        "the forged Host never reaches a link"
+    );
+}
+
+#[tokio::test]
+async fn a_mailed_reset_token_works_once() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let token = mailed_token(&mailing, &mut visitor).await;
     let form = visitor.get(&format!("/auth/reset-password/confirm?token={token}")).await;
     assert_eq!(form.status, 200, "{}", form.text);
+    let done = confirm(&mut visitor, &token, "N3w!password", false).await;
+    assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
+    let again = confirm(&mut visitor, &token, "N3w!password", true).await;
+    assert_eq!(again.status, 400);
+    assert_eq!(again.json()["message"], "Invalid or expired reset token.");
+}
+
+#[tokio::test]
+async fn a_weak_new_password_is_refused_without_using_the_reset_token_up() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let token = mailed_token(&mailing, &mut visitor).await;
     let weak = visitor
         .post("/auth/reset-password/confirm", &[("token", &token), ("password", "weak"), ("confirm_password", "weak")])
         .await;
     assert_eq!(weak.status, 400, "a weak password is refused without using the token up");
-    let new_password = "N3w!password";
-    let fields = [("token", token.as_str()), ("password", new_password), ("confirm_password", new_password)];
-    let done = visitor.post("/auth/reset-password/confirm", &fields).await;
+    let done = confirm(&mut visitor, &token, "N3w!password", false).await;
     assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
-    let again = visitor.post_json("/auth/reset-password/confirm", &fields).await;
-    assert_eq!(again.status, 400);
-    assert_eq!(again.json()["message"], "Invalid or expired reset token.");
+}
 
+#[tokio::test]
+async fn a_reset_ends_every_session() {
+    let mailing = mailing().await;
+    let mut before = WebClient::logged_in(mailing.gateway, unique_ip(), &mailing.user, &mailing.deps).await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let token = mailed_token(&mailing, &mut visitor).await;
+    let done = confirm(&mut visitor, &token, "N3w!password", false).await;
+    assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
     assert_eq!(before.get_json("/dashboard").await.status, 401, "the reset ended every session");
-    let mut after = WebClient::new(gateway, unique_ip());
+}
+
+#[tokio::test]
+async fn after_a_reset_only_the_new_password_logs_in() {
+    let mailing = mailing().await;
+    let mut visitor = WebClient::new(mailing.gateway, unique_ip());
+    let token = mailed_token(&mailing, &mut visitor).await;
+    let new_password = "N3w!password";
+    let done = confirm(&mut visitor, &token, new_password, false).await;
+    assert_eq!((done.status, done.location()), (303, "/auth/login?reset"), "{}", done.text);
+
+    let user = &mailing.user;
+    let mut after = WebClient::new(mailing.gateway, unique_ip());
     let old = after.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
     assert_eq!(old.status, 401, "the old password is gone");
     let new = after.post("/auth/login", &[("username", &user.username), ("password", new_password)]).await;
     assert_eq!((new.status, new.location()), (303, "/auth/login/totp"));
 }
 
+/// A reset token for `user`, issued for the code their authenticator shows now.
+async fn totp_token(visitor: &mut WebClient, user: &WebUser, deps: &Deps) -> String {
+    let verified = visitor
+        .post_json(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(deps))],
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{}", verified.text);
+    verified.json()["token"].as_str().expect("token").to_owned()
+}
+
 #[tokio::test]
-async fn reset_by_totp_issues_a_single_use_token() {
+async fn a_totp_reset_with_a_wrong_code_gets_the_same_refusal_as_an_unknown_user() {
     let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_000_000)));
-    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let (_, gateway, user) = gateway_with_web_user(ROOMY, clock).await;
     let mut visitor = WebClient::new(gateway, unique_ip());
     let wrong = visitor
         .post_json("/auth/reset-password", &[("method", "totp"), ("username", &user.username), ("totp_code", "000000")])
@@ -87,28 +199,26 @@ async fn reset_by_totp_issues_a_single_use_token() {
         .await;
     assert_eq!((wrong.status, &wrong.text), (nobody.status, &nobody.text));
     assert_eq!(wrong.json()["message"], "Invalid TOTP code. Please try again.");
+}
 
-    let verified = visitor
-        .post_json(
-            "/auth/reset-password",
-            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
-        )
-        .await;
-    assert_eq!(verified.status, 200, "{}", verified.text);
-    let token = verified.json()["token"].as_str().expect("token").to_owned();
+#[tokio::test]
+async fn a_reset_token_issued_for_the_totp_code_works_once() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_000_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock).await;
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    let token = totp_token(&mut visitor, &user, &deps).await;
     let fields = [("token", token.as_str()), ("password", "An0ther!pass"), ("confirm_password", "An0ther!pass")];
     assert_eq!(visitor.post("/auth/reset-password/confirm", &fields).await.status, 303);
     assert_eq!(visitor.post("/auth/reset-password/confirm", &fields).await.status, 400, "used once only");
+}
 
-    // An unused token dies after 15 minutes even if TTL has not removed it.
-    clock.advance(Duration::from_secs(30));
-    let second = visitor
-        .post_json(
-            "/auth/reset-password",
-            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(&deps))],
-        )
-        .await;
-    let token = second.json()["token"].as_str().expect("token").to_owned();
+#[tokio::test]
+async fn an_unused_reset_token_dies_after_15_minutes() {
+    // Even if the table's TTL has not removed the record yet.
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_000_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    let token = totp_token(&mut visitor, &user, &deps).await;
     clock.advance(Duration::from_secs(15 * 60 + 1));
     let late = visitor
         .post(
