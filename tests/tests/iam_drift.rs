@@ -17,14 +17,15 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use kavach_gateway::TemplateRoute;
 use kavach_tests::web::WebClient;
-use kavach_tests::{Reply, WebUser, get_text, iam, new_admin, new_user, new_web_user, ping_body, post, unique_ip};
+use kavach_tests::{
+    WebUser, call, get_text, iam, market_morning, new_admin, new_user, new_web_user, ping_body, post, unique_ip,
+};
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 use shared::Deps;
 use shared::app::aws::{AwsClients, COLD_START, acting_as};
-use shared::core::clock::{Clock, ManualClock, UnixMillis};
+use shared::core::clock::{Clock, ManualClock};
 use shared::core::config::Config;
-use shared::core::ist::ist_midnight_epoch;
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
 const PUBLIC_BASE_URL: &str = "https://kavach.example.in";
@@ -62,11 +63,6 @@ async fn provision_own_stack() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Wednesday 2025-10-01, 10:00 IST: the market is open.
-fn market_morning() -> Arc<ManualClock> {
-    Arc::new(ManualClock::at(UnixMillis((ist_midnight_epoch(2025, 10, 1) as u64 + 10 * 3600) * 1000)))
-}
-
 struct Stack {
     deps: Arc<Deps>,
     gateway: SocketAddr,
@@ -74,15 +70,9 @@ struct Stack {
 }
 
 impl Stack {
-    async fn api(&self, route: &str, key: &str, body: Value) -> Reply {
-        let mut body = body;
-        body["apikey"] = json!(key);
-        post(self.gateway, unique_ip(), &format!("/api/v1/{route}"), &body.to_string()).await
-    }
-
     /// An API call that must succeed.
     async fn ok(&self, route: &str, key: &str, body: Value) -> Value {
-        let reply = self.api(route, key, body).await;
+        let reply = call(self.gateway, route, key, body).await;
         assert_eq!(reply.status, 200, "{route}: {}", reply.body);
         reply.body
     }
