@@ -218,6 +218,7 @@ fn ledger(orders: u32) -> anyhow::Result<()> {
 /// A minimal Lambda Runtime API: hands out one event, records when its response arrives.
 async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
     let (mut to_init, mut to_response, mut to_flushed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peak_rss_kib = Vec::new();
     for _ in 0..runs {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -251,6 +252,10 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
             anyhow::bail!("runtime API closed")
         })
         .await??;
+        // Lambda bills by the memory size it reserves; this is how much of it one invocation used.
+        if let Some(pid) = child.id() {
+            peak_rss_kib.push(peak_rss(&pid.to_string())?);
+        }
         child.kill().await?;
         server.abort();
         to_init.push(init.unwrap_or_default());
@@ -274,7 +279,24 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
         "  exec → traffic record written      {:.1} ms  (after the response, by the internal extension)",
         median(&to_flushed)
     );
+    peak_rss_kib.sort_unstable();
+    if let Some(rss) = peak_rss_kib.get(peak_rss_kib.len() / 2) {
+        println!(
+            "  peak RSS after one invocation      {:.1} MiB  (VmHWM; Argon2id's 19 MiB included)",
+            *rss as f64 / 1024.0
+        );
+    }
     Ok(())
+}
+
+/// The peak resident set of process `pid` so far (`VmHWM` in /proc), in KiB.
+fn peak_rss(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
 }
 
 /// Serves the Runtime API and the Extensions API for one invocation: registration, one event for
