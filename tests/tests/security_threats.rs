@@ -606,3 +606,56 @@ async fn a_spent_username_budget_refuses_the_users_logins_without_banning_their_
     assert!(!counted.iter().any(|tracker| tracker.ip == trader_ip), "refusals for the username are not the address's");
     assert!(deps.bans.active(trader_ip, SystemClock.now()).await.expect("read").is_none());
 }
+
+/// The current `openalgo` SDK calls routes Kavach does not serve yet. A trader's own server making
+/// those calls with its valid key must never be taken for a scanner.
+#[tokio::test]
+async fn a_traders_sdk_calling_openalgo_routes_kavach_lacks_is_told_so_and_never_banned() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let trader = unique_ip();
+    for i in 0..25 {
+        let route = ["symbol", "search", "expiry", "margin", "market/holidays"][i % 5];
+        let reply = post(gateway, trader, &format!("/api/v1/{route}"), &ping_body(&key)).await;
+        assert_eq!((reply.status, reply.body["code"].as_str()), (404, Some("route_not_supported")), "{route}");
+        let message = reply.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("/api/v1/{route}")), "the answer names the route: {message}");
+    }
+    assert_eq!(post(gateway, trader, "/api/v1/ping", &ping_body(&key)).await.status, 200, "still served");
+    assert!(deps.bans.active(trader, SystemClock.now()).await.expect("read").is_none());
+    let trackers = deps.trackers.list(Detector::NotFound, SystemClock.now()).await.expect("list");
+    assert!(!trackers.iter().any(|tracker| tracker.ip == trader), "not one miss counted");
+}
+
+#[tokio::test]
+async fn misses_that_carry_a_valid_api_key_are_never_counted() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let trader = unique_ip();
+    for i in 0..25 {
+        let reply = post(gateway, trader, &format!("/api/v1/a-route-of-the-future-{i}"), &ping_body(&key)).await;
+        assert_eq!((reply.status, reply.body["code"].as_str()), (404, Some("not_found")));
+    }
+    assert_eq!(post(gateway, trader, "/api/v1/ping", &ping_body(&key)).await.status, 200, "still served");
+    assert!(deps.bans.active(trader, SystemClock.now()).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn misses_with_a_made_up_key_still_count_and_ban() {
+    let _defaults = SETTINGS.read().await;
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let scanner = unique_ip();
+    // Well-formed, so the catch-all looks it up, but no such key exists.
+    let made_up = shared::crypto::api_key::ApiKey::generate();
+    for i in 0..20 {
+        let reply = post(gateway, scanner, &format!("/probe-{i}.php"), &ping_body(made_up.expose())).await;
+        assert_eq!(reply.status, 404, "miss {i}");
+    }
+    assert_eq!(
+        post(gateway, scanner, "/probe-20.php", &ping_body(made_up.expose())).await.status,
+        403,
+        "the 21st bans"
+    );
+    assert_eq!(post(gateway, scanner, "/api/v1/ping", &ping_body(&key)).await.status, 403);
+    assert!(deps.bans.active(scanner, SystemClock.now()).await.expect("read").is_some());
+}

@@ -63,6 +63,9 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("no route for {path}")]
     NotFound { path: String },
+    /// A route OpenAlgo has and Kavach does not serve yet: a client asking for it is not a scanner.
+    #[error("OpenAlgo route {path} not served")]
+    RouteNotSupported { path: String },
     #[error("method not allowed")]
     MethodNotAllowed,
     /// A dependency (DynamoDB, KMS, Secrets Manager) failed: fail closed with 503.
@@ -123,7 +126,10 @@ impl AppError {
             AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep(_) => 401,
             AppError::CrossSite | AppError::IpNotAllowed | AppError::AdminOnly => 403,
             AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
-            AppError::NotFound { .. } | AppError::OrderNotFound { .. } | AppError::NoSuchBan => 404,
+            AppError::NotFound { .. }
+            | AppError::RouteNotSupported { .. }
+            | AppError::OrderNotFound { .. }
+            | AppError::NoSuchBan => 404,
             AppError::AccountBusy => 409,
             AppError::MethodNotAllowed => 405,
             AppError::PayloadTooLarge { .. } => 413,
@@ -155,6 +161,7 @@ impl AppError {
             AppError::NoSuchBan => "ban_not_found",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::NotFound { .. } => "not_found",
+            AppError::RouteNotSupported { .. } => "route_not_supported",
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::Unavailable(_) => "service_unavailable",
             AppError::Internal(_) => "internal_error",
@@ -185,6 +192,9 @@ impl AppError {
             AppError::NoSuchBan => "IP not found in ban list".into(),
             AppError::RateLimited { .. } => "Rate limit exceeded. Please slow down your requests.".into(),
             AppError::NotFound { .. } => "Not found".into(),
+            AppError::RouteNotSupported { path } => {
+                format!("{path} is an OpenAlgo route that Kavach does not serve yet")
+            }
             AppError::MethodNotAllowed => "Method not allowed".into(),
             AppError::Unavailable(_) => "Service Unavailable".into(),
             AppError::Internal(_) => "Internal Server Error".into(),
@@ -226,6 +236,7 @@ mod tests {
             AppError::NoSuchBan => (404, "ban_not_found"),
             AppError::RateLimited { .. } => (429, "rate_limited"),
             AppError::NotFound { .. } => (404, "not_found"),
+            AppError::RouteNotSupported { .. } => (404, "route_not_supported"),
             AppError::MethodNotAllowed => (405, "method_not_allowed"),
             AppError::Unavailable(_) => (503, "service_unavailable"),
             AppError::Internal(_) => (500, "internal_error"),
@@ -256,6 +267,7 @@ mod tests {
             AppError::NoSuchBan,
             AppError::RateLimited { retry_after_secs: 1 },
             AppError::NotFound { path: "/x".into() },
+            AppError::RouteNotSupported { path: "/api/v1/symbol".into() },
             AppError::MethodNotAllowed,
             AppError::unavailable(anyhow::anyhow!("dynamodb timed out")),
             AppError::internal(anyhow::anyhow!("bug")),

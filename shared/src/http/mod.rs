@@ -73,7 +73,7 @@ pub fn error(error: &AppError) -> Response<Body> {
     let mut body = json!({ "status": "error", "message": error.public_message(), "code": error.code() });
     match error {
         AppError::BadRequest { errors: Some(errors), .. } => body["errors"] = json!(errors),
-        AppError::NotFound { path } => body["path"] = json!(path),
+        AppError::NotFound { path } | AppError::RouteNotSupported { path } => body["path"] = json!(path),
         AppError::RateLimited { retry_after_secs } => body["retry_after"] = json!(retry_after_secs),
         AppError::OrderRejected { order_id, .. } => {
             body["mode"] = json!("analyze");

@@ -97,16 +97,15 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// The catch-all: no budget (its misses feed the 404 detector instead), and the session, whose
-    /// holder's misses are not counted.
-    pub fn catch_all(ip: IpAddr, session: Option<&'a SessionId>) -> Self {
-        Self {
-            ip,
-            credential: session.map_or(Credential::None, Credential::Session),
-            budgets: Vec::new(),
-            reads_only: false,
-            route: "not-found",
-        }
+    /// The catch-all: no budget (its misses feed the 404 detector instead), and the session or API
+    /// key presented, whose holder's misses are not counted. A session wins: it costs no Argon2.
+    pub fn catch_all(ip: IpAddr, session: Option<&'a SessionId>, key: Option<&'a ApiKey>) -> Self {
+        let credential = match (session, key) {
+            (Some(session), _) => Credential::Session(session),
+            (None, Some(key)) => Credential::ApiKey(key),
+            (None, None) => Credential::None,
+        };
+        Self { ip, credential, budgets: Vec::new(), reads_only: false, route: "not-found" }
     }
 
     /// A strategy webhook: the address's webhook budget, and the webhook the id in the path names.

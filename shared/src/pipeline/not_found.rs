@@ -5,33 +5,67 @@ use serde_json::Value;
 
 use crate::app::bootstrap::Deps;
 use crate::core::error::AppError;
+use crate::crypto::api_key::ApiKey;
 use crate::http::traffic::loggable_path;
 use crate::pipeline::api::{InFlight, request_path};
-use crate::pipeline::gate::Gate;
+use crate::pipeline::gate::{CredentialRecord, Gate};
 use crate::pipeline::pages::request::session_cookie;
+use crate::pipeline::route::is_openalgo_route;
 use crate::store::sessions::Stage;
 use crate::threats::{Detection, Detector, is_well_known};
 
 /// The catch-all behind the API's `{proxy+}`: every path no route declares. It is where scanners
-/// land, so a miss from a visitor without a logged-in session feeds the 404 detector, unless it is
-/// a path browsers ask for by themselves. Bans are enforced here as on every route.
+/// land, so a miss feeds the 404 detector, except from those who are not scanning:
+/// - a visitor with a logged-in session, or a request with a valid API key (a trader's own client
+///   asking for a route Kavach lacks);
+/// - a request for one of OpenAlgo's routes that Kavach does not serve yet: it is answered
+///   `route_not_supported`, naming the route;
+/// - a path browsers ask for by themselves.
+///
+/// Bans are enforced here as on every route.
 pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
     let in_flight = InFlight::named(deps, &request, "not-found");
     let path = loggable_path(request_path(&request));
     let outcome: Result<Value, AppError> = async {
         let ip = in_flight.client_ip()?;
-        let presented = session_cookie(&request);
-        let admitted = Gate::catch_all(ip, presented.as_ref()).pass(deps).await?;
+        let session = session_cookie(&request);
+        let key = presented_api_key(&request, deps.config.max_body_bytes);
+        let admitted = Gate::catch_all(ip, session.as_ref(), key.as_ref()).pass(deps).await?;
         let now = admitted.now;
-        let signed_in = admitted.session().is_some_and(|session| session.stage == Stage::Full);
-        if !signed_in
+        let credentialed = match (&key, admitted.record) {
+            (_, CredentialRecord::Session(session)) => session.is_some_and(|session| session.stage == Stage::Full),
+            (Some(key), CredentialRecord::ApiKey(record @ Some(_))) => {
+                deps.authenticator().authenticate(key, record, ip).await.is_ok()
+            }
+            _ => false,
+        };
+        let openalgo = is_openalgo_route(&path);
+        if !credentialed
+            && !openalgo
             && !is_well_known(&path)
             && let Detection::Banned(_) = deps.threats().observe(Detector::NotFound, ip, Some(&path), now).await?
         {
             return Err(AppError::Banned);
         }
+        if openalgo {
+            return Err(AppError::RouteNotSupported { path: path.clone() });
+        }
         Err(AppError::NotFound { path: path.clone() })
     }
     .await;
     in_flight.respond(deps, &request, outcome, None)
+}
+
+/// A well-formed API key where OpenAlgo clients put it: the JSON body's `apikey`, or the query's
+/// for its GET routes. Anything else (no key, a body too big or not JSON) is no key.
+fn presented_api_key(request: &Request, max_body_bytes: usize) -> Option<ApiKey> {
+    let from_body = crate::http::body_bytes(request, max_body_bytes)
+        .ok()
+        .and_then(|body| serde_json::from_slice::<Value>(body).ok())
+        .and_then(|body| body.get("apikey").and_then(Value::as_str).and_then(ApiKey::parse));
+    from_body.or_else(|| {
+        form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .find(|(name, _)| name == "apikey")
+            .and_then(|(_, value)| ApiKey::parse(&value))
+    })
 }

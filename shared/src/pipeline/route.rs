@@ -131,3 +131,79 @@ impl PageRoute {
         Self { name, endpoint: Endpoint { method: Method::Post, path }, access }
     }
 }
+
+/// OpenAlgo's `/api/v1` routes (the contract's route inventory), by the name after `/api/v1/`.
+/// A request for one that Kavach does not serve yet is a client that speaks OpenAlgo (the current
+/// SDK calls `symbol`, `search`, `expiry` and more), not a scanner: it gets `route_not_supported`
+/// and never feeds the 404 detector.
+const OPENALGO_ROUTES: &[&str] = &[
+    "placeorder",
+    "placesmartorder",
+    "modifyorder",
+    "cancelorder",
+    "cancelallorder",
+    "closeposition",
+    "basketorder",
+    "splitorder",
+    "optionsorder",
+    "optionsmultiorder",
+    "placegttorder",
+    "modifygttorder",
+    "cancelgttorder",
+    "gttorderbook",
+    "orderbook",
+    "tradebook",
+    "positionbook",
+    "holdings",
+    "funds",
+    "orderstatus",
+    "openposition",
+    "margin",
+    "quotes",
+    "multiquotes",
+    "depth",
+    "history",
+    "intervals",
+    "symbol",
+    "search",
+    "expiry",
+    "instruments",
+    "optionsymbol",
+    "optionchain",
+    "optiongreeks",
+    "multioptiongreeks",
+    "syntheticfuture",
+    "market/holidays",
+    "market/timings",
+    "ping",
+    "analyzer",
+    "analyzer/toggle",
+    "pnl/symbols",
+    "chart",
+    "whatsapp/notify",
+];
+/// OpenAlgo's route families whose routes take a path segment or have many members.
+const OPENALGO_ROUTE_FAMILIES: &[&str] = &["ticker/", "telegram/", "portfolio/", "sip/"];
+
+/// Whether `path` (without a stage prefix) is one of OpenAlgo's `/api/v1` routes, with or without
+/// its trailing slash.
+pub fn is_openalgo_route(path: &str) -> bool {
+    let Some(name) = path.strip_prefix("/api/v1/") else { return false };
+    let name = name.strip_suffix('/').unwrap_or(name);
+    OPENALGO_ROUTES.contains(&name) || OPENALGO_ROUTE_FAMILIES.iter().any(|family| name.starts_with(family))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openalgo_routes_are_known_with_or_without_their_slash_and_nothing_else_is() {
+        for path in ["/api/v1/symbol", "/api/v1/search/", "/api/v1/market/holidays", "/api/v1/ticker/NSE:SBIN"] {
+            assert!(is_openalgo_route(path), "{path}");
+        }
+        for path in ["/api/v1/", "/api/v1/xyz", "/wp-login.php", "/symbol", "/api/v2/symbol", "/api/v1/symbolx"] {
+            assert!(!is_openalgo_route(path), "{path}");
+        }
+    }
+}
