@@ -10,7 +10,7 @@ use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_fr
 use shared::limits::LimitedAction;
 use shared::pipeline::api::{self, Call};
 use shared::pipeline::route::{Endpoint, Route, Routes};
-use shared::trading::market::{self, Candle, SESSION_CLOSE, SESSION_OPEN};
+use shared::trading::market::{self, Candle, HISTORY_BEGINS, SESSION_CLOSE, SESSION_OPEN};
 use shared::trading::reads::{History, Instrument, MultiQuotes};
 use shared::{AppError, Deps};
 
@@ -138,10 +138,13 @@ fn ist_midnight(day: i64) -> UnixMillis {
     UnixMillis::from_secs(u64::try_from(day * 86_400 - IST_OFFSET_SECS).unwrap_or_default())
 }
 
-/// Trading days (Monday to Friday) from `start` to `end`, as days since the epoch.
-fn trading_days(start: (i32, u32, u32), end: (i32, u32, u32)) -> impl Iterator<Item = i64> {
-    let first = days_from_civil(i64::from(start.0), start.1, start.2);
-    let last = days_from_civil(i64::from(end.0), end.1, end.2);
+/// A date as days since the epoch.
+fn day_number(date: (i32, u32, u32)) -> i64 {
+    days_from_civil(i64::from(date.0), date.1, date.2)
+}
+
+/// Trading days (Monday to Friday) from day `first` to day `last`, as days since the epoch.
+fn trading_days(first: i64, last: i64) -> impl Iterator<Item = i64> {
     // 1970-01-01 was a Thursday: day 0 → weekday 3 (Monday = 0).
     (first..=last).filter(|day| (day + 3).rem_euclid(7) < 5)
 }
@@ -173,6 +176,17 @@ async fn history(call: Call<History>, now: UnixMillis) -> Result<Value, AppError
         return Err(AppError::bad_request("end_date must not be before start_date"));
     }
     let instrument = lookup(&input.instrument)?;
+    let (first, (year, month, day)) = (day_number(input.start), HISTORY_BEGINS);
+    if first < day_number(HISTORY_BEGINS) {
+        return Err(AppError::bad_request(format!(
+            "{} on {} has no history before {year:04}-{month:02}-{day:02}",
+            instrument.symbol,
+            instrument.exchange.as_str()
+        )));
+    }
+    // Days after today have no candles yet: the range ends today at the latest.
+    let today = (now.epoch_secs() + IST_OFFSET_SECS).div_euclid(86_400);
+    let last = day_number(input.end).min(today);
     let mut rows = Vec::new();
     let too_many = || {
         AppError::bad_request(format!(
@@ -181,9 +195,15 @@ async fn history(call: Call<History>, now: UnixMillis) -> Result<Value, AppError
         ))
     };
     if let Some(step) = intraday_step(input.interval) {
-        // Within a candle, the price is sampled at least once a minute.
+        // The work is bounded before any of it is done: the candles the range holds, each sampled
+        // at least once a minute, so at most MAX_CANDLES × 62 prices.
+        let per_day = (SESSION_CLOSE - SESSION_OPEN).as_secs().div_ceil(step.as_secs().max(1));
+        let candles = u64::try_from(trading_days(first, last).count()).unwrap_or(u64::MAX).saturating_mul(per_day);
+        if candles > MAX_CANDLES as u64 {
+            return Err(too_many());
+        }
         let sampling = step.clamp(Duration::from_secs(1), Duration::from_secs(60));
-        for day in trading_days(input.start, input.end) {
+        for day in trading_days(first, last) {
             let midnight = ist_midnight(day);
             let open = midnight.plus(SESSION_OPEN);
             let close = midnight.plus(SESSION_CLOSE).min(now.plus(Duration::from_secs(1)));
@@ -198,8 +218,10 @@ async fn history(call: Call<History>, now: UnixMillis) -> Result<Value, AppError
             }
         }
     } else {
+        // One sampled session per trading day since HISTORY_BEGINS at most: a bounded amount of work
+        // however long the periods.
         let mut periods: Vec<(i64, Candle)> = Vec::new();
-        for day in trading_days(input.start, input.end) {
+        for day in trading_days(first, last) {
             let midnight = ist_midnight(day);
             let open = midnight.plus(SESSION_OPEN);
             if open > now {

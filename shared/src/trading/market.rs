@@ -103,6 +103,9 @@ use crate::core::ist::OFFSET_SECS as IST_OFFSET_SECS;
 /// The equity session in IST seconds of day: 09:15 to 15:30.
 const SESSION_OPEN_SECS: i64 = 9 * 3600 + 15 * 60;
 const SESSION_CLOSE_SECS: i64 = 15 * 3600 + 30 * 60;
+/// The first trading day of the simulated history, the same for every instrument: earlier dates
+/// are refused, not computed.
+pub const HISTORY_BEGINS: (i32, u32, u32) = (2000, 1, 3);
 /// The same, as times after IST midnight.
 pub const SESSION_OPEN: Duration = Duration::from_secs(SESSION_OPEN_SECS as u64);
 pub const SESSION_CLOSE: Duration = Duration::from_secs(SESSION_CLOSE_SECS as u64);

@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
         ["login-timing", n] => login_timing(n.parse()?).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
         ),
     }
 }
@@ -60,6 +60,12 @@ pub fn route_body(route: &str, key: &str) -> serde_json::Value {
     match route {
         "placeorder" => serde_json::json!({ "apikey": key, "strategy": "bench", "symbol": "SBIN", "exchange": "NSE",
             "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "CNC" }),
+        // The two heaviest history requests allowed: daily candles over the whole simulated history,
+        // and hourly candles over the longest range under the candle cap (each sampled every minute).
+        "history-daily" => serde_json::json!({ "apikey": key, "symbol": "SBIN", "exchange": "NSE", "interval": "D",
+            "start_date": "2000-01-03", "end_date": "2099-12-31" }),
+        "history-hourly" => serde_json::json!({ "apikey": key, "symbol": "SBIN", "exchange": "NSE", "interval": "1h",
+            "start_date": "2016-01-04", "end_date": "2099-12-31" }),
         _ => serde_json::json!({ "apikey": key }),
     }
 }
@@ -90,6 +96,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
         }
         // A page without a session: the page gate, then a form.
         "page" => ("/auth/reset-password".to_owned(), serde_json::json!({}), 200),
+        "history-daily" | "history-hourly" => ("/api/v1/history".to_owned(), route_body(route, &key), 200),
         _ => (format!("/api/v1/{route}"), route_body(route, &key), 200),
     };
     let webhook_id = match route {
@@ -132,6 +139,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
             "placeorder" => orders::handler(&deps, request).await,
             "not-found" => web::not_found_handler(&deps, request).await,
             "webhook" => webhook::handler(&deps, request).await,
+            "history-daily" | "history-hourly" => market::handler(&deps, request).await,
             "page" => web::auth_handler(&deps, request).await,
             _ => account::handler(&deps, request).await,
         }
