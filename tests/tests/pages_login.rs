@@ -304,3 +304,15 @@ async fn a_made_up_broker_oauth_state_is_refused() {
     let store = &deps.identity;
     assert!(!store.consume_oauth_state("made-up", "session-a", "zerodha", deps.clock.now()).await.expect("unknown"));
 }
+
+/// A name that forms a store key is checked before any store call: DynamoDB refuses keys over
+/// 2 KB, which used to answer 503 and fire the "DynamoDB unreachable" alarm.
+#[tokio::test]
+async fn an_overlong_username_is_400_naming_the_limit_not_an_outage() {
+    let (_, gateway, _) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::new(gateway, unique_ip());
+    let long = "u".repeat(3000);
+    let page = browser.post_json("/auth/login", &[("username", &long), ("password", "Wrong1!pass")]).await;
+    assert_eq!(page.status, 400, "{}", page.text);
+    assert_eq!(page.json()["message"], "username must be at most 64 characters");
+}

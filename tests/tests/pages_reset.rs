@@ -228,3 +228,20 @@ async fn an_unused_reset_token_dies_after_15_minutes() {
         .await;
     assert_eq!(late.status, 400);
 }
+
+/// As for logins: a reset's username or address is checked before it forms any key.
+#[tokio::test]
+async fn an_overlong_username_or_email_in_a_reset_is_400_not_an_outage() {
+    let (_, gateway, _) = gateway_with_web_user(ROOMY, Arc::new(SystemClock)).await;
+    let mut browser = WebClient::new(gateway, unique_ip());
+    let long = "u".repeat(3000);
+    let by_totp = browser
+        .post_json("/auth/reset-password", &[("method", "totp"), ("username", &long), ("totp_code", "000000")])
+        .await;
+    assert_eq!(by_totp.status, 400, "{}", by_totp.text);
+    assert_eq!(by_totp.json()["message"], "username must be at most 64 characters");
+    let address = format!("{long}@example.com");
+    let by_email = browser.post_json("/auth/reset-password", &[("method", "email"), ("email", &address)]).await;
+    assert_eq!(by_email.status, 400, "{}", by_email.text);
+    assert_eq!(by_email.json()["message"], "email must be at most 254 characters");
+}

@@ -16,9 +16,26 @@ use crate::limits::login::LoginAttempt;
 use crate::store::identity::{ApiKeyRecord, IdentityStore};
 use crate::store::users::{NewWebUser, UserRecord};
 
+/// The longest username any account can have, in bytes.
+pub const MAX_USERNAME_BYTES: usize = 64;
+/// The longest email address any account can have, in bytes (RFC 5321's path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// A username or email typed into a form, refused with 400 when it is longer than any account's
+/// can be. It forms store and counter keys (DynamoDB refuses keys over 2 KB, which would read as an
+/// outage and fire its alarm), so it is checked before any store call; no account exists that
+/// is this long, so the refusal tells nobody anything.
+pub fn bounded_login_name<'a>(field: &str, value: &'a str) -> Result<&'a str, AppError> {
+    let max = if field == "email" { MAX_EMAIL_BYTES } else { MAX_USERNAME_BYTES };
+    if value.len() > max {
+        return Err(AppError::bad_request(format!("{field} must be at most {max} characters")));
+    }
+    Ok(value)
+}
+
 /// Usernames are shown in the dashboard and used in keys: keep them boring.
 pub fn check_username(username: &str) -> Result<(), AppError> {
-    let ok = (3..=64).contains(&username.len())
+    let ok = (3..=MAX_USERNAME_BYTES).contains(&username.len())
         && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         Ok(())
@@ -192,7 +209,7 @@ impl Accounts<'_> {
         setup_token_hash: Option<&TokenHash>,
     ) -> Result<WebUserCreated, AppError> {
         check_username(username)?;
-        if email.len() > 254
+        if email.len() > MAX_EMAIL_BYTES
             || email.split_once('@').is_none_or(|(local, domain)| local.is_empty() || !domain.contains('.'))
         {
             return Err(AppError::bad_request("A valid email address is required"));
