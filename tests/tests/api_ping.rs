@@ -314,3 +314,17 @@ async fn spraying_made_up_keys_from_one_ip_is_throttled_per_ip() {
     assert_eq!(post(gateway, sprayer, "/api/v1/ping", &ping_body(&key)).await.status, 429);
     assert_eq!(post(gateway, unique_ip(), "/api/v1/ping", &ping_body(&key)).await.status, 200);
 }
+
+/// A malformed key is charged to its address once: the gate charges a request without a
+/// well-formed key to its IP, and the failure is not charged again (it used to be, halving the
+/// budget of a client with a typo in its key).
+#[tokio::test]
+async fn a_malformed_key_is_charged_to_the_address_once() {
+    let (_, gateway, _) = gateway_with_user(&[("API_RATE_LIMIT", "4 per hour")], Arc::new(SystemClock)).await;
+    let typo = unique_ip();
+    for n in 0..4u32 {
+        let reply = post(gateway, typo, "/api/v1/ping", &ping_body(&format!("not-a-key-{n}"))).await;
+        assert_eq!((reply.status, reply.body["code"].as_str()), (403, Some("invalid_apikey")), "attempt {n}");
+    }
+    assert_eq!(post(gateway, typo, "/api/v1/ping", &ping_body("not-a-key-4")).await.status, 429, "the fifth");
+}

@@ -165,16 +165,26 @@ fn api_gateway_request_id(request: &Request) -> String {
     }
 }
 
-/// What every request with a bad key costs its address: one more failure on its rate-limit budget,
-/// one more hit for the invalid-key detector (which may ban it), and the metric. The answer is
+/// What every request with a bad key costs its address: one failure on its rate-limit budget, one
+/// hit for the invalid-key detector (which may ban it), and the metric. The answer is
 /// `InvalidApiKey` — or `Banned` when this attempt crossed the threshold — unless storage failed.
-async fn invalid_api_key(deps: &Deps, ip: IpAddr, route: Route, presented: &str, now: UnixMillis) -> AppError {
+///
+/// A malformed key was already charged to the address by the gate (a request without a
+/// well-formed key is charged to its IP), so only a well-formed key that failed pays here.
+async fn invalid_api_key(
+    deps: &Deps,
+    ip: IpAddr,
+    route: Route,
+    presented: &str,
+    already_charged: bool,
+    now: UnixMillis,
+) -> AppError {
     deps.metrics.count(Metric::InvalidApiKeys, now);
     let evidence = short_key_hash(presented);
-    let (charged, detected) = tokio::join!(
-        gate::charge_failure(deps, ip, route.action, now),
-        deps.threats().observe(Detector::InvalidApiKey, ip, Some(&evidence), now)
-    );
+    let charge =
+        async { if already_charged { Ok(()) } else { gate::charge_failure(deps, ip, route.action, now).await } };
+    let (charged, detected) =
+        tokio::join!(charge, deps.threats().observe(Detector::InvalidApiKey, ip, Some(&evidence), now));
     match (charged, detected) {
         (Err(error), _) | (_, Err(error)) => error,
         (Ok(()), Ok(Detection::Banned(_))) => AppError::Banned,
@@ -211,13 +221,16 @@ where
     let admitted = Gate::api(ip, route, presented.as_ref()).pass(deps).await?;
     let (apikey, input) = parsed?;
     let now = admitted.now;
+    let well_formed = presented.is_some();
     let verified = match presented {
         Some(presented) => deps.authenticator().authenticate(&presented, admitted.api_key(), ip).await,
         None => Err(AppError::InvalidApiKey),
     };
     let principal = match verified {
         Ok(principal) => principal,
-        Err(AppError::InvalidApiKey) => return Err(invalid_api_key(deps, ip, route, &apikey, now).await),
+        Err(AppError::InvalidApiKey) => {
+            return Err(invalid_api_key(deps, ip, route, &apikey, !well_formed, now).await);
+        }
         Err(error) => return Err(error),
     };
     *user = Some(principal.user.clone());
