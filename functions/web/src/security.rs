@@ -426,9 +426,11 @@ pub async fn export(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     Ok(Reply::csv("kavach-traffic.csv", csv))
 }
 
-/// One CSV field: quoted when it must be, and never read as a formula by a spreadsheet.
+/// One CSV field: quoted when it must be, and never read as a formula by a spreadsheet. OWASP's
+/// list of leading characters includes TAB and CR, which some spreadsheets skip before a formula.
 fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) { format!("'{value}") } else { value.to_owned() };
+    let value =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
     if value.contains([',', '"', '\n', '\r']) { format!("\"{}\"", value.replace('"', "\"\"")) } else { value }
 }
 
@@ -442,6 +444,8 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("\t=1+1"), "'\t=1+1");
+        assert_eq!(csv_field("\r=1+1"), "\"'\r=1+1\"", "guarded, and quoted for its CR");
     }
 
     #[test]
