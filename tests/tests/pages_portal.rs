@@ -179,3 +179,36 @@ async fn logging_out_everywhere_ends_the_users_other_sessions() {
         assert_eq!(browser.get_json("/dashboard").await.status, 401);
     }
 }
+
+/// A stolen session must not mint a working key: past the window, regenerating needs the password.
+#[tokio::test]
+async fn past_the_reauthentication_window_regenerating_the_key_needs_the_password() {
+    let (deps, user, mut browser, csrf) = past_the_reauthentication_window().await;
+    let before = deps.identity.user(&user.username).await.expect("read").expect("user").api_key_id;
+    let refused = browser.post_json("/apikey", &[("csrf_token", &csrf)]).await;
+    assert_eq!((refused.status, refused.json()["code"].as_str()), (401, Some("reauth_failed")), "{}", refused.text);
+    let after = deps.identity.user(&user.username).await.expect("read").expect("user").api_key_id;
+    assert_eq!(after, before, "no key was minted");
+
+    let page = browser.post("/apikey", &[("csrf_token", &csrf), ("password", &user.password)]).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let new_key = page.element_text("api-key").expect("the new key is shown once");
+    assert_ne!(new_key, user.api_key);
+    let audit = deps.identity.recent_audit(AuditKind::ApiKey, 50).await.expect("audit");
+    assert!(audit.iter().any(|event| event.username == user.username && event.outcome == AuditOutcome::Failed));
+}
+
+/// Nor strip the SEBI static-IP allowlist.
+#[tokio::test]
+async fn past_the_reauthentication_window_changing_the_allowlist_needs_the_password() {
+    let (deps, user, mut browser, csrf) = past_the_reauthentication_window().await;
+    let refused = browser.post_json("/apikey/allowlist", &[("csrf_token", &csrf), ("allowlist", "203.0.113.9")]).await;
+    assert_eq!((refused.status, refused.json()["code"].as_str()), (401, Some("reauth_failed")), "{}", refused.text);
+    assert!(deps.identity.user(&user.username).await.expect("read").expect("user").allow.is_empty());
+
+    let saved = browser
+        .post("/apikey/allowlist", &[("csrf_token", &csrf), ("allowlist", "203.0.113.9"), ("password", &user.password)])
+        .await;
+    assert_eq!((saved.status, saved.location()), (303, "/apikey"), "{}", saved.text);
+    assert_eq!(deps.identity.user(&user.username).await.expect("read").expect("user").allow, ["203.0.113.9"]);
+}

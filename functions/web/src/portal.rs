@@ -68,10 +68,7 @@ fn key_page(
             (csrf)
             @if !reauth_fresh {
                 p { "To see the key again, confirm it is you with your password or a code from your authenticator app." }
-                label for="reveal_password" { "Password" }
-                input id="reveal_password" name="password" type="password" autocomplete="current-password";
-                label for="reveal_totp" { "or code" }
-                input id="reveal_totp" name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code";
+                (step_up_fields("reveal"))
             }
             button id="reveal" type="submit" { "Show my API key" }
         }
@@ -79,6 +76,10 @@ fn key_page(
         p { "A new key replaces the current one at once: the old key is refused on its next use." }
         form method="post" action="/apikey" {
             (csrf)
+            @if !reauth_fresh {
+                p { "Confirm it is you with your password or a code from your authenticator app." }
+                (step_up_fields("regenerate"))
+            }
             button id="regenerate" type="submit" { "Generate a new API key" }
         }
         h2 { "IP allowlist" }
@@ -87,10 +88,58 @@ fn key_page(
             (csrf)
             label for="allowlist" { "Addresses or CIDR ranges, one per line" }
             textarea id="allowlist" name="allowlist" rows="3" { (user.allow.join("\n")) }
+            @if !reauth_fresh {
+                p { "Confirm it is you with your password or a code from your authenticator app." }
+                (step_up_fields("allowlist"))
+            }
             button id="save-allowlist" type="submit" { "Save allowlist" }
         }
     };
     Ok(request.page(status, "API key", body))
+}
+
+/// The password and code inputs of a form that needs a recent re-authentication; `form` keeps
+/// the ids of the three forms on the page apart.
+fn step_up_fields(form: &str) -> maud::Markup {
+    html! {
+        label for=(format!("{form}_password")) { "Password" }
+        input id=(format!("{form}_password")) name="password" type="password" autocomplete="current-password";
+        label for=(format!("{form}_totp")) { "or code" }
+        input id=(format!("{form}_totp")) name="totp_code" inputmode="numeric" maxlength="6" autocomplete="one-time-code";
+    }
+}
+
+/// The step-up before anything that reveals or changes the API key or its allowlist: the session's
+/// password or TOTP code was entered within the re-authentication window, or one is entered now.
+/// `Ok(None)`: recent enough. `Ok(Some(..))`: re-authenticated now, so the session was rotated
+/// (the new cookie and record). A wrong or missing credential is audited under `kind` and
+/// refused with `reauth_failed`.
+async fn step_up(
+    deps: &Deps,
+    request: &WebRequest,
+    user: &UserRecord,
+    kind: AuditKind,
+) -> Result<Option<(String, SessionRecord)>, AppError> {
+    let session = request.session()?;
+    if session.reauthenticated_recently(request.now) {
+        return Ok(None);
+    }
+    let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
+    let password = request.raw_field("password");
+    let code = request.field("totp_code");
+    let confirmed = if !password.is_empty() {
+        deps.accounts().verify_password(Some(user), password, attempt).await?
+    } else if !code.is_empty() {
+        deps.accounts().accept_totp(user, code, request.now, attempt).await?
+    } else {
+        false
+    };
+    if !confirmed {
+        audit(deps, request, kind, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed).await?;
+        return Err(AppError::AuthStep(AuthStep::ReauthFailed));
+    }
+    // Re-authentication is a step-up: the session id changes with it.
+    Ok(Some(start_session(deps, request, &user.username, Stage::Full, Some(session)).await?))
 }
 
 pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -98,49 +147,50 @@ pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     key_page(&request, &user, None, None, 200)
 }
 
+/// `POST /apikey`: a new key, behind the same step-up as reveal (a stolen session must not mint
+/// a working key).
 pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let username = request.session()?.user.clone();
+    let user = current_user(deps, request.session()?).await?;
+    let rotated = match step_up(deps, &request, &user, AuditKind::ApiKey).await {
+        Ok(rotated) => rotated,
+        Err(error @ AppError::AuthStep(_)) => {
+            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
+        }
+        Err(error) => return Err(error),
+    };
+    let username = user.username.clone();
     let (key, _) = deps.accounts().regenerate_api_key(&username).await?;
     audit(deps, &request, AuditKind::ApiKey, &username, AuditOutcome::Success, AuditDetail::Regenerated).await?;
-    if request.wants_json {
-        return Ok(Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() })));
-    }
-    let user = current_user(deps, request.session()?).await?;
-    key_page(
-        &request,
-        &user,
-        Some(("Your new API key. It is shown once; the old key no longer works.", key.expose())),
-        None,
-        200,
-    )
+    let reply = if request.wants_json {
+        Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() }))
+    } else {
+        let user = current_user(deps, request.session()?).await?;
+        // The page's forms carry the CSRF token of the session the browser holds next.
+        let next_session = rotated.as_ref().map(|(_, record)| record.clone());
+        let rerendered = WebRequest { session: next_session.or(request.session.clone()), ..request };
+        key_page(
+            &rerendered,
+            &user,
+            Some(("Your new API key. It is shown once; the old key no longer works.", key.expose())),
+            None,
+            200,
+        )?
+    };
+    Ok(match rotated {
+        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
+        None => reply,
+    })
 }
 
 pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let session = request.session()?.clone();
-    let user = current_user(deps, &session).await?;
-    let fresh = session.reauthenticated_recently(request.now);
-    let mut cookie = None;
-    if !fresh {
-        let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
-        let password = request.raw_field("password");
-        let code = request.field("totp_code");
-        let confirmed = if !password.is_empty() {
-            deps.accounts().verify_password(Some(&user), password, attempt).await?
-        } else if !code.is_empty() {
-            deps.accounts().accept_totp(&user, code, request.now, attempt).await?
-        } else {
-            false
-        };
-        if !confirmed {
-            audit(deps, &request, AuditKind::Reveal, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed)
-                .await?;
-            return request.refuse(AppError::AuthStep(AuthStep::ReauthFailed), |status, message| {
-                key_page(&request, &user, None, Some(message), status)
-            });
+    let user = current_user(deps, request.session()?).await?;
+    let cookie = match step_up(deps, &request, &user, AuditKind::Reveal).await {
+        Ok(rotated) => rotated,
+        Err(error @ AppError::AuthStep(_)) => {
+            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
         }
-        // Re-authentication is a step-up: the session id changes with it.
-        cookie = Some(start_session(deps, &request, &user.username, Stage::Full, Some(&session)).await?);
-    }
+        Err(error) => return Err(error),
+    };
     let key_id = user
         .api_key_id
         .as_deref()
@@ -166,6 +216,8 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     })
 }
 
+/// `POST /apikey/allowlist`: behind the same step-up as reveal, so a stolen session cannot strip
+/// the SEBI static-IP allowlist.
 pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
     let entries = match parse_allowlist(request.field("allowlist")) {
@@ -173,6 +225,13 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
         Err(error) => {
             return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
         }
+    };
+    let rotated = match step_up(deps, &request, &user, AuditKind::ApiKey).await {
+        Ok(rotated) => rotated,
+        Err(error @ AppError::AuthStep(_)) => {
+            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
+        }
+        Err(error) => return Err(error),
     };
     deps.identity.set_allowlist(&user, &entries).await?;
     audit(
@@ -184,10 +243,15 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
         AuditDetail::Allowlist(entries.clone()),
     )
     .await?;
-    if request.wants_json {
-        return Ok(Reply::json(json!({ "message": "Allowlist saved", "allowlist": entries })));
-    }
-    Ok(Reply::redirect("/apikey"))
+    let reply = if request.wants_json {
+        Reply::json(json!({ "message": "Allowlist saved", "allowlist": entries }))
+    } else {
+        Reply::redirect("/apikey")
+    };
+    Ok(match rotated {
+        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
+        None => reply,
+    })
 }
 
 pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
