@@ -283,3 +283,24 @@ async fn a_write_failure_mid_order_leaves_no_order_no_trade_and_no_debit() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(call(gateway, "placeorder", &key, sbin(json!({ "product": "CNC" }))).await.status, 200);
 }
+
+/// A basket's and a split's orders each spend the order budget, as placeorders would; one that
+/// needs more than is left is refused whole, before any order is placed.
+#[tokio::test]
+async fn baskets_and_splits_spend_the_order_budget_by_their_orders_all_or_none() {
+    let overrides = [("ORDER_RATE_LIMIT", "5 per hour")];
+    let (_, gateway, key) = gateway_with_user(&overrides, market_morning()).await;
+    let leg = json!({ "symbol": "SBIN", "exchange": "NSE", "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "CNC" });
+    let six = json!({ "strategy": "test", "orders": vec![leg.clone(); 6] });
+    let refused = call(gateway, "basketorder", &key, six).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", refused.body);
+    let book = call(gateway, "orderbook", &key, json!({})).await;
+    assert_eq!(book.body["data"]["orders"].as_array().map(Vec::len), Some(0), "nothing was booked: {:?}", book.body);
+
+    let split = sbin(json!({ "quantity": "9", "splitsize": "3", "product": "CNC" }));
+    assert_eq!(call(gateway, "splitorder", &key, split).await.status, 200, "three children");
+    let two = json!({ "strategy": "test", "orders": vec![leg; 2] });
+    assert_eq!(call(gateway, "basketorder", &key, two).await.status, 200, "two more: five in all");
+    let sixth = call(gateway, "placeorder", &key, sbin(json!({ "product": "CNC" }))).await;
+    assert_eq!(sixth.status, 429, "the budget is shared with placeorder: {:?}", sixth.body);
+}

@@ -4,6 +4,8 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use shared::limits::LimitedAction;
+use shared::limits::limiter::within_budgets;
+use shared::limits::subject::Subject;
 use shared::pipeline::api::{self, Call};
 use shared::pipeline::route::{Endpoint, Route, Routes};
 use shared::trading::orders::{
@@ -72,9 +74,31 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
             api::run(deps, request, route, StrategyOnly::parse, |call| cancel_all(sandbox, call)).await
         }
         OrderRoute::Close => api::run(deps, request, route, StrategyOnly::parse, |call| close(sandbox, call)).await,
-        OrderRoute::Basket => api::run(deps, request, route, BasketOrder::parse, |call| basket(sandbox, call)).await,
-        OrderRoute::Split => api::run(deps, request, route, SplitOrder::parse, |call| split(sandbox, call)).await,
+        OrderRoute::Basket => {
+            api::run(deps, request, route, BasketOrder::parse, |call| async move {
+                reserve_orders(deps, &call, call.input.orders.len()).await?;
+                basket(sandbox, call).await
+            })
+            .await
+        }
+        OrderRoute::Split => {
+            api::run(deps, request, route, SplitOrder::parse, |call| async move {
+                reserve_orders(deps, &call, call.input.child_sizes().len()).await?;
+                split(sandbox, call).await
+            })
+            .await
+        }
     }
+}
+
+/// A basket or a split creates `orders` orders: each spends the order budget as a placeorder
+/// does, all of them or, when fewer are left, none, and the whole request is refused with 429
+/// before any order is placed.
+async fn reserve_orders<T>(deps: &Deps, call: &Call<T>, orders: usize) -> Result<(), AppError> {
+    let now = deps.clock.now();
+    let orders = u64::try_from(orders).unwrap_or(u64::MAX);
+    let verdict = deps.limits.reserve(LimitedAction::Order, Subject::ApiKey(&call.key), orders, now).await?;
+    within_budgets([&verdict], now)
 }
 
 async fn place(sandbox: &Sandbox<'_>, call: Call<PlaceOrder>) -> Result<Value, AppError> {

@@ -72,6 +72,23 @@ impl RateLimiter {
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
     }
 
+    /// Reserves `n` hits at once, all or none: a request that creates `n` orders spends `n` of the
+    /// order budget, or, when fewer are left, none of it and gets a spent verdict.
+    pub async fn reserve(
+        &self,
+        action: LimitedAction,
+        subject: Subject<'_>,
+        n: u64,
+        now: UnixMillis,
+    ) -> Result<Verdict, AppError> {
+        let window = self.window(action, subject, now);
+        let limit = u64::from(window.limit);
+        let reserved = self.store.add_if_room(&window.key, n, limit, window.ends.plus(EXPIRY_SLACK)).await?;
+        // No room: a count just over the limit, so the 429 rule refuses it like any spent budget.
+        let count = reserved.unwrap_or(limit.saturating_add(1));
+        Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
+    }
+
     /// What a hit *would* be, without counting one: the count so far plus this request.
     pub async fn peek(
         &self,

@@ -30,6 +30,9 @@ use crate::threats::{Detection, Detector, short_key_hash};
 #[derive(Debug)]
 pub struct Call<T> {
     pub principal: Principal,
+    /// The key the principal was verified by: the subject of its budgets, for a route that spends
+    /// more than the gate charged (a basket's orders).
+    pub key: ApiKey,
     pub client_ip: IpAddr,
     pub input: T,
 }
@@ -222,8 +225,8 @@ where
     let (apikey, input) = parsed?;
     let now = admitted.now;
     let well_formed = presented.is_some();
-    let verified = match presented {
-        Some(presented) => deps.authenticator().authenticate(&presented, admitted.api_key(), ip).await,
+    let verified = match &presented {
+        Some(presented) => deps.authenticator().authenticate(presented, admitted.api_key(), ip).await,
         None => Err(AppError::InvalidApiKey),
     };
     let principal = match verified {
@@ -233,6 +236,8 @@ where
         }
         Err(error) => return Err(error),
     };
+    // Verified, so it was presented well-formed.
+    let key = presented.ok_or(AppError::InvalidApiKey)?;
     *user = Some(principal.user.clone());
-    handle(Call { principal, client_ip: ip, input }).await
+    handle(Call { principal, key, client_ip: ip, input }).await
 }

@@ -150,6 +150,20 @@ pub struct SplitOrder {
     pub split_size: u64,
 }
 
+impl SplitOrder {
+    /// The children's quantities: ⌊quantity / split_size⌋ orders of `split_size`, then the
+    /// remainder.
+    pub fn child_sizes(&self) -> Vec<u64> {
+        let total = self.leg.quantity as u64;
+        let size = self.split_size.max(1);
+        let mut sizes = vec![size; usize::try_from(total / size).unwrap_or(0)];
+        if !total.is_multiple_of(size) {
+            sizes.push(total % size);
+        }
+        sizes
+    }
+}
+
 /// How a leg's quantity is checked: OpenAlgo words the rule differently per route.
 #[derive(Clone, Copy)]
 enum QuantityRule {

@@ -264,12 +264,7 @@ impl<'a> Sandbox<'a> {
 
     /// ⌊quantity / split_size⌋ orders of `split_size`, then the remainder.
     pub async fn split(&self, user: &str, request: &SplitOrder) -> Vec<LegOutcome> {
-        let total = request.leg.quantity as u64;
-        let size = request.split_size.max(1);
-        let mut sizes = vec![size; usize::try_from(total / size).unwrap_or(0)];
-        if !total.is_multiple_of(size) {
-            sizes.push(total % size);
-        }
+        let sizes = request.child_sizes();
         let mut outcomes = Vec::with_capacity(sizes.len());
         for quantity in sizes {
             let leg = OrderLeg { quantity: quantity as f64, ..request.leg.clone() };
