@@ -8,7 +8,7 @@ use std::time::Duration;
 use kavach_tests::web::{Page, WebClient};
 use kavach_tests::{ROOMY, cold_start, config_with, gateway_with_web_user, start_gateway, unique_ip, unique_name};
 use shared::Deps;
-use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
+use shared::core::clock::{Clock, ManualClock, SystemClock, UnixMillis};
 use shared::store::users::AuditKind;
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
@@ -315,4 +315,18 @@ async fn an_overlong_username_is_400_naming_the_limit_not_an_outage() {
     let page = browser.post_json("/auth/login", &[("username", &long), ("password", "Wrong1!pass")]).await;
     assert_eq!(page.status, 400, "{}", page.text);
     assert_eq!(page.json()["message"], "username must be at most 64 characters");
+}
+
+/// A user created where the clock ran ahead (an operator's laptop, another container) has a TOTP
+/// secret stamped in our future; stored secrets have no TTL, so it reads, and the login works.
+#[tokio::test]
+async fn a_user_created_by_a_clock_that_ran_ahead_can_log_in() {
+    let now = SystemClock.now();
+    let ahead = Arc::new(ManualClock::at(now.plus(Duration::from_secs(3600))));
+    let operator = cold_start(config_with(ROOMY), ahead).await;
+    let user = kavach_tests::new_web_user(&operator).await;
+    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    assert_eq!(browser.get("/dashboard").await.status, 200);
 }

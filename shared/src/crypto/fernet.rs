@@ -81,8 +81,8 @@ impl FernetKey {
         Ok(URL_SAFE.encode(token))
     }
 
-    /// Verifies and decrypts. `ttl` bounds the token's age; the timestamp may never be more than
-    /// [`MAX_CLOCK_SKEW`] in the future. The MAC is checked before anything is decrypted.
+    /// Verifies and decrypts. With a `ttl`, it bounds the token's age and the timestamp may not be
+    /// more than [`MAX_CLOCK_SKEW`] in the future; without one, the timestamp is not checked. The MAC is checked before anything is decrypted.
     pub fn decrypt(
         &self,
         token: &str,
@@ -97,15 +97,17 @@ impl FernetKey {
         let mut stamp = [0u8; 8];
         stamp.copy_from_slice(&message[1..9]);
         let timestamp = u64::from_be_bytes(stamp);
-        // The timestamp is the spec's whole seconds.
+        // The timestamp is the spec's whole seconds. It matters only for a token with a TTL: a
+        // token at rest (a TOTP secret, a key copy) written by a machine whose clock ran ahead
+        // must still be readable, and its age bounds nothing.
         let stamped = UnixMillis::from_secs(timestamp);
-        if stamped > now.plus(MAX_CLOCK_SKEW) {
-            return Err(CryptoError::InvalidToken);
-        }
-        if let Some(ttl) = ttl
-            && stamped.plus(ttl) < now
-        {
-            return Err(CryptoError::Expired);
+        if let Some(ttl) = ttl {
+            if stamped > now.plus(MAX_CLOCK_SKEW) {
+                return Err(CryptoError::InvalidToken);
+            }
+            if stamped.plus(ttl) < now {
+                return Err(CryptoError::Expired);
+            }
         }
         let ciphertext = &message[HEADER_LEN..];
         if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
@@ -167,6 +169,15 @@ mod tests {
         let token = key.encrypt(b"x", at(now)).expect("encrypt");
         assert!(key.decrypt(&token, Some(Duration::from_secs(10)), at(now + 10)).is_ok());
         assert_eq!(key.decrypt(&token, Some(Duration::from_secs(10)), at(now + 11)), Err(CryptoError::Expired));
+    }
+
+    #[test]
+    fn a_token_at_rest_from_a_clock_that_ran_ahead_still_reads() {
+        let key = FernetKey::from_bytes(&[3u8; 32]);
+        let token = key.encrypt(b"totp secret", at(10_000)).expect("encrypt");
+        assert_eq!(key.decrypt(&token, None, at(5_000)).expect("no TTL: readable").as_slice(), b"totp secret");
+        let ttl = Some(Duration::from_secs(60));
+        assert_eq!(key.decrypt(&token, ttl, at(5_000)), Err(CryptoError::InvalidToken), "with a TTL: refused");
     }
 
     #[test]
