@@ -659,3 +659,37 @@ async fn misses_with_a_made_up_key_still_count_and_ban() {
     assert_eq!(post(gateway, scanner, "/api/v1/ping", &ping_body(&key)).await.status, 403);
     assert!(deps.bans.active(scanner, SystemClock.now()).await.expect("read").is_some());
 }
+
+/// A ping event from `source`, as API Gateway delivers it: IPv6 sources cannot be made on a
+/// laptop's loopback, so these tests call the function's handler with the event directly.
+fn ping_event_from(source: &str, key: &str) -> lambda_http::Request {
+    let text = serde_json::json!({
+        "resource": "/api/v1/ping", "path": "/api/v1/ping", "httpMethod": "POST", "headers": {},
+        "requestContext": {
+            "identity": { "sourceIp": source }, "resourcePath": "/api/v1/ping", "httpMethod": "POST", "requestId": "r"
+        },
+        "body": ping_body(key), "isBase64Encoded": false
+    });
+    lambda_http::request::from_str(&text.to_string()).expect("event")
+}
+
+/// One subscriber's IPv6 network is one address: a ban on any address of a /64 holds for all of
+/// it, so rotating through its 2^64 addresses escapes nothing; the next /64 is someone else.
+#[tokio::test]
+async fn an_ipv6_ban_holds_for_the_whole_64() {
+    let _defaults = SETTINGS.read().await;
+    let deps = deps().await;
+    let (_, key) = new_user(&deps).await;
+    // A block of its own per run: the emulator keeps bans between runs of one stack.
+    let (a, b) = (std::process::id() % 0xffff, SystemClock.now().0 % 0xfffe);
+    let (block, next_block) = (format!("2001:db8:{a:x}:{b:x}"), format!("2001:db8:{a:x}:{:x}", b + 1));
+    let banned: std::net::IpAddr = format!("{block}::a").parse().expect("ip");
+    let manual = shared::threats::ManualBan::new(banned, Some(1), "ipv6 test", &deps.config.never_ban, None)
+        .expect("a valid ban");
+    deps.threats().ban(&manual, SystemClock.now()).await.expect("ban");
+
+    let same_network = ping::handler(&deps, ping_event_from(&format!("{block}:ffff:ffff:ffff:fffe"), &key)).await;
+    assert_eq!(same_network.status(), 403, "another address of the same /64");
+    let next_network = ping::handler(&deps, ping_event_from(&format!("{next_block}::a"), &key)).await;
+    assert_eq!(next_network.status(), 200, "another /64");
+}

@@ -5,12 +5,12 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::core::net::canonical;
+use crate::core::net::accountable;
 use crate::crypto::api_key::ApiKey;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Subject<'a> {
-    /// A source address; IPv4-mapped IPv6 counts as its IPv4 address.
+    /// A source address, counted by its accountable address (an IPv6 address by its /64).
     Ip(IpAddr),
     /// A presented API key, by a fingerprint of the *whole* key, so that someone who knows only a
     /// key id cannot spend its owner's budget.
@@ -29,7 +29,7 @@ impl fmt::Display for Subject<'_> {
     /// The subject's part of the counter key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Subject::Ip(ip) => write!(f, "ip#{}", canonical(*ip)),
+            Subject::Ip(ip) => write!(f, "ip#{}", accountable(*ip)),
             Subject::ApiKey(key) => write!(f, "key#{}", hex::encode(&key.fingerprint()[..16])),
             Subject::Username(name) => write!(f, "user#{}", name.trim().to_ascii_lowercase()),
             Subject::Email(address) => write!(f, "email#{}", address.trim().to_ascii_lowercase()),

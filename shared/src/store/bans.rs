@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use super::{EXPIRES_AT, Item, PK, epoch, instant, n, number, s, string, unavailable, unless_condition_failed};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
+use crate::core::net::accountable;
 
 /// The offender history is kept this long after the last offence.
 const OFFENDER_MEMORY: Duration = Duration::from_secs(365 * 86_400);
@@ -65,12 +66,13 @@ pub struct BanTerms {
     pub duration: Option<Duration>,
 }
 
+// Keyed by the accountable address: an IPv6 ban covers its /64.
 fn ban_key(ip: IpAddr) -> String {
-    format!("ban#{ip}")
+    format!("ban#{}", accountable(ip))
 }
 
 fn offender_key(ip: IpAddr) -> String {
-    format!("offender#{ip}")
+    format!("offender#{}", accountable(ip))
 }
 
 #[derive(Clone, Debug)]

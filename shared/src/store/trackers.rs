@@ -20,6 +20,7 @@ use super::{
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
+use crate::core::net::accountable;
 use crate::threats::settings::{Detector, SecuritySettings, WINDOW_HOURS};
 
 const SETTINGS_PK: &str = "settings#security";
@@ -39,8 +40,9 @@ pub struct Tracker {
     pub evidence: Vec<String>,
 }
 
+// Keyed by the accountable address: an IPv6 /64 is counted as one.
 fn tracker_key(detector: Detector, ip: IpAddr) -> String {
-    format!("track#{}#{ip}", detector.key())
+    format!("track#{}#{}", detector.key(), accountable(ip))
 }
 
 /// The hits within the window ending at `hour`, and the hour attributes that have left it.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::core::config::NeverBan;
 use crate::core::error::AppError;
-use crate::core::net::canonical;
+use crate::core::net::{accountable, canonical};
 use crate::store::bans::BanTerms;
 
 /// The longest temporary ban, in hours (a year); longer is permanent.
@@ -36,7 +36,8 @@ impl ManualBan {
         operator: Option<IpAddr>,
     ) -> Result<Self, AppError> {
         let ip = canonical(ip);
-        if operator.map(canonical) == Some(ip) {
+        // A ban covers the address's /64 when it is IPv6: the operator's own block is theirs too.
+        if operator.map(accountable) == Some(accountable(ip)) {
             return Err(AppError::bad_request("Cannot ban your own IP address"));
         }
         if never_ban.contains(ip) {
