@@ -69,6 +69,28 @@ pub async fn start_gateway(deps: Arc<Deps>) -> SocketAddr {
     address
 }
 
+/// A stack of its own in the emulator, provisioned from the template by the real `kavach provision`
+/// with `parameters`: for a test that needs what the shared stack no longer has (no administrator
+/// yet). Returns the function environment it resolved.
+pub async fn provision_stack(stack: &str, parameters: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    required_env("AWS_ENDPOINT_URL");
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let env_file = std::env::temp_dir().join(format!("kavach-{stack}.env"));
+    let mut command = tokio::process::Command::new(required_env("KAVACH_ADMIN_BIN"));
+    command.args(["provision", "--template", template, "--stack", stack, "--env-file"]).arg(&env_file);
+    for (name, value) in parameters {
+        command.args(["--param", &format!("{name}={value}")]);
+    }
+    let status = command.status().await.expect("run kavach provision");
+    assert!(status.success(), "kavach provision --stack {stack} failed");
+    let text = std::fs::read_to_string(&env_file).expect("env file");
+    std::fs::remove_file(&env_file).ok();
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
 /// A loopback source address no other test in this run uses, so counters and bans never collide.
 /// Linux routes all of 127.0.0.0/8 to the loopback interface. Each test process takes its own
 /// second octet ([`address_block`]); within it, addresses are handed out in order.

@@ -45,22 +45,7 @@ const PARAMETERS: &[(&str, &str)] = &[
 
 /// A fresh stack from the template in the suite's emulator: its function environment.
 async fn provision_own_stack() -> BTreeMap<String, String> {
-    kavach_tests::required_env("AWS_ENDPOINT_URL");
-    let stack = format!("iam-drift-{}", std::process::id());
-    let env_file = std::env::temp_dir().join(format!("kavach-{stack}.env"));
-    let mut command = tokio::process::Command::new(kavach_tests::required_env("KAVACH_ADMIN_BIN"));
-    command.args(["provision", "--template", TEMPLATE, "--stack", &stack, "--env-file"]).arg(&env_file);
-    for (name, value) in PARAMETERS {
-        command.args(["--param", &format!("{name}={value}")]);
-    }
-    let status = command.status().await.expect("run kavach provision");
-    assert!(status.success(), "kavach provision --stack {stack} failed");
-    let text = std::fs::read_to_string(&env_file).expect("env file");
-    std::fs::remove_file(&env_file).ok();
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
-        .collect()
+    kavach_tests::provision_stack(&format!("iam-drift-{}", std::process::id()), PARAMETERS).await
 }
 
 struct Stack {

@@ -139,7 +139,7 @@ impl Accounts<'_> {
     /// that the login budget granted. Only hashes are compared, in constant time.
     pub async fn setup_token_matches(self, presented: &OneTimeToken, attempt: LoginAttempt) -> Result<bool, AppError> {
         attempt.spend();
-        let stored = self.identity.setup_token_hash().await?;
+        let stored = self.identity.setup_token_hash(self.clock.now()).await?;
         Ok(stored.is_some_and(|stored| stored.matches(&presented.hash())))
     }
 

@@ -31,6 +31,8 @@ const ADMIN_PK: &str = "admin";
 const SETUP_TOKEN_PK: &str = "setup#token";
 /// Login audit records are kept this long.
 const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// A setup token printed and never used must not stay a way in: it works for an hour.
+pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserRecord {
@@ -198,10 +200,15 @@ impl IdentityStore {
         Ok(self.item(ADMIN_PK.into(), "read admin marker").await?.is_some())
     }
 
-    /// The SHA-256 (hex) of the pending setup token, if setup has not happened yet.
-    pub async fn setup_token_hash(&self) -> Result<Option<TokenHash>, AppError> {
+    /// The SHA-256 (hex) of the pending setup token, if setup has not happened yet and the token
+    /// has not expired ([`SETUP_TOKEN_TTL`]). A token from before TTLs were written never expires
+    /// here; issuing a new one replaces it.
+    pub async fn setup_token_hash(&self, now: UnixMillis) -> Result<Option<TokenHash>, AppError> {
         let item = self.item(SETUP_TOKEN_PK.into(), "read setup token").await?;
-        Ok(item.and_then(|item| string(&item, "hash")).map(TokenHash::from_stored))
+        Ok(item
+            .filter(|item| instant(item, EXPIRES_AT).is_none_or(|expires| expires > now))
+            .and_then(|item| string(&item, "hash"))
+            .map(TokenHash::from_stored))
     }
 
     /// Stores a new setup token's hash, replacing any earlier one, unless an admin already exists.
@@ -215,6 +222,7 @@ impl IdentityStore {
             .item(PK, s(SETUP_TOKEN_PK))
             .item("hash", s(hash.as_str()))
             .item("created_at", epoch(now))
+            .item(EXPIRES_AT, epoch(now.plus(SETUP_TOKEN_TTL)))
             .send()
             .await
             .map_err(unavailable("store setup token"))?;
