@@ -693,3 +693,25 @@ async fn an_ipv6_ban_holds_for_the_whole_64() {
     let next_network = ping::handler(&deps, ping_event_from(&format!("{next_block}::a"), &key)).await;
     assert_eq!(next_network.status(), 200, "another /64");
 }
+
+/// The offender history is a year's memory: past its `expires_at` it is forgotten at once, even
+/// while TTL (which runs up to days late) has not removed the item, so an old record cannot make a
+/// new first offence the third, and permanent.
+#[tokio::test]
+async fn an_offender_history_past_its_year_is_forgotten_before_ttl_removes_it() {
+    let _defaults = SETTINGS.read().await;
+    let clock = Arc::new(shared::core::clock::ManualClock::at(SystemClock.now()));
+    let deps = cold_start(config_with(&[]), clock.clone()).await;
+    let ip = unique_ip();
+    let manual = shared::threats::ManualBan::new(ip, Some(1), "history test", &deps.config.never_ban, None)
+        .expect("a valid ban");
+    for offence in 1..=2 {
+        let ban = deps.threats().ban(&manual, clock.now()).await.expect("ban");
+        assert_eq!(ban.ban_count, offence);
+        deps.threats().unban(ip).await.expect("unban");
+    }
+    clock.advance(Duration::from_secs(366 * 86_400));
+    let ban = deps.threats().ban(&manual, clock.now()).await.expect("ban");
+    assert_eq!(ban.ban_count, 1, "a new history, not the third offence");
+    assert!(!ban.is_permanent());
+}

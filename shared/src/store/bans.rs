@@ -151,21 +151,33 @@ impl BanStore {
     }
 
     /// Counts one offence for `ip` and returns how many it now has.
+    /// A history past its `expires_at` is forgotten even while TTL has not yet removed it: the
+    /// count then starts again at one instead of adding to offences older than the memory.
     async fn record_offence(&self, ip: IpAddr, now: UnixMillis) -> Result<u64, AppError> {
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(offender_key(ip)))
-            .update_expression("ADD offences :one SET last_offence_at = :now, #exp = :exp")
-            .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", epoch(now))
-            .expression_attribute_values(":exp", epoch(now.plus(OFFENDER_MEMORY)))
-            .return_values(ReturnValue::UpdatedNew)
+        let write = |expression: &str| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(offender_key(ip)))
+                .update_expression(expression)
+                .expression_attribute_names("#exp", EXPIRES_AT)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", epoch(now))
+                .expression_attribute_values(":exp", epoch(now.plus(OFFENDER_MEMORY)))
+                .return_values(ReturnValue::UpdatedNew)
+        };
+        let live = write("ADD offences :one SET last_offence_at = :now, #exp = :exp")
+            .condition_expression("attribute_not_exists(#exp) OR #exp > :now")
             .send()
-            .await
-            .map_err(unavailable("record offence"))?;
+            .await;
+        let output = match unless_condition_failed(live, "record offence")? {
+            Some(output) => output,
+            // Expired: the first offence of a new history.
+            None => write("SET offences = :one, last_offence_at = :now, #exp = :exp")
+                .send()
+                .await
+                .map_err(unavailable("record offence"))?,
+        };
         Ok(output.attributes().and_then(|item| number(item, "offences")).unwrap_or(1))
     }
 
