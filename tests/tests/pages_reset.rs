@@ -245,3 +245,22 @@ async fn an_overlong_username_or_email_in_a_reset_is_400_not_an_outage() {
     assert_eq!(by_email.status, 400, "{}", by_email.text);
     assert_eq!(by_email.json()["message"], "email must be at most 254 characters");
 }
+
+/// Every outstanding reset token dies with the password it was meant to replace: after a reset
+/// (or a change), a token issued before it no longer works.
+#[tokio::test]
+async fn a_reset_voids_the_users_other_outstanding_reset_tokens() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_970_500_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    let first = totp_token(&mut visitor, &user, &deps).await;
+    // A second request in the next TOTP step, as an attacker holding another token would make.
+    clock.advance(Duration::from_secs(30));
+    let second = totp_token(&mut visitor, &user, &deps).await;
+    clock.advance(Duration::from_secs(30));
+    let reset = [("token", first.as_str()), ("password", "An0ther!pass"), ("confirm_password", "An0ther!pass")];
+    assert_eq!(visitor.post("/auth/reset-password/confirm", &reset).await.status, 303);
+    let stale = [("token", second.as_str()), ("password", "Att4cker!pass"), ("confirm_password", "Att4cker!pass")];
+    let refused = visitor.post("/auth/reset-password/confirm", &stale).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+}

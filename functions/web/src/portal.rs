@@ -320,7 +320,7 @@ pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, 
         return Err(AppError::bad_request("New password and confirm password do not match."));
     }
     let phc = deps.accounts().hash_secret(request.raw_field("new_password")).await?;
-    deps.identity.set_password(&user.username, &phc).await?;
+    deps.identity.set_password(&user.username, &phc, request.now).await?;
     deps.identity.end_all_sessions(&user.username).await?;
     audit(deps, &request, AuditKind::Password, &user.username, AuditOutcome::Success, AuditDetail::Changed).await?;
     let reply = request.done("Password changed; every session has been logged out", "/auth/login?changed");

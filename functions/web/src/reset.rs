@@ -161,7 +161,7 @@ pub async fn confirm(deps: &Deps, request: WebRequest) -> Result<Reply, AppError
         return Err(AppError::bad_request(INVALID_TOKEN));
     };
     let phc = deps.accounts().hash_secret(password).await?;
-    deps.identity.set_password(&username, &phc).await?;
+    deps.identity.set_password(&username, &phc, request.now).await?;
     deps.identity.end_all_sessions(&username).await?;
     audit(deps, &request, AuditKind::Reset, &username, AuditOutcome::Success, AuditDetail::PasswordSet).await?;
     Ok(request.done("Your password has been reset successfully.", "/auth/login?reset"))

@@ -48,6 +48,8 @@ pub struct UserRecord {
     pub sessions: BTreeMap<String, u64>,
     pub api_key_id: Option<String>,
     pub allow: Vec<String>,
+    /// When the password was last set (a change or a reset): reset tokens issued before it are void.
+    pub password_set_at: Option<UnixMillis>,
 }
 
 impl UserRecord {
@@ -69,6 +71,7 @@ impl UserRecord {
             sessions,
             api_key_id: string(item, "api_key_id"),
             allow: string_set(item, ALLOW),
+            password_set_at: instant(item, "password_set_at"),
         })
     }
 }
@@ -313,14 +316,15 @@ impl IdentityStore {
     }
 
     /// Replaces the password hash. Ending the user's sessions is the caller's next step.
-    pub async fn set_password(&self, username: &str, phc: &PhcString) -> Result<(), AppError> {
+    pub async fn set_password(&self, username: &str, phc: &PhcString, now: UnixMillis) -> Result<(), AppError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(user_pk(username)))
-            .update_expression("SET phc = :phc")
+            .update_expression("SET phc = :phc, password_set_at = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":phc", s(phc.as_str()))
+            .expression_attribute_values(":now", epoch(now))
             .send()
             .await
             .map_err(unavailable("set password"))?;
@@ -392,8 +396,14 @@ impl IdentityStore {
 
     /// Uses a reset token up: one conditional delete, so a token works once however many
     /// requests race with it, and never after its expiry even if TTL has not removed it yet.
+    /// The token's user, unless the password was set again after the token was issued (another
+    /// reset or a change): every outstanding token dies with the password it was meant to replace.
     pub async fn take_reset_token(&self, hash: &TokenHash, now: UnixMillis) -> Result<Option<String>, AppError> {
-        Ok(self.take_live_item(reset_pk(hash), now, "use reset token").await?.and_then(|item| string(&item, "user")))
+        let Some(item) = self.take_live_item(reset_pk(hash), now, "use reset token").await? else { return Ok(None) };
+        let (Some(username), issued) = (string(&item, "user"), instant(&item, "created_at")) else { return Ok(None) };
+        let user = self.user(&username).await?;
+        let superseded = user.and_then(|user| user.password_set_at).is_some_and(|set| issued.is_none_or(|at| at < set));
+        Ok((!superseded).then_some(username))
     }
 
     /// Deletes a single-use item if it exists and has not expired, returning what it held: the one
