@@ -8,7 +8,7 @@ use maud::html;
 use serde_json::json;
 use shared::Deps;
 use shared::core::error::{AppError, AuthStep};
-use shared::identity::accounts::bounded_login_name;
+use shared::identity::accounts::{MAX_USERNAME_BYTES, bounded_login_name};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
@@ -50,7 +50,7 @@ pub async fn form(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 }
 
 pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let username = bounded_login_name("username", request.field("username"))?.to_owned();
+    let username = bounded_login_name("username", request.field("username"), MAX_USERNAME_BYTES)?.to_owned();
     let password = request.raw_field("password");
     if username.is_empty() || password.is_empty() {
         return Err(AppError::bad_request("Username and password are required"));

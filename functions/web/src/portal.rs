@@ -67,8 +67,7 @@ fn key_page(
         form method="post" action="/apikey/reveal" {
             (csrf)
             @if !reauth_fresh {
-                p { "To see the key again, confirm it is you with your password or a code from your authenticator app." }
-                (step_up_fields("reveal"))
+                (step_up_fields("reveal", "To see the key again, confirm it is you"))
             }
             button id="reveal" type="submit" { "Show my API key" }
         }
@@ -77,8 +76,7 @@ fn key_page(
         form method="post" action="/apikey" {
             (csrf)
             @if !reauth_fresh {
-                p { "Confirm it is you with your password or a code from your authenticator app." }
-                (step_up_fields("regenerate"))
+                (step_up_fields("regenerate", "Confirm it is you"))
             }
             button id="regenerate" type="submit" { "Generate a new API key" }
         }
@@ -89,8 +87,7 @@ fn key_page(
             label for="allowlist" { "Addresses or CIDR ranges, one per line" }
             textarea id="allowlist" name="allowlist" rows="3" { (user.allow.join("\n")) }
             @if !reauth_fresh {
-                p { "Confirm it is you with your password or a code from your authenticator app." }
-                (step_up_fields("allowlist"))
+                (step_up_fields("allowlist", "Confirm it is you"))
             }
             button id="save-allowlist" type="submit" { "Save allowlist" }
         }
@@ -98,10 +95,11 @@ fn key_page(
     Ok(request.page(status, "API key", body))
 }
 
-/// The password and code inputs of a form that needs a recent re-authentication; `form` keeps
-/// the ids of the three forms on the page apart.
-fn step_up_fields(form: &str) -> maud::Markup {
+/// The prompt and the password and code inputs of a form that needs a recent re-authentication;
+/// `form` keeps the ids of the three forms on the page apart.
+fn step_up_fields(form: &str, prompt: &str) -> maud::Markup {
     html! {
+        p { (prompt) " with your password or a code from your authenticator app." }
         label for=(format!("{form}_password")) { "Password" }
         input id=(format!("{form}_password")) name="password" type="password" autocomplete="current-password";
         label for=(format!("{form}_totp")) { "or code" }
@@ -109,20 +107,40 @@ fn step_up_fields(form: &str) -> maud::Markup {
     }
 }
 
+/// A passed step-up: the rotated session (its cookie and record) when re-authentication happened
+/// now, nothing when the session's was recent enough.
+struct StepUp(Option<(String, SessionRecord)>);
+
+impl StepUp {
+    /// `request` as the browser holds it next, so a page rendered for it carries the rotated
+    /// session's CSRF token.
+    fn next_request(&self, request: WebRequest) -> WebRequest {
+        let session = self.0.as_ref().map(|(_, record)| record.clone()).or(request.session.clone());
+        WebRequest { session, ..request }
+    }
+
+    /// `reply`, installing the rotated session's cookie when there is one.
+    fn answer(self, reply: Reply) -> Reply {
+        match self.0 {
+            Some((set_cookie, _)) => reply.with_cookie(set_cookie),
+            None => reply,
+        }
+    }
+}
+
 /// The step-up before anything that reveals or changes the API key or its allowlist: the session's
-/// password or TOTP code was entered within the re-authentication window, or one is entered now.
-/// `Ok(None)`: recent enough. `Ok(Some(..))`: re-authenticated now, so the session was rotated
-/// (the new cookie and record). A wrong or missing credential is audited under `kind` and
-/// refused with `reauth_failed`.
+/// password or TOTP code was entered within the re-authentication window, or one is entered now
+/// (which rotates the session). A wrong or missing credential is audited under `kind` and refused
+/// with `reauth_failed`: `Err(reply)` is that refusal, the key page again for a browser.
 async fn step_up(
     deps: &Deps,
     request: &WebRequest,
     user: &UserRecord,
     kind: AuditKind,
-) -> Result<Option<(String, SessionRecord)>, AppError> {
+) -> Result<Result<StepUp, Reply>, AppError> {
     let session = request.session()?;
     if session.reauthenticated_recently(request.now) {
-        return Ok(None);
+        return Ok(Ok(StepUp(None)));
     }
     let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
     let password = request.raw_field("password");
@@ -136,10 +154,11 @@ async fn step_up(
     };
     if !confirmed {
         audit(deps, request, kind, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed).await?;
-        return Err(AppError::AuthStep(AuthStep::ReauthFailed));
+        let error = AppError::AuthStep(AuthStep::ReauthFailed);
+        return request.refuse(error, |status, message| key_page(request, user, None, Some(message), status)).map(Err);
     }
     // Re-authentication is a step-up: the session id changes with it.
-    Ok(Some(start_session(deps, request, &user.username, Stage::Full, Some(session)).await?))
+    Ok(Ok(StepUp(Some(start_session(deps, request, &user.username, Stage::Full, Some(session)).await?))))
 }
 
 pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
@@ -151,12 +170,9 @@ pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
 /// a working key).
 pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
-    let rotated = match step_up(deps, &request, &user, AuditKind::ApiKey).await {
-        Ok(rotated) => rotated,
-        Err(error @ AppError::AuthStep(_)) => {
-            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
-        }
-        Err(error) => return Err(error),
+    let step_up = match step_up(deps, &request, &user, AuditKind::ApiKey).await? {
+        Ok(step_up) => step_up,
+        Err(refusal) => return Ok(refusal),
     };
     let username = user.username.clone();
     let (key, _) = deps.accounts().regenerate_api_key(&username).await?;
@@ -165,31 +181,22 @@ pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
         Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() }))
     } else {
         let user = current_user(deps, request.session()?).await?;
-        // The page's forms carry the CSRF token of the session the browser holds next.
-        let next_session = rotated.as_ref().map(|(_, record)| record.clone());
-        let rerendered = WebRequest { session: next_session.or(request.session.clone()), ..request };
         key_page(
-            &rerendered,
+            &step_up.next_request(request),
             &user,
             Some(("Your new API key. It is shown once; the old key no longer works.", key.expose())),
             None,
             200,
         )?
     };
-    Ok(match rotated {
-        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
-        None => reply,
-    })
+    Ok(step_up.answer(reply))
 }
 
 pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
-    let cookie = match step_up(deps, &request, &user, AuditKind::Reveal).await {
-        Ok(rotated) => rotated,
-        Err(error @ AppError::AuthStep(_)) => {
-            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
-        }
-        Err(error) => return Err(error),
+    let step_up = match step_up(deps, &request, &user, AuditKind::Reveal).await? {
+        Ok(step_up) => step_up,
+        Err(refusal) => return Ok(refusal),
     };
     let key_id = user
         .api_key_id
@@ -205,15 +212,9 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let reply = if request.wants_json {
         Reply::json(json!({ "api_key": key }))
     } else {
-        // The page's forms carry the CSRF token of the session the browser holds next.
-        let next_session = cookie.as_ref().map(|(_, rotated)| rotated.clone());
-        let rerendered = WebRequest { session: next_session.or(request.session.clone()), ..request };
-        key_page(&rerendered, &user, Some(("Your API key:", &key)), None, 200)?
+        key_page(&step_up.next_request(request), &user, Some(("Your API key:", &key)), None, 200)?
     };
-    Ok(match cookie {
-        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
-        None => reply,
-    })
+    Ok(step_up.answer(reply))
 }
 
 /// `POST /apikey/allowlist`: behind the same step-up as reveal, so a stolen session cannot strip
@@ -226,12 +227,9 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
             return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
         }
     };
-    let rotated = match step_up(deps, &request, &user, AuditKind::ApiKey).await {
-        Ok(rotated) => rotated,
-        Err(error @ AppError::AuthStep(_)) => {
-            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
-        }
-        Err(error) => return Err(error),
+    let step_up = match step_up(deps, &request, &user, AuditKind::ApiKey).await? {
+        Ok(step_up) => step_up,
+        Err(refusal) => return Ok(refusal),
     };
     deps.identity.set_allowlist(&user, &entries).await?;
     audit(
@@ -248,10 +246,7 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
     } else {
         Reply::redirect("/apikey")
     };
-    Ok(match rotated {
-        Some((set_cookie, _)) => reply.with_cookie(set_cookie),
-        None => reply,
-    })
+    Ok(step_up.answer(reply))
 }
 
 pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {

@@ -12,7 +12,7 @@ use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
 use shared::crypto::one_time::OneTimeToken;
-use shared::identity::accounts::{bounded_login_name, check_password_strength};
+use shared::identity::accounts::{MAX_EMAIL_BYTES, MAX_USERNAME_BYTES, bounded_login_name, check_password_strength};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
@@ -84,7 +84,7 @@ pub async fn start(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> 
 }
 
 async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
-    let username = bounded_login_name("username", request.field("username"))?;
+    let username = bounded_login_name("username", request.field("username"), MAX_USERNAME_BYTES)?;
     let (budget, user) = tokio::join!(
         spend_login_attempt(deps, request.ip, Subject::Username(username), request.now),
         deps.identity.user(username)
@@ -109,7 +109,7 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
 }
 
 async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
-    let email = bounded_login_name("email", request.field("email"))?;
+    let email = bounded_login_name("email", request.field("email"), MAX_EMAIL_BYTES)?;
     // No credential is checked here, but each request may send a mail: it costs an attempt all the
     // same, against the address asked for.
     let _mail_attempt = spend_login_attempt(deps, request.ip, Subject::Email(email), request.now).await?;

@@ -21,12 +21,11 @@ pub const MAX_USERNAME_BYTES: usize = 64;
 /// The longest email address any account can have, in bytes (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
 
-/// A username or email typed into a form, refused with 400 when it is longer than any account's
-/// can be. It forms store and counter keys (DynamoDB refuses keys over 2 KB, which would read as an
+/// A username or email typed into a form as `field`, refused with 400 when it is longer than
+/// `max` ([`MAX_USERNAME_BYTES`], [`MAX_EMAIL_BYTES`]), what any account's can be. It forms store and counter keys (DynamoDB refuses keys over 2 KB, which would read as an
 /// outage and fire its alarm), so it is checked before any store call; no account exists that
 /// is this long, so the refusal tells nobody anything.
-pub fn bounded_login_name<'a>(field: &str, value: &'a str) -> Result<&'a str, AppError> {
-    let max = if field == "email" { MAX_EMAIL_BYTES } else { MAX_USERNAME_BYTES };
+pub fn bounded_login_name<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, AppError> {
     if value.len() > max {
         return Err(AppError::bad_request(format!("{field} must be at most {max} characters")));
     }

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::{EXPIRES_AT, PK, epoch, n, n as n_attr, number, s, unavailable};
+use super::{EXPIRES_AT, PK, epoch, n, number, s, unavailable};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 
@@ -39,17 +39,17 @@ impl RateLimitStore {
         Ok(output.attributes().and_then(|item| number(item, "hits")).unwrap_or(u64::MAX))
     }
 
-    /// Adds `n` to the counter `key` only if it then stays within `limit`: one conditional write, so
+    /// Adds `count` to the counter `key` only if it then stays within `limit`: one conditional write, so
     /// concurrent reservations can never overshoot. The new count, or `None` when there was no room
     /// (and nothing was added).
     pub async fn add_if_room(
         &self,
         key: &str,
-        n: u64,
+        count: u64,
         limit: u64,
         expires_at: UnixMillis,
     ) -> Result<Option<u64>, AppError> {
-        let Some(room_before) = limit.checked_sub(n) else { return Ok(None) };
+        let Some(room_before) = limit.checked_sub(count) else { return Ok(None) };
         let outcome = self
             .client
             .update_item()
@@ -58,8 +58,8 @@ impl RateLimitStore {
             .update_expression("ADD hits :n SET #exp = if_not_exists(#exp, :exp)")
             .condition_expression("attribute_not_exists(hits) OR hits <= :room")
             .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":n", n_attr(n))
-            .expression_attribute_values(":room", n_attr(room_before))
+            .expression_attribute_values(":n", n(count))
+            .expression_attribute_values(":room", n(room_before))
             .expression_attribute_values(":exp", epoch(expires_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()
