@@ -87,8 +87,10 @@ async fn ping(stack: &Stack, key: &str) {
         let presented = if n % 2 == 0 { wrong_secret.clone() } else { format!("made-up-{n}") };
         post(stack.gateway, attacker, "/api/v1/ping", &ping_body(&presented)).await;
     }
-    let banned = post(stack.gateway, attacker, "/api/v1/ping", &ping_body(key)).await;
+    let banned = post(stack.gateway, attacker, "/api/v1/ping", &ping_body("made-up")).await;
     assert_eq!(banned.body["code"], "ip_banned", "{}", banned.body);
+    // A detector's ban spares a valid key.
+    assert_eq!(post(stack.gateway, attacker, "/api/v1/ping", &ping_body(key)).await.status, 200);
 }
 
 /// OrdersFunction, every route; AccountFunction, every route.

@@ -85,7 +85,7 @@ async fn an_unknown_webhook_id_is_404() {
 }
 
 #[tokio::test]
-async fn signals_spend_their_own_rate_budget_per_address_before_the_id_is_looked_up() {
+async fn signals_spend_their_own_ids_budget_in_a_class_of_their_own() {
     let (deps, gateway, key) = gateway_with_user(&[("WEBHOOK_RATE_LIMIT", "3 per minute")], market_morning()).await;
     let (_, id) = breakout_webhook(&deps).await;
     let ip = unique_ip();
@@ -93,12 +93,12 @@ async fn signals_spend_their_own_rate_budget_per_address_before_the_id_is_looked
         let reply = signal(gateway, ip, &id, json!({ "symbol": "SBIN", "action": action })).await;
         assert_eq!(reply.status, 200, "{action}: {}", reply.body);
     }
-    // Over the budget, a forged id is refused as a spent budget, never looked up: 429, not 404.
-    let forged = signal(gateway, ip, &"0".repeat(32), json!({ "symbol": "SBIN", "action": "BUY" })).await;
-    assert_eq!(forged.status, 429, "the fourth signal from one IP in a minute is over the webhook budget");
+    // Over the id's budget, the signal is refused before its body is read: 429, whatever it says.
+    let over = signal(gateway, unique_ip(), &id, json!({ "symbol": "SBIN" })).await;
+    assert_eq!(over.status, 429, "the id's fourth signal in a minute, from any address, is over its budget");
     // The address's API budget is another class, unspent by its signals.
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
-    // Another address has a budget of its own.
-    let forged = signal(gateway, unique_ip(), &"0".repeat(32), json!({ "symbol": "SBIN", "action": "BUY" })).await;
+    // A made-up id has no budget of the id's to spend: it is a failure of its address (404).
+    let forged = signal(gateway, ip, &"0".repeat(32), json!({ "symbol": "SBIN", "action": "BUY" })).await;
     assert_eq!(forged.status, 404);
 }

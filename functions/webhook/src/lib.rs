@@ -1,17 +1,22 @@
 //! `POST /strategy/webhook/{webhook_id}`: a strategy signal `{"symbol","action"[,"position_size"]}`
 //! authenticated only by the secret id in the URL (see `shared::identity::webhooks`). It passes the
-//! one gate (ban, then a per-IP counter in its own class, 100 per minute by default, with the
-//! webhook's record fetched in the same round trip), is validated strictly, and trades on the
-//! webhook owner's account.
+//! one gate (ban, then the id's own counter in the webhook class, 100 per minute by default, with
+//! the address's failures as a backstop and the webhook's record fetched in the same round trip),
+//! is validated strictly, and trades on the webhook owner's account. An unknown id is a failure of
+//! its address and a miss for the 404 detector.
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use shared::http::validate::Fields;
-use shared::identity::webhooks::Mode;
+use std::net::IpAddr;
+
+use shared::core::clock::UnixMillis;
+use shared::identity::webhooks::{self, Mode};
 use shared::limits::LimitedAction;
 use shared::pipeline::api::InFlight;
-use shared::pipeline::gate::Gate;
+use shared::pipeline::gate::{self as gate, Admitted, Gate};
 use shared::pipeline::route::{Endpoint, Route, Routes};
+use shared::threats::{Detection, Detector, Initiator};
 use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
 use shared::trading::sandbox::service::SmartOutcome;
 use shared::{AppError, Deps, http};
@@ -48,13 +53,16 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     }
 }
 
-async fn signal(
-    deps: &Deps,
-    request: &Request,
-    ip: Result<std::net::IpAddr, AppError>,
-) -> Result<(Value, String), AppError> {
+async fn signal(deps: &Deps, request: &Request, ip: Result<IpAddr, AppError>) -> Result<(Value, String), AppError> {
+    let ip = ip?;
     let presented = request.path_parameters_ref().and_then(|p| p.first("webhook_id")).unwrap_or_default();
-    let webhook = Gate::webhook(ip?, ROUTE, presented).pass(deps).await?.webhook();
+    let id_hash = webhooks::presented_hash(presented);
+    let admitted = Gate::webhook(ip, ROUTE, presented, id_hash.as_deref()).pass(deps).await?;
+    let (now, under_ban) = (admitted.now, admitted.under_ban);
+    let Some(webhook) = admitted.webhook() else {
+        let refusal = unknown_webhook(deps, request, ip, id_hash.is_some(), now).await;
+        return Err(Admitted::refuse(under_ban, refusal));
+    };
     let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
     let symbol = fields.required_string("symbol", 1..=64);
     let action = fields.one_of("action", Action::CHOICES, None);
@@ -64,7 +72,6 @@ async fn signal(
     let (symbol, action) = symbol.zip(action).ok_or_else(|| AppError::bad_request("symbol and action are required"))?;
     let input = Signal { symbol, action, position_size };
 
-    let webhook = webhook.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
     let Some(quantity) = webhook.symbols.get(&input.symbol).copied() else {
         return Err(AppError::bad_request(format!(
             "Symbol {} is not mapped to strategy {}",
@@ -106,4 +113,18 @@ async fn signal(
         }
     };
     Ok((body, webhook.user))
+}
+
+/// What an id with no webhook costs its address: a failure on the address's webhook budget (a
+/// malformed id was charged to it by the gate already), and a miss for the 404 detector, which
+/// counts it like any unknown path unless it came from a shared sender or another site's page.
+async fn unknown_webhook(deps: &Deps, request: &Request, ip: IpAddr, well_formed: bool, now: UnixMillis) -> AppError {
+    let charge = async { if well_formed { gate::charge_failure(deps, ip, ROUTE.action, now).await } else { Ok(()) } };
+    let initiator = Initiator::of(request.headers());
+    let detect = deps.threats().observe(Detector::NotFound, ip, initiator, Some(PATH), now);
+    match tokio::join!(charge, detect) {
+        (Err(error), _) | (_, Err(error)) => error,
+        (Ok(()), Ok(Detection::Banned(_))) => AppError::Banned,
+        (Ok(()), Ok(_)) => AppError::NotFound { path: PATH.to_owned() },
+    }
 }

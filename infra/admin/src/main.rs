@@ -225,6 +225,7 @@ impl SecurityStores {
             trackers: &self.trackers,
             metrics: &self.metrics,
             never_ban: &self.config.never_ban,
+            shared_senders: &self.config.shared_senders,
         }
     }
 }

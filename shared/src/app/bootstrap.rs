@@ -76,6 +76,7 @@ impl Deps {
             trackers: &self.trackers,
             metrics: &self.metrics,
             never_ban: &self.config.never_ban,
+            shared_senders: &self.config.shared_senders,
         }
     }
 
@@ -91,7 +92,12 @@ impl Deps {
     }
 
     pub fn authenticator(&self) -> Authenticator<'_> {
-        Authenticator { verified_keys: &self.verified_keys, passwords: &self.passwords, identity: &self.identity }
+        Authenticator {
+            verified_keys: &self.verified_keys,
+            passwords: &self.passwords,
+            identity: &self.identity,
+            limits: &self.limits,
+        }
     }
 
     pub fn mail_settings(&self) -> MailSettings<'_> {

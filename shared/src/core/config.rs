@@ -44,6 +44,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Addresses that may never be banned or tracked.
     pub never_ban: NeverBan,
+    /// `SHARED_SENDERS`: relays that carry other people's requests as well as the trader's
+    /// (TradingView's webhook addresses by default). Never banned by a detector, never counted by
+    /// one, and their failures never refuse a valid credential; manual bans still apply.
+    pub shared_senders: SharedSenders,
     pub traffic_retention_days: u64,
     pub order_caps: OrderCaps,
     /// `SESSION_EXPIRY_TIME` (`HH:MM` IST, default 03:00): every web session ends at this boundary.
@@ -121,6 +125,14 @@ impl Config {
             }
             None => NeverBan::all_non_global(),
         };
+        let shared_senders = match optional("SHARED_SENDERS") {
+            // `none` turns the default list off; an empty value keeps it, like every other variable.
+            Some(text) if text.trim().eq_ignore_ascii_case("none") => SharedSenders(Vec::new()),
+            Some(text) => SharedSenders(
+                parse_cidrs(&text).map_err(|reason| ConfigError::Invalid { var: "SHARED_SENDERS", reason })?,
+            ),
+            None => SharedSenders::tradingview(),
+        };
 
         let whole = |var: &'static str, range: std::ops::RangeInclusive<u64>, default: u64| match optional(var) {
             Some(text) => match text.trim().parse::<u64>() {
@@ -193,6 +205,7 @@ impl Config {
             rate_limits,
             max_body_bytes,
             never_ban,
+            shared_senders,
             traffic_retention_days,
             order_caps,
             session_expiry,
@@ -246,18 +259,45 @@ impl NeverBan {
     /// A comma-separated CIDR list. Tests narrow it (e.g. to `127.0.0.1/32`) so that other loopback
     /// addresses can stand in for attackers.
     pub fn parse(text: &str) -> Result<Self, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(|part| part.parse::<IpNet>().map_err(|_| format!("`{part}` is not a CIDR range like 127.0.0.1/32")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+        parse_cidrs(text).map(Self)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = crate::core::net::canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        any_contains(&self.0, ip)
     }
+}
+
+/// Relays that send the trader's requests and anyone else's from the same addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedSenders(Vec<IpNet>);
+
+impl SharedSenders {
+    /// The addresses TradingView publishes for its webhook alerts, which every TradingView user's
+    /// alerts come from, an attacker's included.
+    pub const TRADINGVIEW: &'static [&'static str] =
+        &["52.89.214.238/32", "34.212.75.30/32", "54.218.53.128/32", "52.32.178.7/32"];
+
+    pub fn tradingview() -> Self {
+        Self(Self::TRADINGVIEW.iter().filter_map(|cidr| cidr.parse().ok()).collect())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        any_contains(&self.0, ip)
+    }
+}
+
+/// A comma-separated CIDR list; every entry must parse.
+fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse::<IpNet>().map_err(|_| format!("`{part}` is not a CIDR range like 127.0.0.1/32")))
+        .collect()
+}
+
+fn any_contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = crate::core::net::canonical(ip);
+    nets.iter().any(|net| net.contains(&ip))
 }
 
 #[cfg(test)]
@@ -289,6 +329,9 @@ mod tests {
         assert!(config.never_ban.contains("127.0.0.2".parse().expect("ip")));
         assert!(config.never_ban.contains("100.64.1.1".parse().expect("ip")));
         assert!(!config.never_ban.contains("8.8.8.8".parse().expect("ip")));
+        assert!(config.shared_senders.contains("52.89.214.238".parse().expect("ip")));
+        assert!(config.shared_senders.contains("::ffff:52.32.178.7".parse().expect("ip")));
+        assert!(!config.shared_senders.contains("8.8.8.8".parse().expect("ip")));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and the redacted traffic record ([`traffic`]).
 
 pub mod client_ip;
+pub mod fetch_metadata;
 pub mod traffic;
 pub mod validate;
 

@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ipnet::IpNet;
 use tokio::sync::Semaphore;
 
+use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::crypto::api_key::{ApiKey, KeyId};
 use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread};
+use crate::limits::LimitedAction;
+use crate::limits::limiter::{RateLimiter, within_budgets};
+use crate::limits::subject::Subject;
 use crate::store::identity::{ApiKeyRecord, IdentityStore};
 
 /// Who is calling. Always derived from the credential, never from the request body.
@@ -57,22 +61,31 @@ impl VerifiedKeyCache {
 }
 
 /// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
-/// Argon2id hasher, and the identity store (for the re-hash of a key under old parameters).
+/// Argon2id hasher, the identity store (for the re-hash of a key under old parameters) and the
+/// limiter (for the budget of failed verifications per key id).
 #[derive(Clone, Copy, Debug)]
 pub struct Authenticator<'a> {
     pub verified_keys: &'a VerifiedKeyCache,
     pub passwords: &'a Arc<PasswordHasher>,
     pub identity: &'a IdentityStore,
+    pub limits: &'a RateLimiter,
 }
 
 impl Authenticator<'_> {
     /// Verifies `presented` against the record the gate fetched. A bad secret and an unknown id are
     /// the same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
+    ///
+    /// Argon2 runs only for a key this container has not verified yet, and only while the key id's
+    /// budget of failed verifications lasts (`KEY_FAILURE_RATE_LIMIT`): past it, such a key is
+    /// answered 429 without verifying, so a known key id with random secrets, from any number of
+    /// addresses, forces at most that many verifications. A container that has verified the
+    /// owner's key goes on serving it; one that has not refuses it until the window closes.
     pub async fn authenticate(
         self,
         presented: &ApiKey,
         record: Option<ApiKeyRecord>,
         client_ip: IpAddr,
+        now: UnixMillis,
     ) -> Result<Principal, AppError> {
         let record = record.ok_or(AppError::InvalidApiKey)?;
         if record.id != *presented.id() {
@@ -81,6 +94,7 @@ impl Authenticator<'_> {
         let fingerprint = presented.fingerprint();
         let cache = self.verified_keys;
         if !cache.holds(&fingerprint, &record.phc) {
+            self.within_failure_budget(&record.id, now).await?;
             let _permit = cache
                 .verifying
                 .acquire()
@@ -88,7 +102,12 @@ impl Authenticator<'_> {
                 .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
             // Another request may have verified this key while we waited.
             if !cache.holds(&fingerprint, &record.phc) {
-                self.verify_slowly(presented, &record).await?;
+                if let Err(error) = self.verify_slowly(presented, &record).await {
+                    if matches!(error, AppError::InvalidApiKey) {
+                        self.count_failure(&record.id, now).await;
+                    }
+                    return Err(error);
+                }
                 cache.remember(fingerprint, record.phc.clone());
             }
         }
@@ -99,6 +118,24 @@ impl Authenticator<'_> {
             return Err(AppError::IpNotAllowed);
         }
         Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
+    }
+
+    /// The throttle guards CPU, not access, so a store that cannot be read does not refuse the
+    /// key: the verification semaphore still bounds how many run at once.
+    async fn within_failure_budget(self, id: &KeyId, now: UnixMillis) -> Result<(), AppError> {
+        match self.limits.peek(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
+            Ok(verdict) => within_budgets([&verdict], now),
+            Err(error) => {
+                tracing::warn!(key_id = %id, error = %error, "key failure budget unread; verifying anyway");
+                Ok(())
+            }
+        }
+    }
+
+    async fn count_failure(self, id: &KeyId, now: UnixMillis) {
+        if let Err(error) = self.limits.hit(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
+            tracing::warn!(key_id = %id, error = %error, "key verification failure not counted");
+        }
     }
 
     async fn verify_slowly(self, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {

@@ -50,6 +50,11 @@ fn id_hash(id: &str) -> String {
     crate::crypto::sha256_hex(id.as_bytes())
 }
 
+/// The hash a presented id's record and budget are keyed by, when the id is well formed.
+pub fn presented_hash(id: &str) -> Option<String> {
+    is_well_formed(id).then(|| id_hash(id))
+}
+
 fn webhook_pk(hash: &str) -> String {
     format!("webhook#{hash}")
 }

@@ -76,7 +76,8 @@ pub enum LimitedAction {
     Order,
     /// placesmartorder: `SMART_ORDER_RATE_LIMIT`, default 10/s.
     SmartOrder,
-    /// `/strategy/webhook/<id>`, per source IP: `WEBHOOK_RATE_LIMIT`, default 100/min.
+    /// `/strategy/webhook/<id>`, per webhook id, with the address's failures on the same budget as
+    /// a backstop: `WEBHOOK_RATE_LIMIT`, default 100/min.
     Webhook,
     /// Every page and form request, per source IP: `PAGE_RATE_LIMIT`, default 50/s.
     Page,
@@ -85,10 +86,14 @@ pub enum LimitedAction {
     LoginMinute,
     /// … and `LOGIN_RATE_LIMIT_HOUR`, default 25/hour.
     LoginHour,
+    /// Failed verifications of one API key id, from any address: `KEY_FAILURE_RATE_LIMIT`, default
+    /// 10/min. Past it, a key that is not already verified in the container is refused without
+    /// running Argon2, so a known key id and random secrets cannot buy CPU by the request.
+    KeyFailures,
 }
 
 impl LimitedAction {
-    pub const ALL: [LimitedAction; 7] = [
+    pub const ALL: [LimitedAction; 8] = [
         LimitedAction::Api,
         LimitedAction::Order,
         LimitedAction::SmartOrder,
@@ -96,6 +101,7 @@ impl LimitedAction {
         LimitedAction::Page,
         LimitedAction::LoginMinute,
         LimitedAction::LoginHour,
+        LimitedAction::KeyFailures,
     ];
 
     pub const fn env_var(self) -> &'static str {
@@ -107,6 +113,7 @@ impl LimitedAction {
             LimitedAction::Page => "PAGE_RATE_LIMIT",
             LimitedAction::LoginMinute => "LOGIN_RATE_LIMIT_MIN",
             LimitedAction::LoginHour => "LOGIN_RATE_LIMIT_HOUR",
+            LimitedAction::KeyFailures => "KEY_FAILURE_RATE_LIMIT",
         }
     }
 
@@ -118,6 +125,7 @@ impl LimitedAction {
             LimitedAction::Webhook => RateLimit { limit: 100, window: Duration::from_secs(60) },
             LimitedAction::LoginMinute => RateLimit { limit: 5, window: Duration::from_secs(60) },
             LimitedAction::LoginHour => RateLimit { limit: 25, window: Duration::from_secs(3600) },
+            LimitedAction::KeyFailures => RateLimit { limit: 10, window: Duration::from_secs(60) },
         }
     }
 
@@ -131,6 +139,7 @@ impl LimitedAction {
             LimitedAction::Page => "page",
             LimitedAction::LoginMinute => "login-min",
             LimitedAction::LoginHour => "login-hour",
+            LimitedAction::KeyFailures => "key-failures",
         }
     }
 }

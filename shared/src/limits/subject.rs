@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::core::net::accountable;
-use crate::crypto::api_key::ApiKey;
+use crate::crypto::api_key::{ApiKey, KeyId};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Subject<'a> {
@@ -15,6 +15,8 @@ pub enum Subject<'a> {
     /// A presented API key, by a fingerprint of the *whole* key, so that someone who knows only a
     /// key id cannot spend its owner's budget.
     ApiKey(&'a ApiKey),
+    /// A key id, whoever presents it: what its failed verifications are counted against.
+    KeyId(&'a KeyId),
     /// A login name as typed; case and surrounding spaces do not make a new budget.
     Username(&'a str),
     /// An address a password reset was asked for; case does not make a new budget.
@@ -31,6 +33,7 @@ impl fmt::Display for Subject<'_> {
         match self {
             Subject::Ip(ip) => write!(f, "ip#{}", accountable(*ip)),
             Subject::ApiKey(key) => write!(f, "key#{}", hex::encode(&key.fingerprint()[..16])),
+            Subject::KeyId(id) => write!(f, "keyid#{id}"),
             Subject::Username(name) => write!(f, "user#{}", name.trim().to_ascii_lowercase()),
             Subject::Email(address) => write!(f, "email#{}", address.trim().to_ascii_lowercase()),
             Subject::Webhook(hash) => write!(f, "webhook#{hash}"),
@@ -54,5 +57,6 @@ mod tests {
         assert_ne!(Subject::Username("a@b.in").to_string(), Subject::Email("a@b.in").to_string());
         let key = ApiKey::generate();
         assert_eq!(Subject::ApiKey(&key).to_string().len(), "key#".len() + 32);
+        assert_ne!(Subject::KeyId(key.id()).to_string(), Subject::ApiKey(&key).to_string());
     }
 }

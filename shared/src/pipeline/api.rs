@@ -3,7 +3,9 @@
 //!
 //! Order of verdicts: ban (403) → rate limit (429) → body (413/400) → API key (403) → handler.
 //! The body is read and parsed before the gate so that the key id can join the gate's round trip,
-//! but a banned or throttled client learns nothing about its body.
+//! but a banned or throttled client learns nothing about its body. (Under a detector's ban, a
+//! request whose key id exists goes on to the body and key checks; one that then fails to verify is
+//! answered `banned`.)
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -22,9 +24,9 @@ use crate::http::client_ip::client_ip;
 use crate::http::traffic::{TrafficRecord, loggable_path};
 use crate::http::validate::Fields;
 use crate::identity::auth::Principal;
-use crate::pipeline::gate::{self, Gate};
+use crate::pipeline::gate::{self, Admitted, Gate};
 use crate::pipeline::route::{Route, resource};
-use crate::threats::{Detection, Detector, short_key_hash};
+use crate::threats::{Detection, Detector, Initiator, short_key_hash};
 
 /// What a handler receives: an authenticated principal and its validated input.
 #[derive(Debug)]
@@ -169,7 +171,8 @@ fn api_gateway_request_id(request: &Request) -> String {
 }
 
 /// What every request with a bad key costs its address: one failure on its rate-limit budget, one
-/// hit for the invalid-key detector (which may ban it), and the metric. The answer is
+/// hit for the invalid-key detector (which may ban it, unless another site's page or a shared
+/// sender sent it), and the metric. The answer is
 /// `InvalidApiKey` — or `Banned` when this attempt crossed the threshold — unless storage failed.
 ///
 /// A malformed key was already charged to the address by the gate (a request without a
@@ -177,6 +180,7 @@ fn api_gateway_request_id(request: &Request) -> String {
 async fn invalid_api_key(
     deps: &Deps,
     ip: IpAddr,
+    initiator: Initiator,
     route: Route,
     presented: &str,
     already_charged: bool,
@@ -187,7 +191,7 @@ async fn invalid_api_key(
     let charge =
         async { if already_charged { Ok(()) } else { gate::charge_failure(deps, ip, route.action, now).await } };
     let (charged, detected) =
-        tokio::join!(charge, deps.threats().observe(Detector::InvalidApiKey, ip, Some(&evidence), now));
+        tokio::join!(charge, deps.threats().observe(Detector::InvalidApiKey, ip, initiator, Some(&evidence), now));
     match (charged, detected) {
         (Err(error), _) | (_, Err(error)) => error,
         (Ok(()), Ok(Detection::Banned(_))) => AppError::Banned,
@@ -223,16 +227,18 @@ where
 
     let admitted = Gate::api(ip, route, presented.as_ref()).pass(deps).await?;
     let (apikey, input) = parsed?;
-    let now = admitted.now;
+    let (now, under_ban) = (admitted.now, admitted.under_ban);
     let well_formed = presented.is_some();
     let verified = match &presented {
-        Some(presented) => deps.authenticator().authenticate(presented, admitted.api_key(), ip).await,
+        Some(presented) => deps.authenticator().authenticate(presented, admitted.api_key(), ip, now).await,
         None => Err(AppError::InvalidApiKey),
     };
     let principal = match verified {
         Ok(principal) => principal,
         Err(AppError::InvalidApiKey) => {
-            return Err(invalid_api_key(deps, ip, route, &apikey, !well_formed, now).await);
+            let initiator = Initiator::of(request.headers());
+            let refusal = invalid_api_key(deps, ip, initiator, route, &apikey, !well_formed, now).await;
+            return Err(Admitted::refuse(under_ban, refusal));
         }
         Err(error) => return Err(error),
     };

@@ -6,9 +6,16 @@
 //!
 //! 1. a store failure: 503, unless the route only reads and `STORE_OUTAGE_READS=serve`, in which
 //!    case the failed ban and budget checks are skipped (and counted as `StoreUnavailable`);
-//! 2. a ban in force: 403, before anything about the request is considered;
+//! 2. a ban in force: 403. A manual ban refuses everything. A detector's ban refuses every request
+//!    whose credential has no record (no key, an unknown key id or webhook id, no live full
+//!    session); one whose record exists goes on, and [`Admitted::under_ban`] tells the entry point
+//!    to answer 403 `banned` rather than its usual refusal if the credential then fails to verify;
 //! 3. a spent budget: 429 ([`within_budgets`]);
 //! 4. then the entry point's own checks on the credential record it gets back.
+//!
+//! Budgets that count an address's *failures* (read, not spent, beside a credential's own budget)
+//! are not read for a shared sender ([`crate::threats::Threats::is_shared_sender`]): its failures
+//! may be any stranger's, so they must never refuse the trader's valid key or webhook.
 
 use std::net::IpAddr;
 
@@ -26,7 +33,7 @@ use crate::limits::subject::Subject;
 use crate::pipeline::route::Route;
 use crate::store::bans::Ban;
 use crate::store::identity::ApiKeyRecord;
-use crate::store::sessions::SessionRecord;
+use crate::store::sessions::{SessionRecord, Stage};
 
 /// The credential whose record the gate fetches beside the ban.
 #[derive(Clone, Copy, Debug)]
@@ -46,12 +53,27 @@ pub enum CredentialRecord {
     Webhook(Option<Webhook>),
 }
 
-/// How a budget is touched: counted, or only read (a keyed API request reads its address's
+impl CredentialRecord {
+    /// Whether the credential could still turn out valid: its record exists (and a session is a
+    /// full one). Only the API key still has a secret to verify after this.
+    fn may_be_valid(&self) -> bool {
+        match self {
+            CredentialRecord::None => false,
+            CredentialRecord::ApiKey(record) => record.is_some(),
+            CredentialRecord::Session(session) => session.as_ref().is_some_and(|session| session.stage == Stage::Full),
+            CredentialRecord::Webhook(webhook) => webhook.is_some(),
+        }
+    }
+}
+
+/// How a budget is touched: counted, or only read (a credentialed request reads its address's
 /// budget of failures without spending it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Charge {
     Hit,
-    Peek,
+    /// The address's failures, read beside a credential's own budget; never read for a shared
+    /// sender.
+    PeekFailures,
 }
 
 #[derive(Debug)]
@@ -79,7 +101,7 @@ impl<'a> Gate<'a> {
         let (credential, budgets) = match key {
             Some(key) => (
                 Credential::ApiKey(key),
-                vec![(action, Subject::Ip(ip), Charge::Peek), (action, Subject::ApiKey(key), Charge::Hit)],
+                vec![(action, Subject::Ip(ip), Charge::PeekFailures), (action, Subject::ApiKey(key), Charge::Hit)],
             ),
             None => (Credential::None, vec![(action, Subject::Ip(ip), Charge::Hit)]),
         };
@@ -97,23 +119,36 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// The catch-all: no budget (its misses feed the 404 detector instead), and the session or API
-    /// key presented, whose holder's misses are not counted. A session wins: it costs no Argon2.
-    pub fn catch_all(ip: IpAddr, session: Option<&'a SessionId>, key: Option<&'a ApiKey>) -> Self {
+    /// The catch-all, and the session or API key presented, whose holder's misses are not counted
+    /// (a session wins: it costs no Argon2). Its misses feed the 404 detector instead of a budget,
+    /// unless the detector will not count them (`metered`): then the address's page budget.
+    pub fn catch_all(ip: IpAddr, session: Option<&'a SessionId>, key: Option<&'a ApiKey>, metered: bool) -> Self {
         let credential = match (session, key) {
             (Some(session), _) => Credential::Session(session),
             (None, Some(key)) => Credential::ApiKey(key),
             (None, None) => Credential::None,
         };
-        Self { ip, credential, budgets: Vec::new(), reads_only: false, route: "not-found" }
+        let budgets = if metered { vec![(LimitedAction::Page, Subject::Ip(ip), Charge::Hit)] } else { Vec::new() };
+        Self { ip, credential, budgets, reads_only: false, route: "not-found" }
     }
 
-    /// A strategy webhook: the address's webhook budget, and the webhook the id in the path names.
-    pub fn webhook(ip: IpAddr, route: Route, presented_id: &'a str) -> Self {
+    /// A strategy webhook, charged like an API key: a well-formed id (`id_hash`, from
+    /// [`crate::identity::webhooks::presented_hash`]) to its own budget, so strangers' made-up ids
+    /// cannot starve the trader's alerts, with the address's failures read as a backstop; a
+    /// malformed id to the address. An unknown well-formed id is charged to the address by the
+    /// entry point ([`charge_failure`]).
+    pub fn webhook(ip: IpAddr, route: Route, presented_id: &'a str, id_hash: Option<&'a str>) -> Self {
+        let action = route.action;
+        let budgets = match id_hash {
+            Some(hash) => {
+                vec![(action, Subject::Ip(ip), Charge::PeekFailures), (action, Subject::Webhook(hash), Charge::Hit)]
+            }
+            None => vec![(action, Subject::Ip(ip), Charge::Hit)],
+        };
         Self {
             ip,
             credential: Credential::Webhook(presented_id),
-            budgets: vec![(route.action, Subject::Ip(ip), Charge::Hit)],
+            budgets,
             reads_only: route.reads_only,
             route: route.name,
         }
@@ -128,9 +163,11 @@ impl<'a> Gate<'a> {
     pub async fn fetch(self, deps: &Deps) -> Fetched {
         let now = deps.clock.now();
         let ban = deps.bans.active(self.ip, now);
-        let budgets = futures::future::join_all(self.budgets.iter().map(|&(action, subject, charge)| match charge {
+        let shared_sender = deps.threats().is_shared_sender(self.ip);
+        let budgets = self.budgets.iter().filter(|&&(_, _, charge)| !(shared_sender && charge == Charge::PeekFailures));
+        let budgets = futures::future::join_all(budgets.map(|&(action, subject, charge)| match charge {
             Charge::Hit => futures::future::Either::Left(deps.limits.hit(action, subject, now)),
-            Charge::Peek => futures::future::Either::Right(deps.limits.peek(action, subject, now)),
+            Charge::PeekFailures => futures::future::Either::Right(deps.limits.peek(action, subject, now)),
         }));
         let record = async {
             match self.credential {
@@ -191,11 +228,13 @@ impl Fetched {
         if served_unchecked {
             metrics.count(Metric::StoreUnavailable, self.now);
         }
-        if ban.is_some() {
-            return Err(AppError::Banned);
-        }
+        let under_ban = match ban {
+            Some(ban) if ban.refuses_credentials() || !record.may_be_valid() => return Err(AppError::Banned),
+            Some(_) => true,
+            None => false,
+        };
         within_budgets(&verdicts, self.now)?;
-        Ok(Admitted { now: self.now, record })
+        Ok(Admitted { now: self.now, record, under_ban })
     }
 }
 
@@ -204,9 +243,18 @@ impl Fetched {
 pub struct Admitted {
     pub now: UnixMillis,
     pub record: CredentialRecord,
+    /// A detector's ban is in force on the address; the request got this far only because its
+    /// credential's record exists.
+    pub under_ban: bool,
 }
 
 impl Admitted {
+    /// What to answer when the credential then fails: `banned` under a ban (the address learns
+    /// nothing from a ban that a valid credential would have passed), `refusal` otherwise.
+    pub fn refuse(under_ban: bool, refusal: AppError) -> AppError {
+        if under_ban { AppError::Banned } else { refusal }
+    }
+
     /// The API-key record, when the gate was built for a key.
     pub fn api_key(self) -> Option<ApiKeyRecord> {
         match self.record {

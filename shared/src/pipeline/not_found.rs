@@ -12,7 +12,7 @@ use crate::pipeline::gate::{CredentialRecord, Gate};
 use crate::pipeline::pages::request::session_cookie;
 use crate::pipeline::route::is_openalgo_route;
 use crate::store::sessions::Stage;
-use crate::threats::{Detection, Detector, is_well_known};
+use crate::threats::{Detection, Detector, Initiator, is_well_known};
 
 /// The catch-all behind the API's `{proxy+}`: every path no route declares. It is where scanners
 /// land, so a miss feeds the 404 detector, except from those who are not scanning:
@@ -20,7 +20,9 @@ use crate::threats::{Detection, Detector, is_well_known};
 ///   asking for a route Kavach lacks);
 /// - a request for one of OpenAlgo's routes that Kavach does not serve yet: it is answered
 ///   `route_not_supported`, naming the route;
-/// - a path browsers ask for by themselves.
+/// - a path browsers ask for by themselves;
+/// - a request another site's page caused, or one from a shared sender: those are metered by the
+///   address's page budget instead.
 ///
 /// Bans are enforced here as on every route.
 pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
@@ -30,20 +32,28 @@ pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<B
         let ip = in_flight.client_ip()?;
         let session = session_cookie(&request);
         let key = presented_api_key(&request, deps.config.max_body_bytes);
-        let admitted = Gate::catch_all(ip, session.as_ref(), key.as_ref()).pass(deps).await?;
-        let now = admitted.now;
+        let initiator = Initiator::of(request.headers());
+        // Misses a detector will not count (another site's page, a shared sender) are metered per
+        // address instead, so a scanner that forges the browser's marks still meets a budget.
+        let counted = deps.threats().counts(ip, initiator);
+        let admitted = Gate::catch_all(ip, session.as_ref(), key.as_ref(), !counted).pass(deps).await?;
+        let (now, under_ban) = (admitted.now, admitted.under_ban);
         let credentialed = match (&key, admitted.record) {
             (_, CredentialRecord::Session(session)) => session.is_some_and(|session| session.stage == Stage::Full),
             (Some(key), CredentialRecord::ApiKey(record @ Some(_))) => {
-                deps.authenticator().authenticate(key, record, ip).await.is_ok()
+                deps.authenticator().authenticate(key, record, ip, now).await.is_ok()
             }
             _ => false,
         };
+        if under_ban && !credentialed {
+            return Err(AppError::Banned);
+        }
         let openalgo = is_openalgo_route(&path);
         if !credentialed
             && !openalgo
             && !is_well_known(&path)
-            && let Detection::Banned(_) = deps.threats().observe(Detector::NotFound, ip, Some(&path), now).await?
+            && let Detection::Banned(_) =
+                deps.threats().observe(Detector::NotFound, ip, initiator, Some(&path), now).await?
         {
             return Err(AppError::Banned);
         }

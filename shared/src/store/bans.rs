@@ -20,6 +20,9 @@ use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::core::net::accountable;
 
+/// The `created_by` of a ban an operator imposed (dashboard or CLI).
+pub const MANUAL_BAN: &str = "manual";
+
 /// The offender history is kept this long after the last offence.
 const OFFENDER_MEMORY: Duration = Duration::from_secs(365 * 86_400);
 
@@ -43,6 +46,14 @@ impl Ban {
 
     pub fn is_permanent(&self) -> bool {
         self.expires_at.is_none()
+    }
+
+    /// A manual ban refuses everything from the address. A detector's ban refuses only requests
+    /// without a valid credential: a detector counts what anyone can send from an address (a relay
+    /// shared with strangers, a page's `<img>` tags in the trader's browser), so its ban must not
+    /// refuse the trader's own key, session or webhook from there.
+    pub fn refuses_credentials(&self) -> bool {
+        self.created_by == MANUAL_BAN
     }
 
     fn from_item(ip: IpAddr, item: &Item) -> Self {

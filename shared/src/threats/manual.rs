@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::core::config::NeverBan;
 use crate::core::error::AppError;
 use crate::core::net::{accountable, canonical};
-use crate::store::bans::BanTerms;
+use crate::store::bans::{BanTerms, MANUAL_BAN};
 
 /// The longest temporary ban, in hours (a year); longer is permanent.
 pub const MAX_BAN_HOURS: u32 = 8760;
@@ -59,7 +59,7 @@ impl ManualBan {
 
     pub(crate) fn terms(&self) -> BanTerms {
         let duration = self.hours.map(|hours| Duration::from_secs(u64::from(hours) * 3600));
-        BanTerms { reason: self.reason.clone(), created_by: "manual", duration }
+        BanTerms { reason: self.reason.clone(), created_by: MANUAL_BAN, duration }
     }
 }
 
@@ -80,7 +80,7 @@ mod tests {
         let never = NeverBan::all_non_global();
         let ban = ManualBan::new(ip("8.8.8.8"), Some(24), "", &never, None).expect("valid");
         let day = Some(Duration::from_secs(24 * 3600));
-        assert_eq!(ban.terms(), BanTerms { reason: "Manual ban".into(), created_by: "manual", duration: day });
+        assert_eq!(ban.terms(), BanTerms { reason: "Manual ban".into(), created_by: MANUAL_BAN, duration: day });
         assert!(ManualBan::new(ip("8.8.8.8"), None, "scanner", &never, None).is_ok(), "permanent");
         assert!(ManualBan::new(ip("8.8.8.8"), Some(MAX_BAN_HOURS), "x", &never, None).is_ok());
         for hours in [0, MAX_BAN_HOURS + 1] {

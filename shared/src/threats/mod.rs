@@ -9,7 +9,14 @@
 //!   because a *username's* budget is spent are not counted, so nobody can get a trader's address
 //!   banned by hammering the trader's username from elsewhere.
 //!
-//! Addresses in the never-ban set are neither counted nor banned.
+//! Nothing counts toward a detector, and no detector bans, for:
+//! - addresses in the never-ban set;
+//! - shared senders (TradingView's webhook addresses by default), whose failures may be anyone's;
+//! - requests a browser marks as caused by another site ([`Initiator::OtherSite`]): a page the
+//!   trader visits could otherwise get the trader's own address banned with `<img>` tags.
+//!
+//! A detector's ban refuses only requests that carry no valid credential (see
+//! [`crate::pipeline::gate`]); a manual ban refuses everything.
 
 pub mod manual;
 pub mod settings;
@@ -18,9 +25,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::core::clock::UnixMillis;
-use crate::core::config::NeverBan;
+use crate::core::config::{NeverBan, SharedSenders};
 use crate::core::error::AppError;
 use crate::core::metrics::{Metric, Metrics};
+pub use crate::http::fetch_metadata::Initiator;
 use crate::store::bans::{Ban, BanStore, BanTerms};
 use crate::store::trackers::TrackerStore;
 pub use manual::ManualBan;
@@ -44,9 +52,22 @@ pub struct Threats<'a> {
     pub trackers: &'a TrackerStore,
     pub metrics: &'a Metrics,
     pub never_ban: &'a NeverBan,
+    pub shared_senders: &'a SharedSenders,
 }
 
 impl Threats<'_> {
+    /// Whether a request from `ip` that `initiator` set off may count toward a detector: the one
+    /// rule, for every detector (see the module's documentation).
+    pub fn counts(self, ip: IpAddr, initiator: Initiator) -> bool {
+        initiator == Initiator::Direct && !self.never_ban.contains(ip) && !self.shared_senders.contains(ip)
+    }
+
+    /// Whether failures from `ip` belong to many senders, so that they must never refuse a valid
+    /// credential sent from it.
+    pub fn is_shared_sender(self, ip: IpAddr) -> bool {
+        self.shared_senders.contains(ip)
+    }
+
     /// Counts one hit of `detector` for `ip` and bans the IP when the rolling count exceeds the
     /// threshold and auto-ban is on. Settings are read on every detection, so a change from the
     /// dashboard applies to the very next request.
@@ -54,10 +75,11 @@ impl Threats<'_> {
         self,
         detector: Detector,
         ip: IpAddr,
+        initiator: Initiator,
         evidence: Option<&str>,
         now: UnixMillis,
     ) -> Result<Detection, AppError> {
-        if self.never_ban.contains(ip) {
+        if !self.counts(ip, initiator) {
             return Ok(Detection::Counted(0));
         }
         let (settings, count) =

@@ -11,7 +11,7 @@ use crate::limits::LimitedAction;
 use crate::limits::limiter::within_budgets;
 use crate::limits::login::LoginAttempt;
 use crate::limits::subject::Subject;
-use crate::threats::{Detection, Detector};
+use crate::threats::{Detection, Detector, Initiator};
 
 /// Spends one login-class attempt against the IP and the `account` (a username, an email address
 /// or the setup form), per minute and per hour: four counters, one concurrent round trip. Every
@@ -32,10 +32,14 @@ pub async fn spend_login_attempt(
         deps.limits.hit(hour, account, now),
     ])
     .await?;
+    // Cross-site form posts were refused before any attempt was spent, so this one came directly.
     // Only the address's own budgets feed the detector: a spent account budget says nothing about
     // this address, and counting it would let anyone get a trader's address banned.
     let address_over = verdicts.iter().take(2).any(|verdict| !verdict.admitted());
-    if address_over && let Detection::Banned(_) = deps.threats().observe(Detector::LoginAbuse, ip, None, now).await? {
+    if address_over
+        && let Detection::Banned(_) =
+            deps.threats().observe(Detector::LoginAbuse, ip, Initiator::Direct, None, now).await?
+    {
         return Err(AppError::Banned);
     }
     within_budgets(&verdicts, now)?;

@@ -22,6 +22,7 @@ use lambda_http::{Body, Request};
 use crate::app::bootstrap::Deps;
 use crate::core::error::{AppError, AuthStep};
 use crate::http as responses;
+use crate::http::fetch_metadata::Initiator;
 use crate::identity::Role;
 use crate::pipeline::api::InFlight;
 use crate::pipeline::gate::Gate;
@@ -142,8 +143,8 @@ where
 /// is refused outright. A missing header (an older browser, curl) is allowed: the CSRF token and
 /// `SameSite=Lax` still stand.
 fn refuse_cross_site(request: &Request) -> Result<(), AppError> {
-    match request.headers().get("sec-fetch-site").and_then(|value| value.to_str().ok()) {
-        None | Some("same-origin") | Some("none") => Ok(()),
-        Some(_) => Err(AppError::CrossSite),
+    match Initiator::of(request.headers()) {
+        Initiator::Direct => Ok(()),
+        Initiator::OtherSite => Err(AppError::CrossSite),
     }
 }
