@@ -231,7 +231,7 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
         Ok(step_up) => step_up,
         Err(refusal) => return Ok(refusal),
     };
-    deps.identity.set_allowlist(&user, &entries).await?;
+    deps.accounts().set_allowlist(&user.username, &entries).await?;
     audit(
         deps,
         &request,

@@ -35,6 +35,10 @@ pub enum AppError {
     /// Concurrent writers kept changing the account; nothing was written.
     #[error("account busy")]
     AccountBusy,
+    /// The account's key or allowlist kept changing under a write conditional on them; nothing
+    /// was written.
+    #[error("account changed concurrently")]
+    ConcurrentChange,
     /// No valid web session (none, ended, or past the daily boundary).
     #[error("session expired")]
     SessionExpired,
@@ -130,7 +134,7 @@ impl AppError {
             | AppError::RouteNotSupported { .. }
             | AppError::OrderNotFound { .. }
             | AppError::NoSuchBan => 404,
-            AppError::AccountBusy => 409,
+            AppError::AccountBusy | AppError::ConcurrentChange => 409,
             AppError::MethodNotAllowed => 405,
             AppError::PayloadTooLarge { .. } => 413,
             AppError::RateLimited { .. } => 429,
@@ -151,6 +155,7 @@ impl AppError {
             AppError::OrderRejected { .. } => "order_rejected",
             AppError::OrderNotFound { .. } => "order_not_found",
             AppError::AccountBusy => "account_busy",
+            AppError::ConcurrentChange => "concurrent_change",
             AppError::SessionExpired => "session_expired",
             AppError::InvalidCredentials => "invalid_credentials",
             AppError::AuthStep(step) => step.code(),
@@ -182,6 +187,9 @@ impl AppError {
             AppError::OrderRejected { message, .. } => message.clone(),
             AppError::OrderNotFound { order_id } => format!("Order {order_id} not found"),
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
+            AppError::ConcurrentChange => {
+                "The API key or its allowlist changed while saving; nothing was saved, please retry".into()
+            }
             AppError::SessionExpired => "Your session has expired. Please log in again.".into(),
             AppError::InvalidCredentials => "Invalid credentials".into(),
             AppError::AuthStep(step) => step.message().into(),
@@ -223,6 +231,7 @@ mod tests {
             AppError::OrderRejected { .. } => (400, "order_rejected"),
             AppError::OrderNotFound { .. } => (404, "order_not_found"),
             AppError::AccountBusy => (409, "account_busy"),
+            AppError::ConcurrentChange => (409, "concurrent_change"),
             AppError::SessionExpired => (401, "session_expired"),
             AppError::InvalidCredentials => (401, "invalid_credentials"),
             // A login step answers with its own OpenAlgo code.
@@ -255,6 +264,7 @@ mod tests {
             AppError::OrderRejected { message: "x".into(), order_id: None },
             AppError::OrderNotFound { order_id: "1".into() },
             AppError::AccountBusy,
+            AppError::ConcurrentChange,
             AppError::SessionExpired,
             AppError::InvalidCredentials,
             AppError::AuthStep(AuthStep::NoPendingLogin),

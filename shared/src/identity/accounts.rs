@@ -13,13 +13,18 @@ use crate::crypto::totp::TotpSecret;
 use crate::identity::webhooks::{Webhook, WebhookStore};
 use crate::identity::{Role, SANDBOX_BROKER};
 use crate::limits::login::LoginAttempt;
-use crate::store::identity::{ApiKeyRecord, IdentityStore};
+use crate::store::identity::{ApiKeyRecord, Conditional, IdentityStore};
 use crate::store::users::{NewWebUser, UserRecord};
 
 /// The longest username any account can have, in bytes.
 pub const MAX_USERNAME_BYTES: usize = 64;
 /// The longest email address any account can have, in bytes (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// How often a write conditional on the account is retried on a fresh read before giving up with
+/// 409: a person saves an allowlist or regenerates a key, so more than a couple of collisions in a
+/// row means something is looping.
+const CONDITIONAL_ATTEMPTS: usize = 3;
 
 /// A username or email typed into a form as `field`, refused with 400 when it is longer than
 /// `max` ([`MAX_USERNAME_BYTES`], [`MAX_EMAIL_BYTES`]), what any account's can be. It forms store and counter keys (DynamoDB refuses keys over 2 KB, which would read as an
@@ -189,12 +194,38 @@ impl Accounts<'_> {
         Ok(key)
     }
 
-    /// Issues a new key for `username` and revokes the previous one in the same transaction.
+    /// Issues a new key for `username` and revokes the previous one in the same transaction. The
+    /// new key inherits the allowlist in force when it is written (a concurrent save makes the
+    /// write stale, and it is retried on a fresh read).
     pub async fn regenerate_api_key(self, username: &str) -> Result<(ApiKey, Option<KeyId>), AppError> {
         check_username(username)?;
         let (key, record) = self.new_key_record(username).await?;
-        let previous = self.identity.rotate_key(username, &record, self.clock.now()).await?;
-        Ok((key, previous))
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            let seen = self.existing_user(username).await?;
+            if let Conditional::Written(previous) = self.identity.rotate_key(&seen, &record, self.clock.now()).await? {
+                return Ok((key, previous));
+            }
+        }
+        Err(AppError::ConcurrentChange)
+    }
+
+    /// Sets `username`'s IP allowlist on the account and on its current key, retried on a fresh
+    /// read when the key was rotated meanwhile, so the key in force always carries it.
+    pub async fn set_allowlist(self, username: &str, allow: &[String]) -> Result<(), AppError> {
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            let seen = self.existing_user(username).await?;
+            if let Conditional::Written(()) = self.identity.set_allowlist(&seen, allow).await? {
+                return Ok(());
+            }
+        }
+        Err(AppError::ConcurrentChange)
+    }
+
+    async fn existing_user(self, username: &str) -> Result<UserRecord, AppError> {
+        self.identity
+            .user(username)
+            .await?
+            .ok_or_else(|| AppError::bad_request(format!("user `{username}` does not exist")))
     }
 
     /// Creates a user who can log in to the pages: checked username, email and password (OpenAlgo's

@@ -16,6 +16,37 @@ use crate::core::error::AppError;
 use crate::crypto::api_key::KeyId;
 use crate::crypto::password::PhcString;
 use crate::identity::SANDBOX_BROKER;
+use crate::store::users::UserRecord;
+
+/// On the user: a counter bumped by every change of its key pointer or allowlist. Writes that
+/// depend on both ([`IdentityStore::rotate_key`], `set_allowlist`) are conditional on it, so two
+/// of them racing cannot leave the current key without the allowlist the user has.
+pub(crate) const KEY_STATE_VERSION: &str = "key_state_version";
+
+/// A write conditional on the account as it was read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conditional<T> {
+    Written(T),
+    /// The account changed since it was read; nothing was written. Read it again and retry.
+    Stale,
+}
+
+/// `update`, bumping the user's key-state version, conditional on it being what `seen` read.
+pub(crate) fn unchanged_key_state(
+    update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    seen: &UserRecord,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    let next = seen.key_state_version.unwrap_or(0) + 1;
+    let update = update
+        .expression_attribute_names("#version", KEY_STATE_VERSION)
+        .expression_attribute_values(":next", AttributeValue::N(next.to_string()));
+    match seen.key_state_version {
+        Some(version) => update
+            .condition_expression("#version = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(version.to_string())),
+        None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)"),
+    }
+}
 
 /// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate
 /// reads).
@@ -134,30 +165,27 @@ impl IdentityStore {
 
     /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
     /// key is refused by every container on its next request because the gate reads the record.
+    ///
+    /// Conditional on the account as `seen`: its key state (the key pointer and the allowlist,
+    /// [`KEY_STATE_VERSION`]) must be unchanged, so the new key inherits the allowlist that is in
+    /// force when it is written, never one a concurrent save has just replaced.
     pub async fn rotate_key(
         &self,
-        username: &str,
+        seen: &UserRecord,
         record: &ApiKeyRecord,
         now: UnixMillis,
-    ) -> Result<Option<KeyId>, AppError> {
-        let user = self.item(user_pk(username), "read user").await?;
-        let Some(user) = user.as_ref() else {
-            return Err(AppError::bad_request(format!("user `{username}` does not exist")));
-        };
-        let previous = string(user, "api_key_id").and_then(|id| KeyId::parse(&id));
+    ) -> Result<Conditional<Option<KeyId>>, AppError> {
+        let previous = seen.api_key_id.as_deref().and_then(KeyId::parse);
         // The allowlist is the user's setting: the new key inherits it.
-        let record = &ApiKeyRecord { allow: string_set(user, ALLOW), ..record.clone() };
-        let mut point_user = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(user_pk(username)))
-            .update_expression("SET api_key_id = :new")
-            .expression_attribute_values(":new", s(record.id.as_str()));
-        point_user = match &previous {
-            Some(old) => point_user
-                .condition_expression("api_key_id = :old")
-                .expression_attribute_values(":old", s(old.as_str())),
-            None => point_user.condition_expression("attribute_not_exists(api_key_id)"),
-        };
+        let record = &ApiKeyRecord { allow: seen.allow.clone(), ..record.clone() };
+        let point_user = unchanged_key_state(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(user_pk(&seen.username)))
+                .update_expression("SET api_key_id = :new, #version = :next")
+                .expression_attribute_values(":new", s(record.id.as_str())),
+            seen,
+        );
         let mut transaction = self
             .client
             .transact_write_items()
@@ -173,8 +201,11 @@ impl IdentityStore {
                 .map_err(AppError::internal)?;
             transaction = transaction.transact_items(write(revoke));
         }
-        transaction.send().await.map_err(unavailable("rotate API key"))?;
-        Ok(previous)
+        match transaction.send().await {
+            Ok(_) => Ok(Conditional::Written(previous)),
+            Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
+            Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context("rotate API key"))),
+        }
     }
 
     /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.

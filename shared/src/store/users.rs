@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Update};
 
-use super::identity::{ALLOW, ApiKeyRecord, IdentityStore, key_pk, user_pk};
+use super::identity::{
+    ALLOW, ApiKeyRecord, Conditional, IdentityStore, KEY_STATE_VERSION, key_pk, unchanged_key_state, user_pk,
+};
 use super::{
     EXPIRES_AT, Item, PK, cancelled_by_condition, epoch, instant, n, number, s, string, string_set, unavailable,
     unless_condition_failed, write,
@@ -50,6 +52,8 @@ pub struct UserRecord {
     pub allow: Vec<String>,
     /// When the password was last set (a change or a reset): reset tokens issued before it are void.
     pub password_set_at: Option<UnixMillis>,
+    /// [`KEY_STATE_VERSION`]: `None` until the key or allowlist first changes.
+    pub key_state_version: Option<u64>,
 }
 
 impl UserRecord {
@@ -72,6 +76,7 @@ impl UserRecord {
             api_key_id: string(item, "api_key_id"),
             allow: string_set(item, ALLOW),
             password_set_at: instant(item, "password_set_at"),
+            key_state_version: number(item, KEY_STATE_VERSION),
         })
     }
 }
@@ -332,31 +337,48 @@ impl IdentityStore {
     }
 
     /// Sets the IP allowlist on the user (the setting) and on its current key (what the gate reads),
-    /// together. An empty list removes both.
-    pub async fn set_allowlist(&self, user: &UserRecord, allow: &[String]) -> Result<(), AppError> {
-        let key_id = user.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
-        let update = |pk: String| -> Result<Update, AppError> {
-            let builder =
-                Update::builder().table_name(&self.table).key(PK, s(pk)).condition_expression("attribute_exists(pk)");
+    /// together. An empty list removes both. Conditional on the account as `seen`
+    /// ([`KEY_STATE_VERSION`]): a key rotated since would otherwise miss the new list.
+    pub async fn set_allowlist(&self, seen: &UserRecord, allow: &[String]) -> Result<Conditional<()>, AppError> {
+        let key_id = seen.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+        let with_allow = |builder: aws_sdk_dynamodb::types::builders::UpdateBuilder, set: &str, remove: &str| {
             let builder = if allow.is_empty() {
-                builder.update_expression("REMOVE #allow")
+                builder.update_expression(remove)
             } else {
-                builder
-                    .update_expression("SET #allow = :allow")
-                    .expression_attribute_values(":allow", AttributeValue::Ss(allow.to_vec()))
+                builder.update_expression(set).expression_attribute_values(":allow", AttributeValue::Ss(allow.to_vec()))
             };
-            builder.expression_attribute_names("#allow", ALLOW).build().map_err(AppError::internal)
+            builder.expression_attribute_names("#allow", ALLOW)
         };
+        let user = unchanged_key_state(
+            with_allow(
+                Update::builder().table_name(&self.table).key(PK, s(user_pk(&seen.username))),
+                "SET #allow = :allow, #version = :next",
+                "REMOVE #allow SET #version = :next",
+            ),
+            seen,
+        );
         let key_id = crate::crypto::api_key::KeyId::parse(key_id)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))?;
-        self.client
+        let key = with_allow(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(key_pk(&key_id)))
+                .condition_expression("attribute_exists(pk)"),
+            "SET #allow = :allow",
+            "REMOVE #allow",
+        );
+        let sent = self
+            .client
             .transact_write_items()
-            .transact_items(write(update(user_pk(&user.username))?))
-            .transact_items(write(update(key_pk(&key_id))?))
+            .transact_items(write(user.build().map_err(AppError::internal)?))
+            .transact_items(write(key.build().map_err(AppError::internal)?))
             .send()
-            .await
-            .map_err(unavailable("set IP allowlist"))?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(Conditional::Written(())),
+            Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
+            Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context("set IP allowlist"))),
+        }
     }
 
     /// The user an email address belongs to.
