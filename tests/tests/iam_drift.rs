@@ -146,6 +146,7 @@ async fn webhook(stack: &Stack) {
         product: shared::trading::orders::Product::Mis,
         mode: shared::identity::webhooks::Mode::Long,
         symbols: [("SBIN".to_owned(), 5)].into(),
+        suspended_at: None,
     };
     let id = stack.deps.accounts().create_webhook(&webhook).await.expect("webhook");
     for action in ["BUY", "SELL"] {
@@ -153,7 +154,7 @@ async fn webhook(stack: &Stack) {
         let reply = post(stack.gateway, unique_ip(), &format!("/strategy/webhook/{id}"), &signal).await;
         assert_eq!(reply.status, 200, "{action}: {}", reply.body);
     }
-    let unknown = format!("/strategy/webhook/{}", "0".repeat(32));
+    let unknown = format!("/strategy/webhook/{}", hex::encode(shared::crypto::random_bytes::<16>()));
     let signal = json!({ "symbol": "SBIN", "action": "BUY" }).to_string();
     assert_eq!(post(stack.gateway, unique_ip(), &unknown, &signal).await.status, 404);
 }
@@ -220,12 +221,28 @@ async fn confirm_reset(visitor: &mut WebClient, token: &str, password: &str) {
 /// PortalFunction, every route.
 async fn portal(stack: &Stack) {
     let user = new_web_user(&stack.deps).await;
+    let webhook = |strategy: &str| shared::identity::webhooks::Webhook {
+        user: user.username.clone(),
+        strategy: strategy.into(),
+        exchange: shared::trading::orders::Exchange::Nse,
+        product: shared::trading::orders::Product::Mis,
+        mode: shared::identity::webhooks::Mode::Long,
+        symbols: [("SBIN".to_owned(), 1)].into(),
+        suspended_at: None,
+    };
+    let kept = stack.deps.accounts().create_webhook(&webhook("kept")).await.expect("webhook");
+    let dropped = stack.deps.accounts().create_webhook(&webhook("dropped")).await.expect("webhook");
     let mut browser = stack.browser(&user).await;
     for path in ["/dashboard", "/apikey", "/auth/sessions"] {
         assert_eq!(browser.get(path).await.status, 200, "{path}");
     }
     let csrf = browser.csrf_token().await;
     assert_eq!(browser.post_json("/apikey", &[("csrf_token", &csrf)]).await.status, 200, "regenerate");
+    for (path, id) in [("/apikey/webhooks/rebind", &kept), ("/apikey/webhooks/revoke", &dropped)] {
+        let handle = shared::identity::webhooks::handle_of(id);
+        let changed = browser.post_json(path, &[("csrf_token", &csrf), ("handle", &handle)]).await;
+        assert_eq!(changed.status, 200, "{path}: {}", changed.text);
+    }
     let allowlist = browser.post_json("/apikey/allowlist", &[("csrf_token", &csrf), ("allowlist", "")]).await;
     assert_eq!(allowlist.status, 200, "allowlist: {}", allowlist.text);
     // Past the re-authentication window: reveal asks for the password and rotates the session.

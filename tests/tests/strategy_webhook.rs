@@ -19,6 +19,7 @@ async fn breakout_webhook(deps: &Deps) -> (String, String) {
         product: shared::trading::orders::Product::Mis,
         mode: shared::identity::webhooks::Mode::Long,
         symbols: [("SBIN".to_owned(), 5)].into(),
+        suspended_at: None,
     };
     let id = deps.accounts().create_webhook(&webhook).await.expect("webhook");
     assert_eq!(id.len(), 32);
@@ -80,7 +81,13 @@ async fn a_signal_for_a_symbol_the_strategy_does_not_map_is_400_and_books_nothin
 #[tokio::test]
 async fn an_unknown_webhook_id_is_404() {
     let (_, gateway, _) = gateway_with_user(&[], market_morning()).await;
-    let forged = signal(gateway, unique_ip(), &"0".repeat(32), json!({ "symbol": "SBIN", "action": "BUY" })).await;
+    let forged = signal(
+        gateway,
+        unique_ip(),
+        &hex::encode(shared::crypto::random_bytes::<16>()),
+        json!({ "symbol": "SBIN", "action": "BUY" }),
+    )
+    .await;
     assert_eq!(forged.status, 404);
 }
 
@@ -99,6 +106,12 @@ async fn signals_spend_their_own_ids_budget_in_a_class_of_their_own() {
     // The address's API budget is another class, unspent by its signals.
     assert_eq!(post(gateway, ip, "/api/v1/ping", &ping_body(&key)).await.status, 200);
     // A made-up id has no budget of the id's to spend: it is a failure of its address (404).
-    let forged = signal(gateway, ip, &"0".repeat(32), json!({ "symbol": "SBIN", "action": "BUY" })).await;
+    let forged = signal(
+        gateway,
+        ip,
+        &hex::encode(shared::crypto::random_bytes::<16>()),
+        json!({ "symbol": "SBIN", "action": "BUY" }),
+    )
+    .await;
     assert_eq!(forged.status, 404);
 }

@@ -8,6 +8,7 @@ use shared::core::error::{AppError, AuthStep};
 use shared::identity::accounts::check_password_strength;
 use shared::identity::auth::parse_allowlist;
 use shared::identity::sessions::clear_cookie;
+use shared::identity::webhooks::WebhookSummary;
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box};
 use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
@@ -46,13 +47,26 @@ pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
 }
 
 /// The API-key page; `shown` is a key to display this once (just generated or revealed).
+/// The account as the key page shows it: the user, and its webhooks with their state.
+struct KeyAccount {
+    user: UserRecord,
+    webhooks: Vec<WebhookSummary>,
+}
+
+async fn key_account(deps: &Deps, session: &SessionRecord) -> Result<KeyAccount, AppError> {
+    let user = current_user(deps, session).await?;
+    let webhooks = deps.webhooks.list(&user).await?;
+    Ok(KeyAccount { user, webhooks })
+}
+
 fn key_page(
     request: &WebRequest,
-    user: &UserRecord,
+    account: &KeyAccount,
     shown: Option<(&str, &str)>,
     error: Option<&str>,
     status: u16,
 ) -> Result<Reply, AppError> {
+    let user = &account.user;
     let session = request.session()?;
     let csrf = csrf_field(&session.csrf);
     let key_id = user.api_key_id.as_deref().map_or_else(|| "none".to_owned(), |id| format!("kav_{id}_…"));
@@ -90,6 +104,44 @@ fn key_page(
                 (step_up_fields("allowlist", "Confirm it is you"))
             }
             button id="save-allowlist" type="submit" { "Save allowlist" }
+        }
+        h2 { "Strategy webhooks" }
+        p {
+            "Regenerating the key suspends every webhook: a suspended one is refused until you re-bind it to "
+            "the new key (its URL stays the same). Revoking one refuses its URL for good."
+        }
+        @if account.webhooks.is_empty() {
+            p id="no-webhooks" { "No webhooks. The operator creates them with " code { "kavach webhook create" } "." }
+        } @else {
+            table id="webhooks" {
+                tr { th { "Strategy" } th { "Handle" } th { "State" } th {} }
+                @for webhook in &account.webhooks {
+                    tr id=(format!("webhook-{}", webhook.handle)) {
+                        td { (webhook.strategy) }
+                        td { code { (webhook.handle) } }
+                        td id=(format!("state-{}", webhook.handle)) {
+                            @if webhook.suspended_at.is_some() { "suspended" } @else { "active" }
+                        }
+                        td {
+                            @if webhook.suspended_at.is_some() {
+                                form method="post" action="/apikey/webhooks/rebind" {
+                                    (csrf)
+                                    input type="hidden" name="handle" value=(webhook.handle);
+                                    @if !reauth_fresh {
+                                        (step_up_fields(&format!("rebind-{}", webhook.handle), "Confirm it is you"))
+                                    }
+                                    button id=(format!("rebind-{}", webhook.handle)) type="submit" { "Re-bind to the current key" }
+                                }
+                            }
+                            form method="post" action="/apikey/webhooks/revoke" {
+                                (csrf)
+                                input type="hidden" name="handle" value=(webhook.handle);
+                                button id=(format!("revoke-{}", webhook.handle)) type="submit" { "Revoke" }
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
     Ok(request.page(status, "API key", body))
@@ -135,9 +187,10 @@ impl StepUp {
 async fn step_up(
     deps: &Deps,
     request: &WebRequest,
-    user: &UserRecord,
+    account: &KeyAccount,
     kind: AuditKind,
 ) -> Result<Result<StepUp, Reply>, AppError> {
+    let user = &account.user;
     let session = request.session()?;
     if session.reauthenticated_recently(request.now) {
         return Ok(Ok(StepUp(None)));
@@ -155,35 +208,37 @@ async fn step_up(
     if !confirmed {
         audit(deps, request, kind, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed).await?;
         let error = AppError::AuthStep(AuthStep::ReauthFailed);
-        return request.refuse(error, |status, message| key_page(request, user, None, Some(message), status)).map(Err);
+        return request
+            .refuse(error, |status, message| key_page(request, account, None, Some(message), status))
+            .map(Err);
     }
     // Re-authentication is a step-up: the session id changes with it.
     Ok(Ok(StepUp(Some(start_session(deps, request, &user.username, Stage::Full, Some(session)).await?))))
 }
 
 pub async fn apikey_page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let user = current_user(deps, request.session()?).await?;
-    key_page(&request, &user, None, None, 200)
+    let account = key_account(deps, request.session()?).await?;
+    key_page(&request, &account, None, None, 200)
 }
 
 /// `POST /apikey`: a new key, behind the same step-up as reveal (a stolen session must not mint
 /// a working key).
 pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let user = current_user(deps, request.session()?).await?;
-    let step_up = match step_up(deps, &request, &user, AuditKind::ApiKey).await? {
+    let account = key_account(deps, request.session()?).await?;
+    let step_up = match step_up(deps, &request, &account, AuditKind::ApiKey).await? {
         Ok(step_up) => step_up,
         Err(refusal) => return Ok(refusal),
     };
-    let username = user.username.clone();
+    let username = account.user.username.clone();
     let (key, _) = deps.accounts().regenerate_api_key(&username).await?;
     audit(deps, &request, AuditKind::ApiKey, &username, AuditOutcome::Success, AuditDetail::Regenerated).await?;
     let reply = if request.wants_json {
         Reply::json(json!({ "message": "API key regenerated", "api_key": key.expose() }))
     } else {
-        let user = current_user(deps, request.session()?).await?;
+        let account = key_account(deps, request.session()?).await?;
         key_page(
             &step_up.next_request(request),
-            &user,
+            &account,
             Some(("Your new API key. It is shown once; the old key no longer works.", key.expose())),
             None,
             200,
@@ -193,8 +248,9 @@ pub async fn regenerate(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
 }
 
 pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let user = current_user(deps, request.session()?).await?;
-    let step_up = match step_up(deps, &request, &user, AuditKind::Reveal).await? {
+    let account = key_account(deps, request.session()?).await?;
+    let user = &account.user;
+    let step_up = match step_up(deps, &request, &account, AuditKind::Reveal).await? {
         Ok(step_up) => step_up,
         Err(refusal) => return Ok(refusal),
     };
@@ -212,7 +268,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let reply = if request.wants_json {
         Reply::json(json!({ "api_key": key }))
     } else {
-        key_page(&step_up.next_request(request), &user, Some(("Your API key:", &key)), None, 200)?
+        key_page(&step_up.next_request(request), &account, Some(("Your API key:", &key)), None, 200)?
     };
     Ok(step_up.answer(reply))
 }
@@ -220,14 +276,15 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
 /// `POST /apikey/allowlist`: behind the same step-up as reveal, so a stolen session cannot strip
 /// the SEBI static-IP allowlist.
 pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    let user = current_user(deps, request.session()?).await?;
+    let account = key_account(deps, request.session()?).await?;
+    let user = &account.user;
     let entries = match parse_allowlist(request.field("allowlist")) {
         Ok(entries) => entries,
         Err(error) => {
-            return request.refuse(error, |status, message| key_page(&request, &user, None, Some(message), status));
+            return request.refuse(error, |status, message| key_page(&request, &account, None, Some(message), status));
         }
     };
-    let step_up = match step_up(deps, &request, &user, AuditKind::ApiKey).await? {
+    let step_up = match step_up(deps, &request, &account, AuditKind::ApiKey).await? {
         Ok(step_up) => step_up,
         Err(refusal) => return Ok(refusal),
     };
@@ -243,6 +300,48 @@ pub async fn allowlist(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
     .await?;
     let reply = if request.wants_json {
         Reply::json(json!({ "message": "Allowlist saved", "allowlist": entries }))
+    } else {
+        Reply::redirect("/apikey")
+    };
+    Ok(step_up.answer(reply))
+}
+
+/// `POST /apikey/webhooks/revoke`: the webhook's URL is refused from its next alert on. Taking a
+/// power away needs no step-up (the session and its CSRF token are checked as for every form).
+pub async fn revoke_webhook(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let account = key_account(deps, request.session()?).await?;
+    let handle = request.field("handle").to_owned();
+    if let Err(error) = deps.accounts().revoke_webhook(&account.user.username, &handle).await {
+        return request.refuse(error, |status, message| key_page(&request, &account, None, Some(message), status));
+    }
+    let detail = AuditDetail::WebhookRevoked(handle.clone());
+    audit(deps, &request, AuditKind::ApiKey, &account.user.username, AuditOutcome::Success, detail).await?;
+    Ok(if request.wants_json {
+        Reply::json(json!({ "message": "Webhook revoked", "handle": handle }))
+    } else {
+        Reply::redirect("/apikey")
+    })
+}
+
+/// `POST /apikey/webhooks/rebind`: a suspended webhook trades again, on the current key. It gives
+/// a URL the power to place orders, so it has the same step-up as regenerating the key.
+pub async fn rebind_webhook(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
+    let account = key_account(deps, request.session()?).await?;
+    let step_up = match step_up(deps, &request, &account, AuditKind::ApiKey).await? {
+        Ok(step_up) => step_up,
+        Err(refusal) => return Ok(refusal),
+    };
+    let handle = request.field("handle").to_owned();
+    if let Err(error) = deps.accounts().rebind_webhook(&account.user.username, &handle).await {
+        let request = step_up.next_request(request);
+        let refusal =
+            request.refuse(error, |status, message| key_page(&request, &account, None, Some(message), status))?;
+        return Ok(step_up.answer(refusal));
+    }
+    let detail = AuditDetail::WebhookRebound(handle.clone());
+    audit(deps, &request, AuditKind::ApiKey, &account.user.username, AuditOutcome::Success, detail).await?;
+    let reply = if request.wants_json {
+        Reply::json(json!({ "message": "Webhook bound to the current API key", "handle": handle }))
     } else {
         Reply::redirect("/apikey")
     };

@@ -63,6 +63,9 @@ async fn signal(deps: &Deps, request: &Request, ip: Result<IpAddr, AppError>) ->
         let refusal = unknown_webhook(deps, request, ip, id_hash.is_some(), now).await;
         return Err(Admitted::refuse(under_ban, refusal));
     };
+    if webhook.suspended_at.is_some() {
+        return Err(Admitted::refuse(under_ban, AppError::WebhookSuspended));
+    }
     let mut fields = Fields::parse(http::body_bytes(request, deps.config.max_body_bytes)?)?;
     let symbol = fields.required_string("symbol", 1..=64);
     let action = fields.one_of("action", Action::CHOICES, None);

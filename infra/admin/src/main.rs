@@ -31,7 +31,10 @@ const USAGE: &str = "usage:
   kavach ban remove <ip>
   kavach ban list
   kavach webhook create <username> --strategy NAME --exchange NSE --product MIS|CNC|NRML
-                        --mode long|short|both --symbol SYMBOL=QUANTITY [--symbol ...]";
+                        --mode long|short|both --symbol SYMBOL=QUANTITY [--symbol ...]
+  kavach webhook list <username>
+  kavach webhook revoke <username> <handle>
+  kavach webhook rebind <username> <handle>   (after the key was regenerated)";
 
 #[tokio::main]
 async fn main() {
@@ -97,6 +100,31 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         ["webhook", "create", username, options @ ..] => webhook_create(username, options).await,
+        ["webhook", "list", username] => {
+            let deps = bootstrap::init().await?;
+            let webhooks = deps.accounts().webhooks(username).await.map_err(public)?;
+            for webhook in &webhooks {
+                let status = webhook.suspended_at.map_or_else(
+                    || "active".to_owned(),
+                    |at| format!("suspended since epoch {} (key regenerated; rebind to resume)", at.secs()),
+                );
+                println!("{}	{status}	{}", webhook.handle, webhook.strategy);
+            }
+            println!("{} webhook(s).", webhooks.len());
+            Ok(())
+        }
+        ["webhook", "revoke", username, handle] => {
+            let deps = bootstrap::init().await?;
+            deps.accounts().revoke_webhook(username, handle).await.map_err(public)?;
+            println!("Revoked webhook {handle}: its URL is refused from now on.");
+            Ok(())
+        }
+        ["webhook", "rebind", username, handle] => {
+            let deps = bootstrap::init().await?;
+            deps.accounts().rebind_webhook(username, handle).await.map_err(public)?;
+            println!("Webhook {handle} is bound to the current API key and trades again, at the same URL.");
+            Ok(())
+        }
         _ => bail!("{USAGE}"),
     }
 }
@@ -187,11 +215,13 @@ async fn webhook_create(username: &str, options: &[&str]) -> anyhow::Result<()> 
         product: product.context("--product is required")?,
         mode: mode.context("--mode is required")?,
         symbols,
+        suspended_at: None,
     };
     let deps = bootstrap::init().await?;
     let id = deps.accounts().create_webhook(&webhook).await.map_err(public)?;
     println!("Webhook for `{}` (strategy `{}`), shown once:", webhook.user, webhook.strategy);
     println!("  POST <ApiUrl>/strategy/webhook/{id}");
+    println!("Handle (for list, revoke and rebind): {}", shared::identity::webhooks::handle_of(&id));
     Ok(())
 }
 

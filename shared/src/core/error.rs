@@ -20,6 +20,9 @@ pub enum AppError {
     /// A key that was valid but has been revoked or regenerated.
     #[error("revoked API key")]
     RevokedApiKey,
+    /// A strategy webhook whose owner's key was regenerated since it was bound to it.
+    #[error("webhook suspended")]
+    WebhookSuspended,
     #[error("banned client IP")]
     Banned,
     /// The account trades on the sandbox and the request needs a live broker (for example
@@ -135,6 +138,7 @@ impl AppError {
             | AppError::OrderNotFound { .. }
             | AppError::NoSuchBan => 404,
             AppError::AccountBusy | AppError::ConcurrentChange => 409,
+            AppError::WebhookSuspended => 403,
             AppError::MethodNotAllowed => 405,
             AppError::PayloadTooLarge { .. } => 413,
             AppError::RateLimited { .. } => 429,
@@ -156,6 +160,7 @@ impl AppError {
             AppError::OrderNotFound { .. } => "order_not_found",
             AppError::AccountBusy => "account_busy",
             AppError::ConcurrentChange => "concurrent_change",
+            AppError::WebhookSuspended => "webhook_suspended",
             AppError::SessionExpired => "session_expired",
             AppError::InvalidCredentials => "invalid_credentials",
             AppError::AuthStep(step) => step.code(),
@@ -187,6 +192,9 @@ impl AppError {
             AppError::OrderRejected { message, .. } => message.clone(),
             AppError::OrderNotFound { order_id } => format!("Order {order_id} not found"),
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
+            AppError::WebhookSuspended => {
+                "This webhook was suspended when its owner's API key was regenerated; the owner can re-bind it on the API key page".into()
+            }
             AppError::ConcurrentChange => {
                 "The API key or its allowlist changed while saving; nothing was saved, please retry".into()
             }
@@ -232,6 +240,7 @@ mod tests {
             AppError::OrderNotFound { .. } => (404, "order_not_found"),
             AppError::AccountBusy => (409, "account_busy"),
             AppError::ConcurrentChange => (409, "concurrent_change"),
+            AppError::WebhookSuspended => (403, "webhook_suspended"),
             AppError::SessionExpired => (401, "session_expired"),
             AppError::InvalidCredentials => (401, "invalid_credentials"),
             // A login step answers with its own OpenAlgo code.
@@ -265,6 +274,7 @@ mod tests {
             AppError::OrderNotFound { order_id: "1".into() },
             AppError::AccountBusy,
             AppError::ConcurrentChange,
+            AppError::WebhookSuspended,
             AppError::SessionExpired,
             AppError::InvalidCredentials,
             AppError::AuthStep(AuthStep::NoPendingLogin),

@@ -10,7 +10,7 @@ use crate::crypto::keyring::PurposeCipher;
 use crate::crypto::one_time::{OneTimeToken, TokenHash};
 use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread, hash_off_thread};
 use crate::crypto::totp::TotpSecret;
-use crate::identity::webhooks::{Webhook, WebhookStore};
+use crate::identity::webhooks::{MAX_WEBHOOKS_PER_USER, Webhook, WebhookStore, WebhookSummary};
 use crate::identity::{Role, SANDBOX_BROKER};
 use crate::limits::login::LoginAttempt;
 use crate::store::identity::{ApiKeyRecord, Conditional, IdentityStore};
@@ -20,6 +20,12 @@ use crate::store::users::{NewWebUser, UserRecord};
 pub const MAX_USERNAME_BYTES: usize = 64;
 /// The longest email address any account can have, in bytes (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
+
+#[derive(Clone, Copy, Debug)]
+enum WebhookChange {
+    Revoke,
+    Rebind,
+}
 
 /// How often a write conditional on the account is retried on a fresh read before giving up with
 /// 409: a person saves an allowlist or regenerates a key, so more than a couple of collisions in a
@@ -267,16 +273,55 @@ impl Accounts<'_> {
     /// Creates a strategy webhook for an existing user; returns its secret id (shown once).
     pub async fn create_webhook(self, webhook: &Webhook) -> Result<String, AppError> {
         check_username(&webhook.user)?;
-        if !self.identity.user_exists(&webhook.user).await? {
-            return Err(AppError::bad_request(format!("no user `{}`", webhook.user)));
-        }
         if webhook.strategy.trim().is_empty() || webhook.strategy.chars().count() > 256 {
             return Err(AppError::bad_request("a strategy name of 1 to 256 characters is required"));
         }
         if webhook.symbols.is_empty() || webhook.symbols.values().any(|quantity| *quantity == 0) {
             return Err(AppError::bad_request("map at least one symbol, each to a quantity of 1 or more"));
         }
-        self.webhooks.create(webhook).await
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            let seen = self.existing_user(&webhook.user).await?;
+            if seen.webhooks.len() >= MAX_WEBHOOKS_PER_USER {
+                return Err(AppError::bad_request(format!(
+                    "`{}` already has {MAX_WEBHOOKS_PER_USER} webhooks, the most one account may have; revoke one first",
+                    webhook.user
+                )));
+            }
+            if let Conditional::Written(id) = self.webhooks.create(webhook, &seen).await? {
+                return Ok(id);
+            }
+        }
+        Err(AppError::ConcurrentChange)
+    }
+
+    /// `username`'s webhooks, each with its handle and whether it is suspended.
+    pub async fn webhooks(self, username: &str) -> Result<Vec<WebhookSummary>, AppError> {
+        self.webhooks.list(&self.existing_user(username).await?).await
+    }
+
+    /// Deletes the webhook `handle` names: its URL is refused from the next alert on.
+    pub async fn revoke_webhook(self, username: &str, handle: &str) -> Result<(), AppError> {
+        self.change_webhook(username, handle, WebhookChange::Revoke).await
+    }
+
+    /// Binds the webhook `handle` names to the account's current key, lifting its suspension.
+    pub async fn rebind_webhook(self, username: &str, handle: &str) -> Result<(), AppError> {
+        self.change_webhook(username, handle, WebhookChange::Rebind).await
+    }
+
+    async fn change_webhook(self, username: &str, handle: &str, change: WebhookChange) -> Result<(), AppError> {
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            let seen = self.existing_user(username).await?;
+            let hash = WebhookStore::resolve(&seen, handle)?;
+            let written = match change {
+                WebhookChange::Revoke => self.webhooks.revoke(&seen, hash).await?,
+                WebhookChange::Rebind => self.webhooks.rebind(&seen, hash).await?,
+            };
+            if written == Conditional::Written(()) {
+                return Ok(());
+            }
+        }
+        Err(AppError::ConcurrentChange)
     }
 }
 

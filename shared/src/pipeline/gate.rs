@@ -61,7 +61,9 @@ impl CredentialRecord {
             CredentialRecord::None => false,
             CredentialRecord::ApiKey(record) => record.is_some(),
             CredentialRecord::Session(session) => session.as_ref().is_some_and(|session| session.stage == Stage::Full),
-            CredentialRecord::Webhook(webhook) => webhook.is_some(),
+            CredentialRecord::Webhook(webhook) => {
+                webhook.as_ref().is_some_and(|webhook| webhook.suspended_at.is_none())
+            }
         }
     }
 }

@@ -89,6 +89,18 @@ pub(crate) fn user_pk(username: &str) -> String {
     format!("user#{username}")
 }
 
+/// A strategy webhook's item, by the SHA-256 of its id (`crate::identity::webhooks`).
+pub(crate) fn webhook_pk(hash: &str) -> String {
+    format!("webhook#{hash}")
+}
+
+/// The account item's attribute indexing one of its webhooks: `webhook#<hash>` = the strategy.
+pub(crate) const WEBHOOK_INDEX_PREFIX: &str = "webhook#";
+
+pub(crate) fn webhook_index_attribute(hash: &str) -> String {
+    format!("{WEBHOOK_INDEX_PREFIX}{hash}")
+}
+
 #[derive(Clone, Debug)]
 pub struct IdentityStore {
     pub(crate) client: Client,
@@ -166,9 +178,10 @@ impl IdentityStore {
     /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
     /// key is refused by every container on its next request because the gate reads the record.
     ///
-    /// Conditional on the account as `seen`: its key state (the key pointer and the allowlist,
-    /// [`KEY_STATE_VERSION`]) must be unchanged, so the new key inherits the allowlist that is in
-    /// force when it is written, never one a concurrent save has just replaced.
+    /// Conditional on the account as `seen`: its key state (the key pointer, the allowlist and the
+    /// webhooks, [`KEY_STATE_VERSION`]) must be unchanged, so the new key inherits the allowlist
+    /// that is in force when it is written, never one a concurrent save has just replaced, and every
+    /// webhook of the account is suspended with the old key.
     pub async fn rotate_key(
         &self,
         seen: &UserRecord,
@@ -200,6 +213,19 @@ impl IdentityStore {
                 .build()
                 .map_err(AppError::internal)?;
             transaction = transaction.transact_items(write(revoke));
+        }
+        // The account's webhooks were issued beside the old key: they stop with it, until the owner
+        // re-binds them. One that was deleted meanwhile fails its condition: the rotation is stale.
+        for hash in seen.webhooks.keys() {
+            let suspend = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(webhook_pk(hash)))
+                .update_expression("SET suspended_at = :now")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":now", epoch(now))
+                .build()
+                .map_err(AppError::internal)?;
+            transaction = transaction.transact_items(write(suspend));
         }
         match transaction.send().await {
             Ok(_) => Ok(Conditional::Written(previous)),

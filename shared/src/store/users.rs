@@ -17,7 +17,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Update};
 
 use super::identity::{
-    ALLOW, ApiKeyRecord, Conditional, IdentityStore, KEY_STATE_VERSION, key_pk, unchanged_key_state, user_pk,
+    ALLOW, ApiKeyRecord, Conditional, IdentityStore, KEY_STATE_VERSION, WEBHOOK_INDEX_PREFIX, key_pk,
+    unchanged_key_state, user_pk,
 };
 use super::{
     EXPIRES_AT, Item, PK, cancelled_by_condition, epoch, instant, n, number, s, string, string_set, unavailable,
@@ -52,8 +53,10 @@ pub struct UserRecord {
     pub allow: Vec<String>,
     /// When the password was last set (a change or a reset): reset tokens issued before it are void.
     pub password_set_at: Option<UnixMillis>,
-    /// [`KEY_STATE_VERSION`]: `None` until the key or allowlist first changes.
+    /// [`KEY_STATE_VERSION`]: `None` until the key, the allowlist or the webhooks first change.
     pub key_state_version: Option<u64>,
+    /// The account's strategy webhooks: the hash of each id → its strategy.
+    pub webhooks: BTreeMap<String, String>,
 }
 
 impl UserRecord {
@@ -77,6 +80,12 @@ impl UserRecord {
             allow: string_set(item, ALLOW),
             password_set_at: instant(item, "password_set_at"),
             key_state_version: number(item, KEY_STATE_VERSION),
+            webhooks: item
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.strip_prefix(WEBHOOK_INDEX_PREFIX)?.to_owned(), value.as_s().ok()?.clone()))
+                })
+                .collect(),
         })
     }
 }
@@ -157,6 +166,10 @@ pub enum AuditDetail {
     Regenerated,
     /// The allowlist saved, its entries normalised.
     Allowlist(Vec<String>),
+    /// A strategy webhook revoked, by its handle.
+    WebhookRevoked(String),
+    /// A suspended strategy webhook bound to the current key, by its handle.
+    WebhookRebound(String),
     /// A password change.
     Changed,
     EmailSent,
@@ -177,6 +190,8 @@ impl AuditDetail {
             AuditDetail::ApiKeyShown => "api_key_shown",
             AuditDetail::Regenerated => "regenerated",
             AuditDetail::Allowlist(entries) => return format!("allowlist:{}", entries.join(",")),
+            AuditDetail::WebhookRevoked(handle) => return format!("webhook_revoked:{handle}"),
+            AuditDetail::WebhookRebound(handle) => return format!("webhook_rebound:{handle}"),
             AuditDetail::Changed => "changed",
             AuditDetail::EmailSent => "email_sent",
             AuditDetail::PasswordSet => "password_set",

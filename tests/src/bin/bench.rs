@@ -109,6 +109,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
                 product: shared::trading::orders::Product::Cnc,
                 mode: shared::identity::webhooks::Mode::Long,
                 symbols: [("SBIN".to_owned(), 1)].into_iter().collect(),
+                suspended_at: None,
             };
             deps.accounts().create_webhook(&webhook).await?
         }
