@@ -76,10 +76,11 @@ impl Authenticator<'_> {
     /// the same `InvalidApiKey`; "revoked" is only said to someone who proved they hold the key.
     ///
     /// Argon2 runs only for a key this container has not verified yet, and only while the key id's
-    /// budget of failed verifications lasts (`KEY_FAILURE_RATE_LIMIT`): past it, such a key is
-    /// answered 429 without verifying, so a known key id with random secrets, from any number of
-    /// addresses, forces at most that many verifications. A container that has verified the
-    /// owner's key goes on serving it; one that has not refuses it until the window closes.
+    /// budget of failed verifications lasts (`KEY_FAILURE_RATE_LIMIT`): each such run takes a slot
+    /// first and a success gives it back, so a known key id with random secrets, from any number of
+    /// addresses and containers, forces at most that many failed verifications per window; past
+    /// it, an unverified key is answered 429 without running Argon2. A container that has verified
+    /// the owner's key goes on serving it; one that has not refuses it until the window closes.
     pub async fn authenticate(
         self,
         presented: &ApiKey,
@@ -94,20 +95,21 @@ impl Authenticator<'_> {
         let fingerprint = presented.fingerprint();
         let cache = self.verified_keys;
         if !cache.holds(&fingerprint, &record.phc) {
-            self.within_failure_budget(&record.id, now).await?;
             let _permit = cache
                 .verifying
                 .acquire()
                 .await
                 .map_err(|_| AppError::internal(anyhow::anyhow!("verification semaphore closed")))?;
-            // Another request may have verified this key while we waited.
+            // Another request may have verified this key while we waited: a burst of requests with
+            // one new key takes one slot of its budget, not one each.
             if !cache.holds(&fingerprint, &record.phc) {
-                if let Err(error) = self.verify_slowly(presented, &record).await {
-                    if matches!(error, AppError::InvalidApiKey) {
-                        self.count_failure(&record.id, now).await;
-                    }
-                    return Err(error);
+                let reserved = self.reserve_failure(&record.id, now).await?;
+                let verified = self.verify_slowly(presented, &record).await;
+                // Only a secret that did not verify keeps its slot of the failure budget.
+                if reserved && !matches!(verified, Err(AppError::InvalidApiKey)) {
+                    self.give_back_failure(&record.id, now).await;
                 }
+                verified?;
                 cache.remember(fingerprint, record.phc.clone());
             }
         }
@@ -120,21 +122,24 @@ impl Authenticator<'_> {
         Ok(Principal { user: record.user, key_id: record.id, broker: record.broker })
     }
 
-    /// The throttle guards CPU, not access, so a store that cannot be read does not refuse the
-    /// key: the verification semaphore still bounds how many run at once.
-    async fn within_failure_budget(self, id: &KeyId, now: UnixMillis) -> Result<(), AppError> {
-        match self.limits.peek(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
-            Ok(verdict) => within_budgets([&verdict], now),
+    /// Takes one slot of the key id's failure budget before Argon2 runs for a key this container
+    /// has not verified: one conditional write, so concurrent attempts cannot overshoot the budget.
+    /// Spent, the key is refused with 429 unverified. The throttle guards CPU, not access, so a
+    /// store that cannot be written does not refuse the key (`Ok(false)`: nothing was reserved);
+    /// the verification semaphore still bounds how many run at once.
+    async fn reserve_failure(self, id: &KeyId, now: UnixMillis) -> Result<bool, AppError> {
+        match self.limits.reserve(LimitedAction::KeyFailures, Subject::KeyId(id), 1, now).await {
+            Ok(verdict) => within_budgets([&verdict], now).map(|()| true),
             Err(error) => {
-                tracing::warn!(key_id = %id, error = %error, "key failure budget unread; verifying anyway");
-                Ok(())
+                tracing::warn!(key_id = %id, error = %error, "key failure budget unavailable; verifying anyway");
+                Ok(false)
             }
         }
     }
 
-    async fn count_failure(self, id: &KeyId, now: UnixMillis) {
-        if let Err(error) = self.limits.hit(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
-            tracing::warn!(key_id = %id, error = %error, "key verification failure not counted");
+    async fn give_back_failure(self, id: &KeyId, now: UnixMillis) {
+        if let Err(error) = self.limits.give_back(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
+            tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
         }
     }
 

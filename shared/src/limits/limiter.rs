@@ -89,6 +89,18 @@ impl RateLimiter {
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
     }
 
+    /// Gives back one hit of a [`RateLimiter::reserve`] made at `now`: what the reservation guarded
+    /// did not happen after all (a key verification that succeeded is not a failure).
+    pub async fn give_back(
+        &self,
+        action: LimitedAction,
+        subject: Subject<'_>,
+        now: UnixMillis,
+    ) -> Result<(), AppError> {
+        let window = self.window(action, subject, now);
+        self.store.take_one_back(&window.key, window.ends.plus(EXPIRY_SLACK)).await.map(|_| ())
+    }
+
     /// What a hit *would* be, without counting one: the count so far plus this request.
     pub async fn peek(
         &self,

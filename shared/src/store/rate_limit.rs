@@ -2,7 +2,7 @@
 //! new count. The keys, budgets and verdicts are the limiter's (`crate::limits::limiter`).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{EXPIRES_AT, PK, epoch, n, number, s, unavailable};
 use crate::core::clock::UnixMillis;
@@ -22,6 +22,15 @@ impl RateLimitStore {
     /// Adds one to the counter `key`, which TTL may remove after `expires_at`, and returns the new
     /// count.
     pub async fn add_one(&self, key: &str, expires_at: UnixMillis) -> Result<u64, AppError> {
+        self.add(key, 1, expires_at).await
+    }
+
+    /// Gives back one hit a reservation took (`ADD -1`), returning the new count.
+    pub async fn take_one_back(&self, key: &str, expires_at: UnixMillis) -> Result<u64, AppError> {
+        self.add(key, -1, expires_at).await
+    }
+
+    async fn add(&self, key: &str, delta: i64, expires_at: UnixMillis) -> Result<u64, AppError> {
         let output = self
             .client
             .update_item()
@@ -29,7 +38,7 @@ impl RateLimitStore {
             .key(PK, s(key))
             .update_expression("ADD hits :one SET #exp = if_not_exists(#exp, :exp)")
             .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", AttributeValue::N(delta.to_string()))
             .expression_attribute_values(":exp", epoch(expires_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()

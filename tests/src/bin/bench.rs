@@ -8,6 +8,9 @@
 //! - `login-timing N`: the Argon2id hash time, and N failed logins each for an unknown user and
 //!   for a wrong password over HTTP, interleaved: the medians must not tell them apart.
 //! - `load URL KEY`: warm requests per second and latency percentiles through the local gateway.
+//! - `key-forcing SECONDS`: how many Argon2 verifications per second one attacker who knows a key id
+//!   can force with random secrets from ever new addresses, with the per-key-id failure budget and
+//!   without it (as before the budget), through the local gateway.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,9 +34,10 @@ async fn main() -> anyhow::Result<()> {
         ["ledger", n] => ledger(n.parse()?),
         ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
         ["login-timing", n] => login_timing(n.parse()?).await,
+        ["key-forcing", seconds] => key_forcing(Duration::from_secs(seconds.parse()?)).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
         ),
     }
 }
@@ -458,5 +462,53 @@ async fn login_timing(n: usize) -> anyhow::Result<()> {
         (unknown_ms - wrong_ms).abs(),
         answers.len()
     );
+    Ok(())
+}
+
+/// Wrong secrets for one known key id, 8 at a time, each from a new address (so no address budget
+/// or detector is what stops them), for `window`: the verifications the attacker forced per second
+/// (answers `invalid_apikey`: Argon2 ran and failed) and the refusals without one (429).
+async fn key_forcing(window: Duration) -> anyhow::Result<()> {
+    for (label, budget) in
+        [("with the per-key-id budget (default)", None), ("without it (as before)", Some("100000000 per minute"))]
+    {
+        let overrides: Vec<(&str, &str)> =
+            budget.map(|budget| ("KEY_FAILURE_RATE_LIMIT", budget)).into_iter().collect();
+        let deps =
+            kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::core::clock::SystemClock))
+                .await;
+        let gateway = kavach_tests::start_gateway(deps.clone()).await;
+        let (_, key) = kavach_tests::new_user(&deps).await;
+        let stem = key[..key.len() - 6].to_owned();
+        let started = Instant::now();
+        let (verified, refused) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0));
+        futures::stream::iter(0u64..)
+            .take_while(|_| futures::future::ready(started.elapsed() < window))
+            .for_each_concurrent(8, |i| {
+                let (stem, verified, refused) = (&stem, &verified, &refused);
+                async move {
+                    let wrong = format!("{stem}{:06x}", i % 0x100_0000);
+                    let reply = kavach_tests::post(
+                        gateway,
+                        kavach_tests::unique_ip(),
+                        "/api/v1/ping",
+                        &kavach_tests::ping_body(&wrong),
+                    )
+                    .await;
+                    match reply.status {
+                        403 => verified.fetch_add(1, Ordering::Relaxed),
+                        429 => refused.fetch_add(1, Ordering::Relaxed),
+                        _ => 0,
+                    };
+                }
+            })
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let (verified, refused) = (verified.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+        println!(
+            "  {label}: {verified} verifications forced in {seconds:.1} s = {:.2}/s; {refused} refused without one",
+            verified as f64 / seconds
+        );
+    }
     Ok(())
 }
