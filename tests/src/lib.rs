@@ -161,6 +161,21 @@ pub async fn gateway_with_web_user(
     (deps, gateway, user)
 }
 
+/// A long-only MIS strategy webhook on `user`'s account trading `quantity` SBIN per entry signal:
+/// its secret id.
+pub async fn sbin_webhook(deps: &Deps, user: &str, strategy: &str, quantity: u64) -> String {
+    let webhook = shared::identity::webhooks::Webhook {
+        user: user.to_owned(),
+        strategy: strategy.into(),
+        exchange: shared::trading::orders::Exchange::Nse,
+        product: shared::trading::orders::Product::Mis,
+        mode: shared::identity::webhooks::Mode::Long,
+        symbols: [("SBIN".to_owned(), quantity)].into(),
+        suspended_at: None,
+    };
+    deps.accounts().create_webhook(&webhook).await.expect("create webhook")
+}
+
 /// A new user on the sandbox broker and its API key.
 pub async fn new_user(deps: &Deps) -> (String, String) {
     let username = unique_name("u");

@@ -139,16 +139,7 @@ async fn market(stack: &Stack, key: &str) {
 /// WebhookFunction: an entry and an exit signal, and an unknown id.
 async fn webhook(stack: &Stack) {
     let (user, _) = new_user(&stack.deps).await;
-    let webhook = shared::identity::webhooks::Webhook {
-        user,
-        strategy: "Breakout".into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 5)].into(),
-        suspended_at: None,
-    };
-    let id = stack.deps.accounts().create_webhook(&webhook).await.expect("webhook");
+    let id = kavach_tests::sbin_webhook(&stack.deps, &user, "Breakout", 5).await;
     for action in ["BUY", "SELL"] {
         let signal = json!({ "symbol": "SBIN", "action": action }).to_string();
         let reply = post(stack.gateway, unique_ip(), &format!("/strategy/webhook/{id}"), &signal).await;
@@ -221,17 +212,8 @@ async fn confirm_reset(visitor: &mut WebClient, token: &str, password: &str) {
 /// PortalFunction, every route.
 async fn portal(stack: &Stack) {
     let user = new_web_user(&stack.deps).await;
-    let webhook = |strategy: &str| shared::identity::webhooks::Webhook {
-        user: user.username.clone(),
-        strategy: strategy.into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 1)].into(),
-        suspended_at: None,
-    };
-    let kept = stack.deps.accounts().create_webhook(&webhook("kept")).await.expect("webhook");
-    let dropped = stack.deps.accounts().create_webhook(&webhook("dropped")).await.expect("webhook");
+    let kept = kavach_tests::sbin_webhook(&stack.deps, &user.username, "kept", 1).await;
+    let dropped = kavach_tests::sbin_webhook(&stack.deps, &user.username, "dropped", 1).await;
     let mut browser = stack.browser(&user).await;
     for path in ["/dashboard", "/apikey", "/auth/sessions"] {
         assert_eq!(browser.get(path).await.status, 200, "{path}");

@@ -12,16 +12,7 @@ use shared::Deps;
 /// webhook's secret id.
 async fn breakout_webhook(deps: &Deps) -> (String, String) {
     let (user, _) = new_user(deps).await;
-    let webhook = shared::identity::webhooks::Webhook {
-        user: user.clone(),
-        strategy: "Breakout".into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 5)].into(),
-        suspended_at: None,
-    };
-    let id = deps.accounts().create_webhook(&webhook).await.expect("webhook");
+    let id = kavach_tests::sbin_webhook(deps, &user, "Breakout", 5).await;
     assert_eq!(id.len(), 32);
     (user, id)
 }

@@ -25,16 +25,7 @@ fn wrong_secret(key: &str, variant: usize) -> String {
 /// A long-only webhook for a new user: its secret id.
 async fn webhook_of_new_user(deps: &Deps) -> String {
     let (user, _) = new_user(deps).await;
-    let webhook = shared::identity::webhooks::Webhook {
-        user,
-        strategy: "Breakout".into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 1)].into(),
-        suspended_at: None,
-    };
-    deps.accounts().create_webhook(&webhook).await.expect("webhook")
+    sbin_webhook(deps, &user, "Breakout", 1).await
 }
 
 async fn alert(gateway: SocketAddr, source: IpAddr, id: &str) -> Reply {

@@ -12,16 +12,7 @@ use shared::Deps;
 
 /// A long-only webhook on `username`'s account: its secret id and its handle.
 async fn webhook_for(deps: &Deps, username: &str) -> (String, String) {
-    let webhook = shared::identity::webhooks::Webhook {
-        user: username.to_owned(),
-        strategy: "Breakout".into(),
-        exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
-        mode: shared::identity::webhooks::Mode::Long,
-        symbols: [("SBIN".to_owned(), 1)].into(),
-        suspended_at: None,
-    };
-    let id = deps.accounts().create_webhook(&webhook).await.expect("webhook");
+    let id = sbin_webhook(deps, username, "Breakout", 1).await;
     let handle = shared::identity::webhooks::handle_of(&id);
     (id, handle)
 }

@@ -106,16 +106,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     let webhook_id = match route {
         "webhook" => {
             let (user, _) = kavach_tests::new_user(&deps).await;
-            let webhook = shared::identity::webhooks::Webhook {
-                user,
-                strategy: "bench".into(),
-                exchange: shared::trading::orders::Exchange::Nse,
-                product: shared::trading::orders::Product::Cnc,
-                mode: shared::identity::webhooks::Mode::Long,
-                symbols: [("SBIN".to_owned(), 1)].into_iter().collect(),
-                suspended_at: None,
-            };
-            deps.accounts().create_webhook(&webhook).await?
+            kavach_tests::sbin_webhook(&deps, &user, "bench", 1).await
         }
         _ => String::new(),
     };
