@@ -28,11 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::crypto::{ct_eq, random_bytes};
-use crate::store::identity::{
-    Conditional, unchanged_key_state, user_pk, webhook_index_attribute as index_attribute, webhook_pk,
-};
-use crate::store::users::UserRecord;
-use crate::store::{Item, PK, cancelled_by_condition, instant, s, string, unavailable, write};
+use crate::store::identity::{Conditional, user_pk, webhook_index_attribute as index_attribute, webhook_pk};
+use crate::store::users::{UserRecord, unchanged_key_state};
+use crate::store::{Item, PK, conditional, instant, s, string, unavailable, write};
 use crate::trading::orders::{Exchange, Product};
 
 /// A key rotation suspends every webhook of the account in one transaction (DynamoDB allows 100
@@ -213,11 +211,7 @@ impl WebhookStore {
         writes: Vec<TransactWriteItem>,
         operation: &'static str,
     ) -> Result<Conditional<()>, AppError> {
-        match self.client.transact_write_items().set_transact_items(Some(writes)).send().await {
-            Ok(_) => Ok(Conditional::Written(())),
-            Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
-            Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context(operation))),
-        }
+        conditional(self.client.transact_write_items().set_transact_items(Some(writes)).send().await, operation)
     }
 
     /// The webhook for a presented id, or `None`. One `GetItem` by the id's hash, then a

@@ -8,7 +8,7 @@
 //!   revoked; the record stays so that the refusal can say why.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, PK, cancelled_by_condition, epoch, instant, s, string, string_set, unavailable, write};
 use crate::core::clock::UnixMillis;
@@ -16,37 +16,8 @@ use crate::core::error::AppError;
 use crate::crypto::api_key::KeyId;
 use crate::crypto::password::PhcString;
 use crate::identity::SANDBOX_BROKER;
-use crate::store::users::UserRecord;
 
-/// On the user: a counter bumped by every change of its key pointer or allowlist. Writes that
-/// depend on both ([`IdentityStore::rotate_key`], `set_allowlist`) are conditional on it, so two
-/// of them racing cannot leave the current key without the allowlist the user has.
-pub(crate) const KEY_STATE_VERSION: &str = "key_state_version";
-
-/// A write conditional on the account as it was read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Conditional<T> {
-    Written(T),
-    /// The account changed since it was read; nothing was written. Read it again and retry.
-    Stale,
-}
-
-/// `update`, bumping the user's key-state version, conditional on it being what `seen` read.
-pub(crate) fn unchanged_key_state(
-    update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
-    seen: &UserRecord,
-) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-    let next = seen.key_state_version.unwrap_or(0) + 1;
-    let update = update
-        .expression_attribute_names("#version", KEY_STATE_VERSION)
-        .expression_attribute_values(":next", AttributeValue::N(next.to_string()));
-    match seen.key_state_version {
-        Some(version) => update
-            .condition_expression("#version = :seen")
-            .expression_attribute_values(":seen", AttributeValue::N(version.to_string())),
-        None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)"),
-    }
-}
+pub use super::Conditional;
 
 /// The allowlist attribute, on the user (the setting) and copied onto its current key (what the gate
 /// reads).
@@ -173,65 +144,6 @@ impl IdentityStore {
                 }
             })?;
         Ok(())
-    }
-
-    /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
-    /// key is refused by every container on its next request because the gate reads the record.
-    ///
-    /// Conditional on the account as `seen`: its key state (the key pointer, the allowlist and the
-    /// webhooks, [`KEY_STATE_VERSION`]) must be unchanged, so the new key inherits the allowlist
-    /// that is in force when it is written, never one a concurrent save has just replaced, and every
-    /// webhook of the account is suspended with the old key.
-    pub async fn rotate_key(
-        &self,
-        seen: &UserRecord,
-        record: &ApiKeyRecord,
-        now: UnixMillis,
-    ) -> Result<Conditional<Option<KeyId>>, AppError> {
-        let previous = seen.api_key_id.as_deref().and_then(KeyId::parse);
-        // The allowlist is the user's setting: the new key inherits it.
-        let record = &ApiKeyRecord { allow: seen.allow.clone(), ..record.clone() };
-        let point_user = unchanged_key_state(
-            Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(user_pk(&seen.username)))
-                .update_expression("SET api_key_id = :new, #version = :next")
-                .expression_attribute_values(":new", s(record.id.as_str())),
-            seen,
-        );
-        let mut transaction = self
-            .client
-            .transact_write_items()
-            .transact_items(write(point_user.build().map_err(AppError::internal)?))
-            .transact_items(self.put_key(record)?);
-        if let Some(old) = &previous {
-            let revoke = Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(key_pk(old)))
-                .update_expression("SET revoked_at = :now")
-                .expression_attribute_values(":now", epoch(now))
-                .build()
-                .map_err(AppError::internal)?;
-            transaction = transaction.transact_items(write(revoke));
-        }
-        // The account's webhooks were issued beside the old key: they stop with it, until the owner
-        // re-binds them. One that was deleted meanwhile fails its condition: the rotation is stale.
-        for hash in seen.webhooks.keys() {
-            let suspend = Update::builder()
-                .table_name(&self.table)
-                .key(PK, s(webhook_pk(hash)))
-                .update_expression("SET suspended_at = :now")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":now", epoch(now))
-                .build()
-                .map_err(AppError::internal)?;
-            transaction = transaction.transact_items(write(suspend));
-        }
-        match transaction.send().await {
-            Ok(_) => Ok(Conditional::Written(previous)),
-            Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
-            Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context("rotate API key"))),
-        }
     }
 
     /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.

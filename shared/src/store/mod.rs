@@ -136,6 +136,37 @@ pub(crate) fn cancelled_by_condition(error: &SdkError<TransactWriteItemsError>) 
     }
 }
 
+/// A write conditional on what was read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conditional<T> {
+    Written(T),
+    /// What the write depended on changed since it was read; nothing was written. Read it again
+    /// and retry.
+    Stale,
+}
+
+impl<T> Conditional<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Conditional<U> {
+        match self {
+            Conditional::Written(value) => Conditional::Written(f(value)),
+            Conditional::Stale => Conditional::Stale,
+        }
+    }
+}
+
+/// A conditional transaction's outcome: a failed condition is `Stale`, any other failure means the
+/// store was unavailable for `operation`.
+pub(crate) fn conditional<T>(
+    sent: Result<T, SdkError<TransactWriteItemsError>>,
+    operation: &'static str,
+) -> Result<Conditional<()>, AppError> {
+    match sent {
+        Ok(_) => Ok(Conditional::Written(())),
+        Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
+        Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context(operation))),
+    }
+}
+
 /// One transaction item from a built put, update or delete.
 pub(crate) fn write(item: impl Into<WriteKind>) -> TransactWriteItem {
     match item.into() {

@@ -17,15 +17,15 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Update};
 
 use super::identity::{
-    ALLOW, ApiKeyRecord, Conditional, IdentityStore, KEY_STATE_VERSION, WEBHOOK_INDEX_PREFIX, key_pk,
-    unchanged_key_state, user_pk,
+    ALLOW, ApiKeyRecord, Conditional, IdentityStore, WEBHOOK_INDEX_PREFIX, key_pk, user_pk, webhook_pk,
 };
 use super::{
-    EXPIRES_AT, Item, PK, cancelled_by_condition, epoch, instant, n, number, s, string, string_set, unavailable,
-    unless_condition_failed, write,
+    EXPIRES_AT, Item, PK, cancelled_by_condition, conditional, epoch, instant, n, number, s, string, string_set,
+    unavailable, unless_condition_failed, write,
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
+use crate::crypto::api_key::KeyId;
 use crate::crypto::one_time::TokenHash;
 use crate::crypto::password::PhcString;
 use crate::identity::Role;
@@ -87,6 +87,28 @@ impl UserRecord {
                 })
                 .collect(),
         })
+    }
+}
+
+/// On the user: a counter bumped by every change of its key pointer or allowlist. Writes that
+/// depend on both ([`IdentityStore::rotate_key`], `set_allowlist`) are conditional on it, so two
+/// of them racing cannot leave the current key without the allowlist the user has.
+pub const KEY_STATE_VERSION: &str = "key_state_version";
+
+/// `update`, bumping the user's key-state version, conditional on it being what `seen` read.
+pub(crate) fn unchanged_key_state(
+    update: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+    seen: &UserRecord,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    let next = seen.key_state_version.unwrap_or(0) + 1;
+    let update = update
+        .expression_attribute_names("#version", KEY_STATE_VERSION)
+        .expression_attribute_values(":next", AttributeValue::N(next.to_string()));
+    match seen.key_state_version {
+        Some(version) => update
+            .condition_expression("#version = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(version.to_string())),
+        None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#version)"),
     }
 }
 
@@ -351,6 +373,61 @@ impl IdentityStore {
         Ok(())
     }
 
+    /// Replaces the user's current key with `record` and revokes the old one, atomically: the old
+    /// key is refused by every container on its next request because the gate reads the record.
+    ///
+    /// Conditional on the account as `seen`: its key state (the key pointer, the allowlist and the
+    /// webhooks, [`KEY_STATE_VERSION`]) must be unchanged, so the new key inherits the allowlist
+    /// that is in force when it is written, never one a concurrent save has just replaced, and every
+    /// webhook of the account is suspended with the old key.
+    pub async fn rotate_key(
+        &self,
+        seen: &UserRecord,
+        record: &ApiKeyRecord,
+        now: UnixMillis,
+    ) -> Result<Conditional<Option<KeyId>>, AppError> {
+        let previous = seen.api_key_id.as_deref().and_then(KeyId::parse);
+        // The allowlist is the user's setting: the new key inherits it.
+        let record = &ApiKeyRecord { allow: seen.allow.clone(), ..record.clone() };
+        let point_user = unchanged_key_state(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(user_pk(&seen.username)))
+                .update_expression("SET api_key_id = :new, #version = :next")
+                .expression_attribute_values(":new", s(record.id.as_str())),
+            seen,
+        );
+        let mut transaction = self
+            .client
+            .transact_write_items()
+            .transact_items(write(point_user.build().map_err(AppError::internal)?))
+            .transact_items(self.put_key(record)?);
+        if let Some(old) = &previous {
+            let revoke = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(key_pk(old)))
+                .update_expression("SET revoked_at = :now")
+                .expression_attribute_values(":now", epoch(now))
+                .build()
+                .map_err(AppError::internal)?;
+            transaction = transaction.transact_items(write(revoke));
+        }
+        // The account's webhooks were issued beside the old key: they stop with it, until the owner
+        // re-binds them. One that was deleted meanwhile fails its condition: the rotation is stale.
+        for hash in seen.webhooks.keys() {
+            let suspend = Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(webhook_pk(hash)))
+                .update_expression("SET suspended_at = :now")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":now", epoch(now))
+                .build()
+                .map_err(AppError::internal)?;
+            transaction = transaction.transact_items(write(suspend));
+        }
+        Ok(conditional(transaction.send().await, "rotate API key")?.map(|()| previous))
+    }
+
     /// Sets the IP allowlist on the user (the setting) and on its current key (what the gate reads),
     /// together. An empty list removes both. Conditional on the account as `seen`
     /// ([`KEY_STATE_VERSION`]): a key rotated since would otherwise miss the new list.
@@ -389,11 +466,7 @@ impl IdentityStore {
             .transact_items(write(key.build().map_err(AppError::internal)?))
             .send()
             .await;
-        match sent {
-            Ok(_) => Ok(Conditional::Written(())),
-            Err(error) if cancelled_by_condition(&error) => Ok(Conditional::Stale),
-            Err(error) => Err(AppError::Unavailable(anyhow::Error::new(error).context("set IP allowlist"))),
-        }
+        conditional(sent, "set IP allowlist")
     }
 
     /// The user an email address belongs to.
