@@ -40,6 +40,68 @@ ensure_rust() {
   command -v cargo >/dev/null || die "cargo is required (rustup.rs)"
 }
 
+# cargo-deny, for the dependency audit: built from crates.io at a pinned version (with its own
+# Cargo.lock, --locked) into .kavach/tools, once per checkout. 0.20.2 needs rustc 1.88 or newer.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  local bin="$STATE/tools/bin/cargo-deny"
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    export PATH="$STATE/tools/bin:$PATH"; return
+  fi
+  say "building cargo-deny $CARGO_DENY_VERSION from crates.io into $STATE/tools (once)"
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION" --root "$STATE/tools" \
+    --target-dir "$STATE/tools/build" || die "cargo install cargo-deny $CARGO_DENY_VERSION failed"
+  rm -rf "$STATE/tools/build"
+  export PATH="$STATE/tools/bin:$PATH"
+}
+
+# dependency_audit [live]: cargo-deny's advisories, licences, bans and sources checks of Cargo.lock
+# (policy in deny.toml). Offline by default, against the dated RustSec snapshot beside the checkout
+# (../shared/advisory-db, or KAVACH_ADVISORY_SNAPSHOT); `live` fetches the current database instead
+# (the weekly workflow). cargo-deny only opens a git checkout, so the snapshot is copied into a
+# throwaway repository committed at the snapshot's date: cargo-deny then sees the database's real
+# age and refuses one past deny.toml's maximum-db-staleness.
+dependency_audit() {
+  ensure_cargo_deny
+  # cargo-deny accepts a bare id or an empty reason; the policy does not.
+  python3 - "$ROOT/deny.toml" <<'PY' || die "deny.toml: every advisories.ignore entry needs { id = \"…\", reason = \"why\" }"
+import sys, tomllib
+ignores = tomllib.load(open(sys.argv[1], "rb")).get("advisories", {}).get("ignore", [])
+bare = [entry for entry in ignores if not (isinstance(entry, dict) and str(entry.get("reason", "")).strip())]
+for entry in bare:
+    print(f"deny.toml: ignore {entry!r} has no written reason", file=sys.stderr)
+sys.exit(1 if bare else 0)
+PY
+  if [ "${1:-}" = live ]; then
+    say "dependency audit: cargo-deny $CARGO_DENY_VERSION against the live RustSec database"
+    (cd "$ROOT" && cargo deny --locked check --hide-inclusion-graph) || die "dependency audit failed (see docs/operations.md)"
+    return
+  fi
+  local snapshot taken
+  snapshot=$(cd "${KAVACH_ADVISORY_SNAPSHOT:-$ROOT/../shared/advisory-db}" 2>/dev/null && pwd) \
+    || die "no RustSec snapshot at ${KAVACH_ADVISORY_SNAPSHOT:-$ROOT/../shared/advisory-db}"
+  [ -f "$snapshot/SNAPSHOT.md" ] || die "no RustSec snapshot at $snapshot (its SNAPSHOT.md is missing)"
+  taken=$(grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}' "$snapshot/SNAPSHOT.md" | head -n 1)
+  [ -n "$taken" ] || die "$snapshot/SNAPSHOT.md names no date (YYYY-MM-DD)"
+  say "dependency audit: cargo-deny $CARGO_DENY_VERSION, offline, RustSec snapshot of $taken ($snapshot)"
+  # The directory cargo-deny derives from deny.toml's db-urls (a hash of the URL, fixed for the
+  # pinned version): a wrong name fails the check, it cannot pass it.
+  local root="$STATE/advisory-dbs" db="$STATE/advisory-dbs/advisory-db-3157b0e258782691"
+  rm -rf "$root"
+  mkdir -p "$root"
+  cp -R "$snapshot" "$db"
+  chmod -R u+w "$db"
+  (
+    cd "$db" && git init -q && git add -A \
+      && GIT_AUTHOR_DATE="${taken}T00:00:00Z" GIT_COMMITTER_DATE="${taken}T00:00:00Z" \
+        git -c user.name=kavach -c user.email=kavach@localhost -c commit.gpgsign=false \
+        commit -q -m "RustSec advisory database snapshot of $taken"
+  ) || die "could not stage the advisory snapshot in $db"
+  touch -d "${taken}T00:00:00Z" "$db/.git/HEAD"
+  (cd "$ROOT" && KAVACH_ADVISORY_DB_ROOT="$root" cargo deny --offline --locked check --hide-inclusion-graph) \
+    || die "dependency audit failed against the snapshot of $taken (see docs/operations.md)"
+}
+
 # Debian's Chromium and its WebDriver, for the browser tests. Installed from the package registry
 # when missing; without them the browser tests fail (they never skip).
 ensure_browser() {
