@@ -74,7 +74,7 @@ sys.exit(1 if bare else 0)
 PY
   if [ "${1:-}" = live ]; then
     say "dependency audit: cargo-deny $CARGO_DENY_VERSION against the live RustSec database"
-    (cd "$ROOT" && cargo deny --locked check --hide-inclusion-graph) || die "dependency audit failed (see docs/operations.md)"
+    (cd "$ROOT" && KAVACH_ADVISORY_DB_ROOT="$STATE/advisory-dbs-live" cargo deny --locked check --hide-inclusion-graph) || die "dependency audit failed (see docs/operations.md)"
     return
   fi
   local snapshot taken
