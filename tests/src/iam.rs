@@ -21,6 +21,12 @@ const REF_IS_ARN: &[&str] = &["AWS::SecretsManager::Secret"];
 /// The condition keys the recorder supplies; a policy conditioned on any other cannot be judged.
 const MODELLED_CONDITION_KEYS: &str = "kms:EncryptionContext:";
 
+/// The DynamoDB condition keys the recorder supplies ([`shared::app::aws::LEADING_KEYS`],
+/// [`shared::app::aws::ATTRIBUTES`]). They are multivalued, so IAM takes them only under a
+/// `ForAllValues:` operator; the recorder joins several values with
+/// [`shared::app::aws::VALUE_SEPARATOR`], and every one must match.
+const MULTIVALUED_KEYS: &[&str] = &[shared::app::aws::LEADING_KEYS, shared::app::aws::ATTRIBUTES];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
     pub allow: bool,
@@ -33,7 +39,7 @@ pub struct Statement {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    /// `StringEquals` or `StringLike`.
+    /// `StringEquals` or `StringLike`, or either after `ForAllValues:`.
     pub operator: String,
     pub key: String,
     /// Any one of them satisfies the condition.
@@ -50,15 +56,35 @@ impl Statement {
 }
 
 impl Condition {
-    /// A key the request does not set fails the condition, as in IAM.
+    /// A key the request does not set fails the condition, as in IAM, except under
+    /// `ForAllValues:`, where an empty set of values satisfies it (IAM's vacuous truth: a
+    /// `ForAllValues` condition restricts only the requests that carry the key).
     fn holds(&self, context: &BTreeMap<String, String>) -> bool {
-        context.get(&self.key).is_some_and(|actual| {
-            self.values.iter().any(|wanted| match self.operator.as_str() {
+        let (for_all, operator) = match self.operator.strip_prefix("ForAllValues:") {
+            Some(operator) => (true, operator),
+            None => (false, self.operator.as_str()),
+        };
+        let matches = |actual: &str| {
+            self.values.iter().any(|wanted| match operator {
                 "StringLike" => glob(wanted, actual),
                 _ => wanted == actual,
             })
-        })
+        };
+        match context.get(&self.key) {
+            None => for_all,
+            Some(actual) if for_all => actual.split(shared::app::aws::VALUE_SEPARATOR).all(matches),
+            Some(actual) => matches(actual),
+        }
     }
+}
+
+/// Whether `statements` allow `action` on the logical-id `resource` for a request setting
+/// `context`: some Allow applies and no Deny does, as IAM decides within one principal's policies.
+pub fn allows(statements: &[Statement], action: &str, resource: &str, context: &BTreeMap<String, String>) -> bool {
+    let applying = |allow: bool| {
+        statements.iter().any(|statement| statement.allow == allow && statement.applies(action, resource, context))
+    };
+    applying(true) && !applying(false)
 }
 
 /// IAM's wildcards: `*` any run of characters, `?` any one.
@@ -212,13 +238,20 @@ fn statement(template: &Yaml, whence: &str, statement: &Yaml) -> Result<Statemen
     let mut conditions = Vec::new();
     for (operator, tests) in statement.get("Condition").and_then(Yaml::as_mapping).into_iter().flatten() {
         let operator = operator.as_str().unwrap_or("?");
-        if !["StringEquals", "StringLike"].contains(&operator) {
+        let for_all = operator.starts_with("ForAllValues:");
+        if !["StringEquals", "StringLike"].contains(&operator.trim_start_matches("ForAllValues:")) {
             bail!("{whence}: condition operator {operator} is not resolved by the drift test");
         }
         for (key, values) in tests.as_mapping().with_context(|| format!("{whence}: {operator} is not a mapping"))? {
             let key = key.as_str().unwrap_or("?");
-            if !key.starts_with(MODELLED_CONDITION_KEYS) {
-                bail!("{whence}: condition key {key} is not one the recorder supplies ({MODELLED_CONDITION_KEYS}…)");
+            match (MULTIVALUED_KEYS.contains(&key), for_all) {
+                (true, true) => {}
+                (true, false) => bail!("{whence}: {key} is multivalued; IAM needs ForAllValues:{operator} for it"),
+                (false, true) => bail!("{whence}: {operator} on {key} is not resolved by the drift test"),
+                (false, false) if !key.starts_with(MODELLED_CONDITION_KEYS) => bail!(
+                    "{whence}: condition key {key} is not one the recorder supplies ({MODELLED_CONDITION_KEYS}…, {MULTIVALUED_KEYS:?})"
+                ),
+                (false, false) => {}
             }
             let values = strings(values).with_context(|| format!("{whence}: {operator} {key}"))?;
             conditions.push(Condition { operator: operator.to_owned(), key: key.to_owned(), values });
@@ -375,12 +408,7 @@ pub fn violations(
                 found.insert(format!("{caller} performs {} but is not a function in template.yaml", access.action));
                 continue;
             };
-            let applying = |allow: bool| {
-                statements.iter().any(|statement| {
-                    statement.allow == allow && statement.applies(&access.action, &resource, &access.context)
-                })
-            };
-            if applying(false) || !applying(true) {
+            if !allows(statements, &access.action, &resource, &access.context) {
                 found.insert(format!(
                     "{caller} performs {} on {resource}{when}{context} but its policies do not allow it",
                     access.action
@@ -589,6 +617,26 @@ Resources:
         let template = template(&text);
         let policies = function_policies(&template).unwrap_or_else(|error| panic!("{error:#}"));
         assert!(policies.values().all(|statements| !statements.is_empty()), "{policies:#?}");
+    }
+
+    #[test]
+    fn leading_keys_are_judged_as_iam_does_for_all_values() {
+        let text = statement_with(
+            "              Action: [dynamodb:GetItem, dynamodb:Scan]\n              Resource: !GetAtt Table.Arn\n              Condition: { \"ForAllValues:StringLike\": { dynamodb:LeadingKeys: [\"user#*\", admin] } }\n",
+        );
+        let policies = function_policies(&template(&text)).expect("policies");
+        let with = |key: &str| BTreeMap::from([(shared::app::aws::LEADING_KEYS.to_owned(), key.to_owned())]);
+        assert!(allows(&policies["F"], "dynamodb:GetItem", "Table", &with("user#alice")));
+        assert!(allows(&policies["F"], "dynamodb:GetItem", "Table", &with("admin")));
+        assert!(!allows(&policies["F"], "dynamodb:GetItem", "Table", &with("apikey#0123")));
+        assert!(!allows(&policies["F"], "dynamodb:GetItem", "Table", &with("administrator")));
+        // IAM's vacuous truth: a request with no leading key (a Scan) satisfies ForAllValues.
+        assert!(allows(&policies["F"], "dynamodb:Scan", "Table", &BTreeMap::new()));
+
+        let single = statement_with(
+            "              Action: dynamodb:GetItem\n              Resource: \"*\"\n              Condition: { StringLike: { dynamodb:LeadingKeys: \"user#*\" } }\n",
+        );
+        assert!(error(&single).contains("needs ForAllValues:StringLike"), "{}", error(&single));
     }
 
     #[test]

@@ -197,3 +197,39 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
 fn at(secs: u64) -> shared::core::clock::UnixMillis {
     shared::core::clock::UnixMillis::from_secs(secs)
 }
+
+/// A function's cold start reads only the secrets it uses (issue 11, item 10): the catch-all none,
+/// an API function the app secret for its pepper but no KMS, a portal-like one both; and what it was
+/// not given fails closed on use instead of being derived later.
+#[tokio::test]
+async fn a_cold_start_reads_and_derives_only_the_secrets_its_function_uses() {
+    use shared::app::bootstrap::Secrets;
+    let config = config_with(&[]);
+    let cases = [(Secrets::NONE, 0, 0), (Secrets::PEPPER, 1, 0), (Secrets::ALL, 1, 1)];
+    for (secrets, secret_reads, decrypts) in cases {
+        let aws = AwsClients::from_env().await;
+        let stats = aws.stats.clone();
+        let deps = bootstrap::init_with_secrets(
+            config.clone(),
+            Arc::new(SystemClock),
+            aws,
+            shared::core::metrics::MetricSink::Memory(Default::default()),
+            secrets,
+        )
+        .await
+        .expect("boots");
+        let counts = stats.snapshot();
+        assert_eq!(
+            (counts.for_service("Secrets Manager"), counts.for_service("KMS")),
+            (secret_reads, decrypts),
+            "{secrets:?}: {counts:?}"
+        );
+        let now = shared::core::clock::UnixMillis(1);
+        assert_eq!(deps.totp_secrets.encrypt(b"x", now).is_ok(), secrets.totp_secrets, "{secrets:?}");
+        assert_eq!(deps.passwords.hash(b"x").is_ok(), secrets.pepper, "{secrets:?}");
+        if !secrets.pepper {
+            let error = deps.passwords.hash(b"x").expect_err("withheld");
+            assert_eq!(error.to_string(), "this function holds no pepper");
+        }
+    }
+}

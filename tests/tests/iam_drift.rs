@@ -23,7 +23,8 @@ use kavach_tests::{
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 use shared::Deps;
-use shared::app::aws::{AwsClients, COLD_START, acting_as};
+use shared::app::aws::{AwsClients, acting_as};
+use shared::app::bootstrap::Secrets;
 use shared::core::clock::{Clock, ManualClock};
 use shared::core::config::Config;
 
@@ -355,9 +356,22 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
     let clock = market_morning();
     let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
-    let deps = acting_as(COLD_START, shared::app::bootstrap::init_with(config, clock.clone(), aws, metrics))
+    // The fixtures' deps (every secret) start outside any function, so their calls are not recorded;
+    // each function's own cold start is, under its name, with the secrets its binary asks for.
+    let deps = shared::app::bootstrap::init_with(config.clone(), clock.clone(), aws.clone(), metrics.clone())
         .await
-        .expect("cold start");
+        .expect("the fixtures' deps");
+    let function_secrets = kavach_gateway::function_secrets();
+    for (&function, &secrets) in &function_secrets {
+        let cold_start = shared::app::bootstrap::init_with_secrets(
+            config.clone(),
+            clock.clone(),
+            aws.clone(),
+            metrics.clone(),
+            secrets,
+        );
+        acting_as(function, cold_start).await.unwrap_or_else(|error| panic!("{function}'s cold start: {error}"));
+    }
     let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
     deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
     let gateway = kavach_tests::start_gateway(deps.clone()).await;
@@ -382,12 +396,15 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     let callers: BTreeSet<&str> = accesses.iter().map(|access| access.caller).collect();
     let missed: Vec<&String> = policies.keys().filter(|function| !callers.contains(function.as_str())).collect();
     assert!(missed.is_empty(), "these template functions were not driven, so their IAM is unchecked: {missed:?}");
-    assert!(callers.contains(COLD_START), "the cold start's calls were recorded");
-
-    // Every function API Gateway invokes starts through `bootstrap::init` (its handler needs `Deps`);
-    // the fill engine builds its store from the config alone and makes no cold-start calls.
-    let cold_starters: BTreeSet<String> = routes.into_iter().map(|route| route.function).collect();
-    let violations = iam::violations(&policies, &names, &accesses, &cold_starters);
+    // A cold start reads the app secret exactly when its function uses a secret: never for the
+    // catch-all, the webhook or the security dashboard.
+    for (function, secrets) in &function_secrets {
+        let read =
+            accesses.iter().any(|access| access.caller == *function && access.action.starts_with("secretsmanager:"));
+        assert_eq!(read, *secrets != Secrets::NONE, "{function}'s cold start read the app secret: {read}");
+    }
+    // Each function's cold start is recorded under its own name above, so none is a shared caller.
+    let violations = iam::violations(&policies, &names, &accesses, &BTreeSet::new());
     assert!(
         violations.is_empty(),
         "IAM drift between the code and template.yaml: {} finding(s) over {} recorded accesses:\n{}",

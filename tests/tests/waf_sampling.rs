@@ -44,7 +44,8 @@ fn url_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while index < bytes.len() {
-        let hex = bytes.get(index + 1..index + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        let hex =
+            bytes.get(index + 1..index + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
         match (bytes[index], hex) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -147,7 +148,9 @@ fn webhook_requests_keep_a_per_ip_flood_limit_before_they_are_let_through() {
     for uri in webhook_uris(&prefix) {
         let limited = rules
             .iter()
-            .take_while(|rule| !(matches(&rule["Statement"], &uri) == Some(true) && rule["Action"].get("Allow").is_some()))
+            .take_while(|rule| {
+                !(matches(&rule["Statement"], &uri) == Some(true) && rule["Action"].get("Allow").is_some())
+            })
             .any(|rule| {
                 let rate = &rule["Statement"]["RateBasedStatement"];
                 rule["Action"].get("Block").is_some()

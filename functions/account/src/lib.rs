@@ -13,6 +13,9 @@ use shared::trading::sandbox::service::Sandbox;
 use shared::trading::sandbox::views;
 use shared::{AppError, Deps};
 
+/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+
 /// The account reads, and analyzer mode.
 #[derive(Clone, Copy, Debug)]
 pub enum AccountRoute {

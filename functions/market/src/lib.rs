@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use shared::core::clock::UnixMillis;

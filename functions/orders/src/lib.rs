@@ -14,6 +14,9 @@ use shared::trading::orders::{
 use shared::trading::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
 use shared::{AppError, Deps};
 
+/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+
 /// The order routes, each with its own rate-limit class.
 #[derive(Clone, Copy, Debug)]
 pub enum OrderRoute {

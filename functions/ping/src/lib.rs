@@ -7,6 +7,9 @@ use shared::limits::LimitedAction;
 use shared::pipeline::api;
 use shared::pipeline::route::{Endpoint, Route, Routes};
 
+/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+
 pub const ROUTE: Route = Route::post("ping", "/api/v1/ping", LimitedAction::Api, true);
 
 /// The one route this function serves.

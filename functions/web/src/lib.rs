@@ -22,6 +22,7 @@ mod setup;
 
 use lambda_http::{Body, Request, Response};
 use shared::Deps;
+use shared::app::bootstrap::Secrets;
 use shared::pipeline::api::unknown_resource;
 use shared::pipeline::pages::serve;
 use shared::pipeline::route::{Access, Endpoint, Method, PageRoute, Routes};
@@ -120,6 +121,21 @@ impl Routes for CatchAll {
         Endpoint { method: Method::Any, path: "/{proxy+}" }
     }
 }
+
+/// What each function's cold start loads ([`Secrets`]): only what its routes use.
+/// Setup hashes the administrator's password and first key, encrypts its copy and the TOTP secret.
+pub const SETUP_SECRETS: Secrets =
+    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false };
+/// Login checks passwords and TOTP codes; reset checks a code or sends mail, and hashes the new password.
+pub const AUTH_SECRETS: Secrets =
+    Secrets { pepper: true, api_key_copies: false, totp_secrets: true, smtp_passwords: true };
+/// The portal re-authenticates (password or code), regenerates and shows the key, changes the password.
+pub const PORTAL_SECRETS: Secrets =
+    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false };
+/// The security dashboard and the traffic log read and write no secret.
+pub const SECURITY_SECRETS: Secrets = Secrets::NONE;
+/// The catch-all, which every scanner reaches, holds none (see `shared::pipeline::not_found`).
+pub const NOT_FOUND_SECRETS: Secrets = Secrets::NONE;
 
 pub async fn setup_handler(deps: &Deps, request: Request) -> Response<Body> {
     let Some(page) = SetupRoute::of(&request) else { return unknown_resource(&request) };

@@ -21,6 +21,10 @@ use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
 use shared::trading::sandbox::service::SmartOutcome;
 use shared::{AppError, Deps, http};
 
+/// What this function's cold start loads: nothing. The webhook's id is checked by its SHA-256, and
+/// it trades on the sandbox, which needs no key.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::NONE;
+
 const PATH: &str = "/strategy/webhook/{webhook_id}";
 pub const ROUTE: Route = Route::post("strategy/webhook", PATH, LimitedAction::Webhook, false);
 

@@ -6,7 +6,10 @@
 //! error, so the local stack can never silently miss a route.
 //!
 //! Each dispatch runs as its template function ([`shared::app::aws::acting_as`]), as does the fill
-//! engine's pass, so the IAM drift test can hold every AWS call against that function's policies.
+//! engine's pass, so the IAM drift test can hold every AWS call against that function's policies,
+//! and with that function's own [`Deps`] ([`Deps::for_function`]): the secrets its Lambda's cold
+//! start loads ([`function_secrets`]) and no others, so a route that reached for a withheld key
+//! would fail here as it would in AWS.
 
 pub mod template;
 
@@ -27,6 +30,7 @@ use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
 use shared::app::aws::acting_as;
+use shared::app::bootstrap::Secrets;
 use shared::pipeline::route::{Endpoint, Routes};
 use shared::{AppError, Deps};
 use tokio::net::TcpListener;
@@ -82,6 +86,23 @@ pub fn declared_routes() -> BTreeMap<&'static str, Vec<Endpoint>> {
 /// The logical ids the gateway can serve.
 pub fn function_names() -> BTreeSet<&'static str> {
     handlers().into_keys().collect()
+}
+
+/// Template logical id → the secrets its Lambda binary's cold start loads (each binary's `main`
+/// passes the same constant to `bootstrap::init_for`).
+pub fn function_secrets() -> BTreeMap<&'static str, Secrets> {
+    BTreeMap::from([
+        ("PingFunction", ping::SECRETS),
+        ("OrdersFunction", orders::SECRETS),
+        ("AccountFunction", account::SECRETS),
+        ("MarketFunction", market::SECRETS),
+        ("WebhookFunction", webhook::SECRETS),
+        ("SetupFunction", web::SETUP_SECRETS),
+        ("AuthFunction", web::AUTH_SECRETS),
+        ("PortalFunction", web::PORTAL_SECRETS),
+        ("SecurityFunction", web::SECURITY_SECRETS),
+        ("NotFoundFunction", web::NOT_FOUND_SECRETS),
+    ])
 }
 
 struct Route {
@@ -147,8 +168,9 @@ pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::tim
 }
 
 pub struct Gateway {
-    deps: Arc<Deps>,
     routes: Vec<Route>,
+    /// Each function's own view of the stack: its secrets only.
+    deps: HashMap<&'static str, Arc<Deps>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -164,23 +186,31 @@ pub enum GatewayError {
     Template(#[from] template::TemplateError),
     #[error("template.yaml declares {0} but the local gateway has no handler for it; register it in infra/gateway")]
     NoHandler(String),
+    #[error("{0} has a handler but no secrets in function_secrets; register them in infra/gateway")]
+    NoSecrets(String),
 }
 
 impl Gateway {
+    /// `deps` holds every secret; each function is served with its own narrowing of it.
     pub fn from_template(deps: Arc<Deps>, template_yaml: &str) -> Result<Self, GatewayError> {
         let handlers = handlers();
+        let secrets = function_secrets();
+        let mut narrowed: HashMap<&'static str, Arc<Deps>> = HashMap::new();
         let mut routes = template::routes(template_yaml)?
             .into_iter()
             .map(|route| {
                 let (function, handler) = handlers
                     .get_key_value(route.function.as_str())
                     .ok_or_else(|| GatewayError::NoHandler(route.function.clone()))?;
+                let function_secrets =
+                    *secrets.get(function).ok_or_else(|| GatewayError::NoSecrets(route.function.clone()))?;
+                narrowed.entry(function).or_insert_with(|| Arc::new(deps.for_function(function_secrets)));
                 let segments = route.path.trim_start_matches('/').split('/').map(str::to_owned).collect();
                 Ok(Route { function, method: route.method, path: route.path, segments, handler: *handler })
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         routes.sort_by_key(Route::specificity);
-        Ok(Self { deps, routes })
+        Ok(Self { routes, deps: narrowed })
     }
 
     pub fn route_count(&self) -> usize {
@@ -237,10 +267,16 @@ impl Gateway {
         };
         let event = proxy_event(&parts, body, peer, route, path_parameters);
         let request = Request::from(LambdaRequest::ApiGatewayV1(event));
-        let response = acting_as(route.function, (route.handler)(self.deps.clone(), request)).await;
+        // Every route's function was given its deps in from_template.
+        let Some(deps) = self.deps.get(route.function).cloned() else {
+            return to_hyper(shared::http::error(&AppError::internal(anyhow::anyhow!(
+                "{} has no deps",
+                route.function
+            ))));
+        };
+        let response = acting_as(route.function, (route.handler)(deps.clone(), request)).await;
         // As on Lambda, the traffic record is written after the response, off the client's clock,
         // by the same function.
-        let deps = self.deps.clone();
         tokio::spawn(acting_as(route.function, async move { deps.flush_traffic().await }));
         to_hyper(response)
     }

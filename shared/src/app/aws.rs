@@ -27,10 +27,22 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
 
+use crate::store::PK;
+
 tokio::task_local! {
     /// The template function (logical id) whose code the current task runs.
     static CALLER: &'static str;
 }
+
+/// IAM's condition key for the partition keys a DynamoDB request touches.
+pub const LEADING_KEYS: &str = "dynamodb:LeadingKeys";
+
+/// IAM's condition key for the top-level attributes an `UpdateItem` sets or removes, the key's
+/// included; recorded as their names joined by [`VALUE_SEPARATOR`].
+pub const ATTRIBUTES: &str = "dynamodb:Attributes";
+
+/// Joins the values of a multivalued condition key in [`Access::context`].
+pub const VALUE_SEPARATOR: char = '\u{1f}';
 
 /// The caller of the calls a cold start makes ([`crate::app::bootstrap::init_with`]): every
 /// function that starts through it makes them under its own role.
@@ -125,7 +137,10 @@ pub struct Access {
     /// The resource as the request names it: a table (`name`, or `name/index/index` for a `Query`
     /// or `Scan` of an index), a secret id, a KMS key id or alias; `*` when it names none.
     pub resource: String,
-    /// The condition keys the request sets: `kms:EncryptionContext:<key>` → value.
+    /// The condition keys the request sets: `kms:EncryptionContext:<key>` → value, and for a
+    /// DynamoDB item (or a base-table `Query`) [`LEADING_KEYS`] → its partition key. IAM takes an
+    /// item request's leading keys as one set; a batch is recorded as one access per item, which
+    /// a `ForAllValues:` condition judges the same way.
     pub context: BTreeMap<String, String>,
 }
 
@@ -251,6 +266,18 @@ fn authorised(caller: &'static str, service: &str, operation: &str, body: &[u8])
         resource: resource.unwrap_or_else(|| "*".to_owned()),
         context: BTreeMap::new(),
     };
+    // An item access, with the partition key of `key` (a `Key` or an `Item`) when it has one, and
+    // for an update the attributes `target` (the request or the transaction's item) names.
+    let item = |action: String, table: Option<String>, key: &Value, target: &Value| {
+        let mut found = access(action, table);
+        if let Some(leading) = key[PK]["S"].as_str() {
+            found.context.insert(LEADING_KEYS.to_owned(), leading.to_owned());
+        }
+        if let Some(attributes) = updated_attributes(key, target) {
+            found.context.insert(ATTRIBUTES.to_owned(), attributes);
+        }
+        found
+    };
     match service {
         "DynamoDB" => match operation {
             "TransactWriteItems" | "TransactGetItems" => {
@@ -264,10 +291,11 @@ fn authorised(caller: &'static str, service: &str, operation: &str, body: &[u8])
                 ];
                 items
                     .iter()
-                    .flat_map(|item| {
+                    .flat_map(|entry| {
                         item_actions.iter().filter_map(move |(kind, action)| {
-                            let target = item.get(*kind)?;
-                            Some(access(format!("dynamodb:{action}"), text(&target["TableName"])))
+                            let target = entry.get(*kind)?;
+                            let key = if *kind == "Put" { &target["Item"] } else { &target["Key"] };
+                            Some(item(format!("dynamodb:{action}"), text(&target["TableName"]), key, target))
                         })
                     })
                     .collect()
@@ -275,16 +303,43 @@ fn authorised(caller: &'static str, service: &str, operation: &str, body: &[u8])
             "BatchGetItem" | "BatchWriteItem" => request["RequestItems"]
                 .as_object()
                 .into_iter()
-                .flat_map(|tables| tables.keys())
-                .map(|table| access(format!("dynamodb:{operation}"), Some(table.clone())))
+                .flatten()
+                .flat_map(|(table, requests)| {
+                    // BatchGetItem: {"Keys":[…]}; BatchWriteItem: [{"PutRequest":{"Item"}}, {"DeleteRequest":{"Key"}}].
+                    let keys: Vec<&Value> = match requests {
+                        Value::Array(writes) => writes
+                            .iter()
+                            .filter_map(|write| {
+                                write["PutRequest"].get("Item").or_else(|| write["DeleteRequest"].get("Key"))
+                            })
+                            .collect(),
+                        other => other["Keys"].as_array().map(|keys| keys.iter().collect()).unwrap_or_default(),
+                    };
+                    let action = format!("dynamodb:{operation}");
+                    if keys.is_empty() {
+                        return vec![access(action, Some(table.clone()))];
+                    }
+                    keys.into_iter().map(|key| item(action.clone(), Some(table.clone()), key, &Value::Null)).collect()
+                })
                 .collect(),
             _ => {
                 let table = text(&request["TableName"]);
-                let resource = match (table, text(&request["IndexName"])) {
-                    (Some(table), Some(index)) => Some(format!("{table}/index/{index}")),
-                    (table, _) => table,
-                };
-                vec![access(format!("dynamodb:{operation}"), resource)]
+                let action = format!("dynamodb:{operation}");
+                match (table, text(&request["IndexName"])) {
+                    // An index's leading key is not the table's partition key: not recorded.
+                    (Some(table), Some(index)) => vec![access(action, Some(format!("{table}/index/{index}")))],
+                    (table, None) if operation == "Query" => {
+                        let mut found = access(action, table);
+                        if let Some(leading) = queried_partition(&request) {
+                            found.context.insert(LEADING_KEYS.to_owned(), leading);
+                        }
+                        vec![found]
+                    }
+                    (table, _) => {
+                        let key = if request.get("Item").is_some() { &request["Item"] } else { &request["Key"] };
+                        vec![item(action, table, key, &request)]
+                    }
+                }
             }
         },
         "KMS" => {
@@ -302,6 +357,59 @@ fn authorised(caller: &'static str, service: &str, operation: &str, body: &[u8])
         // accident, and the test names it.
         other => vec![access(format!("{}:{operation}", other.to_ascii_lowercase().replace(' ', "")), None)],
     }
+}
+
+/// The top-level attributes an update expression in `target` touches, with `key`'s, sorted and
+/// joined by [`VALUE_SEPARATOR`]; `None` when `target` has no update expression.
+fn updated_attributes(key: &Value, target: &Value) -> Option<String> {
+    let expression = target["UpdateExpression"].as_str()?;
+    let mut names: BTreeSet<String> = key.as_object().into_iter().flatten().map(|(name, _)| name.clone()).collect();
+    let mut verb = "";
+    for clause in expression.split(',') {
+        let mut words = clause.split_whitespace().peekable();
+        if let Some(first) = words.peek().map(|word| word.to_ascii_uppercase())
+            && ["SET", "REMOVE", "ADD", "DELETE"].contains(&first.as_str())
+        {
+            verb = if first == "SET" { "SET" } else { "OTHER" };
+            words.next();
+        }
+        let Some(path) = words.next() else { continue };
+        // `SET a = :v` names `a`; the others name their first operand. A nested path's top level.
+        let path = if verb == "SET" { path.split('=').next().unwrap_or(path) } else { path };
+        let top = path.split(['.', '[']).next().unwrap_or(path).trim();
+        let name = if top.starts_with('#') { target["ExpressionAttributeNames"][top].as_str()? } else { top };
+        // A value or a function's argument split off by the comma (`if_not_exists(a, :v)`).
+        if !name.is_empty() && !name.starts_with(':') && !name.contains(['(', ')']) {
+            names.insert(name.to_owned());
+        }
+        // `SET a = :v REMOVE b` in one clause: the verb after the value starts another.
+        let rest: Vec<&str> = words.collect();
+        if let Some(at) = rest
+            .iter()
+            .position(|word| ["SET", "REMOVE", "ADD", "DELETE"].contains(&word.to_ascii_uppercase().as_str()))
+        {
+            verb = if rest[at].eq_ignore_ascii_case("SET") { "SET" } else { "OTHER" };
+            if let Some(path) = rest.get(at + 1) {
+                let top = path.split(['.', '[']).next().unwrap_or(path);
+                let name = if top.starts_with('#') { target["ExpressionAttributeNames"][top].as_str()? } else { top };
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    Some(names.into_iter().collect::<Vec<_>>().join(&VALUE_SEPARATOR.to_string()))
+}
+
+/// The partition key a base-table `Query` names: the value its key condition sets `pk` equal to
+/// (directly or through an attribute name).
+fn queried_partition(request: &Value) -> Option<String> {
+    let condition = request["KeyConditionExpression"].as_str()?;
+    condition.split(" AND ").find_map(|clause| {
+        let (name, value) = clause.split_once('=')?;
+        let name = name.trim();
+        let attribute = if name.starts_with('#') { request["ExpressionAttributeNames"][name].as_str()? } else { name };
+        (attribute == PK)
+            .then(|| request["ExpressionAttributeValues"][value.trim()]["S"].as_str().map(str::to_owned))?
+    })
 }
 
 #[cfg(test)]
@@ -370,6 +478,35 @@ mod tests {
         assert_eq!((decrypt[0].action.as_str(), decrypt[0].resource.as_str()), ("kms:Decrypt", "alias/k"));
         assert_eq!(decrypt[0].context["kms:EncryptionContext:app"], "kavach");
         assert_eq!(seen("SNS", "Publish", "{}"), pairs(&[("sns:Publish", "*")]));
+    }
+
+    #[test]
+    fn items_carry_their_leading_key_and_updates_their_attributes() {
+        let context = |body: &str| authorised("F", "DynamoDB", "UpdateItem", body.as_bytes())[0].context.clone();
+        let touch = context(
+            r#"{"TableName":"t","Key":{"pk":{"S":"session#h"}},"UpdateExpression":"SET last_seen = :now","ExpressionAttributeValues":{":now":{"N":"1"}}}"#,
+        );
+        assert_eq!(touch[LEADING_KEYS], "session#h");
+        assert_eq!(touch[ATTRIBUTES], format!("last_seen{VALUE_SEPARATOR}pk"));
+        let map = context(
+            r##"{"TableName":"t","Key":{"pk":{"S":"user#a"}},"UpdateExpression":"SET sessions.#new = :at REMOVE sessions.#old, #x","ExpressionAttributeNames":{"#new":"n","#old":"o","#x":"role"}}"##,
+        );
+        assert_eq!(map[ATTRIBUTES], format!("pk{VALUE_SEPARATOR}role{VALUE_SEPARATOR}sessions"));
+        let query = authorised(
+            "F",
+            "DynamoDB",
+            "Query",
+            br##"{"TableName":"t","KeyConditionExpression":"#pk = :pk AND #sk BETWEEN :a AND :b","ExpressionAttributeNames":{"#pk":"pk","#sk":"sk"},"ExpressionAttributeValues":{":pk":{"S":"acct#u"}}}"##,
+        );
+        assert_eq!(query[0].context[LEADING_KEYS], "acct#u");
+        let batch = authorised(
+            "F",
+            "DynamoDB",
+            "BatchGetItem",
+            br#"{"RequestItems":{"t":{"Keys":[{"pk":{"S":"session#a"}},{"pk":{"S":"session#b"}}]}}}"#,
+        );
+        let keys: Vec<&str> = batch.iter().map(|access| access.context[LEADING_KEYS].as_str()).collect();
+        assert_eq!(keys, ["session#a", "session#b"], "one access per item");
     }
 
     #[tokio::test]

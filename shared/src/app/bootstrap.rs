@@ -1,5 +1,6 @@
-//! Cold start: configuration, AWS clients, one Secrets Manager read, one KMS Decrypt, then nothing.
-//! Any failure refuses to start, with a message naming what is wrong.
+//! Cold start: configuration, AWS clients, then, for only the secrets the function uses
+//! ([`Secrets`]), one Secrets Manager read and one KMS Decrypt; then nothing. Any failure refuses
+//! to start, with a message naming what is wrong.
 
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ use crate::core::config::{Config, ConfigError};
 use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
-use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, Pepper, PepperError};
+use crate::crypto::password::Pepper;
+use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{Authenticator, VerifiedKeyCache};
@@ -44,6 +46,39 @@ pub enum BootError {
     Crypto(#[from] CryptoError),
 }
 
+/// The secrets a function's code uses. Its cold start reads the app secret only for one of them,
+/// opens the key ring (KMS) only for a purpose key, derives only the purpose keys named, and then
+/// drops the ring: a function holds no key it does not use, and its role (template.yaml) grants no
+/// read it does not make. What is withheld fails closed on use ([`crate::crypto::CryptoError::Withheld`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Secrets {
+    /// Argon2's pepper: verifying API keys and passwords, hashing new ones.
+    pub pepper: bool,
+    /// The API-key copies' purpose key: issuing a key, showing it again.
+    pub api_key_copies: bool,
+    /// The TOTP secrets' purpose key: enrolling and checking codes.
+    pub totp_secrets: bool,
+    /// The SMTP password's purpose key: sending reset mail, configuring it.
+    pub smtp_passwords: bool,
+}
+
+impl Secrets {
+    /// The catch-all, the security dashboard, the webhook: no secret at all.
+    pub const NONE: Self = Self { pepper: false, api_key_copies: false, totp_secrets: false, smtp_passwords: false };
+    /// The `/api/v1` functions: API keys are verified, nothing is decrypted.
+    pub const PEPPER: Self = Self { pepper: true, ..Self::NONE };
+    /// The operator CLI and the local gateway (which narrows it per function with [`Deps::for_function`]).
+    pub const ALL: Self = Self { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: true };
+
+    fn any_purpose(self) -> bool {
+        self.api_key_copies || self.totp_secrets || self.smtp_passwords
+    }
+
+    fn any(self) -> bool {
+        self.pepper || self.any_purpose()
+    }
+}
+
 /// Everything a handler needs, built once per cold start and shared by reference. Only the
 /// pipeline, this composition root and the functions name it: the services below take the parts
 /// they use.
@@ -61,15 +96,43 @@ pub struct Deps {
     pub sandbox: SandboxStore,
     pub webhooks: WebhookStore,
     pub passwords: Arc<PasswordHasher>,
-    pub key_ring: KeyRing,
-    pub api_key_copies: PurposeCipher,
-    pub totp_secrets: PurposeCipher,
-    pub smtp_passwords: PurposeCipher,
+    pub api_key_copies: Arc<PurposeCipher>,
+    pub totp_secrets: Arc<PurposeCipher>,
+    pub smtp_passwords: Arc<PurposeCipher>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
 }
 
 impl Deps {
+    /// This stack as one function sees it: the same clients, stores, clock and metrics, caches and
+    /// a traffic queue of its own, and of the secrets only those `secrets` names, the rest withheld.
+    /// The local gateway serves each template function with its own, so the suites over HTTP show
+    /// that a function works with what its cold start gives it.
+    pub fn for_function(&self, secrets: Secrets) -> Deps {
+        let cipher = |held: bool, cipher: &Arc<PurposeCipher>| {
+            if held { cipher.clone() } else { Arc::new(PurposeCipher::withheld()) }
+        };
+        Deps {
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            aws: self.aws.clone(),
+            bans: self.bans.clone(),
+            trackers: self.trackers.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            identity: self.identity.clone(),
+            traffic: self.traffic.clone(),
+            sandbox: self.sandbox.clone(),
+            webhooks: self.webhooks.clone(),
+            passwords: if secrets.pepper { self.passwords.clone() } else { Arc::new(PasswordHasher::withheld()) },
+            api_key_copies: cipher(secrets.api_key_copies, &self.api_key_copies),
+            totp_secrets: cipher(secrets.totp_secrets, &self.totp_secrets),
+            smtp_passwords: cipher(secrets.smtp_passwords, &self.smtp_passwords),
+            verified_keys: verified_key_cache(),
+            pending_traffic: TrafficQueue::default(),
+        }
+    }
+
     pub fn threats(&self) -> Threats<'_> {
         Threats {
             bans: &self.bans,
@@ -92,12 +155,7 @@ impl Deps {
     }
 
     pub fn authenticator(&self) -> Authenticator<'_> {
-        Authenticator {
-            verified_keys: &self.verified_keys,
-            passwords: &self.passwords,
-            identity: &self.identity,
-            limits: &self.limits,
-        }
+        Authenticator { verified_keys: &self.verified_keys, passwords: &self.passwords, limits: &self.limits }
     }
 
     pub fn mail_settings(&self) -> MailSettings<'_> {
@@ -121,32 +179,60 @@ impl Deps {
     }
 }
 
-/// The production entry point: environment, system clock, SDK default credentials.
-pub async fn init() -> Result<Arc<Deps>, BootError> {
+/// The entry point of a Lambda function: environment, system clock, SDK default credentials, and
+/// only the `secrets` its code uses.
+pub async fn init_for(secrets: Secrets) -> Result<Arc<Deps>, BootError> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;
-    init_with(config, Arc::new(SystemClock), aws, MetricSink::Stdout).await
+    init_with_secrets(config, Arc::new(SystemClock), aws, MetricSink::Stdout, secrets).await
 }
 
-/// Builds [`Deps`] from explicit parts: tests inject the clock and read the metrics, and the gateway
-/// shares one set of clients.
+/// The operator CLI's and the local gateway's entry point: every secret.
+pub async fn init() -> Result<Arc<Deps>, BootError> {
+    init_for(Secrets::ALL).await
+}
+
+/// Builds [`Deps`] with every secret from explicit parts: tests inject the clock and read the
+/// metrics, and the gateway shares one set of clients.
 pub async fn init_with(
     config: Config,
     clock: Arc<dyn Clock>,
     aws: AwsClients,
     sink: MetricSink,
 ) -> Result<Arc<Deps>, BootError> {
+    init_with_secrets(config, clock, aws, sink, Secrets::ALL).await
+}
+
+/// [`init_with`] for one function's `secrets`: what its cold start reads and derives.
+pub async fn init_with_secrets(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    aws: AwsClients,
+    sink: MetricSink,
+    secrets: Secrets,
+) -> Result<Arc<Deps>, BootError> {
     let metrics = Metrics::new(config.stack_name.clone(), sink);
-    let keys = open_keys(&config, &aws).await;
+    let keys = open_keys(&config, &aws, secrets).await;
     if let Err(BootError::Secret(_) | BootError::Crypto(_)) = &keys {
         // The function will not start; the alarm on this metric is how the operator hears of it.
         metrics.count(Metric::KeyServiceFailures, clock.now());
     }
     let (pepper, key_ring) = keys?;
-    let api_key_copies = key_ring.cipher(&Purpose::ApiKeyCopy)?;
-    let totp_secrets = key_ring.cipher(&Purpose::TotpSecret)?;
-    let smtp_passwords = key_ring.cipher(&Purpose::SmtpPassword)?;
-    let passwords = Arc::new(PasswordHasher::new(pepper, OWASP_FLOOR)?);
+    let cipher = |held: bool, purpose: Purpose| -> Result<Arc<PurposeCipher>, BootError> {
+        match (&key_ring, held) {
+            (Some(ring), true) => Ok(Arc::new(ring.cipher(&purpose)?)),
+            _ => Ok(Arc::new(PurposeCipher::withheld())),
+        }
+    };
+    let api_key_copies = cipher(secrets.api_key_copies, Purpose::ApiKeyCopy)?;
+    let totp_secrets = cipher(secrets.totp_secrets, Purpose::TotpSecret)?;
+    let smtp_passwords = cipher(secrets.smtp_passwords, Purpose::SmtpPassword)?;
+    // The root keys are dropped here: only the derived keys above outlive the cold start.
+    drop(key_ring);
+    let passwords = Arc::new(match pepper {
+        Some(pepper) => PasswordHasher::new(pepper, OWASP_FLOOR)?,
+        None => PasswordHasher::withheld(),
+    });
 
     let tables = config.tables.clone();
     Ok(Arc::new(Deps {
@@ -160,9 +246,8 @@ pub async fn init_with(
         traffic: TrafficStore::new(aws.dynamodb.clone(), tables.traffic, config.traffic_retention_days),
         sandbox: SandboxStore::new(aws.dynamodb.clone(), tables.sandbox),
         pending_traffic: TrafficQueue::default(),
-        verified_keys: VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get())),
+        verified_keys: verified_key_cache(),
         passwords,
-        key_ring,
         api_key_copies,
         totp_secrets,
         smtp_passwords,
@@ -173,14 +258,32 @@ pub async fn init_with(
     }))
 }
 
-/// The pepper and the key ring: one Secrets Manager read and one KMS Decrypt.
-async fn open_keys(config: &Config, aws: &AwsClients) -> Result<(Pepper, KeyRing), BootError> {
+fn verified_key_cache() -> VerifiedKeyCache {
+    VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// The pepper and the key ring, each only if `secrets` asks for it: one Secrets Manager read if
+/// any, one KMS Decrypt if a purpose key is wanted, none for a function that uses no secret.
+async fn open_keys(
+    config: &Config,
+    aws: &AwsClients,
+    secrets: Secrets,
+) -> Result<(Option<Pepper>, Option<KeyRing>), BootError> {
+    if !secrets.any() {
+        return Ok((None, None));
+    }
     let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    let pepper_bytes =
-        secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
-    let pepper =
-        Pepper::new(pepper_bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?;
-    let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
-    let key_ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
+    let pepper = if secrets.pepper {
+        let bytes = secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
+        Some(Pepper::new(bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?)
+    } else {
+        None
+    };
+    let key_ring = if secrets.any_purpose() {
+        let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
+        Some(app_secret::open_ring(&aws.kms, config, &sealed).await?)
+    } else {
+        None
+    };
     Ok((pepper, key_ring))
 }

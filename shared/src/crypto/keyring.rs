@@ -158,12 +158,19 @@ impl KeyRing {
 /// Encrypts with the newest key and decrypts with any, honouring the token's TTL.
 #[derive(Debug)]
 pub struct PurposeCipher {
+    /// Empty only when withheld: [`KeyRing::cipher`] refuses to derive none.
     keys: Vec<FernetKey>,
 }
 
 impl PurposeCipher {
+    /// No key, for a function that does not use this purpose: each use is
+    /// [`CryptoError::Withheld`].
+    pub fn withheld() -> Self {
+        Self { keys: Vec::new() }
+    }
+
     pub fn encrypt(&self, plaintext: &[u8], now: UnixMillis) -> Result<String, CryptoError> {
-        self.keys.first().ok_or(CryptoError::BadKey("no keys"))?.encrypt(plaintext, now)
+        self.keys.first().ok_or(CryptoError::Withheld("purpose key"))?.encrypt(plaintext, now)
     }
 
     pub fn decrypt(
@@ -172,6 +179,9 @@ impl PurposeCipher {
         ttl: Option<Duration>,
         now: UnixMillis,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if self.keys.is_empty() {
+            return Err(CryptoError::Withheld("purpose key"));
+        }
         let mut outcome = Err(CryptoError::InvalidToken);
         for key in &self.keys {
             match key.decrypt(token, ttl, now) {

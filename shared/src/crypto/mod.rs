@@ -52,6 +52,10 @@ pub enum CryptoError {
     BadKey(&'static str),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// A key this function's cold start did not load (the bootstrap's `Secrets`): its
+    /// code reached a use the function was not meant to have.
+    #[error("this function holds no {0}")]
+    Withheld(&'static str),
 }
 
 #[cfg(test)]

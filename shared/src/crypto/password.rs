@@ -107,7 +107,8 @@ pub enum Checked {
 }
 
 pub struct PasswordHasher {
-    pepper: Pepper,
+    /// `None` in a function that verifies no password or key: every use fails closed.
+    pepper: Option<Pepper>,
     params: Params,
     /// A hash of a random password under the current parameters, made on first use: verifying an
     /// unknown user's attempt against it costs what a real verification costs (W15).
@@ -120,6 +121,7 @@ impl std::fmt::Debug for PasswordHasher {
             .field("m_kib", &self.params.m_cost())
             .field("t", &self.params.t_cost())
             .field("p", &self.params.p_cost())
+            .field("pepper", &if self.pepper.is_some() { "held" } else { "withheld" })
             .finish_non_exhaustive()
     }
 }
@@ -131,11 +133,18 @@ impl PasswordHasher {
         }
         let params = Params::new(cost.memory_kib, cost.iterations, cost.lanes, None)
             .map_err(|error| CryptoError::Hashing(error.to_string()))?;
-        Ok(Self { pepper, params, decoy: std::sync::OnceLock::new() })
+        Ok(Self { pepper: Some(pepper), params, decoy: std::sync::OnceLock::new() })
+    }
+
+    /// A hasher without the pepper, for a function that hashes and verifies nothing: each use is
+    /// [`CryptoError::Withheld`].
+    pub fn withheld() -> Self {
+        Self { pepper: None, params: Params::DEFAULT, decoy: std::sync::OnceLock::new() }
     }
 
     fn argon2(&self, params: Params) -> Result<Argon2<'_>, CryptoError> {
-        Argon2::new_with_secret(self.pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
+        let pepper = self.pepper.as_ref().ok_or(CryptoError::Withheld("pepper"))?;
+        Argon2::new_with_secret(pepper.0.expose_secret(), Algorithm::Argon2id, Version::V0x13, params)
             .map_err(|error| CryptoError::Hashing(error.to_string()))
     }
 

@@ -14,7 +14,7 @@ use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thre
 use crate::limits::LimitedAction;
 use crate::limits::limiter::{RateLimiter, within_budgets};
 use crate::limits::subject::Subject;
-use crate::store::identity::{ApiKeyRecord, IdentityStore};
+use crate::store::identity::ApiKeyRecord;
 
 /// Who is calling. Always derived from the credential, never from the request body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,13 +61,14 @@ impl VerifiedKeyCache {
 }
 
 /// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
-/// Argon2id hasher, the identity store (for the re-hash of a key under old parameters) and the
-/// limiter (for the budget of failed verifications per key id).
+/// Argon2id hasher, and the limiter (for the budget of failed verifications per key id). It writes
+/// no identity item: the functions that verify keys may not (template.yaml), so a key hashed under
+/// older Argon2 parameters keeps verifying at the cost its hash records and gets the current ones
+/// when it is regenerated.
 #[derive(Clone, Copy, Debug)]
 pub struct Authenticator<'a> {
     pub verified_keys: &'a VerifiedKeyCache,
     pub passwords: &'a Arc<PasswordHasher>,
-    pub identity: &'a IdentityStore,
     pub limits: &'a RateLimiter,
 }
 
@@ -146,14 +147,7 @@ impl Authenticator<'_> {
     async fn verify_slowly(self, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
         match check_off_thread(self.passwords, presented.expose(), Some(&record.phc)).await? {
             Checked::Invalid => Err(AppError::InvalidApiKey),
-            Checked::Valid => Ok(()),
-            Checked::Rehashed(upgraded) => {
-                if let Err(error) = self.identity.upgrade_hash(&record.id, &record.phc, &upgraded).await {
-                    // The key did verify; an upgrade that loses a race is retried on a later request.
-                    tracing::warn!(key_id = %record.id, error = %error, "API key hash upgrade failed");
-                }
-                Ok(())
-            }
+            Checked::Valid | Checked::Rehashed(_) => Ok(()),
         }
     }
 }

@@ -146,11 +146,6 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Replaces a key's hash after a parameter upgrade, only if nobody changed it meanwhile.
-    pub async fn upgrade_hash(&self, id: &KeyId, old_phc: &PhcString, new_phc: &PhcString) -> Result<(), AppError> {
-        self.replace_phc(key_pk(id), old_phc, new_phc, "upgrade API key hash").await
-    }
-
     /// Replaces a password's hash after a parameter upgrade, only if nobody changed it meanwhile:
     /// a login that verified the old password must not undo a password change that raced it.
     pub async fn upgrade_password_hash(
