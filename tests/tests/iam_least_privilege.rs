@@ -117,7 +117,13 @@ fn only_the_pages_that_make_them_may_write_identity_items() {
         ("AuthFunction", set(&["user#victim", "session#5f2b", "reset#9a1c", "audit#1764547200000#abcd"])),
         (
             "PortalFunction",
-            set(&["user#victim", "apikey#0123456789abcdef", "session#5f2b", "audit#1764547200000#abcd"]),
+            set(&[
+                "user#victim",
+                "apikey#0123456789abcdef",
+                "webhook#77e0",
+                "session#5f2b",
+                "audit#1764547200000#abcd",
+            ]),
         ),
     ]);
     let found: BTreeMap<&str, BTreeSet<&str>> =
