@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use kavach_tests::web::WebClient;
 use kavach_tests::*;
 use shared::Deps;
@@ -717,4 +718,103 @@ async fn an_offender_history_past_its_year_is_forgotten_before_ttl_removes_it() 
     let ban = deps.threats().ban(&manual, clock.now()).await.expect("ban");
     assert_eq!(ban.ban_count, 1, "a new history, not the third offence");
     assert!(!ban.is_permanent());
+}
+
+/// The rate-limit counter items whose key names `subject` (e.g. `ip#127.20.0.5`), as stored.
+async fn counter_items(deps: &Deps, subject: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let pages = deps
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&deps.config.tables.rate_limits)
+        .filter_expression("contains(pk, :subject)")
+        .expression_attribute_values(":subject", AttributeValue::S(format!("#{subject}#")))
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the rate-limit table")
+}
+
+#[tokio::test]
+async fn a_banned_addresss_requests_leave_no_rate_limit_counter_behind() {
+    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let made_up = shared::crypto::api_key::ApiKey::generate();
+    let made_up_subject = shared::limits::subject::Subject::ApiKey(&made_up).to_string();
+
+    // An address that is not banned is counted, in the rate-limit table: the test looks where
+    // counters are.
+    let counted = unique_ip();
+    assert_eq!(post(gateway, counted, "/api/v1/ping", &ping_body(made_up.expose())).await.status, 403);
+    assert_eq!(get_text(gateway, counted, "/auth/login").await.0, 200);
+    assert!(!counter_items(&deps, &format!("ip#{counted}")).await.is_empty(), "a page hit is counted per address");
+    assert_eq!(counter_items(&deps, &made_up_subject).await.len(), 1, "a key's hit is counted per key");
+    deps.aws
+        .dynamodb
+        .delete_item()
+        .table_name(&deps.config.tables.rate_limits)
+        .key("pk", counter_items(&deps, &made_up_subject).await[0]["pk"].clone())
+        .send()
+        .await
+        .expect("forget the made-up key's counter");
+
+    let banned = unique_ip();
+    let terms = shared::store::bans::BanTerms {
+        reason: "counters".into(),
+        created_by: "manual",
+        duration: Some(Duration::from_secs(3600)),
+    };
+    deps.bans.impose(banned, &terms, 3, SystemClock.now()).await.expect("ban").expect("a new ban");
+    // Concurrently, every budgeted entry point: the API without a key, with a made-up key and with
+    // a real one, a page, and a webhook; each refused, none leaving a counter.
+    let made_up = &made_up;
+    let requests = (0..8).map(|i| async move {
+        let (status, what) = match i % 4 {
+            0 => (post(gateway, banned, "/api/v1/ping", "{}").await.status, "keyless ping"),
+            1 => (post(gateway, banned, "/api/v1/ping", &ping_body(made_up.expose())).await.status, "made-up key"),
+            2 => (get_text(gateway, banned, "/auth/login").await.0, "page"),
+            _ => (post(gateway, banned, "/strategy/webhook/no-such-hook", "{}").await.status, "webhook"),
+        };
+        assert_eq!(status, 403, "{what}");
+    });
+    futures::future::join_all(requests).await;
+    assert_eq!(post(gateway, banned, "/api/v1/ping", &ping_body(&key)).await.status, 403, "a valid key too");
+
+    assert_eq!(counter_items(&deps, &format!("ip#{banned}")).await, Vec::new(), "no counter for the banned address");
+    assert_eq!(counter_items(&deps, &made_up_subject).await, Vec::new(), "nor for the key it made up");
+}
+
+#[tokio::test]
+async fn the_dashboard_queries_its_lists_and_never_scans_nor_reads_the_counters() {
+    let _defaults = SETTINGS.read().await;
+    let deps = deps().await;
+    deps.aws.stats.record_accesses();
+    let gateway = start_gateway(deps.clone()).await;
+    let mut operator = admin_client(&deps, gateway, unique_ip()).await;
+    let offender = unique_ip();
+    let (status, body) = admin_post(&mut operator, "/security/ban", &[("ip_address", &offender.to_string())]).await;
+    assert_eq!(status, 200, "{body}");
+    let data = operator.get_json("/security/api/data").await.json();
+    assert!(
+        data["banned_ips"].as_array().expect("bans").iter().any(|ban| ban["ip_address"] == offender.to_string()),
+        "the ban is listed: {data}"
+    );
+    assert_eq!(operator.get("/security").await.status, 200);
+
+    let dashboard: Vec<_> =
+        deps.aws.stats.accesses().into_iter().filter(|access| access.caller == "SecurityFunction").collect();
+    let listed = format!("{}/index/listed", deps.config.tables.security);
+    assert!(
+        dashboard.iter().any(|access| access.action == "dynamodb:Query" && access.resource == listed),
+        "{dashboard:#?}"
+    );
+    for access in &dashboard {
+        assert_ne!(access.action, "dynamodb:Scan", "the dashboard scans: {access:?}");
+        // The page gate charges the request's own counter, one UpdateItem by key; nothing reads them.
+        if access.resource == deps.config.tables.rate_limits {
+            assert_eq!(access.action, "dynamodb:UpdateItem", "the dashboard reads counters: {access:?}");
+        }
+    }
 }

@@ -30,6 +30,7 @@ const USAGE: &str = "usage:
   kavach ban add <ip> [--hours N | --permanent] [--reason TEXT]
   kavach ban remove <ip>
   kavach ban list
+  kavach ban reindex   (once after upgrading: lists bans written before the dashboard's index)
   kavach webhook create <username> --strategy NAME --exchange NSE --product MIS|CNC|NRML
                         --mode long|short|both --symbol SYMBOL=QUANTITY [--symbol ...]
   kavach webhook list <username>
@@ -97,6 +98,12 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
                 println!("{}\t{until}\tcount {}\t{}\t{}", ban.ip, ban.ban_count, ban.created_by, ban.reason);
             }
             println!("{} active ban(s).", bans.len());
+            Ok(())
+        }
+        ["ban", "reindex"] => {
+            let security = SecurityStores::from_env().await?;
+            let listed = security.bans.reindex().await.map_err(public)?;
+            println!("{listed} ban(s) added to the dashboard's list.");
             Ok(())
         }
         ["webhook", "create", username, options @ ..] => webhook_create(username, options).await,

@@ -238,7 +238,7 @@ pub async fn init_with_secrets(
     Ok(Arc::new(Deps {
         bans: BanStore::new(aws.dynamodb.clone(), tables.security.clone()),
         trackers: TrackerStore::new(aws.dynamodb.clone(), tables.security.clone()),
-        limits: RateLimiter::new(RateLimitStore::new(aws.dynamodb.clone(), tables.security), |action| {
+        limits: RateLimiter::new(RateLimitStore::new(aws.dynamodb.clone(), tables.rate_limits), |action| {
             config.rate_limit(action)
         }),
         webhooks: WebhookStore::new(aws.dynamodb.clone(), tables.identity.clone()),

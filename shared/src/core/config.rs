@@ -20,8 +20,11 @@ pub enum ConfigError {
 
 #[derive(Clone, Debug)]
 pub struct Tables {
-    /// Bans, offender history, rate-limit counters, trackers.
+    /// Bans, offender history, detector trackers, security settings: what the dashboard lists.
     pub security: String,
+    /// Rate-limit counters only: one short-lived item per subject and window, kept out of the
+    /// security table so the dashboard never reads past them.
+    pub rate_limits: String,
     /// Users, API keys, sessions.
     pub identity: String,
     /// The request log (14-day TTL).
@@ -195,6 +198,7 @@ impl Config {
         Ok(Self {
             tables: Tables {
                 security: required("SECURITY_TABLE")?,
+                rate_limits: required("RATE_LIMIT_TABLE")?,
                 identity: required("IDENTITY_TABLE")?,
                 traffic: required("TRAFFIC_TABLE")?,
                 sandbox: required("SANDBOX_TABLE")?,
@@ -307,6 +311,7 @@ mod tests {
     fn complete(name: &str) -> Option<String> {
         let value = match name {
             "SECURITY_TABLE" => "kavach-security",
+            "RATE_LIMIT_TABLE" => "kavach-rate-limits",
             "IDENTITY_TABLE" => "kavach-identity",
             "TRAFFIC_TABLE" => "kavach-traffic",
             "SANDBOX_TABLE" => "kavach-sandbox",
@@ -338,6 +343,7 @@ mod tests {
     fn refuses_each_missing_required_variable_by_name() {
         for missing in [
             "SECURITY_TABLE",
+            "RATE_LIMIT_TABLE",
             "IDENTITY_TABLE",
             "TRAFFIC_TABLE",
             "SANDBOX_TABLE",

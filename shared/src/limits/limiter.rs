@@ -72,6 +72,17 @@ impl RateLimiter {
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
     }
 
+    /// Takes back the one hit [`RateLimiter::hit`] counted for `subject` at `now`: the request it
+    /// counted was refused before the budget mattered (a ban), and must leave no counter behind.
+    pub async fn take_back(
+        &self,
+        action: LimitedAction,
+        subject: Subject<'_>,
+        now: UnixMillis,
+    ) -> Result<(), AppError> {
+        self.store.take_back(&self.window(action, subject, now).key).await
+    }
+
     /// Reserves `n` hits at once, all or none: a request that creates `n` orders spends `n` of the
     /// order budget, or, when fewer are left, none of it and gets a spent verdict.
     pub async fn reserve(

@@ -16,6 +16,15 @@
 //! Budgets that count an address's *failures* (read, not spent, beside a credential's own budget)
 //! are not read for a shared sender ([`crate::threats::Threats::is_shared_sender`]): its failures
 //! may be any stranger's, so they must never refuse the trader's valid key or webhook.
+//!
+//! A request the ban refuses leaves no rate-limit counter behind: its hits were counted
+//! concurrently with the ban read (so an admitted request pays one round trip, not two), and when
+//! the ban refuses it they are taken back before the 403
+//! ([`crate::limits::limiter::RateLimiter::take_back`]). Only the refused path pays for that.
+//! Reading the ban first would cost every admitted request a second sequential round trip, over the
+//! hot-path budget; a transaction joining the ban check to the counter write returns no count and
+//! conflicts under a busy key's concurrent requests. A request a detector's ban lets through (its
+//! credential's record exists) is counted like any other, and stays counted if it then fails.
 
 use std::net::IpAddr;
 
@@ -166,8 +175,14 @@ impl<'a> Gate<'a> {
         let now = deps.clock.now();
         let ban = deps.bans.active(self.ip, now);
         let shared_sender = deps.threats().is_shared_sender(self.ip);
-        let budgets = self.budgets.iter().filter(|&&(_, _, charge)| !(shared_sender && charge == Charge::PeekFailures));
-        let budgets = futures::future::join_all(budgets.map(|&(action, subject, charge)| match charge {
+        // The budgets touched, in the order of their verdicts.
+        let touched: Vec<_> = self
+            .budgets
+            .iter()
+            .copied()
+            .filter(|&(_, _, charge)| !(shared_sender && charge == Charge::PeekFailures))
+            .collect();
+        let budgets = futures::future::join_all(touched.iter().map(|&(action, subject, charge)| match charge {
             Charge::Hit => futures::future::Either::Left(deps.limits.hit(action, subject, now)),
             Charge::PeekFailures => futures::future::Either::Right(deps.limits.peek(action, subject, now)),
         }));
@@ -180,8 +195,34 @@ impl<'a> Gate<'a> {
             }
         };
         let (ban, verdicts, record) = tokio::join!(ban, budgets, record);
+        if let (Ok(Some(ban)), Ok(record)) = (&ban, &record)
+            && ban_refuses(ban, record)
+        {
+            self.take_back_hits(deps, &touched, &verdicts, now).await;
+        }
         let serve_reads = self.reads_only && deps.config.store_outage == StoreOutage::ServeReads;
         Fetched { now, route: self.route, serve_reads, ban, verdicts, record }
+    }
+}
+
+impl Gate<'_> {
+    /// Takes back every hit this request counted: it is banned, so it leaves no counter item. A
+    /// failure is only logged: the request is refused either way, and TTL removes the counter.
+    async fn take_back_hits(
+        &self,
+        deps: &Deps,
+        touched: &[(LimitedAction, Subject<'_>, Charge)],
+        verdicts: &[Result<Verdict, AppError>],
+        now: UnixMillis,
+    ) {
+        let counted =
+            touched.iter().zip(verdicts).filter(|((_, _, charge), verdict)| *charge == Charge::Hit && verdict.is_ok());
+        let take_backs = counted.map(|(&(action, subject, _), _)| deps.limits.take_back(action, subject, now));
+        for result in futures::future::join_all(take_backs).await {
+            if let Err(error) = result {
+                tracing::warn!(error = %error, route = self.route, "a banned request's hit was not taken back");
+            }
+        }
     }
 }
 
@@ -189,6 +230,12 @@ impl<'a> Gate<'a> {
 async fn live_session(deps: &Deps, id: &SessionId, now: UnixMillis) -> Result<Option<SessionRecord>, AppError> {
     let session = deps.identity.session(&id.hash(), now).await?;
     Ok(session.filter(|session| !deps.config.session_expiry.has_expired(session.created_at, now)))
+}
+
+/// Whether `ban` refuses a request whose credential has `record`: a manual ban refuses everything,
+/// a detector's ban every request without a credential that may still be valid.
+fn ban_refuses(ban: &Ban, record: &CredentialRecord) -> bool {
+    ban.refuses_credentials() || !record.may_be_valid()
 }
 
 /// What the gate's round trip returned, before any verdict.
@@ -231,7 +278,7 @@ impl Fetched {
             metrics.count(Metric::StoreUnavailable, self.now);
         }
         let under_ban = match ban {
-            Some(ban) if ban.refuses_credentials() || !record.may_be_valid() => return Err(AppError::Banned),
+            Some(ban) if ban_refuses(&ban, &record) => return Err(AppError::Banned),
             Some(_) => true,
             None => false,
         };

@@ -6,6 +6,9 @@
 //!   last offence), so escalation does not depend on a ban row still existing — OpenAlgo deleted the
 //!   row on expiry and with it the count, so repeat offenders were rarely escalated.
 //!
+//! A ban is on the dashboard's list `ban` of the listed index (newest first); the offender
+//! history is not listed.
+//!
 //! A ban is *claimed* with one conditional write that succeeds only when no ban is in force, so any
 //! number of concurrent triggers for one IP create one ban and count one offence.
 
@@ -15,7 +18,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::{EXPIRES_AT, Item, PK, epoch, instant, n, number, s, string, unavailable, unless_condition_failed};
+use super::{
+    EXPIRES_AT, Item, LISTING, PK, epoch, instant, n, number, s, string, unavailable, unless_condition_failed,
+};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::core::net::accountable;
@@ -77,6 +82,11 @@ pub struct BanTerms {
     pub duration: Option<Duration>,
 }
 
+/// The dashboard's list of bans in the security table's listed index.
+const BAN_LISTING: &str = "ban";
+/// What claiming a ban sets: its terms, and its place in the dashboard's list.
+const CLAIM: &str = "#reason = :reason, created_by = :by, banned_at = :at, #listing = :listing, listed_at = :at";
+
 // Keyed by the accountable address: an IPv6 ban covers its /64.
 fn ban_key(ip: IpAddr) -> String {
     format!("ban#{}", accountable(ip))
@@ -124,15 +134,17 @@ impl BanStore {
             .condition_expression("attribute_not_exists(pk) OR (attribute_exists(#exp) AND #exp <= :now)")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_names("#reason", "reason")
+            .expression_attribute_names("#listing", LISTING)
+            .expression_attribute_values(":listing", s(BAN_LISTING))
             .expression_attribute_values(":now", epoch(now))
             .expression_attribute_values(":reason", s(&terms.reason))
             .expression_attribute_values(":by", s(terms.created_by))
             .expression_attribute_values(":at", epoch(now));
         claim = match expires_at {
             Some(expires) => claim
-                .update_expression("SET #reason = :reason, created_by = :by, banned_at = :at, #exp = :exp")
+                .update_expression(format!("SET {CLAIM}, #exp = :exp"))
                 .expression_attribute_values(":exp", epoch(expires)),
-            None => claim.update_expression("SET #reason = :reason, created_by = :by, banned_at = :at REMOVE #exp"),
+            None => claim.update_expression(format!("SET {CLAIM} REMOVE #exp")),
         };
         if unless_condition_failed(claim.send().await, "claim ban")?.is_none() {
             return Ok(None);
@@ -206,9 +218,9 @@ impl BanStore {
         super::delete_by_pk(&self.client, &self.table, ban_key(ip), "delete ban").await
     }
 
-    /// Every ban in force, newest first (an operator view; a scan is fine at one trader's scale).
+    /// Every ban in force, newest first: a Query of the bans' list, which reads no other item.
     pub async fn list_active(&self, now: UnixMillis) -> Result<Vec<Ban>, AppError> {
-        let items = super::scan_prefix(&self.client, &self.table, "ban#", "list bans").await?;
+        let items = super::query_listing(&self.client, &self.table, BAN_LISTING, "list bans").await?;
         let mut bans: Vec<Ban> = items
             .iter()
             .filter_map(|item| {
@@ -219,6 +231,48 @@ impl BanStore {
             .collect();
         bans.sort_by_key(|ban| std::cmp::Reverse(ban.banned_at));
         Ok(bans)
+    }
+
+    /// Puts every ban that is not yet on the dashboard's list onto it, and returns how many: bans
+    /// written before the list existed are enforced but would not be shown. One Scan, run once by
+    /// the operator after upgrading (`kavach ban reindex`); each update is idempotent, so a run
+    /// cut short is simply run again.
+    pub async fn reindex(&self) -> Result<u64, AppError> {
+        let pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(pk, :prefix) AND attribute_not_exists(#listing)")
+            .expression_attribute_names("#listing", LISTING)
+            .expression_attribute_values(":prefix", s("ban#"))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let mut listed = 0;
+        for item in pages {
+            let item = item.map_err(unavailable("find unlisted bans"))?;
+            let Some(pk) = string(&item, PK) else { continue };
+            let banned_at = number(&item, "banned_at").unwrap_or(0);
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(pk))
+                // An unban in the meantime must not be undone by recreating a bare item.
+                .condition_expression("attribute_exists(pk)")
+                .update_expression("SET #listing = :listing, listed_at = :at")
+                .expression_attribute_names("#listing", LISTING)
+                .expression_attribute_values(":listing", s(BAN_LISTING))
+                .expression_attribute_values(":at", n(banned_at))
+                .send()
+                .await;
+            if unless_condition_failed(update, "list ban")?.is_some() {
+                listed += 1;
+            }
+        }
+        Ok(listed)
     }
 }
 

@@ -104,19 +104,29 @@ pub(crate) async fn delete_by_pk(
     Ok(output.attributes.is_some())
 }
 
-/// Every item whose key starts with `prefix`: the operator views over a small table.
-pub(crate) async fn scan_prefix(
+/// The security table's sparse index of what the dashboard lists: bans and detector records,
+/// by list (`listing`), newest first by `listed_at`. Nothing else (offender history, settings) is
+/// in it, and the rate-limit counters are not even in the table.
+pub(crate) const LISTED_INDEX: &str = "listed";
+pub(crate) const LISTING: &str = "listing";
+
+/// Every item of one `listing` in the [`LISTED_INDEX`], newest first: a Query, which reads only
+/// that list's items. Eventually consistent (indexes are): a ban appears on the dashboard a moment
+/// after it is enforced, which the gate's strongly consistent read by key already does.
+pub(crate) async fn query_listing(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
-    prefix: &str,
+    listing: &str,
     operation: &'static str,
 ) -> Result<Vec<Item>, AppError> {
     let pages = client
-        .scan()
+        .query()
         .table_name(table)
-        .filter_expression("begins_with(pk, :prefix)")
-        .expression_attribute_values(":prefix", s(prefix))
-        .consistent_read(true)
+        .index_name(LISTED_INDEX)
+        .key_condition_expression("#listing = :listing")
+        .expression_attribute_names("#listing", LISTING)
+        .expression_attribute_values(":listing", s(listing))
+        .scan_index_forward(false)
         .into_paginator()
         .items()
         .send()

@@ -1,5 +1,6 @@
-//! Rate-limit counters: one atomic `UpdateItem … ADD hits :1` per request and counter, returning the
-//! new count. The keys, budgets and verdicts are the limiter's (`crate::limits::limiter`).
+//! Rate-limit counters, in a table of their own: one atomic `UpdateItem … ADD hits :1` per request
+//! and counter, returning the new count. The keys, budgets and verdicts are the limiter's
+//! (`crate::limits::limiter`).
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -75,6 +76,56 @@ impl RateLimitStore {
             .await;
         let updated = super::unless_condition_failed(outcome, "reserve requests")?;
         Ok(updated.map(|output| output.attributes().and_then(|item| number(item, "hits")).unwrap_or(u64::MAX)))
+    }
+
+    /// Takes back one hit counted in `key`, leaving no item when it was the only one: a banned
+    /// request's hit, counted concurrently with the ban read (see `crate::pipeline::gate`).
+    ///
+    /// Never more than the one hit this request added, so a counter shared with others (a key id
+    /// used from several addresses) keeps their hits: deleting whenever the count was ours would let
+    /// a banned address reset a key's budget for its other addresses.
+    pub async fn take_back(&self, key: &str) -> Result<(), AppError> {
+        // Ours was the only hit: the item goes. (Its count includes ours, so 1 means ours alone.)
+        let only = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(key))
+            .condition_expression("hits = :one")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        if super::unless_condition_failed(only, "take back a hit")?.is_some() {
+            return Ok(());
+        }
+        // Others counted too: subtract ours. `attribute_exists` so a counter TTL already removed is
+        // not recreated at -1.
+        let subtracted = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(key))
+            .update_expression("ADD hits :minus")
+            .condition_expression("attribute_exists(hits)")
+            .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        let Some(output) = super::unless_condition_failed(subtracted, "take back a hit")? else { return Ok(()) };
+        if output.attributes().and_then(|item| number(item, "hits")) == Some(0) {
+            // Concurrent banned requests each subtracted theirs: the last leaves no item behind.
+            let empty = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key(PK, s(key))
+                .condition_expression("hits = :zero")
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await;
+            super::unless_condition_failed(empty, "take back a hit")?;
+        }
+        Ok(())
     }
 
     /// The counter `key` so far, 0 when absent.

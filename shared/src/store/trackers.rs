@@ -4,7 +4,8 @@
 //!   (`h<hour since epoch>`), and the count is the sum of the last 24 of them: a rolling window, not
 //!   a day that starts at the first error and resets (OpenAlgo's fixed window let a scanner pace
 //!   itself across the reset). The item also keeps a bounded set of evidence (paths tried, short key
-//!   hashes) for the dashboard, and expires a day after its last hit.
+//!   hashes) for the dashboard, and expires a day after its last hit. It is on the dashboard's list
+//!   `track#<detector>` of the listed index, newest hit first.
 //! - `settings#security`: the detectors' settings, read on each detection so a change from the
 //!   dashboard applies to the next request without a redeploy.
 
@@ -16,7 +17,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{
-    EXPIRES_AT, Item, PK, epoch, instant, n, number, s, string, string_set, unavailable, unless_condition_failed,
+    EXPIRES_AT, Item, LISTING, PK, epoch, instant, n, number, s, string, string_set, unavailable,
+    unless_condition_failed,
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
@@ -43,6 +45,11 @@ pub struct Tracker {
 // Keyed by the accountable address: an IPv6 /64 is counted as one.
 fn tracker_key(detector: Detector, ip: IpAddr) -> String {
     format!("track#{}#{}", detector.key(), accountable(ip))
+}
+
+/// The dashboard's list of `detector`'s records in the security table's listed index.
+fn listing(detector: Detector) -> String {
+    format!("track#{}", detector.key())
 }
 
 /// The hits within the window ending at `hour`, and the hour attributes that have left it.
@@ -90,11 +97,14 @@ impl TrackerStore {
                 .key(PK, s(&key))
                 .expression_attribute_names("#bucket", format!("h{hour}"))
                 .expression_attribute_names("#exp", EXPIRES_AT)
+                .expression_attribute_names("#listing", LISTING)
+                .expression_attribute_values(":listing", s(listing(detector)))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":now", epoch(now))
                 .expression_attribute_values(":exp", epoch(now.plus(TRACKER_LIFETIME)))
                 .return_values(ReturnValue::AllNew);
-            let set = "SET last_at = :now, first_at = if_not_exists(first_at, :now), #exp = :exp";
+            let set = "SET last_at = :now, first_at = if_not_exists(first_at, :now), #exp = :exp, \
+                       #listing = :listing, listed_at = :now";
             update = match with_evidence {
                 Some(evidence) => update
                     .update_expression(format!("ADD #bucket :one, evidence :evidence {set}"))
@@ -136,7 +146,8 @@ impl TrackerStore {
     pub async fn list(&self, detector: Detector, now: UnixMillis) -> Result<Vec<Tracker>, AppError> {
         let prefix = format!("track#{}#", detector.key());
         let hour = now.secs() / 3600;
-        let items = super::scan_prefix(&self.client, &self.table, &prefix, "list detector records").await?;
+        let items =
+            super::query_listing(&self.client, &self.table, &listing(detector), "list detector records").await?;
         let mut trackers: Vec<Tracker> = items
             .iter()
             .filter_map(|item| {

@@ -11,6 +11,8 @@
 //! - `key-forcing SECONDS`: how many Argon2 verifications per second one attacker who knows a key id
 //!   can force with random secrets from ever new addresses, with the per-key-id failure budget and
 //!   without it (as before the budget), through the local gateway.
+//! - `dashboard N`: the security dashboard's latency with N rate-limit counters present, bulk-loaded
+//!   with `BatchWriteItem`, beside what the four Scans of the old layout would have read.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,8 +38,9 @@ async fn main() -> anyhow::Result<()> {
         ["login-timing", n] => login_timing(n.parse()?).await,
         ["key-forcing", seconds] => key_forcing(Duration::from_secs(seconds.parse()?)).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
+        ["dashboard", counters] => dashboard(counters.parse()?).await,
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY | dashboard COUNTERS"
         ),
     }
 }
@@ -501,5 +504,120 @@ async fn key_forcing(window: Duration) -> anyhow::Result<()> {
             verified as f64 / seconds
         );
     }
+    Ok(())
+}
+
+/// `GET /security/api/data` as the administrator, first with no counters, then with `counters`
+/// rate-limit counters bulk-loaded into their table: median and p90, and the DynamoDB calls of one
+/// load. Then one Scan of those counters, as each of the old dashboard's four (counters in the
+/// security table) read them, under the functions' own SDK timeouts.
+async fn dashboard(counters: usize) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    use shared::core::clock::Clock;
+    let deps = kavach_tests::deps().await;
+    let table = deps.config.tables.rate_limits.clone();
+    let gateway = kavach_tests::start_gateway(deps.clone()).await;
+    let admin = kavach_tests::new_admin(&deps).await;
+    let source: std::net::IpAddr = "127.0.0.1".parse()?;
+    let mut browser = kavach_tests::web::WebClient::logged_in(gateway, source, &admin, &deps).await;
+    dashboard_loads(&deps, &mut browser, 0).await?;
+
+    let expires = (shared::core::clock::SystemClock.now().secs() + 3600).to_string();
+    let started = Instant::now();
+    let batches: Vec<Vec<WriteRequest>> = (0..counters)
+        .map(|n| {
+            // One address's page counter for one second, as a flood of distinct sources leaves them.
+            let pk = format!("rl#page#1000ms#ip#10.{}.{}.{}#{}", n / 65_536 % 256, n / 256 % 256, n % 256, n);
+            let item = [
+                ("pk".to_owned(), AttributeValue::S(pk)),
+                ("hits".to_owned(), AttributeValue::N("1".into())),
+                ("expires_at".to_owned(), AttributeValue::N(expires.clone())),
+            ];
+            Ok(WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item.into())).build()?).build())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .chunks(25)
+        .map(<[WriteRequest]>::to_vec)
+        .collect();
+    let writes = futures::stream::iter(batches)
+        .map(|batch| {
+            let (client, table) = (deps.aws.dynamodb.clone(), table.clone());
+            async move {
+                let mut pending = batch;
+                // The emulator, like DynamoDB, may hand some back unprocessed: send them again.
+                while !pending.is_empty() {
+                    let output = client.batch_write_item().request_items(&table, pending).send().await?;
+                    pending = output.unprocessed_items.and_then(|mut items| items.remove(&table)).unwrap_or_default();
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    writes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    println!("  {counters} counters bulk-loaded into {table} in {:.1} s", started.elapsed().as_secs_f64());
+    dashboard_loads(&deps, &mut browser, counters).await?;
+
+    let started = Instant::now();
+    let scanned = deps
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&table)
+        .filter_expression("begins_with(pk, :prefix)")
+        .expression_attribute_values(":prefix", AttributeValue::S("ban#".into()))
+        .into_paginator()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    match scanned.into_iter().collect::<Result<Vec<_>, _>>() {
+        Ok(pages) => println!(
+            "  for comparison, one filtered Scan over those counters (the old dashboard ran four per load): {elapsed:.1} ms, {} page(s)",
+            pages.len()
+        ),
+        Err(error) => println!(
+            "  for comparison, one filtered Scan over those counters (the old dashboard ran four per load) failed after {elapsed:.0} ms: {error} (the functions' own SDK timeouts: the old page would have answered 503)"
+        ),
+    }
+    Ok(())
+}
+
+/// 21 loads of the dashboard's JSON: median, p90 and the DynamoDB calls of one load.
+async fn dashboard_loads(
+    deps: &shared::Deps,
+    browser: &mut kavach_tests::web::WebClient,
+    counters: usize,
+) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    let mut calls = None;
+    for _ in 0..21 {
+        let before = deps.aws.stats.snapshot();
+        let started = Instant::now();
+        let page = browser.get_json("/security/api/data").await;
+        samples.push(started.elapsed());
+        anyhow::ensure!(page.status == 200, "dashboard: {} {}", page.status, page.text);
+        let after = deps.aws.stats.snapshot();
+        calls.get_or_insert_with(|| {
+            after
+                .by_operation
+                .iter()
+                .filter_map(|(operation, count)| {
+                    let delta = count - before.by_operation.get(operation).copied().unwrap_or(0);
+                    (delta > 0).then(|| format!("{operation} {delta}"))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    }
+    samples.sort();
+    let p90 = samples[samples.len() * 9 / 10];
+    println!(
+        "  GET /security/api/data with {counters} counters present: median {:.1} ms, p90 {:.1} ms (21 loads; DynamoDB calls per load: {})",
+        median(&mut samples).as_secs_f64() * 1000.0,
+        p90.as_secs_f64() * 1000.0,
+        calls.unwrap_or_default()
+    );
     Ok(())
 }
