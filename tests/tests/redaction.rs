@@ -116,7 +116,7 @@ fn planted_secrets_occur_zero_times_in_logs_and_traffic_records() {
             let now = SystemClock.now();
             let filter = TrafficFilter { ip: Some(ip.to_string()), ..TrafficFilter::default() };
             // Exactly the planted requests: the log stops reading back once it has found them all.
-            let traffic = deps.traffic.recent(&filter, PLANTED_REQUESTS, now).await.expect("traffic");
+            let traffic = deps.traffic.recent(&filter, PLANTED_REQUESTS, now).await.expect("traffic").records;
             let not_found = deps.trackers.list(Detector::NotFound, now).await.expect("404 records");
             let bad_keys = deps.trackers.list(Detector::InvalidApiKey, now).await.expect("key records");
             let audit = deps.identity.recent_audit(AuditKind::Login, 50).await.expect("audit");

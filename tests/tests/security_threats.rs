@@ -818,3 +818,49 @@ async fn the_dashboard_queries_its_lists_and_never_scans_nor_reads_the_counters(
         }
     }
 }
+
+#[tokio::test]
+async fn the_traffic_log_shows_exactly_the_newest_n_and_reads_no_more_than_it_shows() {
+    let _defaults = SETTINGS.read().await;
+    let deps = deps().await;
+    deps.aws.stats.record_accesses();
+    let gateway = start_gateway(deps.clone()).await;
+    let mut operator = admin_client(&deps, gateway, unique_ip()).await;
+    // 60 requests from one address within the last minute, a millisecond apart, newest last.
+    let caller = unique_ip();
+    let start = SystemClock.now().0 - 60_000;
+    let planted = (0..60u64).map(|n| shared::http::traffic::TrafficRecord {
+        at: shared::core::clock::UnixMillis(start + n),
+        request_id: format!("planted-{n}"),
+        client_ip: Some(caller),
+        method: "GET".into(),
+        path: format!("/planted/{n}"),
+        status: 404,
+        duration_us: 1,
+        user: None,
+        route: "not-found",
+    });
+    let stored = futures::future::join_all(planted.map(|record| {
+        let deps = deps.clone();
+        async move { deps.traffic.put(&record).await }
+    }))
+    .await;
+    stored.into_iter().collect::<Result<Vec<()>, _>>().expect("plant traffic records");
+
+    let before = deps.aws.stats.items_read("SecurityFunction");
+    let reply = operator.get_json(&format!("/logs?ip={caller}&limit=10")).await.json();
+    let read = deps.aws.stats.items_read("SecurityFunction") - before;
+    let paths: Vec<&str> =
+        reply["logs"].as_array().expect("logs").iter().map(|log| log["path"].as_str().expect("path")).collect();
+    let newest: Vec<String> = (50..60).rev().map(|n| format!("/planted/{n}")).collect();
+    assert_eq!(paths, newest, "exactly the newest ten, newest first");
+    assert_eq!((reply["limit"].as_u64(), reply["more"].as_bool()), (Some(10), Some(true)), "{reply}");
+    // Ten shown and one more to know there are more; a partition split at the hour may add one
+    // hour's worth of the same, never the whole hour.
+    assert!(read <= 22, "the log read {read} records for a page of 10");
+
+    let page = operator.get(&format!("/logs?ip={caller}&limit=10")).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text.matches("class=\"log\"").count(), 10);
+    assert!(page.element_text("more").is_some_and(|text| text.contains("newest 10")), "{}", page.text);
+}

@@ -12,7 +12,7 @@ use shared::pipeline::pages::html::{csrf_field, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest};
 use shared::store::bans::Ban;
 use shared::store::trackers::Tracker;
-use shared::store::traffic::{LoggedRequest, TrafficFilter};
+use shared::store::traffic::{LoggedRequest, RecentRequests, TrafficFilter};
 use shared::store::users::{AuditKind, AuditOutcome};
 use shared::threats::{Detector, ManualBan, SecuritySettings};
 
@@ -359,9 +359,13 @@ fn logged_json(record: &LoggedRequest) -> Value {
 /// `GET /logs`: the traffic log, filterable by `ip`, `status` and `path` (JSON for a script).
 pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let (filter, limit) = log_query(&request)?;
-    let records = deps.traffic.recent(&filter, limit, request.now).await?;
+    let RecentRequests { records, more } = deps.traffic.recent(&filter, limit, request.now).await?;
     if request.wants_json {
-        return Ok(Reply::json(json!({ "logs": records.iter().map(logged_json).collect::<Vec<_>>() })));
+        return Ok(Reply::json(json!({
+            "logs": records.iter().map(logged_json).collect::<Vec<_>>(),
+            "limit": limit,
+            "more": more,
+        })));
     }
     let value = |name: &str| request.query_param(name).unwrap_or_default();
     let body = html! {
@@ -378,6 +382,12 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
             a id="export" href={ "/logs/export?" (request.query) } { "Export CSV" }
             " · " span id="count" { (records.len()) }
             " request(s), newest first; times in IST; kept " (deps.config.traffic_retention_days) " days."
+        }
+        @if more {
+            p id="more" {
+                "Showing the newest " (limit) " only: older requests match too. Narrow the filter, or raise "
+                code { "limit" } " (up to " (LOG_LIMIT_MAX) ")."
+            }
         }
         table id="traffic" {
             tr {
@@ -404,7 +414,8 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
 /// `GET /logs/export`: the filtered log as CSV.
 pub async fn export(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let (filter, _) = log_query(&request)?;
-    let records = deps.traffic.recent(&filter, LOG_LIMIT_MAX, request.now).await?;
+    // The newest LOG_LIMIT_MAX at most, like the page's largest limit.
+    let records = deps.traffic.recent(&filter, LOG_LIMIT_MAX, request.now).await?.records;
     let mut csv =
         String::from("timestamp_ist,timestamp_utc_ms,client_ip,method,path,status_code,duration_ms,user,route\n");
     for record in &records {

@@ -8,6 +8,8 @@
 //! Switched on with [`AwsCallStats::record_accesses`], it also records what IAM authorises for each
 //! call ([`Access`]: the template function making it, the IAM action, the resource), so the IAM
 //! drift test can hold the calls against the template's policies: the emulator enforces no IAM.
+//! Then it also counts the items each caller's Queries and Scans return ([`AwsCallStats::items_read`]),
+//! so a test can show that a view reads a bounded number of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -19,7 +21,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
@@ -150,6 +153,8 @@ pub struct AwsCallStats {
     /// Empty unless [`AwsCallStats::record_accesses`] was called: the Lambda path never calls it,
     /// so there it costs one atomic load per call and no request is parsed.
     accesses: Arc<OnceLock<Mutex<BTreeSet<Access>>>>,
+    /// Items returned by `Query` and `Scan`, by caller; recorded with the accesses.
+    items_read: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl AwsCallStats {
@@ -166,6 +171,18 @@ impl AwsCallStats {
     /// Everything recorded so far, each distinct access once.
     pub fn accesses(&self) -> BTreeSet<Access> {
         self.accesses.get().map(|log| log.lock().unwrap_or_else(PoisonError::into_inner).clone()).unwrap_or_default()
+    }
+
+    /// How many items the Queries and Scans made as `caller` returned, since accesses were recorded.
+    pub fn items_read(&self, caller: &str) -> u64 {
+        self.items_read.lock().unwrap_or_else(PoisonError::into_inner).get(caller).copied().unwrap_or(0)
+    }
+
+    fn record_items_read(&self, response: &[u8]) {
+        let Ok(caller) = CALLER.try_with(|caller| *caller) else { return };
+        let count = serde_json::from_slice::<Value>(response).ok().and_then(|body| body["Count"].as_u64());
+        *self.items_read.lock().unwrap_or_else(PoisonError::into_inner).entry(caller).or_default() +=
+            count.unwrap_or(0);
     }
 
     fn record(&self, service: &str, operation: &str, body: &[u8]) {
@@ -239,6 +256,23 @@ impl Intercept for AwsCallStats {
     ) -> Result<(), BoxError> {
         let attempt = cfg.load::<RequestAttempts>().map_or(1, |attempts| attempts.attempts());
         self.attempted(attempt <= 1);
+        Ok(())
+    }
+
+    // The response body is buffered by now (a non-streaming operation's is read to deserialize it).
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.accesses.get().is_some()
+            && let Some(meta) = cfg.load::<Metadata>()
+            && meta.service() == "DynamoDB"
+            && matches!(meta.name(), "Query" | "Scan")
+        {
+            self.record_items_read(context.response().body().bytes().unwrap_or_default());
+        }
         Ok(())
     }
 

@@ -75,41 +75,66 @@ pub struct TrafficFilter {
 
 /// Hours of partitions read at once while paging back through the log.
 const HOURS_PER_ROUND: usize = 24;
+/// Items one page of an hour's Query evaluates at most (before the filter).
+const PAGE_ITEMS: i32 = 500;
+
+/// The newest requests of the log, at most the limit asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentRequests {
+    /// Newest first.
+    pub records: Vec<LoggedRequest>,
+    /// Older matching requests exist beyond the limit.
+    pub more: bool,
+}
 
 impl TrafficStore {
     /// The newest `limit` requests matching `filter` within the retention period, newest first.
-    /// Hour partitions are read a day at a time, concurrently, until `limit` is reached.
+    /// Hour partitions are read a day at a time, concurrently, newest hour first; each is read newest
+    /// first and only until it has yielded what is still missing, so at most `HOURS_PER_ROUND ×
+    /// (limit + 1)` records are ever held, however busy an hour was.
     pub async fn recent(
         &self,
         filter: &TrafficFilter,
         limit: usize,
         now: UnixMillis,
-    ) -> Result<Vec<LoggedRequest>, AppError> {
+    ) -> Result<RecentRequests, AppError> {
         let newest_hour = now.secs() / 3600;
         let oldest_hour = newest_hour.saturating_sub(self.retention.as_secs() / 3600);
         let hours: Vec<u64> = (oldest_hour..=newest_hour).rev().collect();
+        // One more than asked for tells whether there are more.
+        let wanted = limit.saturating_add(1);
         let mut found = Vec::new();
         for round in hours.chunks(HOURS_PER_ROUND) {
-            if found.len() >= limit {
+            let missing = wanted.saturating_sub(found.len());
+            if missing == 0 {
                 break;
             }
-            for records in futures::future::try_join_all(round.iter().map(|hour| self.hour(*hour, filter))).await? {
+            let hours = futures::future::try_join_all(round.iter().map(|hour| self.hour(*hour, filter, missing)));
+            for records in hours.await? {
                 found.extend(records);
             }
+            // Every hour of this round is newer than every later one: what is kept now stays.
+            found.sort_by_key(|record: &LoggedRequest| std::cmp::Reverse(record.at));
+            found.truncate(wanted);
         }
-        found.sort_by_key(|record| std::cmp::Reverse(record.at));
+        let more = found.len() > limit;
         found.truncate(limit);
-        Ok(found)
+        Ok(RecentRequests { records: found, more })
     }
 
     /// One hour's requests matching `filter`.
-    async fn hour(&self, hour: u64, filter: &TrafficFilter) -> Result<Vec<LoggedRequest>, AppError> {
+    /// The newest `wanted` of one hour's requests matching `filter`, newest first: the Query runs
+    /// newest first (the sort key starts with the time) and stops paging once it has them.
+    async fn hour(&self, hour: u64, filter: &TrafficFilter, wanted: usize) -> Result<Vec<LoggedRequest>, AppError> {
+        let page_items = i32::try_from(wanted).unwrap_or(PAGE_ITEMS).clamp(1, PAGE_ITEMS);
         let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("hour#{hour}")));
+            .expression_attribute_values(":pk", s(format!("hour#{hour}")))
+            .scan_index_forward(false)
+            .limit(page_items);
         let mut conditions = Vec::new();
         if let Some(ip) = &filter.ip {
             conditions.push("ip = :ip");
@@ -128,11 +153,17 @@ impl TrafficStore {
         if !conditions.is_empty() {
             query = query.filter_expression(conditions.join(" AND "));
         }
-        let items = query.into_paginator().items().send().collect::<Vec<_>>().await;
+        let mut pages = query.into_paginator().send();
+        let mut items = Vec::new();
+        while items.len() < wanted
+            && let Some(page) = pages.next().await
+        {
+            items.extend(page.map_err(unavailable("read traffic log"))?.items.unwrap_or_default());
+        }
+        items.truncate(wanted);
         items
             .into_iter()
             .map(|item| {
-                let item = item.map_err(unavailable("read traffic log"))?;
                 // The sort key starts with the request's epoch milliseconds.
                 let at = string(&item, "sk")
                     .and_then(|sk| sk.split('#').next().and_then(|ms| ms.parse().ok()))
