@@ -261,8 +261,7 @@ pub async fn reveal(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         .ok_or_else(|| AppError::bad_request("This account has no API key"))?;
     let record =
         deps.identity.api_key(&key_id).await?.ok_or_else(|| AppError::bad_request("This account has no API key"))?;
-    let plaintext =
-        deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now).map_err(AppError::internal)?;
+    let plaintext = deps.api_key_copies.decrypt(&record.encrypted_copy, None, request.now).await?;
     let key = String::from_utf8_lossy(&plaintext).into_owned();
     audit(deps, &request, AuditKind::Reveal, &user.username, AuditOutcome::Success, AuditDetail::ApiKeyShown).await?;
     let reply = if request.wants_json {

@@ -2,6 +2,7 @@
 //! variables, Secrets Manager, KMS), so what it writes is exactly what they read.
 #![expect(clippy::print_stdout, reason = "a command-line tool prints its results")]
 
+mod keyring;
 mod provision;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,9 @@ use shared::threats::{ManualBan, Threats};
 
 const USAGE: &str = "usage:
   kavach provision [--template template.yaml] [--stack kavach] [--param Name=Value]... [--env-file PATH]
-  kavach keyring init | keyring rotate
+  kavach keyring init | keyring rotate | keyring status
+  kavach keyring reencrypt [--limit N]   (rewrites ciphertext under the newest root; idempotent, rerun after a kill)
+  kavach keyring retire <root id>        (refused while any ciphertext is still under that root)
   kavach setup-token
   kavach smtp set --host HOST [--port 465] [--starttls] [--username USER] --from ADDRESS [--ca-file PEM]
                   (the password is read from standard input)
@@ -53,6 +56,9 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         ["provision", rest @ ..] => provision_command(rest).await,
         ["keyring", "init"] => keyring_init(&Config::from_env()?, &AwsClients::from_env().await).await,
         ["keyring", "rotate"] => keyring_rotate().await,
+        ["keyring", "status"] => keyring::status().await,
+        ["keyring", "reencrypt", options @ ..] => keyring::reencrypt(options).await,
+        ["keyring", "retire", id] => keyring::retire(id).await,
         ["setup-token"] => {
             let deps = bootstrap::init().await?;
             let token = deps.accounts().issue_setup_token().await.map_err(public)?;
@@ -308,8 +314,10 @@ async fn keyring_init(config: &Config, aws: &AwsClients) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prepends a new root. Running functions keep the old ring until their next cold start, and both
-/// rings read every token the other wrote except the new root's, so no request fails meanwhile.
+/// Prepends a new root. Running functions write under it from their next write (each reads the
+/// secret first) and reload on the first token their ring cannot open, so a warm container reads
+/// what a newer one wrote. Then `keyring reencrypt` and, when it reports nothing left under the
+/// old root, `keyring retire`.
 async fn keyring_rotate() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;

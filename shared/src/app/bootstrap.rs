@@ -11,7 +11,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::config::{Config, ConfigError};
 use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::crypto::CryptoError;
-use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
+use crate::crypto::keyring::{KeyRing, Purpose};
 use crate::crypto::password::Pepper;
 use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
@@ -20,7 +20,7 @@ use crate::identity::auth::{Authenticator, VerifiedKeyCache};
 use crate::identity::mail::MailSettings;
 use crate::identity::webhooks::WebhookStore;
 use crate::limits::limiter::RateLimiter;
-use crate::store::app_secret::{self, SecretError};
+use crate::store::app_secret::{self, LiveCipher, RingSource, SecretError};
 use crate::store::bans::BanStore;
 use crate::store::identity::IdentityStore;
 use crate::store::rate_limit::RateLimitStore;
@@ -96,9 +96,9 @@ pub struct Deps {
     pub sandbox: SandboxStore,
     pub webhooks: WebhookStore,
     pub passwords: Arc<PasswordHasher>,
-    pub api_key_copies: Arc<PurposeCipher>,
-    pub totp_secrets: Arc<PurposeCipher>,
-    pub smtp_passwords: Arc<PurposeCipher>,
+    pub api_key_copies: Arc<LiveCipher>,
+    pub totp_secrets: Arc<LiveCipher>,
+    pub smtp_passwords: Arc<LiveCipher>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
 }
@@ -109,8 +109,8 @@ impl Deps {
     /// The local gateway serves each template function with its own, so the suites over HTTP show
     /// that a function works with what its cold start gives it.
     pub fn for_function(&self, secrets: Secrets) -> Deps {
-        let cipher = |held: bool, cipher: &Arc<PurposeCipher>| {
-            if held { cipher.clone() } else { Arc::new(PurposeCipher::withheld()) }
+        let cipher = |held: bool, cipher: &Arc<LiveCipher>| {
+            if held { cipher.clone() } else { Arc::new(LiveCipher::withheld()) }
         };
         Deps {
             config: self.config.clone(),
@@ -218,10 +218,15 @@ pub async fn init_with_secrets(
         metrics.count(Metric::KeyServiceFailures, clock.now());
     }
     let (pepper, key_ring) = keys?;
-    let cipher = |held: bool, purpose: Purpose| -> Result<Arc<PurposeCipher>, BootError> {
+    // Each purpose key is kept current with the secret (a rotation reaches warm containers), and
+    // derives again from a reloaded ring rather than keeping its roots.
+    let source = RingSource { secrets: aws.secrets.clone(), kms: aws.kms.clone(), config: config.clone() };
+    let cipher = |held: bool, purpose: Purpose| -> Result<Arc<LiveCipher>, BootError> {
         match (&key_ring, held) {
-            (Some(ring), true) => Ok(Arc::new(ring.cipher(&purpose)?)),
-            _ => Ok(Arc::new(PurposeCipher::withheld())),
+            (Some((ring, sealed)), true) => {
+                Ok(Arc::new(LiveCipher::new(purpose, ring, sealed.clone(), source.clone())?))
+            }
+            _ => Ok(Arc::new(LiveCipher::withheld())),
         }
     };
     let api_key_copies = cipher(secrets.api_key_copies, Purpose::ApiKeyCopy)?;
@@ -268,7 +273,7 @@ async fn open_keys(
     config: &Config,
     aws: &AwsClients,
     secrets: Secrets,
-) -> Result<(Option<Pepper>, Option<KeyRing>), BootError> {
+) -> Result<(Option<Pepper>, Option<(KeyRing, String)>), BootError> {
     if !secrets.any() {
         return Ok((None, None));
     }
@@ -281,7 +286,8 @@ async fn open_keys(
     };
     let key_ring = if secrets.any_purpose() {
         let sealed = secret.sealed_ring.ok_or_else(|| BootError::NoKeyRing { id: config.secret_id.clone() })?;
-        Some(app_secret::open_ring(&aws.kms, config, &sealed).await?)
+        let ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
+        Some((ring, sealed))
     } else {
         None
     };

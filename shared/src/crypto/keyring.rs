@@ -4,7 +4,10 @@
 //! leak of one derived key opens only its own purpose.
 //!
 //! Rotation prepends a new root: new writes use it, old tokens still decrypt under the older roots
-//! until they are re-encrypted, and nothing has to stop while that happens.
+//! until they are re-encrypted, and nothing has to stop while that happens. A token does not name
+//! its root: [`PurposeCipher::decrypt_identified`] finds it by trying each (an HMAC check apiece),
+//! which is how re-encryption finds what is left under an old root and retirement knows when none
+//! is. A running function keeps its purpose keys current with `crate::store::app_secret::LiveCipher`.
 
 use std::time::Duration;
 
@@ -89,6 +92,23 @@ impl KeyRing {
         self.roots.first().map(|root| root.id)
     }
 
+    /// The root ids, newest first.
+    pub fn ids(&self) -> Vec<u32> {
+        self.roots.iter().map(|root| root.id).collect()
+    }
+
+    /// The ring without root `id`: what retiring it leaves. Refused for the newest root (new
+    /// writes use it) and for an id the ring does not hold.
+    pub fn without(self, id: u32) -> Result<Self, CryptoError> {
+        if self.newest_id() == Some(id) {
+            return Err(CryptoError::BadKey("the newest root cannot be retired: rotate first"));
+        }
+        if !self.roots.iter().any(|root| root.id == id) {
+            return Err(CryptoError::BadKey("the key ring has no root with that id"));
+        }
+        Ok(Self { roots: self.roots.into_iter().filter(|root| root.id != id).collect() })
+    }
+
     pub fn len(&self) -> usize {
         self.roots.len()
     }
@@ -145,7 +165,7 @@ impl KeyRing {
                 Hkdf::<Sha256>::new(Some(b"kavach-key-ring"), root.material.as_slice())
                     .expand(label.as_bytes(), okm.as_mut_slice())
                     .map_err(|_| CryptoError::BadKey("HKDF output length"))?;
-                Ok(FernetKey::from_bytes(&okm))
+                Ok((root.id, FernetKey::from_bytes(&okm)))
             })
             .collect::<Result<Vec<_>, CryptoError>>()?;
         if keys.is_empty() {
@@ -158,8 +178,9 @@ impl KeyRing {
 /// Encrypts with the newest key and decrypts with any, honouring the token's TTL.
 #[derive(Debug)]
 pub struct PurposeCipher {
-    /// Empty only when withheld: [`KeyRing::cipher`] refuses to derive none.
-    keys: Vec<FernetKey>,
+    /// (root id, derived key), newest first. Empty only when withheld: [`KeyRing::cipher`] refuses
+    /// to derive none.
+    keys: Vec<(u32, FernetKey)>,
 }
 
 impl PurposeCipher {
@@ -170,7 +191,7 @@ impl PurposeCipher {
     }
 
     pub fn encrypt(&self, plaintext: &[u8], now: UnixMillis) -> Result<String, CryptoError> {
-        self.keys.first().ok_or(CryptoError::Withheld("purpose key"))?.encrypt(plaintext, now)
+        self.keys.first().ok_or(CryptoError::Withheld("purpose key"))?.1.encrypt(plaintext, now)
     }
 
     pub fn decrypt(
@@ -179,18 +200,38 @@ impl PurposeCipher {
         ttl: Option<Duration>,
         now: UnixMillis,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.decrypt_identified(token, ttl, now).map(|(_, plaintext)| plaintext)
+    }
+
+    /// The plaintext and the id of the root whose key opened it.
+    pub fn decrypt_identified(
+        &self,
+        token: &str,
+        ttl: Option<Duration>,
+        now: UnixMillis,
+    ) -> Result<(u32, Zeroizing<Vec<u8>>), CryptoError> {
         if self.keys.is_empty() {
             return Err(CryptoError::Withheld("purpose key"));
         }
         let mut outcome = Err(CryptoError::InvalidToken);
-        for key in &self.keys {
+        for (id, key) in &self.keys {
             match key.decrypt(token, ttl, now) {
-                Ok(plaintext) => return Ok(plaintext),
+                Ok(plaintext) => return Ok((*id, plaintext)),
                 Err(CryptoError::Expired) => outcome = Err(CryptoError::Expired),
                 Err(_) => {}
             }
         }
         outcome
+    }
+
+    /// The ids of the roots this purpose's keys come from, newest first (empty when withheld).
+    pub fn root_ids(&self) -> Vec<u32> {
+        self.keys.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The id of the root new writes use.
+    pub fn newest_id(&self) -> Option<u32> {
+        self.keys.first().map(|(id, _)| *id)
     }
 }
 
@@ -267,6 +308,24 @@ mod tests {
         let token = ring.cipher(&Purpose::SmtpPassword).expect("c").encrypt(b"p", at(1)).expect("e");
         assert!(reparsed.cipher(&Purpose::SmtpPassword).expect("c").decrypt(&token, None, at(1)).is_ok());
         assert!(!format!("{ring:?}").contains("key\""));
+    }
+
+    #[test]
+    fn retiring_drops_an_old_root_and_never_the_newest() {
+        let ring = KeyRing::single(root(1)).rotated(root(2));
+        let token = ring.cipher(&Purpose::TotpSecret).expect("c").encrypt(b"t", at(1)).expect("e");
+        let old = KeyRing::single(root(1)).cipher(&Purpose::TotpSecret).expect("c");
+        let old_token = old.encrypt(b"o", at(1)).expect("e");
+        let both = ring.cipher(&Purpose::TotpSecret).expect("c");
+        assert_eq!(both.decrypt_identified(&old_token, None, at(1)).expect("old").0, 1);
+        assert_eq!(both.decrypt_identified(&token, None, at(1)).expect("new").0, 2);
+        assert!(KeyRing::single(root(1)).rotated(root(2)).without(2).is_err(), "the newest stays");
+        assert!(KeyRing::single(root(1)).rotated(root(2)).without(7).is_err(), "no such root");
+        let retired = ring.without(1).expect("retire 1");
+        assert_eq!(retired.ids(), [2]);
+        let cipher = retired.cipher(&Purpose::TotpSecret).expect("c");
+        assert!(cipher.decrypt(&token, None, at(1)).is_ok());
+        assert_eq!(cipher.decrypt(&old_token, None, at(1)), Err(CryptoError::InvalidToken));
     }
 
     #[test]

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::core::clock::{Clock, UnixMillis};
 use crate::core::error::AppError;
 use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::keyring::PurposeCipher;
 use crate::crypto::one_time::{OneTimeToken, TokenHash};
 use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread, hash_off_thread};
 use crate::crypto::totp::TotpSecret;
 use crate::identity::webhooks::{MAX_WEBHOOKS_PER_USER, Webhook, WebhookStore, WebhookSummary};
 use crate::identity::{Role, SANDBOX_BROKER};
 use crate::limits::login::LoginAttempt;
+use crate::store::app_secret::LiveCipher;
 use crate::store::identity::{ApiKeyRecord, Conditional, IdentityStore};
 use crate::store::users::{NewWebUser, UserRecord};
 
@@ -91,8 +91,8 @@ pub struct Accounts<'a> {
     pub identity: &'a IdentityStore,
     pub webhooks: &'a WebhookStore,
     pub passwords: &'a Arc<PasswordHasher>,
-    pub api_key_copies: &'a PurposeCipher,
-    pub totp_secrets: &'a PurposeCipher,
+    pub api_key_copies: &'a LiveCipher,
+    pub totp_secrets: &'a LiveCipher,
     pub clock: &'a dyn Clock,
 }
 
@@ -138,7 +138,7 @@ impl Accounts<'_> {
         attempt: LoginAttempt,
     ) -> Result<bool, AppError> {
         attempt.spend();
-        let Some(secret) = self.totp_secret(user, now)? else { return Ok(false) };
+        let Some(secret) = self.totp_secret(user, now).await? else { return Ok(false) };
         match secret.matching_step(code, now) {
             Some(step) => self.identity.claim_totp_step(&user.username, step).await,
             None => Ok(false),
@@ -154,9 +154,9 @@ impl Accounts<'_> {
     }
 
     /// The user's TOTP secret, decrypted; `None` when not enrolled.
-    pub fn totp_secret(self, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
+    pub async fn totp_secret(self, user: &UserRecord, now: UnixMillis) -> Result<Option<TotpSecret>, AppError> {
         let Some(token) = &user.totp else { return Ok(None) };
-        let bytes = self.totp_secrets.decrypt(token, None, now).map_err(AppError::internal)?;
+        let bytes = self.totp_secrets.decrypt(token, None, now).await?;
         TotpSecret::from_bytes(&bytes)
             .map(Some)
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored TOTP secret has the wrong length")))
@@ -169,7 +169,7 @@ impl Accounts<'_> {
     async fn key_record_for(self, username: &str, key: ApiKey) -> Result<(ApiKey, ApiKeyRecord), AppError> {
         let phc = self.hash_secret(key.expose()).await?;
         let now = self.clock.now();
-        let encrypted_copy = self.api_key_copies.encrypt(key.expose().as_bytes(), now).map_err(AppError::internal)?;
+        let encrypted_copy = self.api_key_copies.encrypt(key.expose().as_bytes(), now).await?;
         let record = ApiKeyRecord {
             id: key.id().clone(),
             user: username.to_owned(),
@@ -252,8 +252,7 @@ impl Accounts<'_> {
         }
         check_password_strength(password)?;
         let totp = TotpSecret::generate();
-        let encrypted_totp =
-            self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now()).map_err(AppError::internal)?;
+        let encrypted_totp = self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now()).await?;
         let phc = self.hash_secret(password).await?;
         let (key, record) = self.new_key_record(username).await?;
         let role = if setup_token_hash.is_some() { Role::Admin } else { Role::User };

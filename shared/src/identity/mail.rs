@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::core::clock::Clock;
 use crate::core::error::AppError;
-use crate::crypto::keyring::PurposeCipher;
+use crate::store::app_secret::LiveCipher;
 use crate::store::identity::IdentityStore;
 use crate::store::{PK, number, s, string, unavailable};
 
@@ -44,7 +44,7 @@ pub struct SmtpSettings {
 #[derive(Clone, Copy, Debug)]
 pub struct MailSettings<'a> {
     pub identity: &'a IdentityStore,
-    pub smtp_passwords: &'a PurposeCipher,
+    pub smtp_passwords: &'a LiveCipher,
     pub clock: &'a dyn Clock,
 }
 
@@ -60,10 +60,7 @@ impl MailSettings<'_> {
                 .map_err(|_| AppError::bad_request("the CA file is not a PEM certificate"))?;
         }
         let now = self.clock.now();
-        let password = self
-            .smtp_passwords
-            .encrypt(settings.password.expose_secret().as_bytes(), now)
-            .map_err(AppError::internal)?;
+        let password = self.smtp_passwords.encrypt(settings.password.expose_secret().as_bytes(), now).await?;
         let mut put = self
             .identity
             .client
@@ -89,12 +86,13 @@ impl MailSettings<'_> {
             return Ok(None);
         };
         let now = self.clock.now();
-        let password = string(&item, "password")
-            .map(|token| self.smtp_passwords.decrypt(&token, None, now))
-            .transpose()
-            .map_err(AppError::internal)?
-            .map(|bytes| SecretString::from(String::from_utf8_lossy(&bytes).into_owned()))
-            .unwrap_or_default();
+        let password = match string(&item, "password") {
+            Some(token) => {
+                let bytes = self.smtp_passwords.decrypt(&token, None, now).await?;
+                SecretString::from(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            None => SecretString::default(),
+        };
         Ok(Some(SmtpSettings {
             host: string(&item, "host").unwrap_or_default(),
             port: number(&item, "port").and_then(|port| u16::try_from(port).ok()).unwrap_or(465),

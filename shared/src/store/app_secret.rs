@@ -2,8 +2,19 @@
 //!
 //! One `GetSecretValue` and one KMS `Decrypt` at cold start yield the pepper and every root key;
 //! nothing secret is ever in an environment variable.
+//!
+//! A running function keeps its purpose keys current with [`LiveCipher`], so a rotation never
+//! leaves a warm container unable to read what a newer one wrote:
+//! - a decryption no held key opens reloads the ring once and tries again (at most one reload per
+//!   [`MISS_RELOAD_INTERVAL`] however many such misses, so a corrupt item costs no more);
+//! - every encryption first reads the secret (one `GetSecretValue`; a KMS `Decrypt` only when the
+//!   ring changed), so a write always uses the newest root in the store, never a root about to be
+//!   retired. Writes are rare (a new user, key or TOTP enrolment, the SMTP settings) and none is on
+//!   the order path, whose budget stays 0 Secrets Manager and 0 KMS calls.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine;
@@ -12,8 +23,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::core::clock::UnixMillis;
 use crate::core::config::Config;
-use crate::crypto::keyring::KeyRing;
+use crate::core::error::AppError;
+use crate::crypto::CryptoError;
+use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -160,4 +174,131 @@ fn aws_detail<E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Display>(e
         (Some(code), None) => code.to_owned(),
         _ => error.to_string(),
     }
+}
+
+/// A reload after a decryption miss happens at most this often per purpose and container.
+pub const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where a function's ring comes from: read again when it may have changed.
+#[derive(Clone, Debug)]
+pub struct RingSource {
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub config: Config,
+}
+
+/// One purpose's keys as derived from the ring last read (the roots themselves are not kept).
+#[derive(Debug)]
+struct Held {
+    sealed: String,
+    cipher: PurposeCipher,
+}
+
+/// Encrypts and decrypts one purpose's values, keeping its keys current with the app secret (see
+/// the module's documentation). Only the purpose's derived keys are held: a reload opens the ring,
+/// derives this purpose's keys and drops the roots again.
+#[derive(Debug)]
+pub struct LiveCipher {
+    purpose: Purpose,
+    /// `None` when withheld: this function does not use the purpose, and never reloads it.
+    source: Option<RingSource>,
+    held: RwLock<Arc<Held>>,
+    /// When a miss last reloaded; the lock also makes concurrent misses wait for one reload.
+    last_miss_reload: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl LiveCipher {
+    /// `purpose`'s keys from the ring the cold start opened from `sealed`, kept current from `source`.
+    pub fn new(purpose: Purpose, ring: &KeyRing, sealed: String, source: RingSource) -> Result<Self, CryptoError> {
+        let cipher = ring.cipher(&purpose)?;
+        Ok(Self {
+            purpose,
+            source: Some(source),
+            held: RwLock::new(Arc::new(Held { sealed, cipher })),
+            last_miss_reload: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// No key, for a function that does not use this purpose: each use is [`CryptoError::Withheld`].
+    pub fn withheld() -> Self {
+        Self {
+            purpose: Purpose::ApiKeyCopy,
+            source: None,
+            held: RwLock::new(Arc::new(Held { sealed: String::new(), cipher: PurposeCipher::withheld() })),
+            last_miss_reload: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The ids of the roots the held keys come from, newest first.
+    pub fn root_ids(&self) -> Vec<u32> {
+        self.snapshot().cipher.root_ids()
+    }
+
+    fn snapshot(&self) -> Arc<Held> {
+        self.held.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Reads the secret and, when its ring differs from the one the held keys come from, derives
+    /// this purpose's keys from the new one.
+    async fn reload(&self, source: &RingSource) -> Result<(), SecretError> {
+        let secret = load(&source.secrets, &source.config.secret_id).await?;
+        let sealed = secret
+            .sealed_ring
+            .ok_or(SecretError::Malformed { id: source.config.secret_id.clone(), problem: "has no `keyring`" })?;
+        if sealed == self.snapshot().sealed {
+            return Ok(());
+        }
+        let ring = open_ring(&source.kms, &source.config, &sealed).await?;
+        let cipher = ring.cipher(&self.purpose)?;
+        tracing::info!(roots = ?cipher.root_ids(), "key ring reloaded");
+        *self.held.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Held { sealed, cipher });
+        Ok(())
+    }
+
+    /// After `seen` failed to open a token: reloads unless another miss just did (then its keys are
+    /// used) or one did within [`MISS_RELOAD_INTERVAL`]. Whether there are newer keys to try.
+    async fn reload_after_miss(&self, source: &RingSource, seen: &Arc<Held>) -> Result<bool, SecretError> {
+        let mut last = self.last_miss_reload.lock().await;
+        if !Arc::ptr_eq(seen, &self.snapshot()) {
+            return Ok(true);
+        }
+        if last.is_some_and(|at| at.elapsed() < MISS_RELOAD_INTERVAL) {
+            return Ok(false);
+        }
+        *last = Some(Instant::now());
+        self.reload(source).await?;
+        Ok(!Arc::ptr_eq(seen, &self.snapshot()))
+    }
+
+    /// Encrypts under the newest root in the store (the secret is read first).
+    pub async fn encrypt(&self, plaintext: &[u8], now: UnixMillis) -> Result<String, AppError> {
+        if let Some(source) = &self.source {
+            self.reload(source).await.map_err(unavailable)?;
+        }
+        self.snapshot().cipher.encrypt(plaintext, now).map_err(AppError::internal)
+    }
+
+    /// Decrypts with any key held; when none opens the token, reloads (bounded) and tries the new
+    /// keys, so a token a newer container wrote is read.
+    pub async fn decrypt(
+        &self,
+        token: &str,
+        ttl: Option<Duration>,
+        now: UnixMillis,
+    ) -> Result<Zeroizing<Vec<u8>>, AppError> {
+        let seen = self.snapshot();
+        match (seen.cipher.decrypt(token, ttl, now), &self.source) {
+            (Err(CryptoError::InvalidToken), Some(source))
+                if self.reload_after_miss(source, &seen).await.map_err(unavailable)? =>
+            {
+                self.snapshot().cipher.decrypt(token, ttl, now).map_err(AppError::internal)
+            }
+            (outcome, _) => outcome.map_err(AppError::internal),
+        }
+    }
+}
+
+/// A storage or key-service failure while keeping the keys current: 503, detail kept for the log.
+fn unavailable(error: SecretError) -> AppError {
+    AppError::Unavailable(anyhow::Error::new(error).context("refresh the key ring"))
 }
