@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use kavach_tests::web::WebClient;
 use kavach_tests::{cold_start, new_web_user, provision_stack, required_env, start_gateway, unique_ip};
 use shared::core::clock::SystemClock;
@@ -100,4 +101,134 @@ async fn reencryption_cut_short_resumes_and_retirement_waits_until_nothing_is_le
         let mut browser = WebClient::logged_in(gateway, unique_ip(), user, &fresh).await;
         assert_eq!(browser.get("/dashboard").await.status, 200);
     }
+}
+
+/// Items whose ciphertext each root holds, among the `apikey#planted-…` items: (root 1, root 2).
+async fn planted_per_root(deps: &shared::Deps, cipher: &shared::crypto::keyring::PurposeCipher) -> (usize, usize) {
+    use shared::core::clock::Clock;
+    let pages = deps
+        .aws
+        .dynamodb
+        .scan()
+        .table_name(&deps.config.tables.identity)
+        .filter_expression("begins_with(pk, :planted)")
+        .expression_attribute_values(":planted", AttributeValue::S("apikey#planted-".into()))
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await;
+    let now = SystemClock.now();
+    let mut counts = (0, 0);
+    for item in pages {
+        let item = item.expect("scan");
+        let token = item["copy"].as_s().expect("copy");
+        match cipher.decrypt_identified(token, None, now).expect("readable").0 {
+            1 => counts.0 += 1,
+            _ => counts.1 += 1,
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn reencryption_killed_midway_is_completed_by_running_it_again() {
+    use shared::core::clock::Clock;
+    use shared::crypto::keyring::Purpose;
+    use shared::store::app_secret;
+    const PLANTED: usize = 2000;
+    let (env, config) = own_stack("ring-kill").await;
+    let deps = cold_start(config.clone(), Arc::new(SystemClock)).await;
+    // Many key copies under root 1, planted directly (no Argon2 per item), so the walk takes long
+    // enough to be killed in the middle.
+    let secret = app_secret::load(&deps.aws.secrets, &config.secret_id).await.expect("secret");
+    let ring = app_secret::open_ring(&deps.aws.kms, &config, &secret.sealed_ring.expect("ring")).await.expect("open");
+    let old = ring.cipher(&Purpose::ApiKeyCopy).expect("cipher");
+    let now = SystemClock.now();
+    let requests: Vec<WriteRequest> = (0..PLANTED)
+        .map(|n| {
+            let item = [
+                ("pk".to_owned(), AttributeValue::S(format!("apikey#planted-{n}"))),
+                ("copy".to_owned(), AttributeValue::S(old.encrypt(format!("key-{n}").as_bytes(), now).expect("e"))),
+            ];
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item.into())).build().expect("put"))
+                .build()
+        })
+        .collect();
+    for batch in requests.chunks(25) {
+        let mut pending = batch.to_vec();
+        while !pending.is_empty() {
+            let output = deps
+                .aws
+                .dynamodb
+                .batch_write_item()
+                .request_items(&config.tables.identity, pending)
+                .send()
+                .await
+                .expect("plant");
+            pending = output
+                .unprocessed_items
+                .and_then(|mut items| items.remove(&config.tables.identity))
+                .unwrap_or_default();
+        }
+    }
+    let (rotated, text) = kavach(&env, &["keyring", "rotate"]).await;
+    assert!(rotated, "{text}");
+    let secret = app_secret::load(&deps.aws.secrets, &config.secret_id).await.expect("secret");
+    let both = app_secret::open_ring(&deps.aws.kms, &config, &secret.sealed_ring.expect("ring"))
+        .await
+        .expect("open")
+        .cipher(&Purpose::ApiKeyCopy)
+        .expect("cipher");
+
+    // Killed (SIGKILL) once it has rewritten some and not all.
+    let mut child = tokio::process::Command::new(required_env("KAVACH_ADMIN_BIN"))
+        .args(["keyring", "reencrypt"])
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kavach");
+    let midway = loop {
+        let (under_old, under_new) = planted_per_root(&deps, &both).await;
+        assert!(under_old > 0, "the walk finished before it could be killed: plant more items");
+        if under_new > 0 {
+            child.kill().await.expect("kill");
+            break planted_per_root(&deps, &both).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(midway.0 > 0 && midway.1 > 0, "killed midway: {midway:?}");
+    let (refused, text) = kavach(&env, &["keyring", "retire", "1"]).await;
+    assert!(!refused && text.contains("still encrypted under root 1"), "{text}");
+
+    let (resumed, text) = kavach(&env, &["keyring", "reencrypt"]).await;
+    assert!(resumed && text.contains(&format!("Re-encrypted {} item(s)", midway.0)), "{midway:?}: {text}");
+    assert_eq!(planted_per_root(&deps, &both).await, (0, PLANTED));
+    let (retired, text) = kavach(&env, &["keyring", "retire", "1"]).await;
+    assert!(retired, "{text}");
+    // Every value reads back as it was written, under root 2 alone.
+    let only_new = app_secret::open_ring(
+        &deps.aws.kms,
+        &config,
+        &app_secret::load(&deps.aws.secrets, &config.secret_id).await.expect("secret").sealed_ring.expect("ring"),
+    )
+    .await
+    .expect("open");
+    assert_eq!(only_new.ids(), [2]);
+    let item = deps
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&config.tables.identity)
+        .key("pk", AttributeValue::S("apikey#planted-7".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("item");
+    let copy = item["copy"].as_s().expect("copy");
+    let plaintext = only_new.cipher(&Purpose::ApiKeyCopy).expect("c").decrypt(copy, None, now).expect("reads");
+    assert_eq!(plaintext.as_slice(), b"key-7");
 }
