@@ -9,6 +9,7 @@ use kavach_tests::web::{Page, WebClient};
 use kavach_tests::{ROOMY, cold_start, config_with, gateway_with_web_user, start_gateway, unique_ip, unique_name};
 use shared::Deps;
 use shared::core::clock::{Clock, ManualClock, SystemClock, UnixMillis};
+use shared::identity::sessions::MAX_SESSIONS_PER_USER;
 use shared::store::users::AuditKind;
 
 const PROTECTED: &[&str] = &["/dashboard", "/apikey", "/auth/sessions"];
@@ -329,4 +330,36 @@ async fn a_user_created_by_a_clock_that_ran_ahead_can_log_in() {
     let gateway = start_gateway(deps.clone()).await;
     let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
     assert_eq!(browser.get("/dashboard").await.status, 200);
+}
+
+/// Only full sessions count toward the five-session cap: someone who has the password but not the
+/// authenticator starts ten pending logins, and every one of the owner's five sessions stays. The
+/// cap itself still holds for full sessions: a sixth full login ends the oldest.
+#[tokio::test]
+async fn pending_logins_do_not_end_the_owners_full_sessions() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_915_000_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut owner = Vec::new();
+    for _ in 0..MAX_SESSIONS_PER_USER {
+        owner.push(WebClient::logged_in(gateway, unique_ip(), &user, &deps).await);
+        // A new TOTP step for each login: a code works once.
+        clock.advance(Duration::from_secs(30));
+    }
+    for n in 0..10 {
+        let mut attacker = WebClient::new(gateway, unique_ip());
+        let step1 = attacker.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+        assert_eq!((step1.status, step1.location()), (303, "/auth/login/totp"), "pending login {n}: {}", step1.text);
+        clock.advance(Duration::from_secs(1));
+    }
+    for (n, browser) in owner.iter_mut().enumerate() {
+        let page = browser.get_json("/dashboard").await;
+        assert_eq!(page.status, 200, "the owner's session {n} survived ten pending logins: {}", page.text);
+    }
+    clock.advance(Duration::from_secs(30));
+    let mut sixth = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    assert_eq!(sixth.get_json("/dashboard").await.status, 200);
+    assert_eq!(owner[0].get_json("/dashboard").await.status, 401, "the oldest full session ended at the sixth");
+    for (n, browser) in owner.iter_mut().enumerate().skip(1) {
+        assert_eq!(browser.get_json("/dashboard").await.status, 200, "full session {n} stays");
+    }
 }

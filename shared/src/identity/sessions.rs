@@ -12,8 +12,12 @@ use crate::core::clock::UnixMillis;
 /// `__Host-`: the browser only accepts it Secure, from the exact host, with `Path=/`, so a sibling
 /// subdomain cannot plant or overwrite it.
 pub const COOKIE_NAME: &str = "__Host-kavach_session";
-/// At most this many sessions per user; logging in beyond it ends the oldest.
+/// At most this many full sessions per user; logging in beyond it ends the oldest. Pending ones
+/// (password right, TOTP owed) do not count: the password alone must not log the owner out.
 pub const MAX_SESSIONS_PER_USER: usize = 5;
+/// At most this many pending (password-only) sessions per user, apart from the full ones; beyond
+/// it the oldest pending one ends. They live five minutes; the cap keeps the user's item small.
+pub const MAX_PENDING_PER_USER: usize = 10;
 /// A password-checked login waits this long for its TOTP code.
 pub const PENDING_TOTP: Duration = Duration::from_secs(300);
 /// Revealing the API key needs the password or a TOTP code entered within this window.

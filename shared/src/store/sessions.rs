@@ -11,7 +11,7 @@ use super::{
 };
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
-use crate::identity::sessions::{CsrfToken, MAX_SESSIONS_PER_USER};
+use crate::identity::sessions::{CsrfToken, MAX_PENDING_PER_USER, MAX_SESSIONS_PER_USER};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -110,7 +110,7 @@ impl IdentityStore {
 
     /// Stores a new session, optionally replacing `replaces` (the id rotation at TOTP step-up and
     /// re-authentication): the new item, the old one's deletion and the user's map change are one
-    /// transaction. Then trims the user to [`MAX_SESSIONS_PER_USER`], oldest first.
+    /// transaction. Then trims the user to [`MAX_SESSIONS_PER_USER`] full sessions, oldest first.
     pub async fn start_session(&self, record: &SessionRecord, replaces: Option<&str>) -> Result<(), AppError> {
         let mut map_change = Update::builder()
             .table_name(&self.table)
@@ -145,19 +145,65 @@ impl IdentityStore {
                 AppError::Unavailable(anyhow::Error::new(error).context("start session"))
             }
         })?;
-        self.trim_sessions(&record.user).await
+        self.trim_sessions(&record.user, record.last_seen).await
     }
 
-    async fn trim_sessions(&self, username: &str) -> Result<(), AppError> {
+    /// Keeps the user to [`MAX_SESSIONS_PER_USER`] *full* sessions and [`MAX_PENDING_PER_USER`]
+    /// pending ones, ending the oldest of each beyond, and drops map entries whose session is gone.
+    /// Pending sessions (the password was right, the TOTP code is still owed) have a cap of their
+    /// own: were they counted with the full ones, the password alone could log the owner out
+    /// everywhere.
+    async fn trim_sessions(&self, username: &str, now: UnixMillis) -> Result<(), AppError> {
         let Some(user) = self.user(username).await? else { return Ok(()) };
         if user.sessions.len() <= MAX_SESSIONS_PER_USER {
             return Ok(());
         }
-        let mut by_age: Vec<(&String, &u64)> = user.sessions.iter().collect();
-        by_age.sort_by_key(|(_, at)| **at);
-        let excess = by_age.len() - MAX_SESSIONS_PER_USER;
-        let oldest: Vec<String> = by_age.into_iter().take(excess).map(|(hash, _)| hash.clone()).collect();
-        self.end_sessions(username, &oldest).await
+        let live = self.session_records(user.sessions.keys()).await?;
+        let mut full: Vec<&SessionRecord> = Vec::new();
+        let mut pending: Vec<&SessionRecord> = Vec::new();
+        for session in live.iter().filter(|session| session.expires_at > now) {
+            match session.stage {
+                Stage::Full => full.push(session),
+                Stage::PendingTotp => pending.push(session),
+            }
+        }
+        let keep: std::collections::HashSet<&str> = [(full, MAX_SESSIONS_PER_USER), (pending, MAX_PENDING_PER_USER)]
+            .into_iter()
+            .flat_map(|(mut sessions, cap)| {
+                // Newest login first; the map's time breaks ties the same way on every container.
+                sessions.sort_by_key(|session| std::cmp::Reverse((session.created_at, session.hash.clone())));
+                sessions.into_iter().take(cap).map(|session| session.hash.as_str())
+            })
+            .collect();
+        let ended: Vec<String> = user.sessions.keys().filter(|hash| !keep.contains(hash.as_str())).cloned().collect();
+        self.end_sessions(username, &ended).await
+    }
+
+    /// The session records of `hashes`, read consistently (absent ones are left out).
+    async fn session_records<'a>(
+        &self,
+        hashes: impl Iterator<Item = &'a String>,
+    ) -> Result<Vec<SessionRecord>, AppError> {
+        let hashes: Vec<&String> = hashes.collect();
+        let mut records = Vec::new();
+        // BatchGetItem takes at most 100 keys.
+        for chunk in hashes.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for hash in chunk {
+                keys = keys.keys(std::collections::HashMap::from([(PK.to_owned(), s(session_pk(hash)))]));
+            }
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys.build().map_err(AppError::internal)?)
+                .send()
+                .await
+                .map_err(unavailable("read sessions"))?;
+            if let Some(items) = output.responses().and_then(|responses| responses.get(&self.table)) {
+                records.extend(items.iter().filter_map(SessionRecord::from_item));
+            }
+        }
+        Ok(records)
     }
 
     /// Ends the given sessions of `username`: their items and their map entries, in one transaction.
@@ -203,25 +249,7 @@ impl IdentityStore {
     /// The user's live sessions, newest login first.
     pub async fn sessions_of(&self, username: &str, now: UnixMillis) -> Result<Vec<SessionRecord>, AppError> {
         let Some(user) = self.user(username).await? else { return Ok(Vec::new()) };
-        if user.sessions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut keys = KeysAndAttributes::builder().consistent_read(true);
-        for hash in user.sessions.keys() {
-            keys = keys.keys(std::collections::HashMap::from([(PK.to_owned(), s(session_pk(hash)))]));
-        }
-        let output = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, keys.build().map_err(AppError::internal)?)
-            .send()
-            .await
-            .map_err(unavailable("read sessions"))?;
-        let mut sessions: Vec<SessionRecord> = output
-            .responses()
-            .and_then(|responses| responses.get(&self.table))
-            .map(|items| items.iter().filter_map(SessionRecord::from_item).collect())
-            .unwrap_or_default();
+        let mut sessions = self.session_records(user.sessions.keys()).await?;
         sessions.retain(|session| session.expires_at > now);
         sessions.sort_by_key(|session| std::cmp::Reverse(session.created_at));
         Ok(sessions)
