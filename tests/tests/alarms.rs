@@ -13,7 +13,7 @@ use kavach_tests::*;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use shared::app::aws::AwsClients;
-use shared::core::clock::SystemClock;
+use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
 use shared::core::metrics::{DIMENSION, Metric, MetricSink, NAMESPACE};
 
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -276,5 +276,104 @@ fn the_one_dashboard_charts_every_metric_on_the_alarms_dimension() {
     }
     for metric in Metric::ALL {
         assert!(charted.contains(metric.name()), "{} is charted", metric.name());
+    }
+}
+
+/// Every kind of failed credential check counts: in `FailedLogins` (each line naming its kind), on
+/// the `/security` dashboard, and toward the account's lockout, whose tenth failure raises
+/// `ResetLocked` once. The clock is frozen far ahead, so this test's audit records are the newest
+/// the dashboard lists whatever else has run.
+#[tokio::test]
+async fn every_failure_kind_counts_and_the_tenth_in_a_row_raises_reset_locked_once() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(3_900_040_000)));
+    let deps = shared::app::bootstrap::init_with(
+        config_with(ROOMY),
+        clock.clone(),
+        AwsClients::from_env().await,
+        MetricSink::Memory(lines.clone()),
+    )
+    .await
+    .expect("cold start");
+    let gateway = start_gateway(deps.clone()).await;
+    let user = new_web_user(&deps).await;
+    let emitted_now = |metric: &str| -> Vec<Json> {
+        let lines = lines.lock().expect("lines").clone();
+        lines
+            .iter()
+            .map(|line| serde_json::from_str::<Json>(line).expect("EMF is JSON"))
+            .filter(|line| line.get(metric).is_some())
+            .collect()
+    };
+
+    // Three failed re-authentications to see the key, in a session (logging in clears the count).
+    let mut owner = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    clock.advance(std::time::Duration::from_secs(600));
+    for _ in 0..3 {
+        let csrf = owner.csrf_token().await;
+        let refused = owner.post_json("/apikey/reveal", &[("csrf_token", &csrf), ("password", "Wrong1!pass")]).await;
+        assert_eq!(refused.status, 401, "{}", refused.text);
+    }
+    // Three wrong passwords.
+    let mut attacker = WebClient::new(gateway, unique_ip());
+    for _ in 0..3 {
+        let page =
+            attacker.post_json("/auth/login", &[("username", &user.username), ("password", "Wrong1!pass")]).await;
+        assert_eq!(page.status, 401);
+    }
+    // Three wrong codes at the login's TOTP step (the password was right: someone has it).
+    let step1 = attacker.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!(step1.status, 303);
+    let csrf = attacker.get("/auth/login/totp").await.csrf();
+    for _ in 0..3 {
+        let page = attacker.post_json("/auth/login/totp", &[("totp_code", "000000"), ("csrf_token", &csrf)]).await;
+        assert_eq!(page.status, 401, "{}", page.text);
+    }
+    assert!(emitted_now("ResetLocked").is_empty(), "nine failures lock nothing");
+    // The tenth: a wrong code for a reset.
+    let reset = [("method", "totp"), ("username", user.username.as_str()), ("totp_code", "000000")];
+    assert_eq!(attacker.post_json("/auth/reset-password", &reset).await.status, 400);
+    assert_eq!(emitted_now("ResetLocked").len(), 1, "the tenth failure in a row locks");
+    assert_eq!(attacker.post_json("/auth/reset-password", &reset).await.status, 400);
+    assert_eq!(emitted_now("ResetLocked").len(), 1, "once: the eleventh raises nothing new");
+
+    let kinds: BTreeSet<String> = emitted_now("FailedLogins")
+        .iter()
+        .map(|line| line["Kind"].as_str().expect("every FailedLogins line names its kind").to_owned())
+        .collect();
+    for kind in ["reveal", "login", "totp", "reset"] {
+        assert!(kinds.contains(kind), "a FailedLogins line of kind {kind}: {kinds:?}");
+    }
+    let failed: usize = emitted_now("FailedLogins").len();
+    assert_eq!(failed, 11, "one line per failure");
+
+    // The administrator's dashboard lists them, each with its kind.
+    let admin = new_admin(&deps).await;
+    let mut dashboard = WebClient::logged_in(gateway, unique_ip(), &admin, &deps).await;
+    let data = dashboard.get_json("/security/api/data").await;
+    assert_eq!(data.status, 200, "{}", data.text);
+    let listed: BTreeSet<(String, String)> = data.json()["login_activity"]
+        .as_array()
+        .expect("login activity")
+        .iter()
+        .filter(|event| event["username"] == user.username.as_str() && event["outcome"] == "failed")
+        .map(|event| {
+            (
+                event["kind"].as_str().unwrap_or_default().to_owned(),
+                event["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("reveal", "reauth_failed"),
+        ("login", "invalid_credentials"),
+        ("login", "invalid_totp"),
+        ("reset", "invalid_totp"),
+        ("reset", "reset_locked"),
+    ] {
+        assert!(
+            listed.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} on the dashboard: {listed:?}"
+        );
     }
 }

@@ -4,7 +4,14 @@
 
 use std::net::IpAddr;
 
-use kavach_tests::{deps, new_user, ping_body, post, required_env, start_gateway, unique_ip};
+use std::sync::Arc;
+
+use kavach_tests::web::WebClient;
+use kavach_tests::{
+    ROOMY, WebUser, cold_start, config_with, deps, new_user, new_web_user, ping_body, post, required_env,
+    start_gateway, unique_ip,
+};
+use shared::core::clock::SystemClock;
 
 struct Run {
     success: bool,
@@ -116,4 +123,72 @@ async fn a_ban_by_hand_is_validated_as_the_dashboards_is() {
     let home = kavach(&["ban", "add", "127.0.0.1"]).await;
     assert!(!home.success && home.stderr.contains("never-ban"), "{}", home.stderr);
     assert!(!json_lines(&home.stdout).iter().any(|line| line.get("BansCreated").is_some()), "no ban, no metric");
+}
+
+/// A gateway with roomy login budgets, and a web user whose TOTP reset ten wrong codes have locked.
+async fn locked_user() -> (Arc<shared::Deps>, std::net::SocketAddr, WebUser) {
+    let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let user = new_web_user(&deps).await;
+    let mut attacker = WebClient::new(gateway, unique_ip());
+    for _ in 0..10 {
+        let fields = [("method", "totp"), ("username", user.username.as_str()), ("totp_code", "000000")];
+        assert_eq!(attacker.post_json("/auth/reset-password", &fields).await.status, 400);
+    }
+    (deps, gateway, user)
+}
+
+async fn reset_by_code(gateway: std::net::SocketAddr, user: &WebUser, code: &str) -> u16 {
+    let fields = [("method", "totp"), ("username", user.username.as_str()), ("totp_code", code)];
+    WebClient::new(gateway, unique_ip()).post_json("/auth/reset-password", &fields).await.status
+}
+
+#[tokio::test]
+async fn kavach_user_unlock_lifts_the_totp_reset_lock() {
+    let (deps, gateway, user) = locked_user().await;
+    assert_eq!(reset_by_code(gateway, &user, &user.code(&deps)).await, 400, "locked");
+    let run = kavach(&["user", "unlock", &user.username]).await;
+    assert!(run.success && run.stdout.contains("Unlocked"), "{}{}", run.stdout, run.stderr);
+    assert_eq!(reset_by_code(gateway, &user, &user.code(&deps)).await, 200, "unlocked");
+    let nobody = kavach(&["user", "unlock", "no-such-user"]).await;
+    assert!(!nobody.success && nobody.stderr.contains("no user `no-such-user`"), "{}", nobody.stderr);
+}
+
+#[tokio::test]
+async fn kavach_user_reset_password_prints_a_new_password_that_logs_in_once_shown() {
+    let (deps, gateway, user) = locked_user().await;
+    let mut before = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    let run = kavach(&["user", "reset-password", &user.username]).await;
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let at = lines.iter().position(|line| line.starts_with("New password for")).expect("the password's heading");
+    let password = lines[at + 1].trim();
+    shared::identity::accounts::check_password_strength(password).expect("a password the rules accept");
+    assert_eq!(before.get_json("/dashboard").await.status, 401, "every session ended");
+
+    let mut browser = WebClient::new(gateway, unique_ip());
+    let old = browser.post_json("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!(old.status, 401, "the old password is gone");
+    let new = browser.post("/auth/login", &[("username", &user.username), ("password", password)]).await;
+    assert_eq!((new.status, new.location()), (303, "/auth/login/totp"), "{}", new.text);
+}
+
+#[tokio::test]
+async fn kavach_user_reset_totp_prints_a_new_secret_and_the_old_codes_stop_working() {
+    let (deps, gateway, user) = locked_user().await;
+    let run = kavach(&["user", "reset-totp", &user.username]).await;
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let printed = run.stdout.lines().find_map(|line| line.strip_prefix("secret: ")).expect("the secret").trim();
+    let record = deps.identity.user(&user.username).await.expect("read").expect("user");
+    let stored = deps.accounts().totp_secret(&record, deps.clock.now()).await.expect("decrypt").expect("enrolled");
+    assert_eq!(stored.base32(), printed, "the secret printed is the one stored");
+    assert_ne!(stored.base32(), user.totp.base32(), "a new secret");
+    assert!(run.stdout.contains("otpauth://totp/"), "{}", run.stdout);
+    assert_eq!(reset_by_code(gateway, &user, &user.code(&deps)).await, 400, "the old authenticator's code is refused");
+    let new_code = stored.code_at(deps.clock.now());
+    assert_eq!(
+        reset_by_code(gateway, &user, &new_code).await,
+        200,
+        "the new secret's code works, and the lock is lifted"
+    );
 }

@@ -264,3 +264,80 @@ async fn a_reset_voids_the_users_other_outstanding_reset_tokens() {
     let refused = visitor.post("/auth/reset-password/confirm", &stale).await;
     assert_eq!(refused.status, 400, "{}", refused.text);
 }
+
+/// `visitor` fails `times` resets by TOTP for `user`, each refused as a wrong code.
+async fn fail_totp_resets(visitor: &mut WebClient, user: &WebUser, times: usize) {
+    for n in 0..times {
+        let page = visitor
+            .post_json(
+                "/auth/reset-password",
+                &[("method", "totp"), ("username", &user.username), ("totp_code", "000000")],
+            )
+            .await;
+        assert_eq!(
+            (page.status, page.json()["message"].as_str()),
+            (400, Some("Invalid TOTP code. Please try again.")),
+            "failure {n}"
+        );
+    }
+}
+
+/// The answer to a reset by TOTP for `user` with the code their authenticator shows now.
+async fn reset_with_the_right_code(visitor: &mut WebClient, user: &WebUser, deps: &Deps) -> Page {
+    visitor
+        .post_json(
+            "/auth/reset-password",
+            &[("method", "totp"), ("username", &user.username), ("totp_code", &user.code(deps))],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn after_ten_failed_totp_resets_even_the_right_code_is_refused() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_971_000_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock).await;
+    let mut attacker = WebClient::new(gateway, unique_ip());
+    fail_totp_resets(&mut attacker, &user, 10).await;
+    // From anywhere, and answered as a wrong code is, so the lock tells a guesser nothing.
+    let mut anyone = WebClient::new(gateway, unique_ip());
+    let right = reset_with_the_right_code(&mut anyone, &user, &deps).await;
+    assert_eq!(right.status, 400, "the right code is refused once the account is locked: {}", right.text);
+    assert_eq!(right.json()["message"], "Invalid TOTP code. Please try again.");
+    assert!(right.json().get("token").is_none());
+}
+
+#[tokio::test]
+async fn nine_failed_totp_resets_leave_the_right_code_working() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_971_100_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock).await;
+    let mut visitor = WebClient::new(gateway, unique_ip());
+    fail_totp_resets(&mut visitor, &user, 9).await;
+    assert_eq!(reset_with_the_right_code(&mut visitor, &user, &deps).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_owners_full_login_unlocks_the_totp_reset() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_971_200_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    let mut attacker = WebClient::new(gateway, unique_ip());
+    fail_totp_resets(&mut attacker, &user, 10).await;
+    WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    // The next step's code: the login used this one.
+    clock.advance(Duration::from_secs(30));
+    let unlocked = reset_with_the_right_code(&mut attacker, &user, &deps).await;
+    assert_eq!(unlocked.status, 200, "a full login clears the lock: {}", unlocked.text);
+}
+
+#[tokio::test]
+async fn the_lock_mails_the_owner_once_at_the_stored_address() {
+    let mailing = mailing().await;
+    let mut attacker = WebClient::new(mailing.gateway, unique_ip());
+    fail_totp_resets(&mut attacker, &mailing.user, 9).await;
+    assert!(mailing.sink.messages().is_empty(), "no mail before the tenth failure");
+    fail_totp_resets(&mut attacker, &mailing.user, 3).await;
+    let messages = mailing.sink.messages();
+    assert_eq!(messages.len(), 1, "one mail, at the failure that locked the account: {messages:?}");
+    let text = messages[0].replace("=\n", "");
+    assert!(text.contains(&mailing.email), "sent to the account's address: {text}");
+    assert!(text.contains(&format!("kavach user unlock {}", mailing.user.username)), "{text}");
+}

@@ -4,6 +4,8 @@ use shared::Deps;
 use shared::core::clock::UnixMillis;
 use shared::core::error::AppError;
 use shared::core::ist::IstTime;
+use shared::core::metrics::Metric;
+use shared::identity::accounts::RESET_LOCK_FAILURES;
 use shared::identity::sessions::{CsrfToken, PENDING_TOTP, SessionId};
 use shared::pipeline::pages::WebRequest;
 use shared::store::sessions::{SessionRecord, Stage};
@@ -14,7 +16,20 @@ pub fn ist(at: UnixMillis) -> String {
     format!("{} IST", IstTime::at(at).timestamp())
 }
 
-/// Writes one audit record of this request; a failed login step is also counted as a metric.
+/// The `Kind` a failure is counted under in `FailedLogins`: the audit kind, except that a login's
+/// TOTP step is `totp`.
+fn failure_kind(kind: AuditKind, detail: &AuditDetail) -> &'static str {
+    match (kind, detail) {
+        (AuditKind::Login, AuditDetail::InvalidTotp) => "totp",
+        (kind, _) => kind.as_str(),
+    }
+}
+
+/// Writes one audit record of this request. Every failure, of any kind, is also counted in the
+/// `FailedLogins` metric (its kind named), and a failed credential check (anything but a refusal
+/// for a spent budget, which checked nothing) counts against the account's lockout counter; the
+/// failure that reaches the threshold locks the TOTP-only reset, raises `ResetLocked` and mails
+/// the owner.
 pub async fn audit(
     deps: &Deps,
     request: &WebRequest,
@@ -23,9 +38,23 @@ pub async fn audit(
     outcome: AuditOutcome,
     detail: AuditDetail,
 ) -> Result<(), AppError> {
-    if kind == AuditKind::Login && outcome == AuditOutcome::Failed {
-        deps.metrics.count(shared::core::metrics::Metric::FailedLogins, request.now);
+    if outcome == AuditOutcome::Failed {
+        deps.metrics.count_kind(Metric::FailedLogins, failure_kind(kind, &detail), request.now);
+        if detail != AuditDetail::RateLimited && deps.accounts().count_failure(username).await? {
+            reset_locked(deps, request, username).await?;
+        }
     }
+    write_audit(deps, request, kind, username, outcome, &detail).await
+}
+
+async fn write_audit(
+    deps: &Deps,
+    request: &WebRequest,
+    kind: AuditKind,
+    username: &str,
+    outcome: AuditOutcome,
+    detail: &AuditDetail,
+) -> Result<(), AppError> {
     deps.identity
         .audit(&AuditEvent {
             kind,
@@ -37,6 +66,31 @@ pub async fn audit(
             detail: detail.to_stored(),
         })
         .await
+}
+
+/// The account just reached the failure threshold: the alarm's metric, an audit record the
+/// dashboard shows, and, when SMTP is configured, a mail to the address the account has stored.
+/// A mail that cannot be sent is logged; the lock holds either way.
+async fn reset_locked(deps: &Deps, request: &WebRequest, username: &str) -> Result<(), AppError> {
+    deps.metrics.count(Metric::ResetLocked, request.now);
+    tracing::warn!(username, "account reached the failure threshold: reset by TOTP code is locked");
+    write_audit(deps, request, AuditKind::Reset, username, AuditOutcome::Failed, &AuditDetail::ResetLocked).await?;
+    let (Some(user), Some(smtp)) = (deps.identity.user(username).await?, deps.mail_settings().settings().await?) else {
+        return Ok(());
+    };
+    if user.email.is_empty() {
+        return Ok(());
+    }
+    let text = format!(
+        "There have been {RESET_LOCK_FAILURES} failed attempts in a row to log in to, reset or unlock the Kavach account {username}; the last came from {}.\n\nResetting its password with an authenticator code alone is now locked. It unlocks when you next log in with your password and code, or when the operator runs `kavach user unlock {username}`.\n\nIf these attempts were not yours, someone may know your username or password: log in and change your password.\n",
+        request.ip
+    );
+    if let Err(error) =
+        shared::identity::mail::send(&smtp, &user.email, "Kavach: failed attempts on your account", text).await
+    {
+        tracing::error!(error = %error, "lockout email not sent");
+    }
+    Ok(())
 }
 
 /// Starts a session for `user` at `stage`, replacing `replaces` if given (the id is always new:

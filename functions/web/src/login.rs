@@ -96,6 +96,7 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         return Ok(reply.with_cookie(cookie));
     }
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, None).await?;
+    deps.accounts().clear_failures(&user.username).await?;
     audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Password).await?;
     Ok(logged_in(&request).with_cookie(cookie))
 }
@@ -153,6 +154,8 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
         });
     }
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, Some(&pending)).await?;
+    // A full login is the owner's: the failure count, and any lock on the TOTP reset, start again.
+    deps.accounts().clear_failures(&user.username).await?;
     audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Totp).await?;
     Ok(logged_in(&request).with_cookie(cookie))
 }

@@ -90,12 +90,20 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
         deps.identity.user(username)
     );
     let attempt = budget?;
+    // A locked account answers as a wrong code does (W15): its owner hears of the lock by mail and
+    // on the dashboard, a guesser learns nothing.
     let accepted = match user? {
-        Some(user) => deps.accounts().accept_totp(&user, request.field("totp_code"), request.now, attempt).await?,
+        Some(user) => {
+            deps.accounts().accept_totp_for_reset(&user, request.field("totp_code"), request.now, attempt).await?
+        }
         None => false,
     };
-    let outcome = if accepted { AuditOutcome::Success } else { AuditOutcome::Failed };
-    audit(deps, request, AuditKind::Reset, username, outcome, AuditDetail::Totp).await?;
+    let (outcome, detail) = if accepted {
+        (AuditOutcome::Success, AuditDetail::Totp)
+    } else {
+        (AuditOutcome::Failed, AuditDetail::InvalidTotp)
+    };
+    audit(deps, request, AuditKind::Reset, username, outcome, detail).await?;
     if !accepted {
         return request.refuse(AppError::bad_request("Invalid TOTP code. Please try again."), |status, message| {
             Ok(start_page(request, status, Some(message), None))

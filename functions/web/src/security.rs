@@ -13,7 +13,7 @@ use shared::pipeline::pages::{Reply, WebRequest};
 use shared::store::bans::Ban;
 use shared::store::trackers::Tracker;
 use shared::store::traffic::{LoggedRequest, RecentRequests, TrafficFilter};
-use shared::store::users::{AuditKind, AuditOutcome};
+use shared::store::users::{AuditEvent, AuditKind, AuditOutcome};
 use shared::threats::{Detector, ManualBan, SecuritySettings};
 
 use crate::common::ist;
@@ -47,6 +47,17 @@ fn tracker_json(tracker: &Tracker, evidence_name: &str) -> Value {
     })
 }
 
+/// The latest [`LOGIN_ACTIVITY_LIMIT`] audited events of every kind (logins and their TOTP step,
+/// resets, reveals, password and key changes), newest first: a failed reset or re-authentication is
+/// as much a sign of guessing as a failed login.
+async fn recent_activity(deps: &Deps) -> Result<Vec<AuditEvent>, AppError> {
+    let kinds = AuditKind::ALL.map(|kind| deps.identity.recent_audit(kind, LOGIN_ACTIVITY_LIMIT));
+    let mut events: Vec<AuditEvent> = futures::future::try_join_all(kinds).await?.into_iter().flatten().collect();
+    events.sort_by_key(|event| std::cmp::Reverse(event.at));
+    events.truncate(usize::try_from(LOGIN_ACTIVITY_LIMIT).unwrap_or(50));
+    Ok(events)
+}
+
 /// Everything the dashboard shows, as JSON (the page renders the same data).
 async fn snapshot(deps: &Deps, request: &WebRequest) -> Result<Value, AppError> {
     let now = request.now;
@@ -56,7 +67,7 @@ async fn snapshot(deps: &Deps, request: &WebRequest) -> Result<Value, AppError> 
         deps.trackers.list(Detector::InvalidApiKey, now),
         deps.trackers.list(Detector::LoginAbuse, now),
         deps.trackers.settings(),
-        deps.identity.recent_audit(AuditKind::Login, LOGIN_ACTIVITY_LIMIT),
+        recent_activity(deps),
     )?;
     let permanent = bans.iter().filter(|ban| ban.is_permanent()).count();
     let threshold = u64::from(settings.not_found_threshold);
@@ -80,6 +91,7 @@ async fn snapshot(deps: &Deps, request: &WebRequest) -> Result<Value, AppError> 
         "ips_over_login_limit": login_abuse.iter().map(|t| tracker_json(t, "evidence")).collect::<Vec<_>>(),
         "login_activity": logins.iter().map(|event| json!({
             "at": ist(event.at),
+            "kind": event.kind.as_str(),
             "username": event.username,
             "ip_address": event.ip,
             "outcome": event.outcome.as_str(),
@@ -233,10 +245,11 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
         }
         h2 { "Login activity" }
         table id="logins" {
-            tr { th { "At" } th { "User" } th { "IP" } th { "Outcome" } th { "Detail" } }
+            tr { th { "At" } th { "Kind" } th { "User" } th { "IP" } th { "Outcome" } th { "Detail" } }
             @for event in rows("login_activity") {
                 tr {
                     td { (text(&event["at"])) }
+                    td { (text(&event["kind"])) }
                     td { (text(&event["username"])) }
                     td { (text(&event["ip_address"])) }
                     td { (text(&event["outcome"])) }

@@ -29,6 +29,9 @@ const USAGE: &str = "usage:
   kavach smtp set --host HOST [--port 465] [--starttls] [--username USER] --from ADDRESS [--ca-file PEM]
                   (the password is read from standard input)
   kavach user create <username>
+  kavach user unlock <username>          (clears the failure count that locks reset by TOTP code)
+  kavach user reset-password <username>  (a new random password, shown once; sessions end)
+  kavach user reset-totp <username>      (a new TOTP secret, shown once; the old codes stop working)
   kavach apikey regenerate <username>
   kavach ban add <ip> [--hours N | --permanent] [--reason TEXT]
   kavach ban remove <ip>
@@ -72,6 +75,36 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let key = deps.accounts().create_user(username).await.map_err(public)?;
             println!("Created user `{username}` on the sandbox broker.");
             println!("API key (shown once, store it now): {}", key.expose());
+            Ok(())
+        }
+        ["user", "unlock", username] => {
+            let deps = bootstrap::init().await?;
+            shared::identity::accounts::check_username(username).map_err(public)?;
+            if !deps.accounts().clear_failures(username).await.map_err(public)? {
+                bail!("no user `{username}`");
+            }
+            tracing::warn!(username, "account unlocked by the operator");
+            println!("Unlocked `{username}`: its failure count is cleared and reset by TOTP code works again.");
+            Ok(())
+        }
+        ["user", "reset-password", username] => {
+            use secrecy::ExposeSecret;
+            let deps = bootstrap::init().await?;
+            let password = deps.accounts().operator_reset_password(username).await.map_err(public)?;
+            tracing::warn!(username, "password reset by the operator");
+            println!("New password for `{username}` (shown once; hand it over and have it changed on the dashboard):");
+            println!("{}", password.expose_secret());
+            println!("Every session of `{username}` has ended and outstanding reset links no longer work.");
+            Ok(())
+        }
+        ["user", "reset-totp", username] => {
+            let deps = bootstrap::init().await?;
+            let totp = deps.accounts().operator_reset_totp(username).await.map_err(public)?;
+            tracing::warn!(username, "TOTP re-enrolled by the operator");
+            println!("New TOTP secret for `{username}` (shown once; enter it in the owner's authenticator app):");
+            println!("secret: {}", totp.base32());
+            println!("uri: {}", totp.provisioning_uri(username));
+            println!("Codes of the old secret no longer work, and every session of `{username}` has ended.");
             Ok(())
         }
         ["apikey", "regenerate", username] => {

@@ -17,8 +17,12 @@ pub const DIMENSION: &str = "Service";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// A wrong password, unknown user or wrong TOTP code.
+    /// A failed credential check of any kind: a wrong password or unknown user at login, a wrong
+    /// TOTP code, a failed reset or re-authentication. The line names the kind in its `Kind`
+    /// property (not a dimension, so the one alarm sums every kind).
     FailedLogins,
+    /// An account reached the failure threshold and its TOTP-only reset was locked.
+    ResetLocked,
     /// A request whose API key is malformed, unknown or does not verify.
     InvalidApiKeys,
     /// A ban created, by a detector or by hand.
@@ -34,8 +38,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::FailedLogins,
+        Metric::ResetLocked,
         Metric::InvalidApiKeys,
         Metric::BansCreated,
         Metric::RateLimited,
@@ -47,6 +52,7 @@ impl Metric {
     pub fn name(self) -> &'static str {
         match self {
             Metric::FailedLogins => "FailedLogins",
+            Metric::ResetLocked => "ResetLocked",
             Metric::InvalidApiKeys => "InvalidApiKeys",
             Metric::BansCreated => "BansCreated",
             Metric::RateLimited => "RateLimited",
@@ -78,7 +84,16 @@ impl Metrics {
 
     /// Counts one occurrence of `metric` at `at`.
     pub fn count(&self, metric: Metric, at: UnixMillis) {
-        let line = emf_line(&self.service, metric, at);
+        self.write(emf_line(&self.service, metric, at, None));
+    }
+
+    /// Counts one occurrence of `metric` at `at`, naming its `kind` in the line's `Kind` property:
+    /// searchable in the logs, summed with every other kind by the metric and its alarm.
+    pub fn count_kind(&self, metric: Metric, kind: &str, at: UnixMillis) {
+        self.write(emf_line(&self.service, metric, at, Some(kind)));
+    }
+
+    fn write(&self, line: String) {
         match &self.sink {
             MetricSink::Stdout => {
                 use std::io::Write;
@@ -91,8 +106,8 @@ impl Metrics {
     }
 }
 
-fn emf_line(service: &str, metric: Metric, at: UnixMillis) -> String {
-    json!({
+fn emf_line(service: &str, metric: Metric, at: UnixMillis, kind: Option<&str>) -> String {
+    let mut line = json!({
         "_aws": {
             "Timestamp": at.0,
             "CloudWatchMetrics": [{
@@ -103,8 +118,11 @@ fn emf_line(service: &str, metric: Metric, at: UnixMillis) -> String {
         },
         DIMENSION: service,
         metric.name(): 1,
-    })
-    .to_string()
+    });
+    if let Some(kind) = kind {
+        line["Kind"] = json!(kind);
+    }
+    line.to_string()
 }
 
 #[cfg(test)]
@@ -123,5 +141,20 @@ mod tests {
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "BansCreated");
         assert_eq!(line["Service"], "kavach");
         assert_eq!(line["BansCreated"], 1);
+        assert!(line.get("Kind").is_none());
+    }
+
+    #[test]
+    fn a_kind_is_a_property_not_a_dimension() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        Metrics::new("kavach", MetricSink::Memory(lines.clone())).count_kind(
+            Metric::FailedLogins,
+            "reset",
+            UnixMillis(1),
+        );
+        let lines = lines.lock().expect("lines");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+        assert_eq!(line["Kind"], "reset");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[DIMENSION]]));
     }
 }

@@ -16,6 +16,17 @@ use crate::store::app_secret::LiveCipher;
 use crate::store::identity::{ApiKeyRecord, Conditional, IdentityStore};
 use crate::store::users::{NewWebUser, UserRecord};
 
+/// Consecutive failed credential checks on one account (password, TOTP code, reset,
+/// re-authentication, in any mix) after which reset by TOTP code alone is locked, until the owner
+/// logs in fully or the operator unlocks it. At 25 guesses an hour, a million codes would otherwise
+/// fall at about a third a year; ten leaves an attacker a chance of one in 100,000.
+pub const RESET_LOCK_FAILURES: u64 = 10;
+
+/// Whether `user`'s reset by TOTP code alone is locked ([`RESET_LOCK_FAILURES`]).
+pub fn reset_locked(user: &UserRecord) -> bool {
+    user.failures >= RESET_LOCK_FAILURES
+}
+
 /// The longest username any account can have, in bytes.
 pub const MAX_USERNAME_BYTES: usize = 64;
 /// The longest email address any account can have, in bytes (RFC 5321's path limit).
@@ -143,6 +154,79 @@ impl Accounts<'_> {
             Some(step) => self.identity.claim_totp_step(&user.username, step).await,
             None => Ok(false),
         }
+    }
+
+    /// As [`Accounts::accept_totp`], for the reset path that a TOTP code alone opens: refused
+    /// without looking at the code once the account has [`RESET_LOCK_FAILURES`] failures, so a
+    /// locked account's code is not even claimed.
+    pub async fn accept_totp_for_reset(
+        self,
+        user: &UserRecord,
+        code: &str,
+        now: UnixMillis,
+        attempt: LoginAttempt,
+    ) -> Result<bool, AppError> {
+        if reset_locked(user) {
+            attempt.spend();
+            return Ok(false);
+        }
+        self.accept_totp(user, code, now, attempt).await
+    }
+
+    /// Counts a failed credential check against `username`: whether this failure is the one that
+    /// locked its TOTP reset (exactly one failure is, however many race, so the alarm and the mail
+    /// go once). An unknown name counts nothing.
+    pub async fn count_failure(self, username: &str) -> Result<bool, AppError> {
+        Ok(self.identity.count_failure(username).await? == Some(RESET_LOCK_FAILURES))
+    }
+
+    /// A full login or the operator's unlock: the failure count starts again; whether the user exists.
+    pub async fn clear_failures(self, username: &str) -> Result<bool, AppError> {
+        self.identity.clear_failures(username).await
+    }
+
+    /// The operator's recovery of a password: a new random one (shown once, by the caller), every
+    /// session ended, every outstanding reset token void, the failure count cleared. The owner
+    /// changes it on the dashboard after logging in with it.
+    pub async fn operator_reset_password(self, username: &str) -> Result<secrecy::SecretString, AppError> {
+        let user = self.web_user(username).await?;
+        // 120 random bits, and one character of each class the strength rules ask for.
+        let password = format!("{}-Aa1!", &crate::crypto::random_token()[..20]);
+        check_password_strength(&password)?;
+        let phc = self.hash_secret(&password).await?;
+        self.identity.set_password(&user.username, &phc, self.clock.now()).await?;
+        self.identity.end_all_sessions(&user.username).await?;
+        self.identity.clear_failures(&user.username).await?;
+        Ok(secrecy::SecretString::from(password))
+    }
+
+    /// The operator's re-enrolment of TOTP: a fresh secret (shown once, by the caller, to be handed
+    /// to the owner), the old authenticator's codes refused from now on, every session ended, the
+    /// failure count cleared. There is never a moment in which the password alone logs in.
+    pub async fn operator_reset_totp(self, username: &str) -> Result<TotpSecret, AppError> {
+        let user = self.web_user(username).await?;
+        let totp = TotpSecret::generate();
+        let encrypted = self.totp_secrets.encrypt(totp.expose_bytes(), self.clock.now()).await?;
+        self.identity.set_totp(&user.username, &encrypted).await?;
+        self.identity.end_all_sessions(&user.username).await?;
+        self.identity.clear_failures(&user.username).await?;
+        Ok(totp)
+    }
+
+    /// A user who logs in to the pages, or a 400 naming the problem.
+    async fn web_user(self, username: &str) -> Result<UserRecord, AppError> {
+        check_username(username)?;
+        let user = self
+            .identity
+            .user(username)
+            .await?
+            .ok_or_else(|| AppError::bad_request(format!("no user `{username}`")))?;
+        if user.phc.is_none() {
+            return Err(AppError::bad_request(format!(
+                "`{username}` is an API-only user: it has no password to reset"
+            )));
+        }
+        Ok(user)
     }
 
     /// Whether `presented` is the stack's current one-time setup token, spending the `attempt`

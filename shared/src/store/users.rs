@@ -34,6 +34,8 @@ const ADMIN_PK: &str = "admin";
 const SETUP_TOKEN_PK: &str = "setup#token";
 /// Login audit records are kept this long.
 const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// The user's failed-credential counter ([`UserRecord::failures`]).
+const FAILURES: &str = "failures";
 /// A setup token printed and never used must not stay a way in: it works for an hour.
 pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -57,6 +59,9 @@ pub struct UserRecord {
     pub key_state_version: Option<u64>,
     /// The account's strategy webhooks: the hash of each id → its strategy.
     pub webhooks: BTreeMap<String, String>,
+    /// Failed credential checks (password, TOTP code, reset, re-authentication) since the last full
+    /// login or the operator's unlock: the account's lockout counter.
+    pub failures: u64,
 }
 
 impl UserRecord {
@@ -86,6 +91,7 @@ impl UserRecord {
                     Some((name.strip_prefix(WEBHOOK_INDEX_PREFIX)?.to_owned(), value.as_s().ok()?.clone()))
                 })
                 .collect(),
+            failures: number(item, FAILURES).unwrap_or_default(),
         })
     }
 }
@@ -139,6 +145,9 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    pub const ALL: [AuditKind; 5] =
+        [AuditKind::Login, AuditKind::Reveal, AuditKind::Reset, AuditKind::Password, AuditKind::ApiKey];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             AuditKind::Login => "login",
@@ -196,6 +205,10 @@ pub enum AuditDetail {
     Changed,
     EmailSent,
     PasswordSet,
+    /// The account's failures reached the lockout threshold: reset by TOTP is locked.
+    ResetLocked,
+    /// The operator unlocked the account, or reset its password or TOTP enrolment.
+    Unlocked,
 }
 
 impl AuditDetail {
@@ -217,6 +230,8 @@ impl AuditDetail {
             AuditDetail::Changed => "changed",
             AuditDetail::EmailSent => "email_sent",
             AuditDetail::PasswordSet => "password_set",
+            AuditDetail::ResetLocked => "reset_locked",
+            AuditDetail::Unlocked => "unlocked",
         };
         name.to_owned()
     }
@@ -426,6 +441,57 @@ impl IdentityStore {
             transaction = transaction.transact_items(write(suspend));
         }
         Ok(conditional(transaction.send().await, "rotate API key")?.map(|()| previous))
+    }
+
+    /// Counts one failed credential check against `username`'s lockout counter: the count now, or
+    /// `None` when no such user exists (nothing is written for a name nobody has).
+    pub async fn count_failure(&self, username: &str) -> Result<Option<u64>, AppError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("ADD #failures :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#failures", FAILURES)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        Ok(unless_condition_failed(outcome, "count failed login")?
+            .map(|output| output.attributes.as_ref().and_then(|item| number(item, FAILURES)).unwrap_or(1)))
+    }
+
+    /// Clears `username`'s lockout counter (a full login, or the operator's unlock); whether the
+    /// user exists.
+    pub async fn clear_failures(&self, username: &str) -> Result<bool, AppError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("REMOVE #failures")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#failures", FAILURES)
+            .send()
+            .await;
+        Ok(unless_condition_failed(outcome, "clear failed logins")?.is_some())
+    }
+
+    /// Replaces the TOTP secret (the operator's re-enrolment). The replay guard stays: steps only
+    /// move forward, whatever the secret.
+    pub async fn set_totp(&self, username: &str, encrypted_totp: &str) -> Result<(), AppError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("SET totp = :totp")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":totp", s(encrypted_totp))
+            .send()
+            .await
+            .map_err(unavailable("set TOTP secret"))?;
+        Ok(())
     }
 
     /// Sets the IP allowlist on the user (the setting) and on its current key (what the gate reads),
