@@ -52,6 +52,9 @@ pub struct WebClient {
     base: String,
     /// The `__Host-kavach_session` value currently held.
     pub cookie: Option<String>,
+    /// The device cookies held (`__Host-kavach_device_…`, name and value), one per account this
+    /// browser has logged in to; sent with every request, as a browser would.
+    pub devices: Vec<(String, String)>,
 }
 
 impl WebClient {
@@ -62,11 +65,17 @@ impl WebClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
-        Self { client, base: format!("http://{gateway}"), cookie: None }
+        Self { client, base: format!("http://{gateway}"), cookie: None, devices: Vec::new() }
     }
 
     pub fn with_cookie(&self, cookie: Option<String>) -> Self {
-        Self { client: self.client.clone(), base: self.base.clone(), cookie }
+        Self { client: self.client.clone(), base: self.base.clone(), cookie, devices: Vec::new() }
+    }
+
+    /// This browser's device cookies, on a client from `source` without its session: the same
+    /// browser on another network.
+    pub fn same_browser_from(&self, gateway: SocketAddr, source: IpAddr) -> Self {
+        Self { devices: self.devices.clone(), ..Self::new(gateway, source) }
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
@@ -107,8 +116,12 @@ impl WebClient {
             // Url-encoded, with its content type.
             request = request.form(form);
         }
+        let mut cookies: Vec<String> = self.devices.iter().map(|(name, value)| format!("{name}={value}")).collect();
         if let Some(cookie) = &self.cookie {
-            request = request.header("cookie", format!("{}={cookie}", shared::identity::sessions::COOKIE_NAME));
+            cookies.push(format!("{}={cookie}", shared::identity::sessions::COOKIE_NAME));
+        }
+        if !cookies.is_empty() {
+            request = request.header("cookie", cookies.join("; "));
         }
         for (name, value) in headers {
             request = request.header(
@@ -121,6 +134,13 @@ impl WebClient {
         let headers = response.headers().clone();
         for set in headers.get_all("set-cookie") {
             let set = set.to_str().expect("ascii cookie");
+            if set.starts_with(shared::identity::devices::COOKIE_PREFIX) {
+                let pair = set.split(';').next().unwrap_or_default();
+                let (name, value) = pair.split_once('=').expect("name=value");
+                self.devices.retain(|(held, _)| held != name);
+                self.devices.push((name.to_owned(), value.to_owned()));
+                continue;
+            }
             let Some(rest) = set.strip_prefix(&format!("{}=", shared::identity::sessions::COOKIE_NAME)) else {
                 continue;
             };

@@ -363,3 +363,86 @@ async fn pending_logins_do_not_end_the_owners_full_sessions() {
         assert_eq!(browser.get_json("/dashboard").await.status, 200, "full session {n} stays");
     }
 }
+
+/// The default login budgets (5 per minute per address and per username) on a frozen clock at the
+/// start of a minute, so a test can move to the next TOTP step (30 s) inside one budget window.
+async fn default_budgets_with_a_user() -> (Arc<Deps>, std::net::SocketAddr, kavach_tests::WebUser, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_900_000_020)));
+    let (deps, gateway, user) = gateway_with_web_user(&[], clock.clone()).await;
+    (deps, gateway, user, clock)
+}
+
+/// `times` wrong passwords for `username`, each from `browser`'s address; their statuses.
+async fn wrong_passwords(browser: &mut WebClient, username: &str, times: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..times {
+        statuses.push(
+            browser.post_json("/auth/login", &[("username", username), ("password", "Wrong1!pass")]).await.status,
+        );
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn successful_logins_never_spend_the_username_budget() {
+    let (_, gateway, user, _) = default_budgets_with_a_user().await;
+    for n in 0..7 {
+        let mut browser = WebClient::new(gateway, unique_ip());
+        let page = browser.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+        assert_eq!((page.status, page.location()), (303, "/auth/login/totp"), "right password {n}: {}", page.text);
+    }
+}
+
+/// OWASP's device cookies: an attacker who spends the username's budget with wrong passwords does
+/// not lock out the browser its owner logged in with before, from whatever address; a browser
+/// without one (or with a forged one) waits out the window: the documented trade-off.
+#[tokio::test]
+async fn a_spent_username_budget_does_not_lock_out_the_owners_browser() {
+    let (deps, gateway, user, clock) = default_budgets_with_a_user().await;
+    let home = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    assert_eq!(home.devices.len(), 1, "a full login leaves a device cookie");
+
+    let mut attacker = WebClient::new(gateway, unique_ip());
+    assert_eq!(wrong_passwords(&mut attacker, &user.username, 5).await, [401; 5]);
+    let mut second = WebClient::new(gateway, unique_ip());
+    assert_eq!(wrong_passwords(&mut second, &user.username, 1).await, [429], "the username's budget is spent");
+    // A made-up device cookie under the account's cookie name is no device cookie.
+    let mut forger = WebClient::new(gateway, unique_ip());
+    forger.devices = vec![(home.devices[0].0.clone(), "made-up.99999999999999.AAAA".into())];
+    let forged = forger.post_json("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!(forged.status, 429, "{}", forged.text);
+
+    // The owner's browser, even on another network, logs in all the way.
+    clock.advance(Duration::from_secs(30));
+    let code = user.code(&deps);
+    let mut owner = home.same_browser_from(gateway, unique_ip());
+    let step1 = owner.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!((step1.status, step1.location()), (303, "/auth/login/totp"), "{}", step1.text);
+    let csrf = owner.get("/auth/login/totp").await.csrf();
+    let step2 = owner.post("/auth/login/totp", &[("totp_code", &code), ("csrf_token", &csrf)]).await;
+    assert_eq!((step2.status, step2.location()), (303, "/dashboard"), "{}", step2.text);
+
+    // A browser that never logged in to the account is held to its spent budget.
+    let mut new_browser = WebClient::new(gateway, unique_ip());
+    let page =
+        new_browser.post_json("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!(page.status, 429, "{}", page.text);
+}
+
+/// Failures with a device cookie are charged to that cookie alone (OWASP's device lockout): it is
+/// refused after five, and the account's budget, which it never touched, still admits others.
+#[tokio::test]
+async fn failures_with_a_device_cookie_lock_that_cookie_not_the_account() {
+    let (deps, gateway, user, _) = default_budgets_with_a_user().await;
+    let home = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        // A fresh address each time, so only the cookie's budget can refuse.
+        let mut same_browser = home.same_browser_from(gateway, unique_ip());
+        statuses.extend(wrong_passwords(&mut same_browser, &user.username, 1).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429], "the cookie's own budget");
+    let mut other = WebClient::new(gateway, unique_ip());
+    let page = other.post("/auth/login", &[("username", &user.username), ("password", &user.password)]).await;
+    assert_eq!((page.status, page.location()), (303, "/auth/login/totp"), "the account's budget is untouched");
+}

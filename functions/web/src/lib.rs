@@ -125,13 +125,15 @@ impl Routes for CatchAll {
 /// What each function's cold start loads ([`Secrets`]): only what its routes use.
 /// Setup hashes the administrator's password and first key, encrypts its copy and the TOTP secret.
 pub const SETUP_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false };
-/// Login checks passwords and TOTP codes; reset checks a code or sends mail, and hashes the new password.
+    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false, device_cookies: false };
+/// Login checks passwords and TOTP codes and trusts the browser with a device cookie; reset checks
+/// a code or sends mail, and hashes the new password.
 pub const AUTH_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: false, totp_secrets: true, smtp_passwords: true };
-/// The portal re-authenticates (password or code), regenerates and shows the key, changes the password.
+    Secrets { pepper: true, api_key_copies: false, totp_secrets: true, smtp_passwords: true, device_cookies: true };
+/// The portal re-authenticates (password or code, its budget the browser's device cookie's),
+/// regenerates and shows the key, changes the password.
 pub const PORTAL_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false };
+    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false, device_cookies: true };
 /// The security dashboard and the traffic log read and write no secret.
 pub const SECURITY_SECRETS: Secrets = Secrets::NONE;
 /// The catch-all, which every scanner reaches, holds none (see `shared::pipeline::not_found`).

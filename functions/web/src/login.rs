@@ -11,7 +11,7 @@ use shared::core::error::{AppError, AuthStep};
 use shared::identity::accounts::{MAX_USERNAME_BYTES, bounded_login_name};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box, notice_box};
-use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::{Reply, WebRequest, charge_login_failure, spend_login_attempt};
 use shared::store::sessions::Stage;
 use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 
@@ -55,10 +55,8 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     if username.is_empty() || password.is_empty() {
         return Err(AppError::bad_request("Username and password are required"));
     }
-    let (budget, user) = tokio::join!(
-        spend_login_attempt(deps, request.ip, Subject::Username(&username), request.now),
-        deps.identity.user(&username)
-    );
+    let (budget, user) =
+        tokio::join!(spend_login_attempt(deps, &request, Subject::Username(&username)), deps.identity.user(&username));
     let attempt = match budget {
         Ok(attempt) => attempt,
         Err(error) => {
@@ -68,6 +66,7 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     };
     let user = user?;
     if !deps.accounts().verify_password(user.as_ref(), password, attempt).await? {
+        charge_login_failure(deps, &request, Subject::Username(&username)).await?;
         audit(deps, &request, AuditKind::Login, &username, AuditOutcome::Failed, AuditDetail::InvalidCredentials)
             .await?;
         return request.refuse(AppError::InvalidCredentials, |status, message| {
@@ -98,7 +97,16 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     let (cookie, _) = start_session(deps, &request, &user.username, Stage::Full, None).await?;
     deps.accounts().clear_failures(&user.username).await?;
     audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Password).await?;
-    Ok(logged_in(&request).with_cookie(cookie))
+    Ok(trust_device(deps, &request, &user.username, logged_in(&request).with_cookie(cookie)))
+}
+
+/// A full login's answer, with a fresh device cookie for the account: from now on this browser's
+/// attempts at it are held to the cookie's own budget, not the account's (`identity::devices`).
+fn trust_device(deps: &Deps, request: &WebRequest, username: &str, reply: Reply) -> Reply {
+    match shared::identity::devices::issue(&deps.device_cookies, username, request.now) {
+        Some(cookie) => reply.with_cookie(cookie),
+        None => reply,
+    }
 }
 
 fn logged_in(request: &WebRequest) -> Reply {
@@ -135,7 +143,7 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
         return Err(AppError::bad_request("TOTP code is required."));
     }
     let (budget, user) = tokio::join!(
-        spend_login_attempt(deps, request.ip, Subject::Username(&pending.user), request.now),
+        spend_login_attempt(deps, &request, Subject::Username(&pending.user)),
         deps.identity.user(&pending.user)
     );
     let attempt = match budget {
@@ -148,6 +156,7 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     };
     let user = user?.ok_or(AppError::SessionExpired)?;
     if !deps.accounts().accept_totp(&user, code, request.now, attempt).await? {
+        charge_login_failure(deps, &request, Subject::Username(&user.username)).await?;
         audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Failed, AuditDetail::InvalidTotp).await?;
         return request.refuse(AppError::AuthStep(AuthStep::InvalidTotp), |status, message| {
             totp_page(&request, status, Some(message))
@@ -157,7 +166,7 @@ pub async fn totp_submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppE
     // A full login is the owner's: the failure count, and any lock on the TOTP reset, start again.
     deps.accounts().clear_failures(&user.username).await?;
     audit(deps, &request, AuditKind::Login, &user.username, AuditOutcome::Success, AuditDetail::Totp).await?;
-    Ok(logged_in(&request).with_cookie(cookie))
+    Ok(trust_device(deps, &request, &user.username, logged_in(&request).with_cookie(cookie)))
 }
 
 /// OpenAlgo's token endpoint for script-driven callers: this session's CSRF token.

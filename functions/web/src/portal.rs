@@ -11,7 +11,7 @@ use shared::identity::sessions::clear_cookie;
 use shared::identity::webhooks::WebhookSummary;
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{csrf_field, error_box};
-use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::{Reply, WebRequest, charge_login_failure, spend_login_attempt};
 use shared::store::sessions::{SessionRecord, Stage};
 use shared::store::users::{AuditDetail, AuditKind, AuditOutcome, UserRecord};
 
@@ -195,7 +195,7 @@ async fn step_up(
     if session.reauthenticated_recently(request.now) {
         return Ok(Ok(StepUp(None)));
     }
-    let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
+    let attempt = spend_login_attempt(deps, request, Subject::Username(&user.username)).await?;
     let password = request.raw_field("password");
     let code = request.field("totp_code");
     let confirmed = if !password.is_empty() {
@@ -206,6 +206,7 @@ async fn step_up(
         false
     };
     if !confirmed {
+        charge_login_failure(deps, request, Subject::Username(&user.username)).await?;
         audit(deps, request, kind, &user.username, AuditOutcome::Failed, AuditDetail::ReauthFailed).await?;
         let error = AppError::AuthStep(AuthStep::ReauthFailed);
         return request
@@ -395,8 +396,9 @@ pub async fn logout_all(deps: &Deps, request: WebRequest) -> Result<Reply, AppEr
 
 pub async fn change_password(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     let user = current_user(deps, request.session()?).await?;
-    let attempt = spend_login_attempt(deps, request.ip, Subject::Username(&user.username), request.now).await?;
+    let attempt = spend_login_attempt(deps, &request, Subject::Username(&user.username)).await?;
     if !deps.accounts().verify_password(Some(&user), request.raw_field("current_password"), attempt).await? {
+        charge_login_failure(deps, &request, Subject::Username(&user.username)).await?;
         audit(
             deps,
             &request,

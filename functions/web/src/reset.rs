@@ -15,7 +15,7 @@ use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::{MAX_EMAIL_BYTES, MAX_USERNAME_BYTES, bounded_login_name, check_password_strength};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, notice_box};
-use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::{Reply, WebRequest, charge_login_failure, spend_login_attempt};
 use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 
 use crate::common::audit;
@@ -85,10 +85,8 @@ pub async fn start(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> 
 
 async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let username = bounded_login_name("username", request.field("username"), MAX_USERNAME_BYTES)?;
-    let (budget, user) = tokio::join!(
-        spend_login_attempt(deps, request.ip, Subject::Username(username), request.now),
-        deps.identity.user(username)
-    );
+    let (budget, user) =
+        tokio::join!(spend_login_attempt(deps, request, Subject::Username(username)), deps.identity.user(username));
     let attempt = budget?;
     // A locked account answers as a wrong code does (W15): its owner hears of the lock by mail and
     // on the dashboard, a guesser learns nothing.
@@ -103,6 +101,9 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     } else {
         (AuditOutcome::Failed, AuditDetail::InvalidTotp)
     };
+    if !accepted {
+        charge_login_failure(deps, request, Subject::Username(username)).await?;
+    }
     audit(deps, request, AuditKind::Reset, username, outcome, detail).await?;
     if !accepted {
         return request.refuse(AppError::bad_request("Invalid TOTP code. Please try again."), |status, message| {
@@ -120,7 +121,8 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
     let email = bounded_login_name("email", request.field("email"), MAX_EMAIL_BYTES)?;
     // No credential is checked here, but each request may send a mail: it costs an attempt all the
     // same, against the address asked for.
-    let _mail_attempt = spend_login_attempt(deps, request.ip, Subject::Email(email), request.now).await?;
+    let _mail_attempt = spend_login_attempt(deps, request, Subject::Email(email)).await?;
+    charge_login_failure(deps, request, Subject::Email(email)).await?;
     let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, deps.mail_settings().settings().await?) else {
         return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
     };

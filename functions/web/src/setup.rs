@@ -8,7 +8,7 @@ use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::{WebUserCreated, check_password_strength};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::error_box;
-use shared::pipeline::pages::{Reply, WebRequest, spend_login_attempt};
+use shared::pipeline::pages::{Reply, WebRequest, charge_login_failure, spend_login_attempt};
 
 fn form_page(request: &WebRequest, status: u16, error: Option<&str>) -> Reply {
     let body = html! {
@@ -56,9 +56,10 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
 
 async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let username = request.field("username");
-    let attempt = spend_login_attempt(deps, request.ip, Subject::Setup, request.now).await?;
+    let attempt = spend_login_attempt(deps, request, Subject::Setup).await?;
     let presented = OneTimeToken::presented(request.field("setup_token"));
     if !deps.accounts().setup_token_matches(&presented, attempt).await? {
+        charge_login_failure(deps, request, Subject::Setup).await?;
         if deps.identity.admin_exists().await? {
             return Ok(Reply::redirect("/auth/login"));
         }

@@ -11,7 +11,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::config::{Config, ConfigError};
 use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::crypto::CryptoError;
-use crate::crypto::keyring::{KeyRing, Purpose};
+use crate::crypto::keyring::{KeyRing, Purpose, PurposeMac};
 use crate::crypto::password::Pepper;
 use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
@@ -60,18 +60,27 @@ pub struct Secrets {
     pub totp_secrets: bool,
     /// The SMTP password's purpose key: sending reset mail, configuring it.
     pub smtp_passwords: bool,
+    /// The device cookies' HMAC key: trusting a browser that logged in before (the login budget).
+    pub device_cookies: bool,
 }
 
 impl Secrets {
     /// The catch-all, the security dashboard, the webhook: no secret at all.
-    pub const NONE: Self = Self { pepper: false, api_key_copies: false, totp_secrets: false, smtp_passwords: false };
+    pub const NONE: Self = Self {
+        pepper: false,
+        api_key_copies: false,
+        totp_secrets: false,
+        smtp_passwords: false,
+        device_cookies: false,
+    };
     /// The `/api/v1` functions: API keys are verified, nothing is decrypted.
     pub const PEPPER: Self = Self { pepper: true, ..Self::NONE };
     /// The operator CLI and the local gateway (which narrows it per function with [`Deps::for_function`]).
-    pub const ALL: Self = Self { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: true };
+    pub const ALL: Self =
+        Self { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: true, device_cookies: true };
 
     fn any_purpose(self) -> bool {
-        self.api_key_copies || self.totp_secrets || self.smtp_passwords
+        self.api_key_copies || self.totp_secrets || self.smtp_passwords || self.device_cookies
     }
 
     fn any(self) -> bool {
@@ -99,6 +108,10 @@ pub struct Deps {
     pub api_key_copies: Arc<LiveCipher>,
     pub totp_secrets: Arc<LiveCipher>,
     pub smtp_passwords: Arc<LiveCipher>,
+    /// Signs and verifies device cookies (`identity::devices`). Derived at cold start: a cookie
+    /// signed under a root newer than this container's is not trusted here (that browser meets
+    /// the account's budget) until the next cold start.
+    pub device_cookies: Arc<PurposeMac>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
 }
@@ -128,6 +141,11 @@ impl Deps {
             api_key_copies: cipher(secrets.api_key_copies, &self.api_key_copies),
             totp_secrets: cipher(secrets.totp_secrets, &self.totp_secrets),
             smtp_passwords: cipher(secrets.smtp_passwords, &self.smtp_passwords),
+            device_cookies: if secrets.device_cookies {
+                self.device_cookies.clone()
+            } else {
+                Arc::new(PurposeMac::withheld())
+            },
             verified_keys: verified_key_cache(),
             pending_traffic: TrafficQueue::default(),
         }
@@ -232,6 +250,10 @@ pub async fn init_with_secrets(
     let api_key_copies = cipher(secrets.api_key_copies, Purpose::ApiKeyCopy)?;
     let totp_secrets = cipher(secrets.totp_secrets, Purpose::TotpSecret)?;
     let smtp_passwords = cipher(secrets.smtp_passwords, Purpose::SmtpPassword)?;
+    let device_cookies = Arc::new(match (&key_ring, secrets.device_cookies) {
+        (Some((ring, _)), true) => ring.mac(&Purpose::DeviceCookie)?,
+        _ => PurposeMac::withheld(),
+    });
     // The root keys are dropped here: only the derived keys above outlive the cold start.
     drop(key_ring);
     let passwords = Arc::new(match pepper {
@@ -256,6 +278,7 @@ pub async fn init_with_secrets(
         api_key_copies,
         totp_secrets,
         smtp_passwords,
+        device_cookies,
         metrics,
         config,
         clock,

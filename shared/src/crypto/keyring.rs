@@ -14,6 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -28,6 +29,8 @@ pub enum Purpose {
     ApiKeyCopy,
     TotpSecret,
     SmtpPassword,
+    /// The HMAC key that signs device cookies (a browser that has logged in to an account before).
+    DeviceCookie,
     /// One key per broker, named by its stable broker id (e.g. `zerodha`).
     BrokerTokens(String),
 }
@@ -38,6 +41,7 @@ impl Purpose {
             Purpose::ApiKeyCopy => "kavach/fernet/v1/api-key-copy".into(),
             Purpose::TotpSecret => "kavach/fernet/v1/totp-secret".into(),
             Purpose::SmtpPassword => "kavach/fernet/v1/smtp-password".into(),
+            Purpose::DeviceCookie => "kavach/hmac/v1/device-cookie".into(),
             Purpose::BrokerTokens(broker) => format!("kavach/fernet/v1/broker/{broker}"),
         }
     }
@@ -156,6 +160,19 @@ impl KeyRing {
 
     /// The Fernet keys for one purpose, newest first.
     pub fn cipher(&self, purpose: &Purpose) -> Result<PurposeCipher, CryptoError> {
+        let keys = self.derive(purpose)?.iter().map(|(id, okm)| (*id, FernetKey::from_bytes(okm))).collect();
+        Ok(PurposeCipher { keys })
+    }
+
+    /// The HMAC-SHA256 keys for one purpose, newest first: signs with the newest root's, verifies
+    /// with any, so a rotation does not void what an older root signed.
+    pub fn mac(&self, purpose: &Purpose) -> Result<PurposeMac, CryptoError> {
+        Ok(PurposeMac { keys: self.derive(purpose)?.into_iter().map(|(_, okm)| okm).collect() })
+    }
+
+    /// One 256-bit key per root for `purpose` (HKDF-SHA256 with the purpose's label), with the
+    /// root's id, newest first.
+    fn derive(&self, purpose: &Purpose) -> Result<Vec<DerivedKey>, CryptoError> {
         let label = purpose.label();
         let keys = self
             .roots
@@ -165,13 +182,53 @@ impl KeyRing {
                 Hkdf::<Sha256>::new(Some(b"kavach-key-ring"), root.material.as_slice())
                     .expand(label.as_bytes(), okm.as_mut_slice())
                     .map_err(|_| CryptoError::BadKey("HKDF output length"))?;
-                Ok((root.id, FernetKey::from_bytes(&okm)))
+                Ok((root.id, okm))
             })
             .collect::<Result<Vec<_>, CryptoError>>()?;
         if keys.is_empty() {
             return Err(CryptoError::BadKey("key ring has no keys"));
         }
-        Ok(PurposeCipher { keys })
+        Ok(keys)
+    }
+}
+
+/// A purpose key derived from one root: the root's id and the 256 bits.
+type DerivedKey = (u32, Zeroizing<[u8; 32]>);
+
+/// Signs with the newest key and verifies with any, in constant time.
+pub struct PurposeMac {
+    keys: Vec<Zeroizing<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for PurposeMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurposeMac").field("keys", &self.keys.len()).finish_non_exhaustive()
+    }
+}
+
+impl PurposeMac {
+    /// No key, for a function that does not use this purpose: signing is
+    /// [`CryptoError::Withheld`], and nothing verifies.
+    pub fn withheld() -> Self {
+        Self { keys: Vec::new() }
+    }
+
+    /// HMAC takes keys of any length; the error exists only because the API is generic.
+    fn mac(key: &[u8; 32], message: &[u8]) -> Result<Hmac<Sha256>, CryptoError> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| CryptoError::BadKey("HMAC key"))?;
+        mac.update(message);
+        Ok(mac)
+    }
+
+    /// The tag of `message` under the newest key.
+    pub fn sign(&self, message: &[u8]) -> Result<[u8; 32], CryptoError> {
+        let key = self.keys.first().ok_or(CryptoError::Withheld("purpose key"))?;
+        Ok(Self::mac(key, message)?.finalize().into_bytes().into())
+    }
+
+    /// Whether `tag` is `message`'s under any of the keys, compared in constant time.
+    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        self.keys.iter().any(|key| Self::mac(key, message).is_ok_and(|mac| mac.verify_slice(tag).is_ok()))
     }
 }
 
@@ -287,6 +344,24 @@ mod tests {
             assert!(only_new.decrypt(&token, None, at(10)).is_ok());
             assert_eq!(only_old.decrypt(&token, None, at(10)), Err(CryptoError::InvalidToken));
         }
+    }
+
+    #[test]
+    fn macs_verify_across_a_rotation_and_only_for_their_purpose() {
+        let old = KeyRing::single(root(1));
+        let tag = old.mac(&Purpose::DeviceCookie).expect("mac").sign(b"message").expect("sign");
+        let rotated = KeyRing::single(root(1)).rotated(root(2));
+        let mac = rotated.mac(&Purpose::DeviceCookie).expect("mac");
+        assert!(mac.verify(b"message", &tag), "an older root's tag still verifies");
+        assert!(!mac.verify(b"other", &tag));
+        assert!(!mac.verify(b"message", &tag[..31]));
+        assert!(!KeyRing::single(root(1)).mac(&Purpose::SmtpPassword).expect("mac").verify(b"message", &tag));
+        assert!(
+            KeyRing::single(root(2))
+                .mac(&Purpose::DeviceCookie)
+                .expect("mac")
+                .verify(b"message", &mac.sign(b"message").expect("sign"))
+        );
     }
 
     #[test]

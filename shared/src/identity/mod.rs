@@ -1,8 +1,9 @@
-//! Who is calling: users and their API keys, web sessions, password reset mail and the secret ids
-//! of strategy webhooks.
+//! Who is calling: users and their API keys, web sessions, the device cookies of browsers that
+//! logged in before, password reset mail and the secret ids of strategy webhooks.
 
 pub mod accounts;
 pub mod auth;
+pub mod devices;
 pub mod mail;
 pub mod sessions;
 pub mod webhooks;

@@ -81,7 +81,8 @@ pub enum LimitedAction {
     Webhook,
     /// Every page and form request, per source IP: `PAGE_RATE_LIMIT`, default 50/s.
     Page,
-    /// Password, TOTP, setup and reset attempts, per IP and per username: `LOGIN_RATE_LIMIT_MIN`,
+    /// Password, TOTP, setup and reset attempts, per IP (every one) and per account or device
+    /// cookie (failures only): `LOGIN_RATE_LIMIT_MIN`,
     /// default 5/min …
     LoginMinute,
     /// … and `LOGIN_RATE_LIMIT_HOUR`, default 25/hour.

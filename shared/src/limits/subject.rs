@@ -25,6 +25,9 @@ pub enum Subject<'a> {
     Webhook(&'a str),
     /// The one-time setup form: one budget for the whole stack.
     Setup,
+    /// A browser that has logged in to the account before, by its device cookie's nonce: its own
+    /// budget, instead of the account's.
+    Device(&'a str),
 }
 
 impl fmt::Display for Subject<'_> {
@@ -38,6 +41,7 @@ impl fmt::Display for Subject<'_> {
             Subject::Email(address) => write!(f, "email#{}", address.trim().to_ascii_lowercase()),
             Subject::Webhook(hash) => write!(f, "webhook#{hash}"),
             Subject::Setup => f.write_str("setup"),
+            Subject::Device(nonce) => write!(f, "device#{nonce}"),
         }
     }
 }

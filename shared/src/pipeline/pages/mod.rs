@@ -28,11 +28,11 @@ use crate::pipeline::api::InFlight;
 use crate::pipeline::gate::Gate;
 use crate::pipeline::route::{Access, PageRoute};
 use crate::store::sessions::Stage;
-pub use login_budget::spend_login_attempt;
+pub use login_budget::{charge_login_failure, spend_login_attempt};
 pub use reply::Reply;
 use reply::{render, render_error};
 pub use request::WebRequest;
-use request::{parse_form, session_cookie, wants_json};
+use request::{device_cookies, parse_form, session_cookie, wants_json};
 
 /// Runs the page pipeline and always produces a response.
 pub async fn serve<Handle, Fut>(
@@ -136,7 +136,8 @@ where
         .take(500)
         .collect();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent }).await
+    let device_cookies = device_cookies(request);
+    handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent, device_cookies }).await
 }
 
 /// Fetch metadata: a browser says where a request came from, and a state change from another site

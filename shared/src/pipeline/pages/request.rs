@@ -32,6 +32,8 @@ pub struct WebRequest {
     pub nonce: String,
     pub wants_json: bool,
     pub user_agent: String,
+    /// The device cookies the browser sent (name, value): which accounts it has logged in to.
+    pub device_cookies: Vec<(String, String)>,
 }
 
 /// By hand, so that what the visitor typed stays out of logs: the form (passwords, codes, tokens)
@@ -52,6 +54,7 @@ impl std::fmt::Debug for WebRequest {
             .field("nonce", &self.nonce)
             .field("wants_json", &self.wants_json)
             .field("user_agent", &self.user_agent)
+            .field("device_cookies", &self.device_cookies.len())
             .finish()
     }
 }
@@ -121,6 +124,22 @@ pub fn session_cookie(request: &Request) -> Option<SessionId> {
         .and_then(|(_, value)| SessionId::parse(value))
 }
 
+/// Every device cookie sent (`identity::devices`), as (name, value); verified where used.
+pub(crate) fn device_cookies(request: &Request) -> Vec<(String, String)> {
+    request
+        .headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|header| header.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| name.starts_with(crate::identity::devices::COOKIE_PREFIX))
+        // A browser sends a few; a header stuffed with thousands is not worth verifying.
+        .take(16)
+        .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
 /// OpenAlgo's test for an AJAX caller, which gets JSON errors instead of redirects.
 pub(crate) fn wants_json(request: &Request) -> bool {
     let header = |name: &str| request.headers().get(name).and_then(|value| value.to_str().ok()).unwrap_or_default();
@@ -188,9 +207,10 @@ mod tests {
             nonce: "n0nce".into(),
             wants_json: false,
             user_agent: "test".into(),
+            device_cookies: vec![("__Host-kavach_device_0".into(), "planted-device-cookie".into())],
         };
         let printed = format!("{request:?}");
-        for secret in ["Planted-Pa55!", "493817", csrf.expose(), "planted-reset-token"] {
+        for secret in ["Planted-Pa55!", "493817", csrf.expose(), "planted-reset-token", "planted-device-cookie"] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         for name in ["password", "totp_code", "csrf_token", "token"] {
