@@ -31,6 +31,12 @@ impl SmtpSink {
     }
 
     pub async fn start() -> Self {
+        Self::start_with_delay(std::time::Duration::ZERO).await
+    }
+
+    /// A sink that takes `delay` to accept each message, as a slow relay does: a response that
+    /// waited for the mail would take at least that long.
+    pub async fn start_with_delay(delay: std::time::Duration) -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -61,7 +67,7 @@ impl SmtpSink {
                 let (acceptor, kept) = (acceptor.clone(), kept.clone());
                 tokio::spawn(async move {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        let _ = converse(stream, kept).await;
+                        let _ = converse(stream, kept, delay).await;
                     }
                 });
             }
@@ -72,10 +78,23 @@ impl SmtpSink {
     pub fn messages(&self) -> Vec<String> {
         self.messages.lock().expect("messages").clone()
     }
+
+    /// The messages, once there are at least `count`: mail is sent after the response, so it is
+    /// polled for, for up to 15 s.
+    pub async fn wait_for(&self, count: usize) -> Vec<String> {
+        for _ in 0..150 {
+            let messages = self.messages();
+            if messages.len() >= count {
+                return messages;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("{count} message(s) within 15 s: the sink has {}", self.messages().len())
+    }
 }
 
 /// Just enough SMTP (RFC 5321) for one client: greeting, EHLO, AUTH PLAIN, MAIL, RCPT, DATA, QUIT.
-async fn converse<S>(stream: S, kept: Arc<Mutex<Vec<String>>>) -> std::io::Result<()>
+async fn converse<S>(stream: S, kept: Arc<Mutex<Vec<String>>>, delay: std::time::Duration) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -98,6 +117,7 @@ where
                     message.push_str(&data);
                     message.push('\n');
                 }
+                tokio::time::sleep(delay).await;
                 kept.lock().expect("messages").push(message);
                 write.write_all(b"250 OK queued\r\n").await?;
             }

@@ -6,13 +6,12 @@
 //! whether or not the account exists (W15), and links are built from `PUBLIC_BASE_URL`, never from
 //! the request's `Host`.
 
-use std::time::Duration;
-
 use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
 use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::{MAX_EMAIL_BYTES, MAX_USERNAME_BYTES, bounded_login_name, check_password_strength};
+use shared::identity::reset_mail::{RESET_TOKEN_TTL, ResetMailRequest};
 use shared::limits::subject::Subject;
 use shared::pipeline::pages::html::{error_box, notice_box};
 use shared::pipeline::pages::{Reply, WebRequest, charge_login_failure, spend_login_attempt};
@@ -20,8 +19,6 @@ use shared::store::users::{AuditDetail, AuditKind, AuditOutcome};
 
 use crate::common::audit;
 
-/// How long a reset token lives.
-const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 const INVALID_TOKEN: &str = "Invalid or expired reset token.";
 const EMAIL_SENT: &str = "If an account with that email exists, a reset link has been sent to it.";
 
@@ -71,7 +68,7 @@ pub async fn form(request: WebRequest) -> Result<Reply, AppError> {
 
 async fn issue_token(deps: &Deps, request: &WebRequest, username: &str) -> Result<OneTimeToken, AppError> {
     let token = OneTimeToken::generate();
-    deps.identity.put_reset_token(&token.hash(), username, request.now, request.now.plus(TOKEN_TTL)).await?;
+    deps.identity.put_reset_token(&token.hash(), username, request.now, request.now.plus(RESET_TOKEN_TTL)).await?;
     Ok(token)
 }
 
@@ -117,28 +114,26 @@ async fn by_totp(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     Ok(password_page(request, &token, 200, None))
 }
 
+/// Reset by email answers in the same time whatever the address: this path does the same work for
+/// every request and never looks the address up. It spends the attempt, checks that mail is set up,
+/// and queues the request; whether the address is an account's, the mail (to the stored address,
+/// at most one per user per 15 minutes) and its audit happen after the response has gone
+/// (`shared::identity::reset_mail`).
 async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
     let email = bounded_login_name("email", request.field("email"), MAX_EMAIL_BYTES)?;
     // No credential is checked here, but each request may send a mail: it costs an attempt all the
     // same, against the address asked for.
     let _mail_attempt = spend_login_attempt(deps, request, Subject::Email(email)).await?;
     charge_login_failure(deps, request, Subject::Email(email)).await?;
-    let (Some(base_url), Some(smtp)) = (&deps.config.public_base_url, deps.mail_settings().settings().await?) else {
+    if deps.config.public_base_url.is_none() || deps.mail_settings().settings().await?.is_none() {
         return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
-    };
-    if let Some(username) = deps.identity.user_by_email(email).await? {
-        let token = issue_token(deps, request, &username).await?;
-        let link = format!("{base_url}/auth/reset-password/confirm?token={}", token.expose());
-        let text = format!(
-            "Someone asked to reset the Kavach password of {username}.\n\nTo choose a new password, open this link within 15 minutes:\n{link}\n\nIf it was not you, ignore this message: your password stays as it is.\n"
-        );
-        // The answer must not depend on whether the account exists, so a failed send is logged,
-        // not reported.
-        if let Err(error) = shared::identity::mail::send(&smtp, email, "Reset your Kavach password", text).await {
-            tracing::error!(error = %error, "reset email not sent");
-        }
-        audit(deps, request, AuditKind::Reset, &username, AuditOutcome::Success, AuditDetail::EmailSent).await?;
     }
+    deps.pending_reset_mail.push(ResetMailRequest {
+        email: email.to_owned(),
+        ip: request.ip.to_string(),
+        user_agent: request.user_agent.clone(),
+        at: request.now,
+    });
     if request.wants_json {
         return Ok(Reply::json(serde_json::json!({ "message": EMAIL_SENT })));
     }

@@ -275,9 +275,9 @@ impl Gateway {
             ))));
         };
         let response = acting_as(route.function, (route.handler)(deps.clone(), request)).await;
-        // As on Lambda, the traffic record is written after the response, off the client's clock,
-        // by the same function.
-        tokio::spawn(acting_as(route.function, async move { deps.flush_traffic().await }));
+        // As on Lambda, the traffic record (and any reset mail) is handled after the response, off
+        // the client's clock, by the same function.
+        tokio::spawn(acting_as(route.function, async move { deps.after_response().await }));
         to_hyper(response)
     }
 }

@@ -18,6 +18,7 @@ use crate::http::traffic::TrafficQueue;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{Authenticator, VerifiedKeyCache};
 use crate::identity::mail::MailSettings;
+use crate::identity::reset_mail::{ResetMailQueue, ResetMailer};
 use crate::identity::webhooks::WebhookStore;
 use crate::limits::limiter::RateLimiter;
 use crate::store::app_secret::{self, LiveCipher, RingSource, SecretError};
@@ -114,6 +115,8 @@ pub struct Deps {
     pub device_cookies: Arc<PurposeMac>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
+    /// Reset-by-email requests, handled after the response (`identity::reset_mail`).
+    pub pending_reset_mail: ResetMailQueue,
 }
 
 impl Deps {
@@ -148,6 +151,7 @@ impl Deps {
             },
             verified_keys: verified_key_cache(),
             pending_traffic: TrafficQueue::default(),
+            pending_reset_mail: ResetMailQueue::default(),
         }
     }
 
@@ -182,6 +186,27 @@ impl Deps {
 
     pub fn sandbox(&self) -> Sandbox<'_> {
         Sandbox::new(&self.sandbox, self.clock.as_ref(), self.config.order_caps)
+    }
+
+    pub fn reset_mailer(&self) -> ResetMailer<'_> {
+        ResetMailer {
+            identity: &self.identity,
+            mail: self.mail_settings(),
+            base_url: self.config.public_base_url.as_deref(),
+        }
+    }
+
+    /// The work a request leaves for after its response: the traffic records, and the reset mails
+    /// whose lookup must not be timed by the asker.
+    pub async fn after_response(&self) {
+        let mails = async {
+            for request in self.pending_reset_mail.take() {
+                if let Err(error) = self.reset_mailer().deliver(&request).await {
+                    tracing::warn!(error = %error, "reset mail request not handled");
+                }
+            }
+        };
+        tokio::join!(self.flush_traffic(), mails);
     }
 
     /// Writes every queued traffic record, concurrently. A failed write is logged and dropped:
@@ -274,6 +299,7 @@ pub async fn init_with_secrets(
         sandbox: SandboxStore::new(aws.dynamodb.clone(), tables.sandbox),
         pending_traffic: TrafficQueue::default(),
         verified_keys: verified_key_cache(),
+        pending_reset_mail: ResetMailQueue::default(),
         passwords,
         api_key_copies,
         totp_secrets,

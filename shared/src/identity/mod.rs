@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod devices;
 pub mod mail;
+pub mod reset_mail;
 pub mod sessions;
 pub mod webhooks;
 

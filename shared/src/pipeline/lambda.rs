@@ -1,7 +1,8 @@
 //! The Lambda entry point every function's `main` calls.
 //!
 //! The runtime answers API Gateway as soon as the handler returns. An internal extension in the
-//! same process then writes the queued traffic record. Lambda does not freeze the sandbox until
+//! same process then writes the queued traffic record and handles any queued reset mail (whose
+//! lookup must not be timed by the asker). Its time counts toward the function's timeout. Lambda does not freeze the sandbox until
 //! the extension asks for its next event too, so the record is written without delaying the
 //! response and without being lost.
 
@@ -32,7 +33,7 @@ where
                 if let NextEvent::Invoke(_) = event.next {
                     // Wait until this invocation's handler has produced its response.
                     answers.lock().await.recv().await;
-                    deps.flush_traffic().await;
+                    deps.after_response().await;
                 }
                 Ok::<(), lambda_extension::Error>(())
             }

@@ -204,6 +204,8 @@ pub enum AuditDetail {
     /// A password change.
     Changed,
     EmailSent,
+    /// A reset mail was asked for within 15 minutes of the last one: none was sent.
+    EmailWithheld,
     PasswordSet,
     /// The account's failures reached the lockout threshold: reset by TOTP is locked.
     ResetLocked,
@@ -229,6 +231,7 @@ impl AuditDetail {
             AuditDetail::WebhookRebound(handle) => return format!("webhook_rebound:{handle}"),
             AuditDetail::Changed => "changed",
             AuditDetail::EmailSent => "email_sent",
+            AuditDetail::EmailWithheld => "email_withheld",
             AuditDetail::PasswordSet => "password_set",
             AuditDetail::ResetLocked => "reset_locked",
             AuditDetail::Unlocked => "unlocked",
@@ -476,6 +479,32 @@ impl IdentityStore {
             .send()
             .await;
         Ok(unless_condition_failed(outcome, "clear failed logins")?.is_some())
+    }
+
+    /// Claims the user's reset-mail slot at `now`: succeeds only if no reset mail was sent to them
+    /// within `interval` (the conditional write on `reset_mail_at`), so of any number of requests
+    /// at once, one mails.
+    pub async fn claim_reset_mail(
+        &self,
+        username: &str,
+        now: UnixMillis,
+        interval: Duration,
+    ) -> Result<bool, AppError> {
+        let cutoff = UnixMillis(now.0.saturating_sub(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)));
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(user_pk(username)))
+            .update_expression("SET reset_mail_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(reset_mail_at) OR reset_mail_at <= :cutoff)",
+            )
+            .expression_attribute_values(":now", n(now.0))
+            .expression_attribute_values(":cutoff", n(cutoff.0))
+            .send()
+            .await;
+        Ok(unless_condition_failed(outcome, "claim reset mail")?.is_some())
     }
 
     /// Replaces the TOTP secret (the operator's re-enrolment). The replay guard stays: steps only
