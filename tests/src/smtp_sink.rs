@@ -79,6 +79,18 @@ impl SmtpSink {
         self.messages.lock().expect("messages").clone()
     }
 
+    /// The last message that mentions `to`, once there is one (polled for, for up to 15 s, since
+    /// mail is sent after the response).
+    pub async fn wait_for_message_to(&self, to: &str) -> String {
+        for _ in 0..150 {
+            if let Some(message) = self.messages().into_iter().rev().find(|m| m.contains(to)) {
+                return message;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no message to {to} within 15 s")
+    }
+
     /// The messages, once there are at least `count`: mail is sent after the response, so it is
     /// polled for, for up to 15 s.
     pub async fn wait_for(&self, count: usize) -> Vec<String> {

@@ -55,15 +55,7 @@ async fn mailing_through(sink: SmtpSink) -> Mailing {
 /// The reset link in the last message the sink received for `to`, soft line breaks undone; waits
 /// for one, since mail is sent after the response.
 async fn reset_link(sink: &SmtpSink, to: &str) -> String {
-    let mut message = None;
-    for _ in 0..150 {
-        message = sink.messages().into_iter().rev().find(|m| m.contains(to));
-        if message.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let message = message.expect("a reset message was sent within 15 s");
+    let message = sink.wait_for_message_to(to).await;
     let text = message.replace("=\n", "").replace("=3D", "=");
     text.split_whitespace()
         .find(|word| word.contains("/auth/reset-password/confirm?token="))
