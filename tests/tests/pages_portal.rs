@@ -212,3 +212,26 @@ async fn past_the_reauthentication_window_changing_the_allowlist_needs_the_passw
     assert_eq!((saved.status, saved.location()), (303, "/apikey"), "{}", saved.text);
     assert_eq!(deps.identity.user(&user.username).await.expect("read").expect("user").allow, ["203.0.113.9"]);
 }
+
+/// Ten failed re-authentications in a session count toward the account's lockout like any other
+/// failure: the tenth locks the reset by TOTP code, answered as a refusal, not a server error,
+/// though the portal holds no SMTP key to mail the owner with (least privilege).
+#[tokio::test]
+async fn the_tenth_failed_reauthentication_locks_the_totp_reset_without_a_server_error() {
+    let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_950_100_000)));
+    let (deps, gateway, user) = gateway_with_web_user(ROOMY, clock.clone()).await;
+    // Mail is configured (the stack's one settings item; no other test of this suite mails).
+    let sink = kavach_tests::smtp_sink::SmtpSink::start().await;
+    deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
+    let mut browser = WebClient::logged_in(gateway, unique_ip(), &user, &deps).await;
+    clock.advance(Duration::from_secs(6 * 60));
+    let csrf = browser.csrf_token().await;
+    for n in 0..10 {
+        let wrong = browser.post_json("/apikey/reveal", &[("csrf_token", &csrf), ("password", "Wrong1!pass")]).await;
+        assert_eq!(wrong.status, 401, "failure {n}: {}", wrong.text);
+    }
+    let fields = [("method", "totp"), ("username", user.username.as_str()), ("totp_code", &user.code(&deps))];
+    let reset = WebClient::new(gateway, unique_ip()).post_json("/auth/reset-password", &fields).await;
+    assert_eq!(reset.status, 400, "locked: {}", reset.text);
+    assert!(sink.messages().is_empty(), "the portal cannot read the SMTP settings: no mail from it");
+}

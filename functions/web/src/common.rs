@@ -70,12 +70,22 @@ async fn write_audit(
 
 /// The account just reached the failure threshold: the alarm's metric, an audit record the
 /// dashboard shows, and, when SMTP is configured, a mail to the address the account has stored.
-/// A mail that cannot be sent is logged; the lock holds either way.
+/// A mail that cannot be sent (or, in the portal, which holds no SMTP key, read) is logged; the
+/// lock holds either way.
 async fn reset_locked(deps: &Deps, request: &WebRequest, username: &str) -> Result<(), AppError> {
     deps.metrics.count(Metric::ResetLocked, request.now);
     tracing::warn!(username, "account reached the failure threshold: reset by TOTP code is locked");
     write_audit(deps, request, AuditKind::Reset, username, AuditOutcome::Failed, &AuditDetail::ResetLocked).await?;
-    let (Some(user), Some(smtp)) = (deps.identity.user(username).await?, deps.mail_settings().settings().await?) else {
+    let smtp = match deps.mail_settings().settings().await {
+        Ok(smtp) => smtp,
+        // The portal holds no SMTP key (least privilege): a lock reached there is locked, alarmed
+        // and audited all the same, and only its mail is not sent.
+        Err(error) => {
+            tracing::warn!(error = %error, "lockout email not sent: this function cannot read the mail settings");
+            None
+        }
+    };
+    let (Some(user), Some(smtp)) = (deps.identity.user(username).await?, smtp) else {
         return Ok(());
     };
     if user.email.is_empty() {
