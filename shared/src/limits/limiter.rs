@@ -72,8 +72,10 @@ impl RateLimiter {
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
     }
 
-    /// Takes back the one hit [`RateLimiter::hit`] counted for `subject` at `now`: the request it
-    /// counted was refused before the budget mattered (a ban), and must leave no counter behind.
+    /// Takes back one hit that [`RateLimiter::hit`] or [`RateLimiter::reserve`] counted for `subject`
+    /// at `now`, leaving no counter behind when it was the only one: the request it counted was
+    /// refused before the budget mattered (a ban), or what the reservation guarded did not happen
+    /// (a key verification that succeeded is not a failure).
     pub async fn take_back(
         &self,
         action: LimitedAction,
@@ -98,18 +100,6 @@ impl RateLimiter {
         // No room: a count just over the limit, so the 429 rule refuses it like any spent budget.
         let count = reserved.unwrap_or(limit.saturating_add(1));
         Ok(Verdict { count, limit: window.limit, window_ends: window.ends })
-    }
-
-    /// Gives back one hit of a [`RateLimiter::reserve`] made at `now`: what the reservation guarded
-    /// did not happen after all (a key verification that succeeded is not a failure).
-    pub async fn give_back(
-        &self,
-        action: LimitedAction,
-        subject: Subject<'_>,
-        now: UnixMillis,
-    ) -> Result<(), AppError> {
-        let window = self.window(action, subject, now);
-        self.store.take_one_back(&window.key, window.ends.plus(EXPIRY_SLACK)).await.map(|_| ())
     }
 
     /// What a hit *would* be, without counting one: the count so far plus this request.

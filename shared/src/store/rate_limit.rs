@@ -23,15 +23,6 @@ impl RateLimitStore {
     /// Adds one to the counter `key`, which TTL may remove after `expires_at`, and returns the new
     /// count.
     pub async fn add_one(&self, key: &str, expires_at: UnixMillis) -> Result<u64, AppError> {
-        self.add(key, 1, expires_at).await
-    }
-
-    /// Gives back one hit a reservation took (`ADD -1`), returning the new count.
-    pub async fn take_one_back(&self, key: &str, expires_at: UnixMillis) -> Result<u64, AppError> {
-        self.add(key, -1, expires_at).await
-    }
-
-    async fn add(&self, key: &str, delta: i64, expires_at: UnixMillis) -> Result<u64, AppError> {
         let output = self
             .client
             .update_item()
@@ -39,7 +30,7 @@ impl RateLimitStore {
             .key(PK, s(key))
             .update_expression("ADD hits :one SET #exp = if_not_exists(#exp, :exp)")
             .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":one", AttributeValue::N(delta.to_string()))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":exp", epoch(expires_at))
             .return_values(ReturnValue::UpdatedNew)
             .send()
@@ -79,7 +70,8 @@ impl RateLimitStore {
     }
 
     /// Takes back one hit counted in `key`, leaving no item when it was the only one: a banned
-    /// request's hit, counted concurrently with the ban read (see `crate::pipeline::gate`).
+    /// request's hit, counted concurrently with the ban read (see `crate::pipeline::gate`), or a
+    /// reservation given back.
     ///
     /// Never more than the one hit this request added, so a counter shared with others (a key id
     /// used from several addresses) keeps their hits: deleting whenever the count was ours would let
