@@ -111,8 +111,8 @@ impl WebRequest {
     }
 }
 
-/// The session cookie, if one of the right shape was sent.
-pub fn session_cookie(request: &Request) -> Option<SessionId> {
+/// Every cookie the request sent, as (name, value), across all its `Cookie` headers.
+fn cookies(request: &Request) -> impl Iterator<Item = (&str, &str)> {
     request
         .headers()
         .get_all(http::header::COOKIE)
@@ -120,19 +120,18 @@ pub fn session_cookie(request: &Request) -> Option<SessionId> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|header| header.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// The session cookie, if one of the right shape was sent.
+pub fn session_cookie(request: &Request) -> Option<SessionId> {
+    cookies(request)
         .find(|(name, _)| *name == crate::identity::sessions::COOKIE_NAME)
         .and_then(|(_, value)| SessionId::parse(value))
 }
 
 /// Every device cookie sent (`identity::devices`), as (name, value); verified where used.
 pub(crate) fn device_cookies(request: &Request) -> Vec<(String, String)> {
-    request
-        .headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+    cookies(request)
         .filter(|(name, _)| name.starts_with(crate::identity::devices::COOKIE_PREFIX))
         // A browser sends a few; a header stuffed with thousands is not worth verifying.
         .take(16)
