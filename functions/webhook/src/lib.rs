@@ -61,7 +61,7 @@ async fn signal(deps: &Deps, request: &Request, ip: Result<IpAddr, AppError>) ->
     let ip = ip?;
     let presented = request.path_parameters_ref().and_then(|p| p.first("webhook_id")).unwrap_or_default();
     let id_hash = webhooks::presented_hash(presented);
-    let admitted = Gate::webhook(ip, ROUTE, presented, id_hash.as_deref()).pass(deps).await?;
+    let admitted = Gate::webhook(ip, ROUTE, id_hash.as_deref()).pass(deps).await?;
     let (now, under_ban) = (admitted.now, admitted.under_ban);
     let Some(webhook) = admitted.webhook() else {
         let refusal = unknown_webhook(deps, request, ip, id_hash.is_some(), now).await;

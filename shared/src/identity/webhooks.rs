@@ -214,18 +214,14 @@ impl WebhookStore {
         conditional(self.client.transact_write_items().set_transact_items(Some(writes)).send().await, operation)
     }
 
-    /// The webhook for a presented id, or `None`. One `GetItem` by the id's hash, then a
-    /// constant-time comparison of the stored hash.
-    pub async fn find(&self, presented: &str) -> Result<Option<Webhook>, AppError> {
-        if !is_well_formed(presented) {
-            return Ok(None);
-        }
-        let hash = id_hash(presented);
+    /// The webhook for a presented id's hash ([`presented_hash`]), or `None`. One `GetItem` by the
+    /// hash, then a constant-time comparison of the stored hash.
+    pub async fn find(&self, hash: &str) -> Result<Option<Webhook>, AppError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key(PK, s(webhook_pk(&hash)))
+            .key(PK, s(webhook_pk(hash)))
             .consistent_read(true)
             .send()
             .await

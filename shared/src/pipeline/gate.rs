@@ -50,7 +50,8 @@ enum Credential<'a> {
     None,
     ApiKey(&'a ApiKey),
     Session(&'a SessionId),
-    Webhook(&'a str),
+    /// The presented id's hash, `None` when the id is malformed (it can name no webhook).
+    Webhook(Option<&'a str>),
 }
 
 /// The record behind the presented credential, as the store has it (`None`: no such record).
@@ -148,7 +149,7 @@ impl<'a> Gate<'a> {
     /// cannot starve the trader's alerts, with the address's failures read as a backstop; a
     /// malformed id to the address. An unknown well-formed id is charged to the address by the
     /// entry point ([`charge_failure`]).
-    pub fn webhook(ip: IpAddr, route: Route, presented_id: &'a str, id_hash: Option<&'a str>) -> Self {
+    pub fn webhook(ip: IpAddr, route: Route, id_hash: Option<&'a str>) -> Self {
         let action = route.action;
         let budgets = match id_hash {
             Some(hash) => {
@@ -156,13 +157,7 @@ impl<'a> Gate<'a> {
             }
             None => vec![(action, Subject::Ip(ip), Charge::Hit)],
         };
-        Self {
-            ip,
-            credential: Credential::Webhook(presented_id),
-            budgets,
-            reads_only: route.reads_only,
-            route: route.name,
-        }
+        Self { ip, credential: Credential::Webhook(id_hash), budgets, reads_only: route.reads_only, route: route.name }
     }
 
     /// Fetches everything at once and enforces it: the whole gate for one request.
@@ -191,7 +186,8 @@ impl<'a> Gate<'a> {
                 Credential::None => Ok(CredentialRecord::None),
                 Credential::ApiKey(key) => deps.identity.api_key(key.id()).await.map(CredentialRecord::ApiKey),
                 Credential::Session(id) => live_session(deps, id, now).await.map(CredentialRecord::Session),
-                Credential::Webhook(id) => deps.webhooks.find(id).await.map(CredentialRecord::Webhook),
+                Credential::Webhook(None) => Ok(CredentialRecord::Webhook(None)),
+                Credential::Webhook(Some(hash)) => deps.webhooks.find(hash).await.map(CredentialRecord::Webhook),
             }
         };
         let (ban, verdicts, record) = tokio::join!(ban, budgets, record);
