@@ -206,12 +206,7 @@ impl PasswordHasher {
 /// Argon2id of `secret` on the blocking pool: it is tens of ms of CPU, which would stall every
 /// request sharing the async workers.
 pub async fn hash_off_thread(hasher: &Arc<PasswordHasher>, secret: &str) -> Result<PhcString, AppError> {
-    let hasher = Arc::clone(hasher);
-    let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    tokio::task::spawn_blocking(move || hasher.hash(&secret))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(AppError::internal)
+    off_thread(hasher, secret, |hasher, secret| hasher.hash(secret)).await
 }
 
 /// [`PasswordHasher::verify_upgrading`] (the decoy when there is no stored hash) on the blocking
@@ -221,10 +216,30 @@ pub async fn check_off_thread(
     secret: &str,
     phc: Option<&PhcString>,
 ) -> Result<Checked, AppError> {
+    let phc = phc.cloned();
+    off_thread(hasher, secret, move |hasher, secret| hasher.verify_upgrading(secret, phc.as_ref())).await
+}
+
+/// [`PasswordHasher::verify`] alone on the blocking pool: for a check that cannot store an
+/// upgraded hash (API keys, whose functions may not write it), so none is computed to be dropped.
+pub async fn verify_off_thread(
+    hasher: &Arc<PasswordHasher>,
+    secret: &str,
+    phc: &PhcString,
+) -> Result<Verification, AppError> {
+    let phc = phc.clone();
+    off_thread(hasher, secret, move |hasher, secret| hasher.verify(secret, &phc)).await
+}
+
+/// `work` on the blocking pool, with a zeroised copy of `secret`.
+async fn off_thread<T: Send + 'static>(
+    hasher: &Arc<PasswordHasher>,
+    secret: &str,
+    work: impl FnOnce(&PasswordHasher, &[u8]) -> Result<T, CryptoError> + Send + 'static,
+) -> Result<T, AppError> {
     let hasher = Arc::clone(hasher);
     let secret = zeroize::Zeroizing::new(secret.as_bytes().to_vec());
-    let phc = phc.cloned();
-    tokio::task::spawn_blocking(move || hasher.verify_upgrading(&secret, phc.as_ref()))
+    tokio::task::spawn_blocking(move || work(&hasher, &secret))
         .await
         .map_err(AppError::internal)?
         .map_err(AppError::internal)

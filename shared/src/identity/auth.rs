@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::crypto::api_key::{ApiKey, KeyId};
-use crate::crypto::password::{Checked, PasswordHasher, PhcString, check_off_thread};
+use crate::crypto::password::{PasswordHasher, PhcString, Verification, verify_off_thread};
 use crate::limits::LimitedAction;
 use crate::limits::limiter::{RateLimiter, within_budgets};
 use crate::limits::subject::Subject;
@@ -139,15 +139,15 @@ impl Authenticator<'_> {
     }
 
     async fn give_back_failure(self, id: &KeyId, now: UnixMillis) {
-        if let Err(error) = self.limits.give_back(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
+        if let Err(error) = self.limits.take_back(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
             tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
         }
     }
 
     async fn verify_slowly(self, presented: &ApiKey, record: &ApiKeyRecord) -> Result<(), AppError> {
-        match check_off_thread(self.passwords, presented.expose(), Some(&record.phc)).await? {
-            Checked::Invalid => Err(AppError::InvalidApiKey),
-            Checked::Valid | Checked::Rehashed(_) => Ok(()),
+        match verify_off_thread(self.passwords, presented.expose(), &record.phc).await? {
+            Verification::Invalid => Err(AppError::InvalidApiKey),
+            Verification::Valid { .. } => Ok(()),
         }
     }
 }
