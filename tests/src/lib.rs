@@ -281,12 +281,23 @@ pub async fn get_text(address: SocketAddr, source: IpAddr, path: &str) -> (u16, 
 
 /// Every traffic record as stored (consistent), or only those of requests from `ip`.
 pub async fn scan_traffic(deps: &Deps, ip: Option<IpAddr>) -> Vec<HashMap<String, AttributeValue>> {
-    let mut scan = deps.aws.dynamodb.scan().table_name(&deps.config.tables.traffic).consistent_read(true);
-    if let Some(ip) = ip {
-        scan = scan.filter_expression("ip = :ip").expression_attribute_values(":ip", AttributeValue::S(ip.to_string()));
+    let filter = ip.map(|ip| ("ip = :ip", ":ip", AttributeValue::S(ip.to_string())));
+    scan_where(deps, &deps.config.tables.traffic, filter).await
+}
+
+/// Every item of `table` as stored (a consistent scan, all pages), or only those that
+/// `(expression, placeholder, value)` keeps.
+pub async fn scan_where(
+    deps: &Deps,
+    table: &str,
+    filter: Option<(&str, &str, AttributeValue)>,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut scan = deps.aws.dynamodb.scan().table_name(table).consistent_read(true);
+    if let Some((expression, placeholder, value)) = filter {
+        scan = scan.filter_expression(expression).expression_attribute_values(placeholder, value);
     }
     let pages = scan.into_paginator().items().send().collect::<Vec<_>>().await;
-    pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the traffic table")
+    pages.into_iter().collect::<Result<Vec<_>, _>>().unwrap_or_else(|error| panic!("scan {table}: {error}"))
 }
 
 /// The traffic table's items for requests from `ip`, as stored, once there are at least `count`.

@@ -106,23 +106,11 @@ async fn reencryption_cut_short_resumes_and_retirement_waits_until_nothing_is_le
 /// Items whose ciphertext each root holds, among the `apikey#planted-…` items: (root 1, root 2).
 async fn planted_per_root(deps: &shared::Deps, cipher: &shared::crypto::keyring::PurposeCipher) -> (usize, usize) {
     use shared::core::clock::Clock;
-    let pages = deps
-        .aws
-        .dynamodb
-        .scan()
-        .table_name(&deps.config.tables.identity)
-        .filter_expression("begins_with(pk, :planted)")
-        .expression_attribute_values(":planted", AttributeValue::S("apikey#planted-".into()))
-        .consistent_read(true)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Vec<_>>()
-        .await;
+    let planted = ("begins_with(pk, :planted)", ":planted", AttributeValue::S("apikey#planted-".into()));
+    let items = kavach_tests::scan_where(deps, &deps.config.tables.identity, Some(planted)).await;
     let now = SystemClock.now();
     let mut counts = (0, 0);
-    for item in pages {
-        let item = item.expect("scan");
+    for item in items {
         let token = item["copy"].as_s().expect("copy");
         match cipher.decrypt_identified(token, None, now).expect("readable").0 {
             1 => counts.0 += 1,

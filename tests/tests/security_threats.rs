@@ -722,20 +722,8 @@ async fn an_offender_history_past_its_year_is_forgotten_before_ttl_removes_it() 
 
 /// The rate-limit counter items whose key names `subject` (e.g. `ip#127.20.0.5`), as stored.
 async fn counter_items(deps: &Deps, subject: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-    let pages = deps
-        .aws
-        .dynamodb
-        .scan()
-        .table_name(&deps.config.tables.rate_limits)
-        .filter_expression("contains(pk, :subject)")
-        .expression_attribute_values(":subject", AttributeValue::S(format!("#{subject}#")))
-        .consistent_read(true)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Vec<_>>()
-        .await;
-    pages.into_iter().collect::<Result<Vec<_>, _>>().expect("scan the rate-limit table")
+    let filter = ("contains(pk, :subject)", ":subject", AttributeValue::S(format!("#{subject}#")));
+    scan_where(deps, &deps.config.tables.rate_limits, Some(filter)).await
 }
 
 #[tokio::test]
