@@ -60,9 +60,15 @@ pub async fn deps() -> Arc<Deps> {
 
 /// Serves the template's routes on an ephemeral loopback port, in-process, with these deps.
 pub async fn start_gateway(deps: Arc<Deps>) -> SocketAddr {
+    start_gateway_under(deps, "").await
+}
+
+/// [`start_gateway`] under a stage prefix (`prod`: every route at `/prod/…`, as on execute-api).
+pub async fn start_gateway_under(deps: Arc<Deps>, stage: &str) -> SocketAddr {
     let template =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml");
-    let gateway = Arc::new(kavach_gateway::Gateway::from_template(deps, &template).expect("gateway"));
+    let gateway =
+        Arc::new(kavach_gateway::Gateway::from_template(deps, &template).expect("gateway").under_stage(stage));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(gateway.serve(listener));

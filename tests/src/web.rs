@@ -68,6 +68,12 @@ impl WebClient {
         Self { client, base: format!("http://{gateway}"), cookie: None, devices: Vec::new() }
     }
 
+    /// A client of a gateway serving under `prefix` (`/prod`): every path it is given is asked for
+    /// under it, as a browser following the pages' links would.
+    pub fn under(gateway: SocketAddr, source: IpAddr, prefix: &str) -> Self {
+        Self { base: format!("http://{gateway}{prefix}"), ..Self::new(gateway, source) }
+    }
+
     pub fn with_cookie(&self, cookie: Option<String>) -> Self {
         Self { client: self.client.clone(), base: self.base.clone(), cookie, devices: Vec::new() }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kavach_tests::webdriver::Browser;
-use kavach_tests::{ROOMY, cold_start, config_with, ping_body, post, start_gateway};
+use kavach_tests::{ROOMY, cold_start, config_with, ping_body, post, start_gateway_under};
 use shared::core::clock::SystemClock;
 use shared::crypto::totp::{STEP_SECS, TotpSecret};
 
@@ -42,14 +42,16 @@ async fn next_totp_step() {
 async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     let deps = cold_start(config_with(ROOMY), Arc::new(SystemClock)).await;
     assert!(!deps.identity.admin_exists().await.expect("read"), "the browser suite needs a fresh stack (scripts/test)");
-    let gateway = start_gateway(deps.clone()).await;
-    let site = format!("http://127.0.0.1:{}", gateway.port());
+    // Under the stage, as the deployed execute-api URL serves it: every link, form and redirect
+    // the browser follows must carry the prefix, or it lands on API Gateway's 403 at the host root.
+    let gateway = start_gateway_under(deps.clone(), "prod").await;
+    let site = format!("http://127.0.0.1:{}/prod", gateway.port());
     let token = deps.accounts().issue_setup_token().await.expect("setup token");
     let browser = Browser::start().await;
 
     // A fresh stack sends visitors to setup, which wants the token.
     browser.goto(&format!("{site}/auth/login")).await;
-    assert!(browser.url().await.ends_with("/setup"), "{}", browser.url().await);
+    assert_eq!(browser.url().await, format!("{site}/setup"));
     browser.wait_text("h1", "First-run setup").await;
     browser.screenshot("01-setup-form").await;
     let (username, password) = ("admin", "Adm1n!secret");
@@ -77,13 +79,13 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     assert!(first_key.starts_with("kav_"), "{first_key}");
     browser.screenshot("03-totp-enrolment").await;
     assert_eq!(
-        post(gateway, "127.0.0.1".parse().expect("ip"), "/api/v1/ping", &ping_body(&first_key)).await.status,
+        post(gateway, "127.0.0.1".parse().expect("ip"), "/prod/api/v1/ping", &ping_body(&first_key)).await.status,
         200
     );
 
     // Setup is closed now.
     browser.goto(&format!("{site}/setup")).await;
-    assert!(browser.url().await.ends_with("/auth/login"), "{}", browser.url().await);
+    assert_eq!(browser.url().await, format!("{site}/auth/login"));
 
     // Login: password, then the authenticator's code.
     browser.type_into("#username", username).await;
@@ -101,7 +103,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     browser.screenshot("05-dashboard").await;
 
     // The API-key page: reveal (the login was just now, so no re-entry), then regenerate.
-    browser.click(r#"nav a[href="/apikey"]"#).await;
+    browser.click(r#"nav a[href="/prod/apikey"]"#).await;
     browser.wait_text("h1", "API key").await;
     browser.click("#reveal").await;
     browser.wait_text("#api-key", &first_key).await;
@@ -112,15 +114,15 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     assert!(second_key.starts_with("kav_") && second_key != first_key);
     browser.screenshot("07-apikey-regenerated").await;
     let source = "127.0.0.1".parse().expect("ip");
-    assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&first_key)).await.status, 403);
-    assert_eq!(post(gateway, source, "/api/v1/ping", &ping_body(&second_key)).await.status, 200);
+    assert_eq!(post(gateway, source, "/prod/api/v1/ping", &ping_body(&first_key)).await.status, 403);
+    assert_eq!(post(gateway, source, "/prod/api/v1/ping", &ping_body(&second_key)).await.status, 200);
 
     // Logout ends the session: the dashboard sends the browser back to login.
     browser.click("#logout").await;
     browser.wait_text("#notice", "Logged out successfully.").await;
     browser.screenshot("08-logged-out").await;
     browser.goto(&format!("{site}/dashboard")).await;
-    assert!(browser.url().await.ends_with("/auth/login"), "{}", browser.url().await);
+    assert_eq!(browser.url().await, format!("{site}/auth/login"));
 
     // Reset by TOTP (a new step: the login used the last one).
     next_totp_step().await;
@@ -148,7 +150,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     browser.wait_text("h1", "Dashboard").await;
 
     // The security dashboard: a manual ban, seen in the list and enforced, then lifted.
-    browser.click(r#"nav a[href="/security"]"#).await;
+    browser.click(r#"nav a[href="/prod/security"]"#).await;
     browser.wait_text("h1", "Security").await;
     assert_eq!(browser.text("#your-ip").await, "127.0.0.1");
     browser.screenshot("11-security").await;
@@ -185,7 +187,7 @@ async fn setup_totp_login_api_key_logout_and_reset_in_a_real_browser() {
     browser.screenshot("15-settings-saved").await;
 
     // The traffic log, filtered by path, with this session's own requests in it.
-    browser.click(r#"nav a[href="/logs"]"#).await;
+    browser.click(r#"nav a[href="/prod/logs"]"#).await;
     browser.wait_text("h1", "Traffic log").await;
     browser.type_into("#path", "/security/").await;
     browser.click("#filter").await;

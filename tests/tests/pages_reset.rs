@@ -9,7 +9,7 @@ use std::time::Duration;
 use kavach_tests::smtp_sink::SmtpSink;
 use kavach_tests::web::{Page, WebClient};
 use kavach_tests::{
-    ROOMY, WebUser, cold_start, config_with, gateway_with_web_user, new_web_user, start_gateway, unique_ip,
+    ROOMY, WebUser, cold_start, config_with, gateway_with_web_user, new_web_user, start_gateway_under, unique_ip,
 };
 use shared::Deps;
 use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
@@ -42,11 +42,16 @@ async fn mailing() -> Mailing {
 }
 
 async fn mailing_through(sink: SmtpSink) -> Mailing {
+    mailing_under(sink, BASE, "").await
+}
+
+/// [`mailing_through`] with `PUBLIC_BASE_URL` set to `base_url` and the gateway under `stage`.
+async fn mailing_under(sink: SmtpSink, base_url: &str, stage: &str) -> Mailing {
     let mail = MAIL.lock().await;
-    let overrides = [ROOMY, &[("PUBLIC_BASE_URL", BASE)]].concat();
+    let overrides = [ROOMY, &[("PUBLIC_BASE_URL", base_url)]].concat();
     let deps = cold_start(config_with(&overrides), Arc::new(SystemClock)).await;
     deps.mail_settings().configure(&sink.settings()).await.expect("configure SMTP");
-    let gateway = start_gateway(deps.clone()).await;
+    let gateway = start_gateway_under(deps.clone(), stage).await;
     let user = new_web_user(&deps).await;
     let email = format!("{}@example.com", user.username);
     Mailing { _mail: mail, sink, deps, gateway, user, email }
@@ -124,6 +129,20 @@ async fn reset_links_are_built_from_the_configured_origin_whatever_host_the_requ
         !mailing.sink.messages().iter().any(|m| m.contains("evil.example")),
         "the forged Host never reaches a link"
     );
+}
+
+#[tokio::test]
+async fn a_reset_link_asked_for_under_the_stage_carries_it_once() {
+    // `PUBLIC_BASE_URL` pasted from the stack's ApiUrl output, stage and all; the page under /prod.
+    let mailing = mailing_under(SmtpSink::start().await, &format!("{BASE}/prod"), "prod").await;
+    let mut visitor = WebClient::under(mailing.gateway, unique_ip(), "/prod");
+    ask_for_link(&mut visitor, &mailing.email, &[("accept", "application/json")]).await;
+    let link = reset_link(&mailing.sink, &mailing.email).await;
+    assert!(link.starts_with(&format!("{BASE}/prod/auth/reset-password/confirm?token=")), "{link}");
+    let token = link.split("token=").nth(1).expect("token");
+    let form = visitor.get(&format!("/auth/reset-password/confirm?token={token}")).await;
+    assert_eq!(form.status, 200, "the mailed link opens the form: {}", form.text);
+    assert!(form.text.contains(r#"action="/prod/auth/reset-password/confirm""#), "{}", form.text);
 }
 
 #[tokio::test]

@@ -58,3 +58,23 @@ fn every_function_with_routes_has_a_local_handler_and_a_declaration() {
         assert!(handlers.contains(function.as_str()), "{function} has no local handler");
     }
 }
+
+/// The catch-all tells a declared resource called with the wrong method from an undeclared path by
+/// `shared::pipeline::route::DECLARED_RESOURCES`: a resource missing there would feed the 404
+/// detector (and could ban a trader's own address); one the template lacks would never be a miss.
+#[test]
+fn the_catch_alls_declared_resources_are_the_templates() {
+    let mut methods: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for route in template_routes().into_values().flatten() {
+        if !route.1.contains("+}") {
+            methods.entry(route.1).or_default().insert(route.0);
+        }
+    }
+    let template: BTreeMap<String, String> =
+        methods.into_iter().map(|(path, methods)| (path, methods.into_iter().collect::<Vec<_>>().join(", "))).collect();
+    let declared: BTreeMap<String, String> = shared::pipeline::route::DECLARED_RESOURCES
+        .iter()
+        .map(|(path, methods)| ((*path).to_owned(), (*methods).to_owned()))
+        .collect();
+    assert_eq!(declared, template, "DECLARED_RESOURCES (path → methods) differs from template.yaml's Api events");
+}

@@ -21,14 +21,14 @@ fn login_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
     let body = html! {
         (notice_box(notice))
         (error_box(error))
-        form method="post" action="/auth/login" {
+        form method="post" action=(request.link("/auth/login")) {
             label for="username" { "Username" }
             input id="username" name="username" value=(request.field("username")) autocomplete="username" required;
             label for="password" { "Password" }
             input id="password" name="password" type="password" autocomplete="current-password" required;
             button id="login" type="submit" { "Log in" }
         }
-        p { a id="forgot" href="/auth/reset-password" { "Forgot your password?" } }
+        p { a id="forgot" href=(request.link("/auth/reset-password")) { "Forgot your password?" } }
     };
     request.page(status, "Log in", body)
 }
@@ -87,7 +87,7 @@ pub async fn submit(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
         .await?;
         let reply = if request.wants_json {
             Reply::json(
-                json!({ "status": "totp_required", "message": "Enter the code from your authenticator app.", "redirect": "/auth/login/totp" }),
+                json!({ "status": "totp_required", "message": "Enter the code from your authenticator app.", "redirect": request.link("/auth/login/totp") }),
             )
         } else {
             Reply::redirect("/auth/login/totp")
@@ -111,7 +111,7 @@ fn trust_device(deps: &Deps, request: &WebRequest, username: &str, reply: Reply)
 
 fn logged_in(request: &WebRequest) -> Reply {
     if request.wants_json {
-        Reply::json(json!({ "message": "Login successful", "redirect": "/dashboard" }))
+        Reply::json(json!({ "message": "Login successful", "redirect": request.link("/dashboard") }))
     } else {
         Reply::redirect("/dashboard")
     }
@@ -121,7 +121,7 @@ fn totp_page(request: &WebRequest, status: u16, error: Option<&str>) -> Result<R
     let body = html! {
         p { "Enter the 6-digit code from your authenticator app." }
         (error_box(error))
-        form method="post" action="/auth/login/totp" {
+        form method="post" action=(request.link("/auth/login/totp")) {
             (csrf_field(&request.session()?.csrf))
             label for="totp_code" { "Code" }
             input id="totp_code" name="totp_code" inputmode="numeric" pattern="[0-9]{6}" maxlength="6"

@@ -32,7 +32,7 @@ pub async fn dashboard(deps: &Deps, request: WebRequest) -> Result<Reply, AppErr
         }
         p { "This session ends at " span id="session-expiry" { (expires) } ", the daily boundary." }
         h2 { "Change password" }
-        form method="post" action="/auth/change-password" {
+        form method="post" action=(request.link("/auth/change-password")) {
             (csrf_field(&session.csrf))
             label for="current_password" { "Current password" }
             input id="current_password" name="current_password" type="password" autocomplete="current-password" required;
@@ -78,7 +78,7 @@ fn key_page(
             p class="secret" id="api-key" { (key) }
         }
         p { "Current key: " code id="key-id" { (key_id) } }
-        form method="post" action="/apikey/reveal" {
+        form method="post" action=(request.link("/apikey/reveal")) {
             (csrf)
             @if !reauth_fresh {
                 (step_up_fields("reveal", "To see the key again, confirm it is you"))
@@ -87,7 +87,7 @@ fn key_page(
         }
         h2 { "Regenerate" }
         p { "A new key replaces the current one at once: the old key is refused on its next use." }
-        form method="post" action="/apikey" {
+        form method="post" action=(request.link("/apikey")) {
             (csrf)
             @if !reauth_fresh {
                 (step_up_fields("regenerate", "Confirm it is you"))
@@ -96,7 +96,7 @@ fn key_page(
         }
         h2 { "IP allowlist" }
         p { "SEBI's static-IP rule: when set, the key works only from these addresses or ranges. Empty allows any address." }
-        form method="post" action="/apikey/allowlist" {
+        form method="post" action=(request.link("/apikey/allowlist")) {
             (csrf)
             label for="allowlist" { "Addresses or CIDR ranges, one per line" }
             textarea id="allowlist" name="allowlist" rows="3" { (user.allow.join("\n")) }
@@ -124,7 +124,7 @@ fn key_page(
                         }
                         td {
                             @if webhook.suspended_at.is_some() {
-                                form method="post" action="/apikey/webhooks/rebind" {
+                                form method="post" action=(request.link("/apikey/webhooks/rebind")) {
                                     (csrf)
                                     input type="hidden" name="handle" value=(webhook.handle);
                                     @if !reauth_fresh {
@@ -133,7 +133,7 @@ fn key_page(
                                     button id=(format!("rebind-{}", webhook.handle)) type="submit" { "Re-bind to the current key" }
                                 }
                             }
-                            form method="post" action="/apikey/webhooks/revoke" {
+                            form method="post" action=(request.link("/apikey/webhooks/revoke")) {
                                 (csrf)
                                 input type="hidden" name="handle" value=(webhook.handle);
                                 button id=(format!("revoke-{}", webhook.handle)) type="submit" { "Revoke" }
@@ -371,7 +371,7 @@ pub async fn sessions(deps: &Deps, request: WebRequest) -> Result<Reply, AppErro
                 }
             }
         }
-        form method="post" action="/auth/logout-all" {
+        form method="post" action=(request.link("/auth/logout-all")) {
             (csrf_field(&session.csrf))
             button id="logout-all" type="submit" { "Log out all devices" }
         }

@@ -27,7 +27,7 @@ fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
         (notice_box(notice))
         (error_box(error))
         h2 { "With your authenticator app" }
-        form method="post" action="/auth/reset-password" {
+        form method="post" action=(request.link("/auth/reset-password")) {
             input type="hidden" name="method" value="totp";
             label for="username" { "Username" }
             input id="username" name="username" autocomplete="username" required;
@@ -36,13 +36,13 @@ fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
             button id="reset-totp" type="submit" { "Continue" }
         }
         h2 { "By email" }
-        form method="post" action="/auth/reset-password" {
+        form method="post" action=(request.link("/auth/reset-password")) {
             input type="hidden" name="method" value="email";
             label for="email" { "Email" }
             input id="email" name="email" type="email" autocomplete="email" required;
             button id="reset-email" type="submit" { "Send reset link" }
         }
-        p { a href="/auth/login" { "Back to login" } }
+        p { a href=(request.link("/auth/login")) { "Back to login" } }
     };
     request.page(status, "Reset password", body)
 }
@@ -50,7 +50,7 @@ fn start_page(request: &WebRequest, status: u16, error: Option<&str>, notice: Op
 fn password_page(request: &WebRequest, token: &OneTimeToken, status: u16, error: Option<&str>) -> Reply {
     let body = html! {
         (error_box(error))
-        form method="post" action="/auth/reset-password/confirm" {
+        form method="post" action=(request.link("/auth/reset-password/confirm")) {
             input type="hidden" name="token" value=(token.expose());
             label for="password" { "New password" }
             input id="password" name="password" type="password" autocomplete="new-password" required;
@@ -133,6 +133,7 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
         ip: request.ip.to_string(),
         user_agent: request.user_agent.clone(),
         at: request.now,
+        base: request.base.clone(),
     });
     if request.wants_json {
         return Ok(Reply::json(serde_json::json!({ "message": EMAIL_SENT })));

@@ -151,7 +151,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
                     }
                     td {
                         @if clear {
-                            form class="inline" method="post" action="/security/clear-404" {
+                            form class="inline" method="post" action=(request.link("/security/clear-404")) {
                                 (csrf)
                                 input type="hidden" name="ip_address" value=(text(&row["ip_address"]));
                                 button type="submit" { "Clear" }
@@ -202,7 +202,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
                     td { (text(&ban["ban_count"])) }
                     td { (text(&ban["created_by"])) }
                     td {
-                        form class="inline" method="post" action="/security/unban" {
+                        form class="inline" method="post" action=(request.link("/security/unban")) {
                             (csrf)
                             input type="hidden" name="ip_address" value=(ip);
                             button type="submit" class="unban" { "Unban" }
@@ -212,7 +212,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
             }
         }
         h2 { "Ban an address" }
-        form method="post" action="/security/ban" id="ban-form" {
+        form method="post" action=(request.link("/security/ban")) id="ban-form" {
             (csrf)
             label for="ip_address" { "IP address" }
             input id="ip_address" name="ip_address" required;
@@ -258,7 +258,7 @@ pub async fn page(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
             }
         }
         h2 { "Settings" }
-        form method="post" action="/security/settings" id="settings-form" {
+        form method="post" action=(request.link("/security/settings")) id="settings-form" {
             (csrf)
             input type="hidden" name="auto_ban_enabled" value="false";
             label {
@@ -382,7 +382,7 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
     }
     let value = |name: &str| request.query_param(name).unwrap_or_default();
     let body = html! {
-        form method="get" action="/logs" id="log-filter" {
+        form method="get" action=(request.link("/logs")) id="log-filter" {
             label for="ip" { "IP" }
             input id="ip" name="ip" value=(value("ip"));
             label for="status" { "Status" }
@@ -392,7 +392,7 @@ pub async fn logs(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
             button id="filter" type="submit" { "Filter" }
         }
         p {
-            a id="export" href={ "/logs/export?" (request.query) } { "Export CSV" }
+            a id="export" href={ (request.link("/logs/export")) "?" (request.query) } { "Export CSV" }
             " · " span id="count" { (records.len()) }
             " request(s), newest first; times in IST; kept " (deps.config.traffic_retention_days) " days."
         }

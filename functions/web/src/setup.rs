@@ -17,7 +17,7 @@ fn form_page(request: &WebRequest, status: u16, error: Option<&str>) -> Reply {
             " or the deploy step."
         }
         (error_box(error))
-        form method="post" action="/setup" {
+        form method="post" action=(request.link("/setup")) {
             label for="setup_token" { "Setup token" }
             input id="setup_token" name="setup_token" autocomplete="off" required;
             label for="username" { "Username" }
@@ -81,7 +81,7 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
             "totp_secret": secret.base32(),
             "totp_uri": secret.provisioning_uri(email),
             "apikey": key.expose(),
-            "redirect": "/auth/login",
+            "redirect": request.link("/auth/login"),
         })));
     }
     let qr = secret.qr_svg(email).unwrap_or_default();
@@ -103,7 +103,7 @@ async fn create(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> {
             " SDK. Store it now; you can regenerate it later."
         }
         p class="secret" id="api-key" { (key.expose()) }
-        p { a id="to-login" href="/auth/login" { "Continue to login" } }
+        p { a id="to-login" href=(request.link("/auth/login")) { "Continue to login" } }
     };
     Ok(request.page(200, "Setup complete", body))
 }

@@ -31,7 +31,7 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request, Response};
 use shared::app::aws::acting_as;
 use shared::app::bootstrap::Secrets;
-use shared::pipeline::route::{Endpoint, Routes};
+use shared::pipeline::route::{Endpoint, Routes, resource_parameters};
 use shared::{AppError, Deps};
 use tokio::net::TcpListener;
 
@@ -114,28 +114,22 @@ struct Route {
     handler: Handler,
 }
 
+/// API Gateway's own answer to a request outside every stage (execute-api) or resource.
+const FORBIDDEN: &str = r#"{"message":"Forbidden"}"#;
+const MISSING_AUTHENTICATION_TOKEN: &str = r#"{"message":"Missing Authentication Token"}"#;
+
 impl Route {
     /// Path parameters if `path` matches this resource (`{name}` one segment, `{name+}` the rest).
     fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
-        let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let mut parameters = HashMap::new();
-        for (index, pattern) in self.segments.iter().enumerate() {
-            if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix("+}")) {
-                let rest = actual.get(index..).filter(|rest| !rest.is_empty() && !rest[0].is_empty())?;
-                parameters.insert(name.to_owned(), rest.join("/"));
-                return Some(parameters);
-            }
-            let segment = actual.get(index)?;
-            if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                if segment.is_empty() {
-                    return None;
-                }
-                parameters.insert(name.to_owned(), (*segment).to_owned());
-            } else if pattern != segment {
-                return None;
-            }
-        }
-        (actual.len() == self.segments.len()).then_some(parameters)
+        resource_parameters(&self.path, path)
+    }
+
+    fn is_greedy(&self) -> bool {
+        self.path.contains("+}")
+    }
+
+    fn admits(&self, method: &hyper::Method) -> bool {
+        self.method == "ANY" || self.method == method.as_str()
     }
 
     /// Literal resources win over parameters, parameters over greedy ones, as in API Gateway.
@@ -171,12 +165,15 @@ pub struct Gateway {
     routes: Vec<Route>,
     /// Each function's own view of the stack: its secrets only.
     deps: HashMap<&'static str, Arc<Deps>>,
+    /// The stage every path is served under (`/prod/…`, as on the execute-api endpoint), or none
+    /// (at the root, as on a custom domain mapped at `/`).
+    stage: Option<String>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let routes: Vec<String> = self.routes.iter().map(|route| format!("{} {}", route.method, route.path)).collect();
-        f.debug_struct("Gateway").field("routes", &routes).finish_non_exhaustive()
+        f.debug_struct("Gateway").field("routes", &routes).field("stage", &self.stage).finish_non_exhaustive()
     }
 }
 
@@ -210,7 +207,27 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, GatewayError>>()?;
         routes.sort_by_key(Route::specificity);
-        Ok(Self { routes, deps: narrowed })
+        Ok(Self { routes, deps: narrowed, stage: None })
+    }
+
+    /// Serves every route under `/<stage>`, as API Gateway's execute-api endpoint does: a request
+    /// outside it gets API Gateway's 403. An empty stage serves at the root.
+    #[must_use]
+    pub fn under_stage(mut self, stage: &str) -> Self {
+        let stage = stage.trim_matches('/');
+        self.stage = (!stage.is_empty()).then(|| stage.to_owned());
+        self
+    }
+
+    /// The path under the stage, or `None` when `raw_path` is outside it.
+    fn site_path<'a>(&self, raw_path: &'a str) -> Option<&'a str> {
+        let Some(stage) = &self.stage else { return Some(raw_path) };
+        let rest = raw_path.strip_prefix('/')?.strip_prefix(stage.as_str())?;
+        match rest {
+            "" => Some("/"),
+            rest if rest.starts_with('/') => Some(rest),
+            _ => None,
+        }
     }
 
     pub fn route_count(&self) -> usize {
@@ -246,26 +263,29 @@ impl Gateway {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return to_hyper(shared::http::error(&AppError::PayloadTooLarge { limit: MAX_PAYLOAD_BYTES })),
         };
+        let Some(site_path) = self.site_path(parts.uri.path()) else { return api_gateway_answer(403, FORBIDDEN) };
         // OpenAlgo answers `/x/` as `/x` (its routes use strict_slashes=False).
-        let raw_path = parts.uri.path();
-        let path = if raw_path.len() > 1 { raw_path.trim_end_matches('/') } else { raw_path };
+        let path = if site_path.len() > 1 { site_path.trim_end_matches('/') } else { site_path };
         let path = if path.is_empty() { "/" } else { path };
-        // As in API Gateway: the most specific resource that matches the path is chosen first, and
-        // only then its method. A known path with a wrong method is not the catch-all's business.
+        // As in API Gateway: the most specific resource that matches the path is chosen first, then
+        // its method; a declared resource called with a method it does not declare falls through to
+        // the greedy `{proxy+}` (whose function tells that apart from an undeclared path).
         let resource = self.routes.iter().find(|route| route.matches(path).is_some()).map(|route| route.path.as_str());
-        let matched = self.routes.iter().filter(|route| Some(route.path.as_str()) == resource).find_map(|route| {
-            let method_ok = route.method == "ANY" || route.method == parts.method.as_str();
-            route.matches(path).filter(|_| method_ok).map(|params| (route, params))
+        let declared = self
+            .routes
+            .iter()
+            .filter(|route| Some(route.path.as_str()) == resource && route.admits(&parts.method))
+            .find_map(|route| route.matches(path).map(|params| (route, params)));
+        let matched = declared.or_else(|| {
+            self.routes
+                .iter()
+                .filter(|route| route.is_greedy() && route.admits(&parts.method))
+                .find_map(|route| route.matches(path).map(|params| (route, params)))
         });
         let Some((route, path_parameters)) = matched else {
-            let error = if resource.is_some() {
-                AppError::MethodNotAllowed
-            } else {
-                AppError::NotFound { path: shared::http::traffic::loggable_path(raw_path) }
-            };
-            return to_hyper(shared::http::error(&error));
+            return api_gateway_answer(403, MISSING_AUTHENTICATION_TOKEN);
         };
-        let event = proxy_event(&parts, body, peer, route, path_parameters);
+        let event = proxy_event(&parts, site_path, body, peer, route, path_parameters, self.stage.as_deref());
         let request = Request::from(LambdaRequest::ApiGatewayV1(event));
         // Every route's function was given its deps in from_template.
         let Some(deps) = self.deps.get(route.function).cloned() else {
@@ -282,12 +302,17 @@ impl Gateway {
     }
 }
 
+/// API Gateway's REST proxy event: `path` is the resource path as sent (no stage), the request
+/// context's `path` the full path the client asked for (stage included), from which
+/// `shared::http::base_path` derives the prefix of the pages' links.
 fn proxy_event(
     parts: &hyper::http::request::Parts,
+    site_path: &str,
     body: Bytes,
     peer: SocketAddr,
     route: &Route,
     path_parameters: HashMap<String, String>,
+    stage: Option<&str>,
 ) -> ApiGatewayProxyRequest {
     let mut query: HashMap<String, Vec<String>> = HashMap::new();
     for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
@@ -298,7 +323,7 @@ fn proxy_event(
     let mut context = ApiGatewayProxyRequestContext::default();
     context.identity.source_ip = Some(peer.ip().to_string());
     context.request_id = Some(hex::encode(rand::random::<[u8; 16]>()));
-    context.stage = Some("local".into());
+    context.stage = Some(stage.unwrap_or("local").into());
     context.resource_path = Some(route.path.clone());
     context.path = Some(parts.uri.path().to_owned());
     context.http_method = parts.method.clone();
@@ -309,7 +334,7 @@ fn proxy_event(
 
     let mut event = ApiGatewayProxyRequest::default();
     event.resource = Some(route.path.clone());
-    event.path = Some(parts.uri.path().to_owned());
+    event.path = Some(site_path.to_owned());
     event.http_method = parts.method.clone();
     event.headers = parts.headers.clone();
     event.multi_value_headers = parts.headers.clone();
@@ -325,6 +350,17 @@ fn proxy_event(
     event
 }
 
+/// An answer API Gateway gives itself, before any function. In AWS the template's
+/// `GatewayResponses` add the security headers to it; here they are added alike.
+fn api_gateway_answer(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
+    let mut response = Response::new(Body::Text(body.to_owned()));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    to_hyper(shared::http::with_security_headers(response))
+}
+
 fn to_hyper(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
     let (parts, body) = response.into_parts();
     let bytes = match body {
@@ -338,31 +374,6 @@ fn to_hyper(response: Response<Body>) -> hyper::Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn route(path: &str) -> Route {
-        fn never(_: Arc<Deps>, _: Request) -> BoxFuture<'static, Response<Body>> {
-            Box::pin(async { Response::new(Body::Empty) })
-        }
-        Route {
-            function: "TestFunction",
-            method: "POST".into(),
-            path: path.into(),
-            segments: path.trim_start_matches('/').split('/').map(str::to_owned).collect(),
-            handler: never,
-        }
-    }
-
-    #[test]
-    fn literal_parameter_and_greedy_matching() {
-        assert_eq!(route("/api/v1/ping").matches("/api/v1/ping"), Some(HashMap::new()));
-        assert_eq!(route("/api/v1/ping").matches("/api/v1/pin"), None);
-        assert_eq!(route("/api/v1/ping").matches("/api/v1/ping/x"), None);
-        let webhook = route("/strategy/webhook/{id}").matches("/strategy/webhook/abc");
-        assert_eq!(webhook.and_then(|p| p.get("id").cloned()).as_deref(), Some("abc"));
-        let proxy = route("/{proxy+}").matches("/a/b/c");
-        assert_eq!(proxy.and_then(|p| p.get("proxy").cloned()).as_deref(), Some("a/b/c"));
-        assert_eq!(route("/{proxy+}").matches("/"), None);
-    }
 
     #[test]
     fn every_template_function_has_a_handler() {

@@ -14,11 +14,14 @@ async fn main() -> anyhow::Result<()> {
     let fill_every = std::env::var("KAVACH_FILL_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let engine = fill_engine::FillEngine::new(&deps.config, &deps.aws, deps.clock.clone());
     tokio::spawn(kavach_gateway::run_fill_engine(engine, std::time::Duration::from_secs(fill_every)));
-    let gateway = Arc::new(Gateway::from_template(deps, &template)?);
+    // `prod` serves every route under /prod, as the deployed execute-api URL does.
+    let stage = std::env::var("KAVACH_STAGE").unwrap_or_default();
+    let gateway = Arc::new(Gateway::from_template(deps, &template)?.under_stage(&stage));
     let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("binding {address}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, routes = gateway.route_count(), "local gateway listening");
-    eprintln!("kavach local gateway: http://{bound} ({} routes from {template_path})", gateway.route_count());
+    let prefix = if stage.is_empty() { String::new() } else { format!("/{}", stage.trim_matches('/')) };
+    eprintln!("kavach local gateway: http://{bound}{prefix} ({} routes from {template_path})", gateway.route_count());
     gateway.serve(listener).await;
     Ok(())
 }

@@ -56,7 +56,9 @@ pub struct Config {
     /// `SESSION_EXPIRY_TIME` (`HH:MM` IST, default 03:00): every web session ends at this boundary.
     pub session_expiry: crate::core::ist::DailyExpiry,
     /// `PUBLIC_BASE_URL`: the only origin outbound links (password-reset mail) are built from,
-    /// never the request's `Host`. Without it, reset by email is unavailable.
+    /// never the request's `Host`. Without it, reset by email is unavailable. Only its origin is
+    /// kept (the stack's `ApiUrl` output, `…/prod`, may be pasted as is): the path in front of a
+    /// link is the base path the page was served under (`crate::http::base_path`).
     pub public_base_url: Option<String>,
     /// `STORE_OUTAGE_READS`: what read-only API routes do when their ban and rate-limit lookups fail.
     pub store_outage: StoreOutage,
@@ -179,7 +181,8 @@ impl Config {
                         reason: format!("`{url}` is not an https:// origin (http:// only for localhost)"),
                     });
                 }
-                Some(url)
+                let (scheme, rest) = url.split_once("://").unwrap_or_default();
+                Some(format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()))
             }
             None => None,
         };
@@ -369,6 +372,9 @@ mod tests {
         assert_eq!(accepted("https://kavach.example.in/"), Ok(Some("https://kavach.example.in".into())));
         assert_eq!(accepted("http://127.0.0.1:3000"), Ok(Some("http://127.0.0.1:3000".into())));
         assert_eq!(accepted("http://localhost"), Ok(Some("http://localhost".into())));
+        // The stack's ApiUrl output: its stage is the request's base path, not part of the origin.
+        let api_url = "https://abc123.execute-api.ap-south-1.amazonaws.com/prod";
+        assert_eq!(accepted(api_url), Ok(Some("https://abc123.execute-api.ap-south-1.amazonaws.com".into())));
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub enum AppError {
     /// A route OpenAlgo has and Kavach does not serve yet: a client asking for it is not a scanner.
     #[error("OpenAlgo route {path} not served")]
     RouteNotSupported { path: String },
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// A declared resource called with a method it does not declare (`allowed`, as in `Allow`).
+    #[error("method {method} not allowed (allowed: {allowed})")]
+    MethodNotAllowed { method: String, allowed: &'static str },
     /// A dependency (DynamoDB, KMS, Secrets Manager) failed: fail closed with 503.
     #[error("dependency unavailable: {0:#}")]
     Unavailable(#[source] anyhow::Error),
@@ -139,7 +140,7 @@ impl AppError {
             | AppError::NoSuchBan => 404,
             AppError::AccountBusy | AppError::ConcurrentChange => 409,
             AppError::WebhookSuspended => 403,
-            AppError::MethodNotAllowed => 405,
+            AppError::MethodNotAllowed { .. } => 405,
             AppError::PayloadTooLarge { .. } => 413,
             AppError::RateLimited { .. } => 429,
             AppError::Internal(_) => 500,
@@ -172,7 +173,7 @@ impl AppError {
             AppError::RateLimited { .. } => "rate_limited",
             AppError::NotFound { .. } => "not_found",
             AppError::RouteNotSupported { .. } => "route_not_supported",
-            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Unavailable(_) => "service_unavailable",
             AppError::Internal(_) => "internal_error",
         }
@@ -211,7 +212,9 @@ impl AppError {
             AppError::RouteNotSupported { path } => {
                 format!("{path} is an OpenAlgo route that Kavach does not serve yet")
             }
-            AppError::MethodNotAllowed => "Method not allowed".into(),
+            AppError::MethodNotAllowed { method, allowed } => {
+                format!("{method} is not allowed on this route; it takes {allowed}")
+            }
             AppError::Unavailable(_) => "Service Unavailable".into(),
             AppError::Internal(_) => "Internal Server Error".into(),
         }
@@ -255,7 +258,7 @@ mod tests {
             AppError::RateLimited { .. } => (429, "rate_limited"),
             AppError::NotFound { .. } => (404, "not_found"),
             AppError::RouteNotSupported { .. } => (404, "route_not_supported"),
-            AppError::MethodNotAllowed => (405, "method_not_allowed"),
+            AppError::MethodNotAllowed { .. } => (405, "method_not_allowed"),
             AppError::Unavailable(_) => (503, "service_unavailable"),
             AppError::Internal(_) => (500, "internal_error"),
         }
@@ -288,7 +291,7 @@ mod tests {
             AppError::RateLimited { retry_after_secs: 1 },
             AppError::NotFound { path: "/x".into() },
             AppError::RouteNotSupported { path: "/api/v1/symbol".into() },
-            AppError::MethodNotAllowed,
+            AppError::MethodNotAllowed { method: "GET".into(), allowed: "POST" },
             AppError::unavailable(anyhow::anyhow!("dynamodb timed out")),
             AppError::internal(anyhow::anyhow!("bug")),
         ];

@@ -2,6 +2,7 @@
 //! and what every request path shares: strict input ([`validate`]), the client IP ([`client_ip`])
 //! and the redacted traffic record ([`traffic`]).
 
+pub mod base_path;
 pub mod client_ip;
 pub mod fetch_metadata;
 pub mod traffic;

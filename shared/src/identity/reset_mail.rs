@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::crypto::one_time::OneTimeToken;
+use crate::http::base_path::BasePath;
 use crate::identity::mail::MailSettings;
 use crate::store::identity::IdentityStore;
 use crate::store::users::{AuditDetail, AuditEvent, AuditKind, AuditOutcome};
@@ -29,6 +30,8 @@ pub struct ResetMailRequest {
     pub ip: String,
     pub user_agent: String,
     pub at: UnixMillis,
+    /// The base path the reset page was served under, which the mailed link must carry too.
+    pub base: BasePath,
 }
 
 /// Requests waiting for the response to be sent.
@@ -77,7 +80,8 @@ impl ResetMailer<'_> {
         }
         let token = OneTimeToken::generate();
         self.identity.put_reset_token(&token.hash(), &username, request.at, request.at.plus(RESET_TOKEN_TTL)).await?;
-        let link = format!("{base_url}/auth/reset-password/confirm?token={}", token.expose());
+        let confirm = format!("/auth/reset-password/confirm?token={}", token.expose());
+        let link = format!("{base_url}{}", request.base.link(&confirm));
         let text = format!(
             "Someone asked to reset the Kavach password of {username}.\n\nTo choose a new password, open this link within 15 minutes:\n{link}\n\nIf it was not you, ignore this message: your password stays as it is.\n"
         );

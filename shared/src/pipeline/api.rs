@@ -25,7 +25,7 @@ use crate::http::traffic::{TrafficRecord, loggable_path};
 use crate::http::validate::Fields;
 use crate::identity::auth::Principal;
 use crate::pipeline::gate::{self, Admitted, Gate};
-use crate::pipeline::route::{Route, resource};
+use crate::pipeline::route::{Route, declared_resource, resource};
 use crate::threats::{Detection, Detector, Initiator, short_key_hash};
 
 /// What a handler receives: an authenticated principal and its validated input.
@@ -131,9 +131,14 @@ impl InFlight {
             deps.metrics.count(*metric, self.at);
         }
         // The template resource stands for the path, so a secret in the path (a webhook id) is never
-        // logged; the catch-all's resource says nothing, so it logs the path the client sent.
+        // logged. The catch-all's resource says nothing: it logs the declared resource a wrong
+        // method was called on (API Gateway sends those to it too), else the path the client sent.
         let resource = resource(request);
-        let path = if resource.is_empty() || resource.contains("+}") { request_path(request) } else { &resource };
+        let path = if resource.is_empty() || resource.contains("+}") {
+            declared_resource(request_path(request)).map_or(request_path(request), |(declared, _)| declared)
+        } else {
+            &resource
+        };
         deps.pending_traffic.push(TrafficRecord {
             at: self.at,
             request_id: api_gateway_request_id(request),

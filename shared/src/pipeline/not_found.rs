@@ -11,13 +11,16 @@ use crate::identity::auth::allowlist_admits;
 use crate::pipeline::api::{InFlight, request_path};
 use crate::pipeline::gate::{CredentialRecord, Gate};
 use crate::pipeline::pages::request::session_cookie;
-use crate::pipeline::route::is_openalgo_route;
+use crate::pipeline::route::{declared_resource, is_openalgo_route};
 use crate::store::identity::ApiKeyRecord;
 use crate::store::sessions::Stage;
 use crate::threats::{Detection, Detector, Initiator, is_well_known};
 
-/// The catch-all behind the API's `{proxy+}`: every path no route declares. It is where scanners
-/// land, so a miss feeds the 404 detector, except from those who are not scanning:
+/// The catch-all behind the API's `{proxy+}`: every path no route declares, and every declared
+/// resource called with a method it does not declare (API Gateway routes those here too). It is
+/// where scanners land, so a miss feeds the 404 detector, except from those who are not scanning:
+/// - a declared resource with the wrong method (a browser opening `/api/v1/ping`): it is answered
+///   405 with the methods it takes, metered by the address's page budget instead;
 /// - a visitor with a logged-in session, or a request with an API key naming a live key of ours (a
 ///   trader's own client asking for a route Kavach lacks; its secret is not verified, see
 ///   `names_live_key`);
@@ -31,6 +34,7 @@ use crate::threats::{Detection, Detector, Initiator, is_well_known};
 pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<Body> {
     let in_flight = InFlight::named(deps, &request, "not-found");
     let path = loggable_path(request_path(&request));
+    let declared = declared_resource(request_path(&request));
     let outcome: Result<Value, AppError> = async {
         let ip = in_flight.client_ip()?;
         let session = session_cookie(&request);
@@ -38,7 +42,7 @@ pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<B
         let initiator = Initiator::of(request.headers());
         // Misses a detector will not count (another site's page, a shared sender) are metered per
         // address instead, so a scanner that forges the browser's marks still meets a budget.
-        let counted = deps.threats().counts(ip, initiator);
+        let counted = declared.is_none() && deps.threats().counts(ip, initiator);
         let admitted = Gate::catch_all(ip, session.as_ref(), key.as_ref(), !counted).pass(deps).await?;
         let (now, under_ban) = (admitted.now, admitted.under_ban);
         let credentialed = match (&key, admitted.record) {
@@ -48,6 +52,15 @@ pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<B
         };
         if under_ban && !credentialed {
             return Err(AppError::Banned);
+        }
+        if let Some((_, allowed)) = declared {
+            let method = request.method().as_str();
+            // The method is the resource's own only when the path differs from it by a trailing
+            // slash that API Gateway did not fold: a miss, but still not a scanner's.
+            if allowed.split(", ").any(|declared| declared == method) {
+                return Err(AppError::NotFound { path: path.clone() });
+            }
+            return Err(AppError::MethodNotAllowed { method: method.to_owned(), allowed });
         }
         let openalgo = is_openalgo_route(&path);
         if !credentialed
@@ -64,7 +77,13 @@ pub async fn not_found(deps: &Deps, request: Request) -> lambda_http::Response<B
         Err(AppError::NotFound { path: path.clone() })
     }
     .await;
-    in_flight.respond(deps, &request, outcome, None)
+    let mut response = in_flight.respond(deps, &request, outcome, None);
+    if response.status() == http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some((_, allowed)) = declared
+    {
+        response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    }
+    response
 }
 
 /// Whether `key` names a live key of ours that `ip` may use: its id's record exists, is not revoked,

@@ -7,6 +7,8 @@
 //! handler does not compile, and `tests/tests/routes.rs` compares every function's declared
 //! routes with its `Api` events in `template.yaml`.
 
+use std::collections::HashMap;
+
 use lambda_http::{Request, RequestExt};
 
 use crate::limits::LimitedAction;
@@ -193,6 +195,97 @@ pub fn is_openalgo_route(path: &str) -> bool {
     OPENALGO_ROUTES.contains(&name) || OPENALGO_ROUTE_FAMILIES.iter().any(|family| name.starts_with(family))
 }
 
+/// Every resource of `template.yaml` but the catch-all's `{proxy+}`, with the methods it declares
+/// (as an `Allow` header lists them). In API Gateway a declared
+/// resource called with a method it does not declare falls through to `{proxy+}`: the catch-all
+/// needs these to tell such a call (a trader's browser opening `/api/v1/ping`) from a path nobody
+/// declares, which is what the 404 detector is for. `tests/tests/routes.rs` holds the list equal
+/// to the template's.
+pub const DECLARED_RESOURCES: &[(&str, &str)] = &[
+    ("/", "GET"),
+    ("/api/v1/analyzer", "POST"),
+    ("/api/v1/analyzer/toggle", "POST"),
+    ("/api/v1/basketorder", "POST"),
+    ("/api/v1/cancelallorder", "POST"),
+    ("/api/v1/cancelorder", "POST"),
+    ("/api/v1/closeposition", "POST"),
+    ("/api/v1/depth", "POST"),
+    ("/api/v1/funds", "POST"),
+    ("/api/v1/history", "POST"),
+    ("/api/v1/holdings", "POST"),
+    ("/api/v1/intervals", "POST"),
+    ("/api/v1/modifyorder", "POST"),
+    ("/api/v1/multiquotes", "POST"),
+    ("/api/v1/openposition", "POST"),
+    ("/api/v1/orderbook", "POST"),
+    ("/api/v1/orderstatus", "POST"),
+    ("/api/v1/ping", "POST"),
+    ("/api/v1/placeorder", "POST"),
+    ("/api/v1/placesmartorder", "POST"),
+    ("/api/v1/positionbook", "POST"),
+    ("/api/v1/quotes", "POST"),
+    ("/api/v1/splitorder", "POST"),
+    ("/api/v1/tradebook", "POST"),
+    ("/apikey", "GET, POST"),
+    ("/apikey/allowlist", "POST"),
+    ("/apikey/reveal", "POST"),
+    ("/apikey/webhooks/rebind", "POST"),
+    ("/apikey/webhooks/revoke", "POST"),
+    ("/auth/change-password", "POST"),
+    ("/auth/csrf-token", "GET"),
+    ("/auth/login", "GET, POST"),
+    ("/auth/login/totp", "GET, POST"),
+    ("/auth/logout", "POST"),
+    ("/auth/logout-all", "POST"),
+    ("/auth/reset-password", "GET, POST"),
+    ("/auth/reset-password/confirm", "GET, POST"),
+    ("/auth/sessions", "GET"),
+    ("/dashboard", "GET"),
+    ("/logs", "GET"),
+    ("/logs/export", "GET"),
+    ("/security", "GET"),
+    ("/security/api/data", "GET"),
+    ("/security/ban", "POST"),
+    ("/security/clear-404", "POST"),
+    ("/security/settings", "POST"),
+    ("/security/unban", "POST"),
+    ("/setup", "GET, POST"),
+    ("/strategy/webhook/{webhook_id}", "POST"),
+];
+
+/// The path parameters if `path` (without a stage prefix or trailing slash) is an instance of the
+/// template resource `pattern`: `{name}` is one non-empty segment, `{name+}` one or more. The
+/// local gateway routes by it and the catch-all recognises declared resources by it.
+pub fn resource_parameters(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
+    let actual: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segments: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let mut parameters = HashMap::new();
+    for (index, pattern) in segments.iter().enumerate() {
+        if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix("+}")) {
+            let rest = actual.get(index..).filter(|rest| !rest.is_empty() && !rest[0].is_empty())?;
+            parameters.insert(name.to_owned(), rest.join("/"));
+            return Some(parameters);
+        }
+        let segment = actual.get(index)?;
+        if let Some(name) = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            if segment.is_empty() {
+                return None;
+            }
+            parameters.insert(name.to_owned(), (*segment).to_owned());
+        } else if pattern != segment {
+            return None;
+        }
+    }
+    (actual.len() == segments.len()).then_some(parameters)
+}
+
+/// The declared resource (`/strategy/webhook/{webhook_id}`) `path` is an instance of, and its
+/// methods, if any.
+pub fn declared_resource(path: &str) -> Option<(&'static str, &'static str)> {
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    DECLARED_RESOURCES.iter().copied().find(|(pattern, _)| resource_parameters(pattern, path).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +297,31 @@ mod tests {
         }
         for path in ["/api/v1/", "/api/v1/xyz", "/wp-login.php", "/symbol", "/api/v2/symbol", "/api/v1/symbolx"] {
             assert!(!is_openalgo_route(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn resources_match_literally_by_parameter_and_greedily() {
+        assert_eq!(resource_parameters("/api/v1/ping", "/api/v1/ping"), Some(HashMap::new()));
+        assert_eq!(resource_parameters("/api/v1/ping", "/api/v1/pin"), None);
+        assert_eq!(resource_parameters("/api/v1/ping", "/api/v1/ping/x"), None);
+        let webhook = resource_parameters("/strategy/webhook/{id}", "/strategy/webhook/abc");
+        assert_eq!(webhook.and_then(|p| p.get("id").cloned()).as_deref(), Some("abc"));
+        assert_eq!(resource_parameters("/strategy/webhook/{id}", "/strategy/webhook/"), None);
+        let proxy = resource_parameters("/{proxy+}", "/a/b/c");
+        assert_eq!(proxy.and_then(|p| p.get("proxy").cloned()).as_deref(), Some("a/b/c"));
+        assert_eq!(resource_parameters("/{proxy+}", "/"), None);
+        assert_eq!(resource_parameters("/", "/"), Some(HashMap::new()));
+    }
+
+    #[test]
+    fn declared_resources_are_found_with_or_without_their_slash() {
+        assert_eq!(declared_resource("/api/v1/ping/"), Some(("/api/v1/ping", "POST")));
+        let webhook = declared_resource("/strategy/webhook/0123abcd");
+        assert_eq!(webhook, Some(("/strategy/webhook/{webhook_id}", "POST")));
+        assert_eq!(declared_resource("/auth/login"), Some(("/auth/login", "GET, POST")));
+        for undeclared in ["/wp-login.php", "/api/v1/symbol", "/strategy/webhook", "/setup/x"] {
+            assert_eq!(declared_resource(undeclared), None, "{undeclared}");
         }
     }
 }

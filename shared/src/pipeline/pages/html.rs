@@ -5,6 +5,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use crate::http::base_path::BasePath;
 use crate::identity::sessions::CsrfToken;
 
 const STYLE: &str = "
@@ -36,8 +37,8 @@ pub struct Viewer<'a> {
     pub csrf: &'a CsrfToken,
 }
 
-/// A whole page around `body`, which only a template can have built.
-pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
+/// A whole page around `body`, which only a template can have built; its links under `base`.
+pub fn layout(title: &str, nonce: &str, base: &BasePath, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -53,14 +54,14 @@ pub fn layout(title: &str, nonce: &str, viewer: Option<&Viewer<'_>>, body: Marku
                     strong { "Kavach" }
                     @if let Some(viewer) = viewer {
                         nav {
-                            a href="/dashboard" { "Dashboard" }
-                            a href="/apikey" { "API key" }
-                            a href="/auth/sessions" { "Sessions" }
-                            a href="/security" { "Security" }
-                            a href="/logs" { "Logs" }
+                            a href=(base.link("/dashboard")) { "Dashboard" }
+                            a href=(base.link("/apikey")) { "API key" }
+                            a href=(base.link("/auth/sessions")) { "Sessions" }
+                            a href=(base.link("/security")) { "Security" }
+                            a href=(base.link("/logs")) { "Logs" }
                         }
                         span id="whoami" { (viewer.username) }
-                        form method="post" action="/auth/logout" {
+                        form method="post" action=(base.link("/auth/logout")) {
                             (csrf_field(viewer.csrf))
                             button id="logout" type="submit" { "Log out" }
                         }
@@ -105,7 +106,8 @@ mod tests {
     fn layout_carries_the_nonce_and_escapes_the_title() {
         let csrf = CsrfToken::from_stored("tok".to_owned());
         let body = html! { p { "hi" } };
-        let page = layout("<b>", "abc123", Some(&Viewer { username: "<u>", csrf: &csrf }), body).into_string();
+        let viewer = Viewer { username: "<u>", csrf: &csrf };
+        let page = layout("<b>", "abc123", &BasePath::root(), Some(&viewer), body).into_string();
         assert!(page.contains(r#"<style nonce="abc123">"#));
         assert!(page.contains("&lt;b&gt;") && page.contains("&lt;u&gt;"));
         assert!(page.contains(r#"name="csrf_token" value="tok""#));

@@ -22,6 +22,7 @@ use lambda_http::{Body, Request};
 use crate::app::bootstrap::Deps;
 use crate::core::error::{AppError, AuthStep};
 use crate::http as responses;
+use crate::http::base_path::BasePath;
 use crate::http::fetch_metadata::Initiator;
 use crate::identity::Role;
 use crate::pipeline::api::InFlight;
@@ -48,12 +49,13 @@ where
     let in_flight = InFlight::named(deps, &request, route.name);
     let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<16>());
     let wants_json = wants_json(&request);
+    let base = BasePath::of(&request);
     let mut user = None;
     let outcome =
         pipeline(deps, &request, in_flight.client_ip(), route, nonce.clone(), wants_json, &mut user, handle).await;
     let response = match outcome {
-        Ok(reply) => render(reply, &nonce),
-        Err(error) => render_error(&error, wants_json, &nonce, route),
+        Ok(reply) => render(reply, &nonce, &base),
+        Err(error) => render_error(&error, wants_json, &nonce, &base, route),
     };
     in_flight.finish(deps, &request, response, user)
 }
@@ -137,7 +139,9 @@ where
         .collect();
     let query = request.uri().query().unwrap_or_default().to_owned();
     let device_cookies = device_cookies(request);
-    handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent, device_cookies }).await
+    let base = BasePath::of(request);
+    handle(WebRequest { query, method, ip, now, session, form, nonce, wants_json, user_agent, device_cookies, base })
+        .await
 }
 
 /// Fetch metadata: a browser says where a request came from, and a state change from another site

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::html;
 use crate::core::error::{AppError, AuthStep};
 use crate::http as responses;
+use crate::http::base_path::BasePath;
 use crate::identity::sessions::clear_cookie;
 use crate::pipeline::route::{Access, PageRoute};
 
@@ -34,7 +35,8 @@ impl Reply {
         Self { status, content, cookies: Vec::new() }
     }
 
-    /// 303 See Other: after a POST the browser follows with a GET.
+    /// 303 See Other: after a POST the browser follows with a GET. `location` is a site path
+    /// (`/dashboard`); rendering puts the request's base path in front of it.
     pub fn redirect(location: &str) -> Self {
         Self::new(303, Content::Redirect(location.to_owned()))
     }
@@ -70,7 +72,7 @@ fn csp(nonce: &str) -> String {
     )
 }
 
-pub(crate) fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
+pub(crate) fn render(reply: Reply, nonce: &str, base: &BasePath) -> lambda_http::Response<Body> {
     let mut response = match reply.content {
         Content::Html(html) => {
             let mut response = lambda_http::Response::new(Body::Text(html.into_string()));
@@ -92,7 +94,7 @@ pub(crate) fn render(reply: Reply, nonce: &str) -> lambda_http::Response<Body> {
         }
         Content::Redirect(location) => {
             let mut response = lambda_http::Response::new(Body::Empty);
-            if let Ok(location) = HeaderValue::from_str(&location) {
+            if let Ok(location) = HeaderValue::from_str(&base.link(&location)) {
                 response.headers_mut().insert(LOCATION, location);
             }
             response
@@ -116,23 +118,24 @@ pub(crate) fn render_error(
     error: &AppError,
     wants_json: bool,
     nonce: &str,
+    base: &BasePath,
     route: PageRoute,
 ) -> lambda_http::Response<Body> {
     let mut response = if wants_json {
         responses::error(error)
     } else if matches!(error, AppError::SessionExpired) || matches!(error, AppError::AuthStep(AuthStep::NoPendingLogin))
     {
-        render(Reply::redirect("/auth/login"), nonce)
+        render(Reply::redirect("/auth/login"), nonce, base)
     } else {
         if error.is_server_error() {
             tracing::error!(error.code = error.code(), error.detail = %error, "page failed");
         }
         let body = html! {
             (html::error_box(Some(&error.public_message())))
-            p { a href="/auth/login" { "Log in" } }
+            p { a href=(base.link("/auth/login")) { "Log in" } }
         };
-        let page = html::layout("Something went wrong", nonce, None, body);
-        let mut response = render(Reply::new(error.status(), Content::Html(page)), nonce);
+        let page = html::layout("Something went wrong", nonce, base, None, body);
+        let mut response = render(Reply::new(error.status(), Content::Html(page)), nonce, base);
         if let AppError::RateLimited { retry_after_secs } = error {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }

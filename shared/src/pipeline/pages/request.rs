@@ -14,6 +14,7 @@ use super::html;
 use super::reply::{Content, Reply};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
+use crate::http::base_path::BasePath;
 use crate::identity::sessions::SessionId;
 use crate::store::sessions::{SessionRecord, Stage};
 
@@ -34,6 +35,8 @@ pub struct WebRequest {
     pub user_agent: String,
     /// The device cookies the browser sent (name, value): which accounts it has logged in to.
     pub device_cookies: Vec<(String, String)>,
+    /// The prefix this request's URLs carry (the stage on execute-api): see [`WebRequest::link`].
+    pub base: BasePath,
 }
 
 /// By hand, so that what the visitor typed stays out of logs: the form (passwords, codes, tokens)
@@ -55,11 +58,18 @@ impl std::fmt::Debug for WebRequest {
             .field("wants_json", &self.wants_json)
             .field("user_agent", &self.user_agent)
             .field("device_cookies", &self.device_cookies.len())
+            .field("base", &self.base)
             .finish()
     }
 }
 
 impl WebRequest {
+    /// A site path (`/auth/login`) as this client must ask for it, for links, form actions and JSON
+    /// `redirect` fields. (A [`Reply::redirect`]'s location is joined when it is rendered.)
+    pub fn link(&self, site_path: &str) -> String {
+        self.base.link(site_path)
+    }
+
     /// A trimmed form field, `""` when absent.
     pub fn field(&self, name: &str) -> &str {
         self.form.get(name).map_or("", |value| value.trim())
@@ -107,7 +117,7 @@ impl WebRequest {
             .as_ref()
             .filter(|session| session.stage == Stage::Full)
             .map(|session| html::Viewer { username: &session.user, csrf: &session.csrf });
-        Reply::new(status, Content::Html(html::layout(title, &self.nonce, viewer.as_ref(), body)))
+        Reply::new(status, Content::Html(html::layout(title, &self.nonce, &self.base, viewer.as_ref(), body)))
     }
 }
 
@@ -207,6 +217,7 @@ mod tests {
             wants_json: false,
             user_agent: "test".into(),
             device_cookies: vec![("__Host-kavach_device_0".into(), "planted-device-cookie".into())],
+            base: BasePath::root(),
         };
         let printed = format!("{request:?}");
         for secret in ["Planted-Pa55!", "493817", csrf.expose(), "planted-reset-token", "planted-device-cookie"] {
