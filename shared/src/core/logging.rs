@@ -1,6 +1,11 @@
 //! JSON logs on stderr, one object per line, so CloudWatch (and the local gateway's console) can
 //! filter on fields. Never log a request body, header, cookie or secret: secret types print
 //! `**redacted**` even if someone tries.
+//!
+//! Each line carries `level` and `timestamp`, which is what Lambda's log-level filter reads: the
+//! template's `ApplicationLogLevel` (Lambda passes it as `AWS_LAMBDA_LOG_LEVEL`) then drops the
+//! same lines here and in Lambda. The EMF metric lines on stdout are not logs and pass every level
+//! (`core::metrics`).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -10,14 +15,21 @@ pub fn init() {
     init_to(std::io::stderr);
 }
 
+/// Lambda's `ApplicationLogLevel` as a tracing filter. Lambda's levels are TRACE to FATAL, and
+/// tracing has no FATAL: the nearest, ERROR, drops nothing Lambda would keep.
+fn lambda_log_level() -> Option<String> {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok()?;
+    Some(if level.eq_ignore_ascii_case("fatal") { "error".to_owned() } else { level.to_ascii_lowercase() })
+}
+
 /// [`init`] with another destination: the redaction test reads what would have been logged.
 pub fn init_to<W>(writer: W)
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL"))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| lambda_log_level().map(EnvFilter::new).ok_or(()))
+        .unwrap_or_else(|()| EnvFilter::new("info"));
     let installed = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -5,15 +5,27 @@
 //! The alarms in `infra/observability/template.yaml` watch exactly these names, in [`NAMESPACE`],
 //! with the one dimension [`DIMENSION`] = the stack name; `tests/tests/alarms.rs` holds the two
 //! together.
+//!
+//! The functions log in Lambda's JSON format with an `ApplicationLogLevel`, and Lambda drops every
+//! JSON line below that level before CloudWatch sees it. A line without a valid `level` (or
+//! without a valid RFC 3339 `timestamp`) counts as INFO, so a bare EMF line would vanish, and its
+//! alarm go quiet, the day someone sets the level to WARN or ERROR to cut log costs. Every metric
+//! line therefore carries [`METRIC_LEVEL`], the one level no setting filters, and its own time.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
 use serde_json::json;
 
 use crate::core::clock::UnixMillis;
 
 pub const NAMESPACE: &str = "Kavach";
 pub const DIMENSION: &str = "Service";
+/// The level of every metric line: FATAL is the least verbose level Lambda knows, so it passes
+/// every `ApplicationLogLevel` (TRACE to FATAL). The `_aws` key tells a metric from a real fatal
+/// error in a log search.
+pub const METRIC_LEVEL: &str = "FATAL";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
@@ -118,11 +130,20 @@ fn emf_line(service: &str, metric: Metric, at: UnixMillis, kind: Option<&str>) -
         },
         DIMENSION: service,
         metric.name(): 1,
+        "level": METRIC_LEVEL,
+        "timestamp": rfc3339(at),
     });
     if let Some(kind) = kind {
         line["Kind"] = json!(kind);
     }
     line.to_string()
+}
+
+/// `at` as Lambda's log filter reads a timestamp (RFC 3339, UTC).
+fn rfc3339(at: UnixMillis) -> String {
+    let millis = i64::try_from(at.0).unwrap_or(i64::MAX);
+    // Only a date past year 9999 fails to format; the line then goes without a time, as INFO.
+    DateTime::from_millis(millis).fmt(Format::DateTime).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -142,6 +163,27 @@ mod tests {
         assert_eq!(line["Service"], "kavach");
         assert_eq!(line["BansCreated"], 1);
         assert!(line.get("Kind").is_none());
+    }
+
+    /// Lambda's JSON log filter (docs: "Log-level filtering") keeps a line at or above the
+    /// function's `ApplicationLogLevel` and treats a line with no valid `level` or `timestamp` as
+    /// INFO: a metric line must name a level no setting drops, and a valid time.
+    #[test]
+    fn a_metric_line_passes_every_application_log_level() {
+        const LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        Metrics::new("kavach", MetricSink::Memory(lines.clone()))
+            .count(Metric::ServerErrors, UnixMillis(1_764_590_400_042));
+        let lines = lines.lock().expect("lines");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+        let level = line["level"].as_str().expect("a level");
+        // Lambda keeps a line whose level is at or above the filter: only the last one passes all.
+        assert_eq!(
+            LEVELS.iter().position(|known| known.eq_ignore_ascii_case(level)),
+            Some(LEVELS.len() - 1),
+            "{level}"
+        );
+        assert_eq!(line["timestamp"], "2025-12-01T12:00:00.042Z");
     }
 
     #[test]
