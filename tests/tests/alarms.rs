@@ -120,11 +120,14 @@ struct Watched {
     threshold: u64,
 }
 
+/// The alarms on Kavach's own EMF metrics; those on AWS's metrics (Lambda, API Gateway, DynamoDB)
+/// are pinned by `template_observability.rs`.
 fn alarms(stack: &str) -> Vec<Watched> {
     let templates = templates();
     templates
         .iter()
         .flat_map(|template| template.resources_of("AWS::CloudWatch::Alarm").map(move |alarm| (template, alarm)))
+        .filter(|(_, alarm)| alarm["Properties"]["Namespace"].as_str() == Some(NAMESPACE))
         .map(|(template, alarm)| {
             let properties = &alarm["Properties"];
             Watched {
