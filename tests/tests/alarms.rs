@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 use shared::app::aws::AwsClients;
 use shared::core::clock::{ManualClock, SystemClock, UnixMillis};
-use shared::core::metrics::{DIMENSION, Metric, MetricSink, NAMESPACE};
+use shared::core::metrics::{DIMENSION, METRIC_LEVEL, Metric, MetricSink, NAMESPACE};
 
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -217,6 +217,15 @@ async fn synthetic_failed_logins_emit_the_metrics_the_template_alarms_watch() {
     let lines = lines.lock().expect("lines").clone();
     let emitted = emitted(&lines);
     let watched = alarms(&stack);
+
+    // Lambda's JSON log filter keeps a line at or above the functions' ApplicationLogLevel and
+    // counts one without a valid level or timestamp as INFO: every metric line names the level
+    // no setting drops, and its time.
+    for line in &lines {
+        let line: Json = serde_json::from_str(line).expect("EMF is JSON");
+        assert_eq!(line["level"], METRIC_LEVEL, "{line}");
+        assert!(line["timestamp"].as_str().is_some_and(|at| at.ends_with('Z') && at.contains('T')), "{line}");
+    }
 
     // Every metric the code can emit has an alarm, and every alarm watches a metric the code emits.
     let alarm_names: BTreeSet<&str> = watched.iter().map(|alarm| alarm.metric.as_str()).collect();
