@@ -317,6 +317,8 @@ fn assert_retained(root: &Yaml, group: &str, owner: &str) {
     assert_eq!(reference(&resource["Properties"]["RetentionInDays"]), Some("LogRetentionDays"), "{group}'s retention");
     // A generated name: a group left behind by an earlier stack of the same name never collides.
     assert!(resource["Properties"]["LogGroupName"].is_null(), "{group} has no fixed name");
+    // And it goes with the stack: retained, a group with a generated name would only be an orphan.
+    assert_eq!(resource["DeletionPolicy"].as_str(), Some("Delete"), "{group}");
 }
 
 #[test]
