@@ -16,6 +16,7 @@ use shared::core::clock::{Clock, ManualClock, SystemClock, UnixMillis};
 use shared::core::config::Config;
 use shared::core::ist::ist_midnight_epoch;
 
+pub mod cfn;
 pub mod iam;
 pub mod smtp_sink;
 pub mod web;

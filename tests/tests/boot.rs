@@ -32,18 +32,41 @@ async fn secret_with(aws: &AwsClients, config: &Config, pepper: Option<&str>, wi
 }
 
 async fn boot_with_secret(pepper: Option<&str>, with_ring: bool) -> Result<(), BootError> {
+    boot_counting(pepper, with_ring).await.0
+}
+
+/// The cold start's outcome and the EMF lines it printed.
+async fn boot_counting(pepper: Option<&str>, with_ring: bool) -> (Result<(), BootError>, Vec<String>) {
     let aws = AwsClients::from_env().await;
     let base = config_with(&[]);
     let secret = secret_with(&aws, &base, pepper, with_ring).await;
-    let config = config_with(&[("APP_SECRET_ID", secret.as_str())]);
-    bootstrap::init_with(
+    boot_with_id(aws, &secret).await
+}
+
+async fn boot_with_id(aws: AwsClients, secret: &str) -> (Result<(), BootError>, Vec<String>) {
+    let config = config_with(&[("APP_SECRET_ID", secret)]);
+    let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let booted = bootstrap::init_with(
         config,
         Arc::new(SystemClock),
         aws,
-        shared::core::metrics::MetricSink::Memory(Default::default()),
+        shared::core::metrics::MetricSink::Memory(lines.clone()),
     )
     .await
-    .map(|_| ())
+    .map(|_| ());
+    let lines = lines.lock().expect("metric lines").clone();
+    (booted, lines)
+}
+
+/// Whether the lines count one `KeyServiceFailures`, the metric the alarm of that name watches.
+fn counted_key_service_failure(lines: &[String]) -> bool {
+    lines.iter().any(|line| line.contains("\"KeyServiceFailures\":1"))
+}
+
+/// The remedy a missing pepper or ring names: the deploy makes them, once.
+fn names_the_remedy(error: &str) -> bool {
+    ["KeyRing custom resource", "stack events", "sam deploy", "kavach keyring init"].iter().all(|part| error.contains(part))
+        && !error.contains("post-deploy step")
 }
 
 const GOOD_PEPPER: &str = "Q7mZ2kR9vX4pL8tN3wS6yB1cF5hJ0dG2aE7uK4iO9rT3";
@@ -75,9 +98,48 @@ async fn boot_refuses_a_placeholder_pepper() {
 }
 
 #[tokio::test]
-async fn boot_refuses_a_secret_without_a_key_ring() {
-    let error = boot_with_secret(Some(GOOD_PEPPER), false).await.expect_err("no ring").to_string();
-    assert!(error.contains("no `keyring`") && error.contains("provision"), "{error}");
+async fn boot_refuses_a_secret_without_a_key_ring_counting_it_and_naming_the_remedy() {
+    let (booted, lines) = boot_counting(Some(GOOD_PEPPER), false).await;
+    let error = booted.expect_err("no ring").to_string();
+    assert!(error.contains("no `keyring`") && names_the_remedy(&error), "{error}");
+    assert!(counted_key_service_failure(&lines), "KeyServiceFailures counted: {lines:?}");
+}
+
+#[tokio::test]
+async fn boot_refuses_a_secret_without_a_pepper_counting_it_and_naming_the_remedy() {
+    let (booted, lines) = boot_counting(None, true).await;
+    let error = booted.expect_err("no pepper").to_string();
+    assert!(error.contains("pepper is missing") && names_the_remedy(&error), "{error}");
+    assert!(counted_key_service_failure(&lines), "KeyServiceFailures counted: {lines:?}");
+}
+
+/// The secret as CloudFormation creates it, before the KeyRing custom resource filled it (or after
+/// it failed).
+#[tokio::test]
+async fn boot_refuses_a_secret_without_a_value_counting_it_and_naming_the_remedy() {
+    let aws = AwsClients::from_env().await;
+    let name = unique_name("boot-test-empty");
+    aws.secrets.create_secret().name(&name).send().await.expect("create an empty secret");
+    let (booted, lines) = boot_with_id(aws, &name).await;
+    let error = booted.expect_err("no value").to_string();
+    assert!(error.contains(&name) && error.contains("empty") && names_the_remedy(&error), "{error}");
+    assert!(counted_key_service_failure(&lines), "KeyServiceFailures counted: {lines:?}");
+}
+
+#[tokio::test]
+async fn a_ring_that_does_not_open_counts_a_key_service_failure() {
+    let aws = AwsClients::from_env().await;
+    let other_key = aws.kms.create_key().send().await.expect("key").key_metadata.expect("metadata").key_id;
+    let lines: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let booted = bootstrap::init_with(
+        config_with(&[("KMS_KEY_ID", other_key.as_str())]),
+        Arc::new(SystemClock),
+        aws,
+        shared::core::metrics::MetricSink::Memory(lines.clone()),
+    )
+    .await;
+    assert!(booted.is_err(), "a ring sealed under another key does not open");
+    assert!(counted_key_service_failure(&lines.lock().expect("lines")), "KeyServiceFailures counted");
 }
 
 #[tokio::test]

@@ -299,6 +299,21 @@ async fn fill_engine(stack: &Stack, key: &str) {
     assert!(changed >= 1, "the pass filled the order");
 }
 
+/// KeyRingFunction: the Create that fills the secret CloudFormation left empty (GetSecretValue,
+/// a KMS root, its sealing, PutSecretValue), then the upgrade's Create that finds both (opening the
+/// ring). Run first, on the stack's own secret: the fixtures then use the pepper and ring it made.
+async fn key_ring(config: &Config, aws: &AwsClients) {
+    aws.secrets.put_secret_value().secret_id(&config.secret_id).secret_string("{}").send().await.expect("empty");
+    let sink = kavach_tests::cfn::ResponseSink::start().await;
+    let provider = key_ring::Provider::new(Ok(config.clone()), aws.clone()).expect("provider");
+    for (n, created) in [(1, "true"), (2, "false")] {
+        let url = sink.url(&format!("create-{n}"));
+        let request = kavach_tests::cfn::key_ring_request("Create", &config.stack_name, &url, None);
+        let answer = acting_as("KeyRingFunction", provider.handle(request)).await.expect("answered");
+        assert_eq!(answer.data.get("KeyRingCreated").map(String::as_str), Some(created), "{answer:?}");
+    }
+}
+
 /// Whether API Gateway's resource `pattern` (`{name}` one segment, `{name+}` the rest) covers `path`.
 fn covers(pattern: &str, path: &str) -> bool {
     let pattern: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
@@ -357,6 +372,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
     let clock = market_morning();
     let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
+    key_ring(&config, &aws).await;
     // The fixtures' deps (every secret) start outside any function, so their calls are not recorded;
     // each function's own cold start is, under its name, with the secrets its binary asks for.
     let deps = shared::app::bootstrap::init_with(config.clone(), clock.clone(), aws.clone(), metrics.clone())

@@ -109,6 +109,7 @@ fn only_the_pages_that_make_them_may_write_identity_items() {
         ("WebhookFunction", set(&[])),
         ("NotFoundFunction", set(&[])),
         ("FillEngineFunction", set(&[])),
+        ("KeyRingFunction", set(&[])),
         ("SecurityFunction", set(&[])),
         (
             "SetupFunction",
@@ -216,5 +217,48 @@ fn the_catch_all_holds_no_secret() {
             let service = action.split(':').next().unwrap_or_default().to_ascii_lowercase();
             assert!(!["secretsmanager", "kms", "ssm"].contains(&service.as_str()), "the catch-all is granted {action}");
         }
+    }
+}
+
+/// The KeyRing custom resource's function fills the app secret and seals the ring, and that is
+/// all: only under the ring's encryption context, no table, and it is the only function that may
+/// write the secret or make or seal a root.
+#[test]
+fn only_the_key_ring_function_writes_the_secret_or_seals_a_ring_and_it_does_nothing_else() {
+    let policies = policies();
+    let ring = BTreeMap::from([
+        ("kms:EncryptionContext:app".to_owned(), "kavach".to_owned()),
+        ("kms:EncryptionContext:purpose".to_owned(), "key-ring".to_owned()),
+    ]);
+    let other_purpose = BTreeMap::from([
+        ("kms:EncryptionContext:app".to_owned(), "kavach".to_owned()),
+        ("kms:EncryptionContext:purpose".to_owned(), "something-else".to_owned()),
+    ]);
+    let statements = &policies["KeyRingFunction"];
+    for action in ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"] {
+        assert!(iam::allows(statements, action, "AppSecret", &BTreeMap::new()), "KeyRingFunction may not {action}");
+    }
+    for action in ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"] {
+        assert!(iam::allows(statements, action, "AppKey", &ring), "KeyRingFunction may not {action}");
+        assert!(!iam::allows(statements, action, "AppKey", &other_purpose), "{action} beyond the ring's context");
+        assert!(!iam::allows(statements, action, "AppKey", &BTreeMap::new()), "{action} without a context");
+    }
+    for action in ["secretsmanager:DeleteSecret", "secretsmanager:UpdateSecret", "kms:ScheduleKeyDeletion"] {
+        assert!(!iam::allows(statements, action, "*", &BTreeMap::new()), "KeyRingFunction may {action}");
+    }
+    for statement in statements {
+        assert!(
+            statement.actions.iter().all(|action| action.starts_with("secretsmanager:") || action.starts_with("kms:")),
+            "KeyRingFunction is granted more than the secret and the key: {statement:?}"
+        );
+        assert!(!statement.resources.iter().any(|resource| resource == "*"), "a wildcard resource: {statement:?}");
+    }
+    for (function, statements) in &policies {
+        if function == "KeyRingFunction" {
+            continue;
+        }
+        let writes = iam::allows(statements, "secretsmanager:PutSecretValue", "AppSecret", &BTreeMap::new());
+        let seals = ["kms:GenerateDataKey", "kms:Encrypt"].iter().any(|action| iam::allows(statements, action, "AppKey", &ring));
+        assert!(!writes && !seals, "{function} may write the app secret ({writes}) or seal a ring ({seals})");
     }
 }

@@ -16,6 +16,10 @@ use shared::core::config::Config;
 use shared::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
 use shared::store::app_secret;
 
+/// A secret without a ring: deploys create it (the `KeyRing` custom resource); this command can too.
+pub const NO_RING: &str = "no key ring yet: the stack's KeyRing custom resource creates it at deploy (see the stack \
+     events if it failed); `kavach keyring init` creates it now";
+
 /// Where a ciphertext is: which attribute of which items, under which purpose.
 struct Field {
     attribute: &'static str,
@@ -61,7 +65,7 @@ struct Ring {
 
 async fn current_ring(config: &Config, aws: &AwsClients) -> anyhow::Result<Ring> {
     let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    let sealed = secret.sealed_ring.context("no key ring yet: run `kavach keyring init`")?;
+    let sealed = secret.sealed_ring.context(NO_RING)?;
     let ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
     Ok(Ring { ring, sealed })
 }

@@ -14,7 +14,6 @@ use shared::app::bootstrap;
 use shared::core::clock::{Clock, SystemClock};
 use shared::core::config::Config;
 use shared::core::metrics::{MetricSink, Metrics};
-use shared::crypto::keyring::KeyRing;
 use shared::store::app_secret;
 use shared::store::bans::BanStore;
 use shared::store::trackers::TrackerStore;
@@ -332,18 +331,20 @@ async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seals a one-root key ring into the app secret unless one is already there.
+/// Creates whatever the app secret lacks (the pepper, a one-root key ring), never replacing
+/// either: the same [`app_secret::ensure`] the stack's `KeyRing` custom resource runs at deploy.
+/// For a stack deployed before that custom resource existed, or to retry after it failed.
 async fn keyring_init(config: &Config, aws: &AwsClients) -> anyhow::Result<()> {
-    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    if let Some(sealed) = secret.sealed_ring {
-        let ring = app_secret::open_ring(&aws.kms, config, &sealed).await?;
-        println!("Key ring already present ({} root key(s), newest {:?}).", ring.len(), ring.newest_id());
-        return Ok(());
-    }
-    let ring = KeyRing::single(app_secret::new_root(&aws.kms, config).await?);
-    let sealed = app_secret::seal_ring(&aws.kms, config, &ring).await?;
-    app_secret::store_ring(&aws.secrets, &config.secret_id, &sealed).await?;
-    println!("Key ring created in {} under {}.", config.secret_id, config.kms_key_id);
+    let ensured = app_secret::ensure(&aws.secrets, &aws.kms, config).await?;
+    let pepper = if ensured.pepper_created { "pepper generated" } else { "pepper kept" };
+    let ring = if ensured.ring_created { "key ring created" } else { "key ring kept" };
+    println!(
+        "{} in {} under {}: {pepper}, {ring} (root ids, newest first: {:?}).",
+        if ensured.changed() { "Stored" } else { "Nothing to do" },
+        config.secret_id,
+        config.kms_key_id,
+        ensured.root_ids
+    );
     Ok(())
 }
 
@@ -355,7 +356,7 @@ async fn keyring_rotate() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let aws = AwsClients::from_env().await;
     let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
-    let sealed = secret.sealed_ring.context("no key ring yet: run `kavach keyring init`")?;
+    let sealed = secret.sealed_ring.context(keyring::NO_RING)?;
     let ring = app_secret::open_ring(&aws.kms, &config, &sealed).await?;
     let rotated = ring.rotated(app_secret::new_root(&aws.kms, &config).await?);
     let sealed = app_secret::seal_ring(&aws.kms, &config, &rotated).await?;

@@ -1,8 +1,11 @@
 //! Creates what `template.yaml` declares (tables, KMS key and alias, the app secret) in whatever
-//! `AWS_ENDPOINT_URL` points at, then seals a key ring into the secret. The template is read, not
-//! copied: a table added there is provisioned here with no other change.
+//! `AWS_ENDPOINT_URL` points at; the caller then fills the secret with
+//! `shared::store::app_secret::ensure`, as the template's `KeyRing` custom resource does at
+//! deploy. The template is read, not copied: a table added there is provisioned here with no other
+//! change.
 //!
-//! Against real AWS, CloudFormation creates the resources and only `keyring init` is needed.
+//! Against real AWS, CloudFormation creates the resources and runs the custom resource: nothing is
+//! left to do by hand but `kavach setup-token`.
 
 use std::collections::BTreeMap;
 
@@ -264,41 +267,29 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, properties:
     Ok(())
 }
 
-/// Mirrors CloudFormation's `GenerateSecretString`: a random string under `GenerateStringKey`
-/// inside `SecretStringTemplate`, made by Secrets Manager's own generator.
+/// Creates the secret empty, as CloudFormation does for one without `SecretString` or
+/// `GenerateSecretString`: its value belongs to `app_secret::ensure`, never to the template. A
+/// template that gave it a value would let an edit of that block regenerate the pepper, so that is
+/// refused here too.
 async fn create_secret(
     client: &aws_sdk_secretsmanager::Client,
     name: &str,
     properties: &Value,
 ) -> anyhow::Result<String> {
+    for owned in ["SecretString", "GenerateSecretString"] {
+        if properties.get(owned).is_some() {
+            bail!(
+                "{owned}: CloudFormation would own the secret's value and regenerate it when that block changes; \
+                 the KeyRing custom resource fills it instead"
+            );
+        }
+    }
     if let Ok(existing) = client.describe_secret().secret_id(name).send().await {
         return existing.arn.context("DescribeSecret returned no ARN");
     }
-    let generate = properties.get("GenerateSecretString").context("only GenerateSecretString secrets are supported")?;
-    let length = generate.get("PasswordLength").and_then(Value::as_i64).unwrap_or(32);
-    let password = client
-        .get_random_password()
-        .password_length(length)
-        .exclude_punctuation(generate.get("ExcludePunctuation").and_then(Value::as_bool).unwrap_or(false))
-        .send()
-        .await
-        .context("GetRandomPassword")?
-        .random_password
-        .context("GetRandomPassword returned nothing")?;
-    let template = generate.get("SecretStringTemplate").and_then(Value::as_str).unwrap_or("{}");
-    let mut document: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(template).context("SecretStringTemplate")?;
-    let key = generate.get("GenerateStringKey").and_then(Value::as_str).context("GenerateStringKey")?;
-    document.insert(key.to_owned(), serde_json::Value::String(password));
     let description = properties.get("Description").and_then(Value::as_str).unwrap_or_default();
-    let created = client
-        .create_secret()
-        .name(name)
-        .description(description)
-        .secret_string(serde_json::Value::Object(document).to_string())
-        .send()
-        .await
-        .context("CreateSecret")?;
+    let created =
+        client.create_secret().name(name).description(description).send().await.context("CreateSecret")?;
     created.arn.context("CreateSecret returned no ARN")
 }
 

@@ -39,13 +39,21 @@ pub enum BootError {
     Secret(#[from] SecretError),
     #[error("secret `{id}`: {source}")]
     Pepper { id: String, source: PepperError },
-    #[error(
-        "secret `{id}` has no `keyring`: run `scripts/kavach provision` (or the deploy's post-deploy step) to create it"
-    )]
+    #[error("secret `{id}` is empty or missing ({detail}): {REMEDY}")]
+    EmptySecret { id: String, detail: String },
+    #[error("secret `{id}`: the pepper is missing: {REMEDY}")]
+    NoPepper { id: String },
+    #[error("secret `{id}` has no `keyring`: {REMEDY}")]
     NoKeyRing { id: String },
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
 }
+
+/// What to do about an app secret without its pepper or ring: they are made at deploy, once.
+const REMEDY: &str = "the stack's KeyRing custom resource creates the pepper and the key ring at deploy. If that \
+     deploy failed, the stack events give the custom resource's reason: fix it and run `sam deploy` again (it never \
+     overwrites a pepper or a ring). A stack deployed before the custom resource existed gets them at its next `sam \
+     deploy`, or run `kavach keyring init` (idempotent). Locally: `scripts/kavach provision`";
 
 /// The secrets a function's code uses. Its cold start reads the app secret only for one of them,
 /// opens the key ring (KMS) only for a purpose key, derives only the purpose keys named, and then
@@ -256,9 +264,12 @@ pub async fn init_with_secrets(
 ) -> Result<Arc<Deps>, BootError> {
     let metrics = Metrics::new(config.stack_name.clone(), sink);
     let keys = open_keys(&config, &aws, secrets).await;
-    if let Err(BootError::Secret(_) | BootError::Crypto(_)) = &keys {
-        // The function will not start; the alarm on this metric is how the operator hears of it.
+    if let Err(error) = &keys {
+        // The function will not start; the alarm on this metric is how the operator hears of it,
+        // and the log line (the error names the remedy) is what the alarm leads them to. A missing
+        // pepper or ring counts as much as an unreachable key service: either way nothing serves.
         metrics.count(Metric::KeyServiceFailures, clock.now());
+        tracing::error!(error = %error, "cold start refused: the app secret's keys are unavailable");
     }
     let (pepper, key_ring) = keys?;
     // Each purpose key is kept current with the secret (a rotation reaches warm containers), and
@@ -326,10 +337,16 @@ async fn open_keys(
     if !secrets.any() {
         return Ok((None, None));
     }
-    let secret = app_secret::load(&aws.secrets, &config.secret_id).await?;
+    let secret = app_secret::load(&aws.secrets, &config.secret_id).await.map_err(|error| match error {
+        SecretError::NotFound { id, detail } => BootError::EmptySecret { id, detail },
+        error => BootError::Secret(error),
+    })?;
     let pepper = if secrets.pepper {
         let bytes = secret.pepper.as_ref().map(|pepper| pepper.expose_secret().as_bytes().to_vec()).unwrap_or_default();
-        Some(Pepper::new(bytes).map_err(|source| BootError::Pepper { id: config.secret_id.clone(), source })?)
+        Some(Pepper::new(bytes).map_err(|source| match source {
+            PepperError::Missing => BootError::NoPepper { id: config.secret_id.clone() },
+            source => BootError::Pepper { id: config.secret_id.clone(), source },
+        })?)
     } else {
         None
     };

@@ -3,6 +3,10 @@
 //! One `GetSecretValue` and one KMS `Decrypt` at cold start yield the pepper and every root key;
 //! nothing secret is ever in an environment variable.
 //!
+//! CloudFormation creates the secret empty and never owns its value: [`ensure`] fills in what is
+//! missing (the stack's `KeyRing` custom resource at deploy, `kavach keyring init` and the local
+//! `kavach provision` all run it), and nothing ever overwrites a pepper or a ring.
+//!
 //! A running function keeps its purpose keys current with [`LiveCipher`], so a rotation never
 //! leaves a warm container unable to read what a newer one wrote:
 //! - a decryption no held key opens reloads the ring once and tries again (at most one reload per
@@ -28,11 +32,15 @@ use crate::core::config::Config;
 use crate::core::error::AppError;
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeCipher};
+use crate::crypto::password::{Pepper, PepperError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("Secrets Manager: could not read secret `{id}`: {detail}")]
     Read { id: String, detail: String },
+    /// No current value (CloudFormation creates the secret empty), or no such secret.
+    #[error("Secrets Manager: secret `{id}` has no value or does not exist: {detail}")]
+    NotFound { id: String, detail: String },
     #[error("Secrets Manager: could not write secret `{id}`: {detail}")]
     Write { id: String, detail: String },
     #[error("secret `{id}`: {problem}")]
@@ -41,6 +49,9 @@ pub enum SecretError {
     Kms { action: &'static str, key: String, detail: String },
     #[error("key ring: {0}")]
     Ring(#[from] crate::crypto::CryptoError),
+    /// A pepper is there but unusable. It is never replaced: every password and key hash depends on it.
+    #[error("secret `{id}`: {source}; it is left as it is (every password and API-key hash depends on it)")]
+    Pepper { id: String, source: PepperError },
 }
 
 #[derive(Deserialize)]
@@ -64,12 +75,13 @@ impl std::fmt::Debug for AppSecret {
 }
 
 pub async fn load(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<AppSecret, SecretError> {
-    let output = client
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|error| SecretError::Read { id: id.into(), detail: aws_detail(&error) })?;
+    let output = client.get_secret_value().secret_id(id).send().await.map_err(|error| {
+        let detail = aws_detail(&error);
+        match error.as_service_error().is_some_and(|service| service.is_resource_not_found_exception()) {
+            true => SecretError::NotFound { id: id.into(), detail },
+            false => SecretError::Read { id: id.into(), detail },
+        }
+    })?;
     let text =
         output.secret_string().ok_or(SecretError::Malformed { id: id.into(), problem: "has no string value" })?;
     let document: Document = serde_json::from_str(text)
@@ -102,6 +114,109 @@ pub async fn store_ring(
         .await
         .map_err(|error| SecretError::Write { id: id.into(), detail: aws_detail(&error) })?;
     Ok(())
+}
+
+/// What [`ensure`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    /// A pepper was generated (the secret had none).
+    pub pepper_created: bool,
+    /// A ring was created and sealed (the secret had none).
+    pub ring_created: bool,
+    /// The ring's root ids, newest first.
+    pub root_ids: Vec<u32>,
+}
+
+impl Ensured {
+    /// Whether the secret was written.
+    pub fn changed(&self) -> bool {
+        self.pepper_created || self.ring_created
+    }
+}
+
+/// Makes sure the app secret holds a pepper and a key ring sealed for this stack, creating only
+/// what is missing and never replacing what is there: an upgraded stack keeps its pepper (every
+/// password and key hash) and its ring (every ciphertext). A ring already there is opened, so a
+/// ring this stack cannot open is reported here rather than at the first cold start. Idempotent:
+/// run again, it finds both and writes nothing.
+///
+/// The pepper is 256 bits from the operating system's CSPRNG as 64 hex characters (the length of
+/// the one CloudFormation used to generate); the ring's first root comes from KMS
+/// (`GenerateDataKey`), sealed under the stack's encryption context. Both land in one
+/// `PutSecretValue`, beside any other fields the secret holds.
+pub async fn ensure(
+    secrets: &aws_sdk_secretsmanager::Client,
+    kms: &aws_sdk_kms::Client,
+    config: &Config,
+) -> Result<Ensured, SecretError> {
+    let id = config.secret_id.as_str();
+    let mut document = current_document(secrets, id).await?.unwrap_or_default();
+    let field = |document: &serde_json::Map<String, serde_json::Value>, name: &str| match document.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) if text.is_empty() => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(Zeroizing::new(text.clone()))),
+        Some(_) => Err(SecretError::Malformed {
+            id: id.into(),
+            problem: if name == "pepper" { "field `pepper` is not a string" } else { "field `keyring` is not a string" },
+        }),
+    };
+
+    let pepper_created = match field(&document, "pepper")? {
+        Some(pepper) => {
+            Pepper::new(pepper.as_bytes().to_vec()).map_err(|source| SecretError::Pepper { id: id.into(), source })?;
+            false
+        }
+        None => {
+            let pepper = Zeroizing::new(hex::encode(crate::crypto::random_bytes::<32>()));
+            Pepper::new(pepper.as_bytes().to_vec()).map_err(|source| SecretError::Pepper { id: id.into(), source })?;
+            document.insert("pepper".into(), serde_json::Value::String(pepper.to_string()));
+            true
+        }
+    };
+
+    let (ring_created, root_ids) = match field(&document, "keyring")? {
+        Some(sealed) => (false, open_ring(kms, config, &sealed).await?.ids()),
+        None => {
+            let ring = KeyRing::single(new_root(kms, config).await?);
+            document.insert("keyring".into(), serde_json::Value::String(seal_ring(kms, config, &ring).await?));
+            (true, ring.ids())
+        }
+    };
+
+    let ensured = Ensured { pepper_created, ring_created, root_ids };
+    if ensured.changed() {
+        let text = Zeroizing::new(serde_json::Value::Object(document).to_string());
+        secrets
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(text.as_str())
+            .send()
+            .await
+            .map_err(|error| SecretError::Write { id: id.into(), detail: aws_detail(&error) })?;
+    }
+    Ok(ensured)
+}
+
+/// The secret's current value as a JSON object, or `None` when it has no value yet (CloudFormation
+/// creates it empty). Only "not found" means empty: any other failure (a denied read, a timeout)
+/// is an error, so a pepper is never generated over one that could not be read. A secret that
+/// does not exist at all reads as empty too, and its write then fails naming it.
+async fn current_document(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, SecretError> {
+    let output = match client.get_secret_value().secret_id(id).send().await {
+        Ok(output) => output,
+        Err(error) if error.as_service_error().is_some_and(|service| service.is_resource_not_found_exception()) => {
+            return Ok(None);
+        }
+        Err(error) => return Err(SecretError::Read { id: id.into(), detail: aws_detail(&error) }),
+    };
+    let text =
+        output.secret_string().ok_or(SecretError::Malformed { id: id.into(), problem: "has no string value" })?;
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|_| SecretError::Malformed { id: id.into(), problem: "is not a JSON object" })
 }
 
 /// Binds the ciphertext to this app, stack and purpose: KMS refuses to decrypt it in any other.
