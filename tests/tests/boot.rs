@@ -65,7 +65,9 @@ fn counted_key_service_failure(lines: &[String]) -> bool {
 
 /// The remedy a missing pepper or ring names: the deploy makes them, once.
 fn names_the_remedy(error: &str) -> bool {
-    ["KeyRing custom resource", "stack events", "sam deploy", "kavach keyring init"].iter().all(|part| error.contains(part))
+    ["KeyRing custom resource", "stack events", "sam deploy", "kavach keyring init"]
+        .iter()
+        .all(|part| error.contains(part))
         && !error.contains("post-deploy step")
 }
 

@@ -258,7 +258,9 @@ fn only_the_key_ring_function_writes_the_secret_or_seals_a_ring_and_it_does_noth
             continue;
         }
         let writes = iam::allows(statements, "secretsmanager:PutSecretValue", "AppSecret", &BTreeMap::new());
-        let seals = ["kms:GenerateDataKey", "kms:Encrypt"].iter().any(|action| iam::allows(statements, action, "AppKey", &ring));
+        let seals = ["kms:GenerateDataKey", "kms:Encrypt"]
+            .iter()
+            .any(|action| iam::allows(statements, action, "AppKey", &ring));
         assert!(!writes && !seals, "{function} may write the app secret ({writes}) or seal a ring ({seals})");
     }
 }

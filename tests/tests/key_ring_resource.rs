@@ -171,8 +171,8 @@ async fn every_request_is_answered_even_one_that_cannot_be_read_or_configured() 
     // The environment could not be read at start: still answered, FAILED, naming the variables.
     let url = stack.sink.url("no-config");
     let request = key_ring_request("Create", &stack.name, &url, None);
-    let provider = key_ring::Provider::new(Err("STACK_NAME is not set".into()), AwsClients::from_env().await)
-        .expect("provider");
+    let provider =
+        key_ring::Provider::new(Err("STACK_NAME is not set".into()), AwsClients::from_env().await).expect("provider");
     let answer = provider.handle(request).await.expect("answered");
     assert_eq!(answer.reason.as_deref().map(|reason| reason.contains("STACK_NAME is not set")), Some(true));
     assert_eq!(stack.sink.delivered_to(&url)[0].body["Status"], "FAILED");

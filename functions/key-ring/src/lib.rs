@@ -258,7 +258,8 @@ mod tests {
 
     #[test]
     fn the_stack_name_is_read_from_the_stack_id() {
-        let id = "arn:aws:cloudformation:ap-south-1:123456789012:stack/kavach-prod/0a1b2c3d-0000-4000-8000-000000000000";
+        let id =
+            "arn:aws:cloudformation:ap-south-1:123456789012:stack/kavach-prod/0a1b2c3d-0000-4000-8000-000000000000";
         assert_eq!(stack_name(id), Some("kavach-prod"));
         assert_eq!(stack_name("arn:aws:cloudformation:ap-south-1:123456789012:stack//x"), None);
         assert_eq!(stack_name("kavach"), None);

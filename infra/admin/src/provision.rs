@@ -288,8 +288,7 @@ async fn create_secret(
         return existing.arn.context("DescribeSecret returned no ARN");
     }
     let description = properties.get("Description").and_then(Value::as_str).unwrap_or_default();
-    let created =
-        client.create_secret().name(name).description(description).send().await.context("CreateSecret")?;
+    let created = client.create_secret().name(name).description(description).send().await.context("CreateSecret")?;
     created.arn.context("CreateSecret returned no ARN")
 }
 

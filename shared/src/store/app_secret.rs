@@ -157,7 +157,11 @@ pub async fn ensure(
         Some(serde_json::Value::String(text)) => Ok(Some(Zeroizing::new(text.clone()))),
         Some(_) => Err(SecretError::Malformed {
             id: id.into(),
-            problem: if name == "pepper" { "field `pepper` is not a string" } else { "field `keyring` is not a string" },
+            problem: if name == "pepper" {
+                "field `pepper` is not a string"
+            } else {
+                "field `keyring` is not a string"
+            },
         }),
     };
 
