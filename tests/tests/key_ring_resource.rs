@@ -79,7 +79,11 @@ async fn create_fills_an_empty_secret_then_nothing_changes_it_and_the_functions_
     let created = stack.request("Create", None, stack.config()).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     assert_eq!(created["PhysicalResourceId"], format!("{}-key-ring", stack.name), "{created}");
-    assert_eq!(created["Data"], json!({ "PepperCreated": "true", "KeyRingCreated": "true" }), "{created}");
+    assert_eq!(
+        created["Data"],
+        json!({ "PepperCreated": "true", "KeyRingCreated": "true", "KeyRingOpens": "true" }),
+        "{created}"
+    );
     let (version, value) = stack.value().await.expect("Create stored a value");
     let pepper = value["pepper"].as_str().expect("a pepper");
     assert!(pepper.len() == 64 && pepper.chars().all(|c| c.is_ascii_hexdigit()), "256 random bits as hex");
@@ -100,7 +104,11 @@ async fn create_fills_an_empty_secret_then_nothing_changes_it_and_the_functions_
     let again = stack.request("Create", None, stack.config()).await;
     assert_eq!(again["Status"], "SUCCESS", "{again}");
     assert_eq!(again["PhysicalResourceId"], physical_id, "the same physical id every time");
-    assert_eq!(again["Data"], json!({ "PepperCreated": "false", "KeyRingCreated": "false" }), "{again}");
+    assert_eq!(
+        again["Data"],
+        json!({ "PepperCreated": "false", "KeyRingCreated": "false", "KeyRingOpens": "true" }),
+        "{again}"
+    );
     for kind in ["Update", "Delete"] {
         let answer = stack.request(kind, Some(&physical_id), stack.config()).await;
         assert_eq!(answer["Status"], "SUCCESS", "{kind}: {answer}");
@@ -123,7 +131,11 @@ async fn the_upgrade_keeps_the_pepper_cloudformation_generated_and_adds_only_the
 
     let created = stack.request("Create", None, stack.config()).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
-    assert_eq!(created["Data"], json!({ "PepperCreated": "false", "KeyRingCreated": "true" }), "{created}");
+    assert_eq!(
+        created["Data"],
+        json!({ "PepperCreated": "false", "KeyRingCreated": "true", "KeyRingOpens": "true" }),
+        "{created}"
+    );
     let (_, value) = stack.value().await.expect("value");
     assert_eq!(value["pepper"], old_pepper, "every existing password and key hash still verifies");
     assert_eq!(value["kept"], "other fields stay");
@@ -187,4 +199,28 @@ async fn every_request_is_answered_even_one_that_cannot_be_read_or_configured() 
     assert_eq!(delivered[0].body["Status"], "FAILED", "{:?}", delivered);
     assert_eq!(delivered[0].body["RequestId"], "r-1");
     assert!(stack.value().await.is_none(), "nothing was written");
+}
+
+/// An upgraded stack whose ring does not open (here: sealed for another stack name) is reported,
+/// not failed: the secret is left exactly as it was, and the stack does not roll back (a rollback
+/// re-applies the older template's GenerateSecretString, which would write a new pepper).
+#[tokio::test]
+async fn an_upgrade_whose_ring_does_not_open_changes_nothing_and_says_so() {
+    let stack = Stack::new().await;
+    let aws = &stack.aws;
+    let elsewhere = config_with(&[("STACK_NAME", "another-stack"), ("APP_SECRET_ID", stack.secret.as_str())]);
+    let ring =
+        shared::crypto::keyring::KeyRing::single(app_secret::new_root(&aws.kms, &elsewhere).await.expect("root"));
+    let sealed = app_secret::seal_ring(&aws.kms, &elsewhere, &ring).await.expect("seal");
+    let old =
+        json!({ "pepper": "Vb3kQ9mZ2xR7pL4tN8wS1yC6fH0jD5gA3eU7iK2oT9rX4vB8nM1qW6sE0zY5uJ3h", "keyring": sealed });
+    aws.secrets.put_secret_value().secret_id(&stack.secret).secret_string(old.to_string()).send().await.expect("put");
+    let before = stack.value().await;
+
+    let answer = stack.request("Create", None, stack.config()).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["Data"]["KeyRingOpens"], "false", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not open") && reason.contains("KeyServiceFailures"), "{reason}");
+    assert_eq!(stack.value().await, before, "not a byte changed");
 }

@@ -156,7 +156,10 @@ impl Provider {
                     config.secret_id, config.kms_key_id
                 )
             })?;
-        Ok(Done::created(&ensured))
+        if let Some(error) = &ensured.unopened {
+            tracing::error!(error, "the key ring already in the app secret does not open");
+        }
+        Ok(Done::created(&ensured, config))
     }
 
     /// PUTs the response to the pre-signed URL: no `Content-Type`, which the URL was not signed with.
@@ -192,18 +195,28 @@ impl Done {
         Self { reason: reason.to_owned(), data: HashMap::new() }
     }
 
-    /// No secret in it: what was created, and the ring's root ids.
-    fn created(ensured: &Ensured) -> Self {
+    /// No secret in it: what was created, and the ring's root ids. A ring that was there and does
+    /// not open is reported, not failed: see [`Ensured::unopened`].
+    fn created(ensured: &Ensured, config: &Config) -> Self {
         let made = |created: bool| if created { "created" } else { "kept" };
-        let reason = format!(
-            "Pepper {}, key ring {} (root ids {:?}).",
-            made(ensured.pepper_created),
-            made(ensured.ring_created),
-            ensured.root_ids
-        );
+        let reason = match &ensured.unopened {
+            None => format!(
+                "Pepper {}, key ring {} (root ids {:?}).",
+                made(ensured.pepper_created),
+                made(ensured.ring_created),
+                ensured.root_ids
+            ),
+            Some(error) => format!(
+                "Pepper and key ring kept as they were, but the ring does not open: {error}. Nothing was changed; \
+                 until it opens every cold start counts KeyServiceFailures. Check the key policy of `{}` and that \
+                 the ring was sealed for stack `{}`; `kavach keyring status` shows the same error",
+                config.kms_key_id, config.stack_name
+            ),
+        };
         let data = HashMap::from([
             ("PepperCreated".to_owned(), ensured.pepper_created.to_string()),
             ("KeyRingCreated".to_owned(), ensured.ring_created.to_string()),
+            ("KeyRingOpens".to_owned(), ensured.unopened.is_none().to_string()),
         ]);
         Self { reason, data }
     }

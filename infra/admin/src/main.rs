@@ -336,6 +336,12 @@ async fn ban_add(ip: &str, options: &[&str]) -> anyhow::Result<()> {
 /// For a stack deployed before that custom resource existed, or to retry after it failed.
 async fn keyring_init(config: &Config, aws: &AwsClients) -> anyhow::Result<()> {
     let ensured = app_secret::ensure(&aws.secrets, &aws.kms, config).await?;
+    if let Some(error) = &ensured.unopened {
+        bail!(
+            "{} holds a pepper and a key ring, left as they are, but the ring does not open: {error}",
+            config.secret_id
+        );
+    }
     let pepper = if ensured.pepper_created { "pepper generated" } else { "pepper kept" };
     let ring = if ensured.ring_created { "key ring created" } else { "key ring kept" };
     println!(

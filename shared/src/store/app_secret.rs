@@ -123,8 +123,14 @@ pub struct Ensured {
     pub pepper_created: bool,
     /// A ring was created and sealed (the secret had none).
     pub ring_created: bool,
-    /// The ring's root ids, newest first.
+    /// The ring's root ids, newest first (empty when it did not open).
     pub root_ids: Vec<u32>,
+    /// Why a ring already there, beside a pepper already there, did not open. Nothing is written
+    /// then and this is no error: the secret is as it was before, the functions' cold starts count
+    /// `KeyServiceFailures` until it opens, and failing here would make the upgrade that adds the
+    /// custom resource roll back, which re-applies the older template's `GenerateSecretString`
+    /// (a new value: a new pepper, no ring).
+    pub unopened: Option<String>,
 }
 
 impl Ensured {
@@ -178,8 +184,16 @@ pub async fn ensure(
         }
     };
 
+    let mut unopened = None;
     let (ring_created, root_ids) = match field(&document, "keyring")? {
-        Some(sealed) => (false, open_ring(kms, config, &sealed).await?.ids()),
+        Some(sealed) => match open_ring(kms, config, &sealed).await {
+            Ok(ring) => (false, ring.ids()),
+            Err(error) if !pepper_created => {
+                unopened = Some(error.to_string());
+                (false, Vec::new())
+            }
+            Err(error) => return Err(error),
+        },
         None => {
             let ring = KeyRing::single(new_root(kms, config).await?);
             document.insert("keyring".into(), serde_json::Value::String(seal_ring(kms, config, &ring).await?));
@@ -187,7 +201,7 @@ pub async fn ensure(
         }
     };
 
-    let ensured = Ensured { pepper_created, ring_created, root_ids };
+    let ensured = Ensured { pepper_created, ring_created, root_ids, unopened };
     if ensured.changed() {
         let text = Zeroizing::new(serde_json::Value::Object(document).to_string());
         secrets
