@@ -107,3 +107,64 @@ pub fn key_ring_request(kind: &str, stack: &str, response_url: &str, physical_id
     }
     request
 }
+
+/// The Lambda Runtime API as AWS serves it to a function's process, for one invocation: the first
+/// `GET …/invocation/next` gets `event`, later ones wait forever (as a function waits for its
+/// next request); what the function posts back is recorded.
+#[derive(Debug, Clone)]
+pub struct RuntimeApi {
+    pub address: SocketAddr,
+    posted: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl RuntimeApi {
+    pub async fn start(event: Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the runtime API");
+        let address = listener.local_addr().expect("address");
+        let posted: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let pending = Arc::new(Mutex::new(Some(event)));
+        let log = posted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (log, pending) = (log.clone(), pending.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (log, pending) = (log.clone(), pending.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let path = parts.uri.path().to_owned();
+                            if path.ends_with("/invocation/next") {
+                                let next = pending.lock().expect("pending").take();
+                                let Some(event) = next else { return std::future::pending().await };
+                                let response = hyper::Response::builder()
+                                    .header("lambda-runtime-aws-request-id", "invocation-1")
+                                    .header("lambda-runtime-deadline-ms", "4102444800000")
+                                    .header(
+                                        "lambda-runtime-invoked-function-arn",
+                                        "arn:aws:lambda:ap-south-1:123456789012:function:kavach-KeyRingFunction",
+                                    )
+                                    .body(Full::new(Bytes::from(event.to_string())))
+                                    .expect("response");
+                                return Ok::<_, Infallible>(response);
+                            }
+                            let bytes = body.collect().await.map(|body| body.to_bytes()).unwrap_or_default();
+                            log.lock()
+                                .expect("runtime log")
+                                .push((path, serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
+                            let accepted = hyper::Response::builder().status(202).body(Full::new(Bytes::new()));
+                            Ok(accepted.expect("response"))
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { address, posted }
+    }
+
+    /// What the function posted (`/…/invocation/<id>/response` or `/error`), in order.
+    pub fn posted(&self) -> Vec<(String, Value)> {
+        self.posted.lock().expect("runtime log").clone()
+    }
+}

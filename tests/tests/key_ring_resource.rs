@@ -224,3 +224,59 @@ async fn an_upgrade_whose_ring_does_not_open_changes_nothing_and_says_so() {
     assert!(reason.contains("does not open") && reason.contains("KeyServiceFailures"), "{reason}");
     assert_eq!(stack.value().await, before, "not a byte changed");
 }
+
+/// The `key-ring` binary itself, as Lambda runs it: its Runtime API a loopback shim, its
+/// environment the stack's (`with` overrides it, `None` removes a variable). Returns the answer
+/// CloudFormation received and what the function returned to the runtime.
+async fn run_binary(stack: &Stack, with: &[(&str, Option<&str>)]) -> (Value, Vec<(String, Value)>) {
+    let admin = kavach_tests::required_env("KAVACH_ADMIN_BIN");
+    let binary = std::path::Path::new(&admin).with_file_name("key-ring");
+    assert!(binary.exists(), "{} is missing: `cargo build --workspace --bins` builds it", binary.display());
+    let url = stack.sink.url(&unique_name("binary"));
+    let runtime = kavach_tests::cfn::RuntimeApi::start(key_ring_request("Create", &stack.name, &url, None)).await;
+    let mut command = tokio::process::Command::new(&binary);
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.address.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "kavach-KeyRingFunction")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("STACK_NAME", &stack.name)
+        .env("APP_SECRET_ID", &stack.secret)
+        .kill_on_drop(true);
+    for (name, value) in with {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command.spawn().expect("start the key-ring binary");
+    for _ in 0..200 {
+        if !runtime.posted().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().await.ok();
+    let delivered = stack.sink.delivered_to(&url);
+    assert_eq!(delivered.len(), 1, "the binary answered CloudFormation once: {delivered:?}");
+    (delivered[0].body.clone(), runtime.posted())
+}
+
+#[tokio::test]
+async fn the_binary_answers_through_the_lambda_runtime_even_when_its_environment_is_incomplete() {
+    let stack = Stack::new().await;
+    let (answer, posted) = run_binary(&stack, &[]).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["Data"]["KeyRingCreated"], "true", "{answer}");
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert!(posted[0].0.ends_with("/invocation/invocation-1/response"), "{posted:?}");
+    assert_eq!(posted[0].1["Status"], "SUCCESS", "the invocation returns the answer it sent");
+    assert!(stack.value().await.is_some(), "the secret was filled");
+
+    // The configuration is read before the runtime starts; a missing variable is still an answer.
+    let broken = Stack::new().await;
+    let (answer, _) = run_binary(&broken, &[("STACK_NAME", None)]).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(answer["Reason"].as_str().unwrap_or_default().contains("STACK_NAME is not set"), "{answer}");
+    assert!(broken.value().await.is_none(), "nothing was written");
+}
