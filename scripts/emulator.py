@@ -14,17 +14,37 @@ than running the transaction again. Without that, a retried transaction whose fi
 commit fails its own conditions (the session it replaced is already gone), which real DynamoDB
 never does; on this loaded 2-core machine such timeouts happen.
 
-Usage: emulator.py [-H HOST] [-p PORT]
+With `--state DIR` it keeps its state across restarts, which moto cannot do (5.2.5 has no
+persistence; its maintainers point to pickling the backends): the DynamoDB, KMS and Secrets
+Manager backends, the only services Kavach uses, are pickled to DIR/emulator.snapshot. The
+snapshot is taken under the request lock, so it holds exactly the requests answered so far; it is
+written to a temporary file, fsynced and renamed over the old one, so a kill at any moment leaves
+the previous snapshot whole. It is taken every `--snapshot-interval` seconds when a write was
+answered since the last one, and once more on SIGINT or SIGTERM. After a kill -9, what is lost is
+at most the writes answered in the last interval plus the time one snapshot takes to write (see
+README, "Local state"). The KMS key material and the secret's values are in it, so the file is
+0600 and never leaves the machine. Without `--state` nothing is read or written: each start is
+empty (scripts/test).
+
+The transaction-token cache above is not persisted: an SDK retry does not outlive a restart.
+
+Usage: emulator.py [-H HOST] [-p PORT] [--state DIR] [--snapshot-interval SECONDS]
 """
 
 import argparse
 import io
 import json
+import os
+import pickle
 import signal
 import sys
 import threading
 import time
 
+import moto
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from moto.backends import get_backend
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -37,15 +57,48 @@ from moto.moto_server.werkzeug_app import (
 IDEMPOTENCY_WINDOW_SECONDS = 600
 
 
+# The services whose state is kept with --state: everything Kavach calls.
+PERSISTED_SERVICES = ("dynamodb", "kms", "secretsmanager")
+SNAPSHOT_NAME = "emulator.snapshot"
+SNAPSHOT_MAGIC = b"KAVACH-EMULATOR-STATE 1\n"
+
+# Actions that change nothing a snapshot holds: answering them does not make one due. Anything not
+# listed (an unknown action included) counts as a write.
+READ_ONLY_ACTIONS = frozenset(
+    {
+        "DynamoDB_20120810.GetItem",
+        "DynamoDB_20120810.BatchGetItem",
+        "DynamoDB_20120810.Query",
+        "DynamoDB_20120810.Scan",
+        "DynamoDB_20120810.DescribeTable",
+        "DynamoDB_20120810.DescribeTimeToLive",
+        "DynamoDB_20120810.ListTables",
+        "DynamoDB_20120810.TransactGetItems",
+        "TrentService.Decrypt",
+        "TrentService.DescribeKey",
+        "TrentService.ListAliases",
+        "TrentService.ListKeys",
+        "secretsmanager.GetSecretValue",
+        "secretsmanager.DescribeSecret",
+        "secretsmanager.ListSecrets",
+        "secretsmanager.GetRandomPassword",
+    }
+)
+
+
 class OneAtATime:
     def __init__(self, app):
         self.app = app
         self.lock = threading.Lock()
         # ClientRequestToken -> (when, status, headers, body) of a transaction that committed.
         self.transactions = {}
+        # Requests that may have changed state, counted under the lock (see Snapshots).
+        self.writes = 0
 
     def __call__(self, environ, start_response):
         with self.lock:
+            if environ.get("HTTP_X_AMZ_TARGET", "") not in READ_ONLY_ACTIONS:
+                self.writes += 1
             token = self._transaction_token(environ)
             if token is None:
                 # Drain the body inside the lock so the backend's work is finished before the next
@@ -84,14 +137,168 @@ class OneAtATime:
             return None
 
 
+class StatePickler(pickle.Pickler):
+    """moto gives every KMS key an RSA or EC private key (cryptography's, which cannot be pickled):
+    those travel as PKCS#8 DER and are loaded back by StateUnpickler."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            der = obj.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            return ("private-key", der)
+        return None
+
+
+class StateUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        kind, der = pid
+        if kind != "private-key":
+            raise pickle.UnpicklingError(f"unknown persistent object {kind!r}")
+        return serialization.load_der_private_key(der, password=None)
+
+
+def snapshot_header():
+    return {
+        "moto": moto.__version__,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "services": list(PERSISTED_SERVICES),
+    }
+
+
+class Snapshots:
+    """Keeps DIR/emulator.snapshot in step with the emulator's state (see the module's doc)."""
+
+    def __init__(self, app: OneAtATime, directory: str, interval: float):
+        self.app = app
+        self.directory = directory
+        self.path = os.path.join(directory, SNAPSHOT_NAME)
+        self.interval = interval
+        # Serialises writers (the periodic thread and the final snapshot); `saved` is the write
+        # count the file on disk holds, so an older snapshot never replaces a newer one.
+        self.writing = threading.Lock()
+        self.saved = 0
+        self.stop = threading.Event()
+
+    def restore(self) -> str:
+        """Loads the snapshot if there is one; a description of what was loaded, for the log."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        if not os.path.exists(self.path):
+            return f"no snapshot in {self.directory}: starting empty"
+        started = time.perf_counter()
+        with open(self.path, "rb") as file:
+            if file.readline() != SNAPSHOT_MAGIC:
+                sys.exit(f"emulator: {self.path} is not an emulator snapshot; move it away or start fresh")
+            header = json.loads(file.readline())
+            want = snapshot_header()
+            if {k: header.get(k) for k in ("moto", "python")} != {k: want[k] for k in ("moto", "python")}:
+                # Pickles are only safe to read back with the code that wrote them.
+                sys.exit(
+                    f"emulator: {self.path} was written by moto {header.get('moto')} on Python "
+                    f"{header.get('python')}, this is moto {want['moto']} on Python {want['python']}: "
+                    "start fresh (scripts/dev --fresh keeps the old state aside) or reinstall that moto"
+                )
+            services = StateUnpickler(file).load()
+        for name, accounts in services.items():
+            backend = get_backend(name)
+            backend.clear()
+            backend.update(accounts)
+            # moto resets only the BackendDicts it has seen an account created in.
+            if accounts:
+                backend._create_account_specific_backend(next(iter(accounts)))
+        took = (time.perf_counter() - started) * 1000
+        return f"restored {self.path} ({os.path.getsize(self.path)} bytes, written {header.get('written_at')}) in {took:.0f} ms"
+
+    def save(self) -> None:
+        """Takes a snapshot if a write was answered since the file on disk was written."""
+        with self.writing:
+            if self.app.writes == self.saved:
+                return
+            started = time.perf_counter()
+            with self.app.lock:
+                writes = self.app.writes
+                buffer = io.BytesIO()
+                StatePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(
+                    {name: dict(get_backend(name)) for name in PERSISTED_SERVICES}
+                )
+            pickled = time.perf_counter()
+            header = dict(snapshot_header(), written_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            temporary = f"{self.path}.tmp-{os.getpid()}"
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(SNAPSHOT_MAGIC)
+                file.write(json.dumps(header).encode() + b"\n")
+                file.write(buffer.getbuffer())
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+            # The rename itself is durable only once the directory is.
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            self.saved = writes
+            done = time.perf_counter()
+            if os.environ.get("KAVACH_EMULATOR_TIMINGS"):
+                print(
+                    f"emulator: snapshot of {buffer.getbuffer().nbytes} bytes: {1000 * (pickled - started):.1f} ms "
+                    f"under the lock, {1000 * (done - started):.1f} ms in all",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.save()
+            except Exception as error:  # noqa: BLE001 - keep serving; the next tick tries again
+                print(f"emulator: snapshot to {self.path} failed: {error!r}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=4566)
+    parser.add_argument("--state", metavar="DIR", help="keep state in DIR across restarts (default: in memory only)")
+    parser.add_argument(
+        "--snapshot-interval",
+        metavar="SECONDS",
+        type=float,
+        default=1.0,
+        help="with --state: the most seconds a write waits before it is on disk (default 1)",
+    )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, OneAtATime(app), threaded=True, request_handler=MotoRequestHandler)
+    if args.snapshot_interval <= 0:
+        parser.error("--snapshot-interval must be more than 0")
+    # SIGINT (Ctrl-C reaches the whole process group of scripts/dev) and SIGTERM (its cleanup) both
+    # stop serving, once: the second of them, which usually follows, must not cut the final
+    # snapshot short. (A shell also starts background jobs with SIGINT ignored; this undoes that.)
+    stopping = threading.Event()
+
+    def stop(*_):
+        if not stopping.is_set():
+            stopping.set()
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    app = OneAtATime(DomainDispatcherApplication(create_backend_app))
+    snapshots = None
+    if args.state:
+        snapshots = Snapshots(app, args.state, args.snapshot_interval)
+        print(f"emulator: {snapshots.restore()}", file=sys.stderr, flush=True)
+        threading.Thread(target=snapshots.run, name="snapshots", daemon=True).start()
+    try:
+        run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopping.set()
+        if snapshots is not None:
+            snapshots.stop.set()
+            snapshots.save()
+            print(f"emulator: state saved to {snapshots.path}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

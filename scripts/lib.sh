@@ -127,13 +127,33 @@ wait_for_port() { # port seconds
   return 1
 }
 
-# start_emulator PORT LOGFILE: starts moto's server in the background; sets EMULATOR_PID.
+# How often the emulator writes its snapshot when it keeps state (scripts/dev): after a kill -9,
+# writes answered in the last this-many seconds, plus one snapshot's write time, may be lost.
+KAVACH_SNAPSHOT_SECONDS="${KAVACH_SNAPSHOT_SECONDS:-1}"
+
+# start_emulator PORT LOGFILE [STATE_DIR]: starts moto's server in the background; sets EMULATOR_PID.
+# With STATE_DIR it restores the snapshot there and keeps it current (scripts/emulator.py); without
+# it the emulator starts empty and keeps nothing, as scripts/test needs.
 start_emulator() {
-  local port=$1 log=$2
-  "$ROOT/scripts/emulator" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  local port=$1 log=$2 state_dir=${3:-}
+  local state_args=()
+  [ -z "$state_dir" ] || state_args=(--state "$state_dir" --snapshot-interval "$KAVACH_SNAPSHOT_SECONDS")
+  "$ROOT/scripts/emulator" -H 127.0.0.1 -p "$port" "${state_args[@]}" >"$log" 2>&1 &
   EMULATOR_PID=$!
-  wait_for_port "$port" 30 || die "the emulator did not start on port $port (see $log)"
+  if ! wait_for_port "$port" 30; then
+    kill "$EMULATOR_PID" 2>/dev/null || true
+    tail -n 3 "$log" >&2 || true
+    die "the emulator did not start on port $port (see $log)"
+  fi
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+}
+
+# stop_emulator: a clean stop, which with a state folder writes the final snapshot; waits for it.
+stop_emulator() {
+  [ -n "${EMULATOR_PID:-}" ] || return 0
+  kill -TERM "$EMULATOR_PID" 2>/dev/null || true
+  wait "$EMULATOR_PID" 2>/dev/null || true
+  EMULATOR_PID=
 }
 
 # provision ENVFILE: creates tables, key and secret from template.yaml in the emulator, seals the
