@@ -146,6 +146,22 @@ start_emulator() {
     die "the emulator did not start on port $port (see $log)"
   fi
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  [ -n "$state_dir" ] || expect_empty_emulator
+}
+
+# expect_empty_emulator: fails unless the emulator at AWS_ENDPOINT_URL holds no table, key or
+# secret. A stateless start must be fresh (scripts/test relies on it); this checks it, it does not
+# assume it.
+expect_empty_emulator() {
+  "$VENV/bin/python" - <<'PY' || die "the emulator at $AWS_ENDPOINT_URL was expected to start empty"
+import sys
+import boto3
+tables = boto3.client("dynamodb").list_tables()["TableNames"]
+keys = boto3.client("kms").list_keys()["Keys"]
+secrets = boto3.client("secretsmanager").list_secrets()["SecretList"]
+if tables or keys or secrets:
+    sys.exit(f"state found: tables {tables}, {len(keys)} KMS key(s), {len(secrets)} secret(s)")
+PY
 }
 
 # stop_emulator: a clean stop, which with a state folder writes the final snapshot; waits for it.
