@@ -140,11 +140,17 @@ start_emulator() {
   [ -z "$state_dir" ] || state_args=(--state "$state_dir" --snapshot-interval "$KAVACH_SNAPSHOT_SECONDS")
   "$ROOT/scripts/emulator" -H 127.0.0.1 -p "$port" "${state_args[@]}" >"$log" 2>&1 &
   EMULATOR_PID=$!
-  if ! wait_for_port "$port" 30; then
-    kill "$EMULATOR_PID" 2>/dev/null || true
-    tail -n 3 "$log" >&2 || true
-    die "the emulator did not start on port $port (see $log)"
-  fi
+  local tries=300
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    # It exits at once on a snapshot it refuses (another moto's): say why rather than time out.
+    if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
+      grep '^emulator:' "$log" >&2 || tail -n 3 "$log" >&2 || true
+      die "the emulator exited at start (see $log)"
+    fi
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || { kill "$EMULATOR_PID" 2>/dev/null || true; die "the emulator did not start on port $port (see $log)"; }
+    sleep 0.1
+  done
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
   [ -n "$state_dir" ] || expect_empty_emulator
 }

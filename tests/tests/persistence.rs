@@ -225,11 +225,61 @@ async fn an_emulator_without_a_state_folder_starts_empty_beside_a_snapshot() {
     std::fs::remove_dir_all(&folder).ok();
 }
 
+#[tokio::test]
+async fn a_snapshot_written_by_another_moto_is_refused_and_both_versions_named() {
+    let folder = scratch("kavach-persist-version");
+    let state = folder.join("state");
+    let log = folder.join("emulator.log");
+    let emulator = Emulator::start(Some(&state), &log).await;
+    provision(&emulator.endpoint, &folder).await;
+    emulator.stop().await;
+    let path = state.join("emulator.snapshot");
+    let bytes = std::fs::read(&path).expect("snapshot");
+    let header_end = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).expect("two header lines").0;
+    let header = String::from_utf8(bytes[..header_end].to_vec()).expect("utf-8 header");
+    let (magic, fields) = header.split_once('\n').expect("magic line");
+    let mut fields: serde_json::Value = serde_json::from_str(fields).expect("JSON header");
+    let ours = fields["moto"].as_str().expect("moto version").to_owned();
+    fields["moto"] = "0.0.1".into();
+    let mut rewritten = format!("{magic}\n{fields}").into_bytes();
+    rewritten.extend_from_slice(&bytes[header_end..]);
+    std::fs::write(&path, rewritten).expect("rewrite");
+
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(required_env("KAVACH_MOTO_SERVER"))
+            .args(["-p", &free_port().to_string(), "--state"])
+            .arg(&state)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the emulator exits at once")
+    .expect("run the emulator");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused: {said}");
+    assert!(said.contains("moto 0.0.1") && said.contains(&format!("moto {ours}")), "both versions named: {said}");
+    assert!(said.contains("--fresh"), "the remedy is named: {said}");
+    std::fs::remove_dir_all(&folder).ok();
+}
+
 /// A `scripts/dev` run of this test's own: its banner, and where it serves.
 struct Dev {
     child: tokio::process::Child,
+    /// Its process group, which its emulator and gateway share.
+    group: String,
+    stopped: bool,
     banner: String,
     gateway: std::net::SocketAddr,
+}
+
+impl Drop for Dev {
+    /// A failed assertion must not leave its emulator and gateway running: the whole group goes.
+    fn drop(&mut self) {
+        if !self.stopped {
+            std::process::Command::new("kill").args(["-KILL", "--", &self.group]).status().ok();
+        }
+    }
 }
 
 impl Dev {
@@ -251,8 +301,18 @@ impl Dev {
             .stderr(std::fs::OpenOptions::new().create(true).append(true).open(home.join("dev.stderr")).expect("log"))
             .kill_on_drop(true);
         let mut child = command.spawn().expect("start scripts/dev");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut banner = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let gateway = format!("127.0.0.1:{port}").parse().expect("address");
+        // Built first, so that a run which never prints its banner is stopped whole on the panic.
+        let mut dev = Self {
+            group: format!("-{}", child.id().expect("running")),
+            child,
+            stopped: false,
+            banner: String::new(),
+            gateway,
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let banner = &mut dev.banner;
         let read = async {
             while let Some(line) = lines.next_line().await.expect("read scripts/dev") {
                 banner.push_str(&line);
@@ -264,23 +324,33 @@ impl Dev {
             panic!("scripts/dev ended before its banner:\n{banner}");
         };
         tokio::time::timeout(Duration::from_secs(120), read).await.expect("scripts/dev's banner within 120 s");
-        let gateway = format!("127.0.0.1:{port}").parse().expect("address");
-        Self { child, banner, gateway }
+        dev
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id().expect("running")
-    }
-
-    /// Ctrl-C: SIGINT to the whole process group, as a terminal sends it.
+    /// Ctrl-C: SIGINT to the whole process group, as a terminal sends it. scripts/dev waits for
+    /// its emulator's final snapshot before it exits.
     async fn interrupt(mut self) {
-        signal("-INT", &format!("-{}", self.pid()));
-        self.child.wait().await.expect("scripts/dev exits");
+        signal("-INT", &self.group);
+        let status = self.child.wait().await.expect("scripts/dev exits");
+        assert_eq!(status.code(), Some(130), "scripts/dev exits as interrupted");
+        self.stopped = true;
     }
 
     async fn kill_9(mut self) {
-        signal("-KILL", &format!("-{}", self.pid()));
+        signal("-KILL", &self.group);
         self.child.wait().await.expect("scripts/dev exits");
+        self.stopped = true;
+    }
+
+    /// The emulator endpoint the banner printed.
+    fn banner_endpoint(&self) -> String {
+        self.banner
+            .lines()
+            .find_map(|line| {
+                line.trim().strip_prefix("emulator").map(|rest| rest.split_whitespace().next().unwrap_or(""))
+            })
+            .unwrap_or_else(|| panic!("no emulator line:\n{}", self.banner))
+            .to_owned()
     }
 
     async fn ping(&self, key: &str) -> u16 {
@@ -346,17 +416,4 @@ async fn scripts_dev_keeps_the_stack_across_ctrl_c_and_kill_9_and_fresh_starts_e
     assert!(home.join("state.previous/emulator.snapshot").exists(), "the old state is kept aside");
     fresh.interrupt().await;
     std::fs::remove_dir_all(&home).ok();
-}
-
-impl Dev {
-    /// The emulator endpoint the banner printed.
-    fn banner_endpoint(&self) -> String {
-        self.banner
-            .lines()
-            .find_map(|line| {
-                line.trim().strip_prefix("emulator").map(|rest| rest.split_whitespace().next().unwrap_or(""))
-            })
-            .unwrap_or_else(|| panic!("no emulator line:\n{}", self.banner))
-            .to_owned()
-    }
 }
