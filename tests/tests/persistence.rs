@@ -164,7 +164,10 @@ async fn a_write_reaches_the_snapshot_within_the_interval_and_survives_kill_9_an
     emulator.kill_9().await;
     let emulator = Emulator::start_in(Some(&state), &log, Path::new(REPO), Duration::from_secs(60)).await;
     let (again, printed) = provision(&emulator.endpoint, &folder).await;
-    assert!(printed.contains("Key ring already present"), "the ring is kept, not resealed: {printed}");
+    assert!(
+        printed.contains("pepper kept") && printed.contains("key ring kept"),
+        "the pepper and the ring are kept, not made again: {printed}"
+    );
     assert_eq!(again.get("KMS_KEY_ID"), environment.get("KMS_KEY_ID"), "the same KMS key");
     let environment =
         BTreeMap::from_iter(again.into_iter().chain([("AWS_ENDPOINT_URL".into(), emulator.endpoint.clone())]));
