@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -116,7 +117,11 @@ def main():
         if not m:
             print(f"FAIL the stub did not start: {line!r}")
             return 1
-        run(f"http://127.0.0.1:{m.group(1)}", postback_url)
+        try:
+            run(f"http://127.0.0.1:{m.group(1)}", postback_url)
+        except Exception:  # noqa: BLE001 - a call the client could not make or parse ends the run
+            traceback.print_exc()
+            expect("the run completed", False, "stopped by the exception above")
     finally:
         stub.terminate()
         stub.wait(timeout=5)
