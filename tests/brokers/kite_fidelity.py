@@ -182,6 +182,9 @@ def run(root, postback_url):
     expect("session carries the user", session["user_id"] == "AB1234" and session["api_key"] == API_KEY, session)
     raises("a request_token is single-use: TokenException", kex.TokenException,
            KiteConnect(api_key=API_KEY, root=root).generate_session, request_token, API_SECRET)
+    control("POST", "config", {"request_token_ttl_seconds": 0})
+    raises("an expired request_token: TokenException", kex.TokenException, login, root, control)
+    control("POST", "config", {"request_token_ttl_seconds": 300})
 
     print("account")
     prof = kite.profile()
@@ -241,6 +244,9 @@ def run(root, postback_url):
            kite.order_history(limit_id)[-1])
     raises("modify a COMPLETE order: InputException", kex.InputException,
            kite.modify_order, "regular", limit_id, price=806)
+    raises("autoslice is refused, not faked: InputException", kex.InputException, kite.place_autoslice_order,
+           variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+           product="CNC", order_type="LIMIT", price=1400)
 
     cancel_id = kite.place_order(variety="regular", exchange="NSE", tradingsymbol="TCS",
                                  transaction_type="SELL", quantity=1, product="MIS", order_type="LIMIT", price=3600)
@@ -344,6 +350,11 @@ def run(root, postback_url):
     control("POST", "apps", {"api_key": API_KEY, "api_secret": API_SECRET,
                              "redirect_url": "http://127.0.0.1:9/broker/callback/zerodha",
                              "postback_url": postback_url, "allowed_ips": None})
+    control("POST", "inject", {"method": "POST", "path": "/orders/*", "preset": "ip_not_registered"})
+    raises("the ip_not_registered preset: PermissionException", kex.PermissionException, kite.place_order,
+           variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY", quantity=1,
+           product="CNC", order_type="LIMIT", price=1400)
+    expect("whoami reports the source IP the stub sees", control("GET", "whoami") == {"ip": "127.0.0.1"})
     control("POST", "inject", {"method": "POST", "path": "/orders/*",
                                "reject": "Insufficient funds. Required margin is 9999.00 but available margin is 1.00."})
     rejected_id = kite.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
@@ -406,6 +417,10 @@ def run(root, postback_url):
     raises("after the daily expiry: TokenException", kex.TokenException, kite.profile)
     expect("...and the client's session-expiry hook fired", hook == [1], hook)
     raises("the other session expired too", kex.TokenException, second.profile)
+    fourth = login(root, control)
+    control("POST", "clock", {"advance_seconds": 86401})
+    raises("past the next 06:00 IST boundary: TokenException", kex.TokenException, fourth.profile)
+    control("POST", "clock", {"offset_seconds": 0})
     third = login(root, control)
     expect("invalidate_access_token", third.invalidate_access_token() is True)
     raises("a revoked token: TokenException", kex.TokenException, third.profile)

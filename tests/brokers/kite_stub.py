@@ -47,7 +47,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -70,6 +70,7 @@ INTERVALS = {  # interval -> (minutes per candle, the documented maximum days pe
     "day": (None, 2000),
 }
 OPEN_STATES = {"OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED"}
+MAX_MODIFICATIONS = 25  # Kite refuses the 26th modification of an order
 
 # Kite's own messages where they are documented or quoted by Zerodha staff on the forum.
 MSG_BAD_TOKEN = "Incorrect `api_key` or `access_token`."
@@ -155,6 +156,7 @@ class Order:
         self.view = view
         self.api_key = api_key
         self.history = []
+        self.modifications = 0
 
     def snapshot(self):
         self.history.append(dict(self.view))
@@ -389,6 +391,11 @@ def place_order(app, session, variety, params):
                             "total_quantity": quantity, "remaining_quantity": quantity - leg_qty}}
     if variety == "auction" and not params.get("auction_number"):
         raise KiteError(400, "InputException", "Missing `auction_number`.")
+    if params.get("autoslice") == "true":
+        # Autoslice answers with a parent order and children split at the exchange's freeze
+        # quantity; the stub does not model freeze quantities, so it refuses rather than answer
+        # with a shape Kite would not send.
+        raise KiteError(400, "InputException", "autoslice is not implemented by the Kite stub.")
     if variety == "co" and trigger_price is None:
         raise KiteError(400, "InputException", "Missing `trigger_price`.")
 
@@ -469,6 +476,9 @@ def modify_order(order_obj, params):
     if o["status"] not in OPEN_STATES:
         raise KiteError(400, "InputException",
                         f"Order cannot be modified as it is {o['status']}.")
+    if order_obj.modifications >= MAX_MODIFICATIONS:
+        raise KiteError(400, "InputException", "Maximum allowed order modifications exceeded.")
+    order_obj.modifications += 1
     order_type = params.get("order_type") or o["order_type"]
     if order_type not in ORDER_TYPES:
         raise KiteError(400, "InputException", "Invalid `order_type`.")
