@@ -949,6 +949,17 @@ class Handler(BaseHTTPRequestHandler):
     def kite(self, method, path, query, raw, record):
         if path == "/connect/login":
             return self.login(method, query, raw)
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and parts[:1] == ["instruments"] and len(parts) <= 2:
+            # The instrument dump is public at Kite (no session, no version header), so a
+            # scheduled master-contract refresh needs no trader's token.
+            with STATE.lock:
+                rate_check("ip:" + self.client_address[0], "other")
+                if len(parts) == 2 and parts[1] not in EXCHANGES:
+                    raise KiteError(400, "InputException", "Invalid `exchange`.")
+                body = instruments_csv(parts[1] if len(parts) == 2 else None)
+            self.send_csv(body)
+            return
         if self.headers.get("X-Kite-Version") != "3":
             # Without the header Kite answers with its older API; this stub speaks v3 only, so an
             # adapter that forgets the header fails here rather than in production.
@@ -966,6 +977,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         if path == "/session/token":
+            record["api_key"] = params.get("api_key")
             status, body = self.session_token(method, params)
         else:
             with STATE.lock:
@@ -1141,12 +1153,6 @@ class Handler(BaseHTTPRequestHandler):
                     if parts == ["quote", "ltp"]:
                         found = resolve_instruments(keys, 1000)
                         return ok({k: {"instrument_token": v[0], "last_price": v[4]} for k, v in found.items()})
-                if parts == ["instruments"]:
-                    return 200, instruments_csv()
-                if len(parts) == 2 and parts[0] == "instruments":
-                    if parts[1] not in EXCHANGES:
-                        raise KiteError(400, "InputException", "Invalid `exchange`.")
-                    return 200, instruments_csv(parts[1])
                 if len(parts) == 4 and parts[:2] == ["instruments", "historical"]:
                     if not parts[2].isdigit():
                         raise KiteError(400, "InputException", "invalid token")
