@@ -309,9 +309,13 @@ def run(root, postback_url):
     nse = kite.instruments("NSE")
     expect("instruments(NSE) only NSE", nse and all(i["exchange"] == "NSE" for i in nse), nse)
     r = requests.get(f"{root}/instruments/NFO")
-    expect("the instrument dump needs no session (a scheduled refresh has none)",
+    expect("the dump, as documented, wants the session headers", r.status_code == 400, r.status_code)
+    control("POST", "config", {"public_instruments": True})
+    r = requests.get(f"{root}/instruments/NFO")
+    expect("...unless switched public: gzipped CSV without a session",
            r.status_code == 200 and r.headers["content-type"] == "text/csv"
            and r.headers.get("content-encoding") == "gzip" and "NIFTY26DECFUT" in r.text, r.headers)
+    control("POST", "config", {"public_instruments": False})
     day = kite.historical_data(408065, "2026-11-02", "2026-11-06", "day")
     expect("historical day candles: one per weekday", len(day) == 5
            and all(isinstance(c["date"], datetime.datetime) and c["high"] >= c["low"] for c in day), day)

@@ -187,6 +187,7 @@ class State:
                             "historical": [(3, 1.0)], "other": [(10, 1.0)]}
         self.rate_hits = {}
         self.postback_tamper = 0
+        self.public_instruments = False
 
     def now(self):
         return datetime.now(IST) + timedelta(seconds=self.clock_offset)
@@ -950,9 +951,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/connect/login":
             return self.login(method, query, raw)
         parts = [p for p in path.split("/") if p]
-        if method == "GET" and parts[:1] == ["instruments"] and len(parts) <= 2:
-            # The instrument dump is public at Kite (no session, no version header), so a
-            # scheduled master-contract refresh needs no trader's token.
+        if STATE.public_instruments and method == "GET" and parts[:1] == ["instruments"] and len(parts) <= 2:
+            # Kite documents the dump with the session headers, and that is the default here; the
+            # dump is also reported to be served without them, which this switch reproduces.
             with STATE.lock:
                 rate_check("ip:" + self.client_address[0], "other")
                 if len(parts) == 2 and parts[1] not in EXCHANGES:
@@ -1153,6 +1154,12 @@ class Handler(BaseHTTPRequestHandler):
                     if parts == ["quote", "ltp"]:
                         found = resolve_instruments(keys, 1000)
                         return ok({k: {"instrument_token": v[0], "last_price": v[4]} for k, v in found.items()})
+                if parts == ["instruments"]:
+                    return 200, instruments_csv()
+                if len(parts) == 2 and parts[0] == "instruments":
+                    if parts[1] not in EXCHANGES:
+                        raise KiteError(400, "InputException", "Invalid `exchange`.")
+                    return 200, instruments_csv(parts[1])
                 if len(parts) == 4 and parts[:2] == ["instruments", "historical"]:
                     if not parts[2].isdigit():
                         raise KiteError(400, "InputException", "invalid token")
@@ -1273,9 +1280,11 @@ class Handler(BaseHTTPRequestHandler):
                 STATE.request_token_ttl = float(body["request_token_ttl_seconds"])
             if "postback_tamper" in body:
                 STATE.postback_tamper = int(body["postback_tamper"])
+            if "public_instruments" in body:
+                STATE.public_instruments = bool(body["public_instruments"])
             return {"rate_limits_enabled": STATE.rate_limits_enabled,
                     "request_token_ttl_seconds": STATE.request_token_ttl,
-                    "postback_tamper": STATE.postback_tamper}
+                    "postback_tamper": STATE.postback_tamper, "public_instruments": STATE.public_instruments}
         if name == "calls" and method == "GET":
             since = int((query.get("since") or ["0"])[-1])
             path_glob = (query.get("path") or ["*"])[-1]
