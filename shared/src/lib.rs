@@ -17,6 +17,7 @@
 //! - [`app`]: the composition root: AWS clients and [`Deps`], built once per cold start.
 
 pub mod app;
+pub mod broker;
 pub mod core;
 pub mod crypto;
 pub mod http;

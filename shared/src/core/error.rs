@@ -35,6 +35,21 @@ pub enum AppError {
     OrderRejected { message: String, order_id: Option<String> },
     #[error("order {order_id} not found")]
     OrderNotFound { order_id: String },
+    /// The linked broker refused the request; `message` is the broker's own words.
+    #[error("broker rejected the request: {message}")]
+    BrokerRejected { message: String },
+    /// The linked broker could not be reached or failed (5xx, timeout). Nothing is known to have
+    /// happened there; an order's outcome was checked before this is answered.
+    #[error("broker unavailable: {0:#}")]
+    BrokerUnavailable(#[source] anyhow::Error),
+    /// The broker session has ended (the daily rollover, a revoke, the broker's own expiry): the
+    /// trader logs in to the broker again. Not an API-key failure, and never counted as one.
+    #[error("broker session expired")]
+    BrokerSessionExpired,
+    /// The broker refused the order because it came from an address the trader has not
+    /// registered with it (the static-IP rule for API orders).
+    #[error("broker refused the source IP")]
+    BrokerIpNotRegistered,
     /// Concurrent writers kept changing the account; nothing was written.
     #[error("account busy")]
     AccountBusy,
@@ -130,7 +145,8 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest { .. } => 400,
-            AppError::OrderRejected { .. } | AppError::CsrfFailed => 400,
+            AppError::OrderRejected { .. } | AppError::CsrfFailed | AppError::BrokerRejected { .. } => 400,
+            AppError::BrokerSessionExpired | AppError::BrokerIpNotRegistered => 403,
             AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep(_) => 401,
             AppError::CrossSite | AppError::IpNotAllowed | AppError::AdminOnly => 403,
             AppError::InvalidApiKey | AppError::RevokedApiKey | AppError::Banned | AppError::NoBrokerLinked => 403,
@@ -144,7 +160,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => 413,
             AppError::RateLimited { .. } => 429,
             AppError::Internal(_) => 500,
-            AppError::Unavailable(_) => 503,
+            AppError::Unavailable(_) | AppError::BrokerUnavailable(_) => 503,
         }
     }
 
@@ -159,6 +175,10 @@ impl AppError {
             AppError::NoBrokerLinked => "broker_not_linked",
             AppError::OrderRejected { .. } => "order_rejected",
             AppError::OrderNotFound { .. } => "order_not_found",
+            AppError::BrokerRejected { .. } => "broker_rejected",
+            AppError::BrokerUnavailable(_) => "broker_unavailable",
+            AppError::BrokerSessionExpired => "broker_session_expired",
+            AppError::BrokerIpNotRegistered => "broker_ip_not_registered",
             AppError::AccountBusy => "account_busy",
             AppError::ConcurrentChange => "concurrent_change",
             AppError::WebhookSuspended => "webhook_suspended",
@@ -192,6 +212,16 @@ impl AppError {
             }
             AppError::OrderRejected { message, .. } => message.clone(),
             AppError::OrderNotFound { order_id } => format!("Order {order_id} not found"),
+            AppError::BrokerRejected { message } => message.clone(),
+            AppError::BrokerUnavailable(_) => {
+                "The broker is not reachable right now. Please retry.".into()
+            }
+            AppError::BrokerSessionExpired => {
+                "Your broker session has expired: log in to your broker again on the Broker page.".into()
+            }
+            AppError::BrokerIpNotRegistered => {
+                "The broker refused this server's IP address: register the stack's egress IP (the EgressIps output) with your broker.".into()
+            }
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
             AppError::WebhookSuspended => {
                 "This webhook was suspended when its owner's API key was regenerated; the owner can re-bind it on the API key page".into()
@@ -241,6 +271,10 @@ mod tests {
             AppError::NoBrokerLinked => (403, "broker_not_linked"),
             AppError::OrderRejected { .. } => (400, "order_rejected"),
             AppError::OrderNotFound { .. } => (404, "order_not_found"),
+            AppError::BrokerRejected { .. } => (400, "broker_rejected"),
+            AppError::BrokerUnavailable(_) => (503, "broker_unavailable"),
+            AppError::BrokerSessionExpired => (403, "broker_session_expired"),
+            AppError::BrokerIpNotRegistered => (403, "broker_ip_not_registered"),
             AppError::AccountBusy => (409, "account_busy"),
             AppError::ConcurrentChange => (409, "concurrent_change"),
             AppError::WebhookSuspended => (403, "webhook_suspended"),
@@ -275,6 +309,10 @@ mod tests {
             AppError::NoBrokerLinked,
             AppError::OrderRejected { message: "x".into(), order_id: None },
             AppError::OrderNotFound { order_id: "1".into() },
+            AppError::BrokerRejected { message: "x".into() },
+            AppError::BrokerUnavailable(anyhow::anyhow!("timed out")),
+            AppError::BrokerSessionExpired,
+            AppError::BrokerIpNotRegistered,
             AppError::AccountBusy,
             AppError::ConcurrentChange,
             AppError::WebhookSuspended,
