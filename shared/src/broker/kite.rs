@@ -1,0 +1,258 @@
+//! Zerodha's Kite Connect v3: the request shapes, the checksums and the error mapping.
+//!
+//! Kite takes form-encoded bodies, answers `{"status":"success","data":…}` or
+//! `{"status":"error","message":…,"error_type":…}`, and authenticates each call with
+//! `Authorization: token <api_key>:<access_token>` and `X-Kite-Version: 3`. Its session is obtained
+//! by exchanging the login redirect's `request_token` with SHA-256(api_key + request_token +
+//! api_secret), and its postbacks carry SHA-256(order_id + order_timestamp + api_secret).
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{BookedOrder, Broker, BrokerFuture, BrokerId, BrokerSession, PlacedOrder};
+use crate::core::error::AppError;
+use crate::trading::orders::{Action, OrderLeg, PriceType};
+
+/// Kite's API root; a local stub's in the tests.
+pub const API_ROOT: &str = "https://api.kite.trade";
+
+/// Kite keeps an order's `tag` (at most 20 alphanumeric characters), which is how an order whose
+/// answer was lost is found again.
+pub const MAX_TAG_CHARS: usize = 20;
+
+/// A MARKET or SL-M order without market protection is refused by Kite's API since 2026; `-1`
+/// asks Kite to choose the protection itself.
+const AUTOMATIC_MARKET_PROTECTION: &str = "-1";
+
+/// SHA-256(api_key + request_token + api_secret), hex: the `checksum` of `POST /session/token`.
+pub fn session_checksum(api_key: &str, request_token: &str, api_secret: &str) -> String {
+    hex::encode(Sha256::digest(format!("{api_key}{request_token}{api_secret}")))
+}
+
+/// Whether a postback's `checksum` is SHA-256(order_id + order_timestamp + api_secret), compared
+/// in constant time so the comparison leaks nothing about the expected value.
+pub fn postback_is_authentic(order_id: &str, order_timestamp: &str, api_secret: &str, checksum: &str) -> bool {
+    let expected = hex::encode(Sha256::digest(format!("{order_id}{order_timestamp}{api_secret}")));
+    expected.as_bytes().ct_eq(checksum.trim().to_ascii_lowercase().as_bytes()).into()
+}
+
+/// The form of `POST /orders/regular` for `leg`, tagged with `tag`.
+pub fn order_form(leg: &OrderLeg, tag: &str) -> Vec<(&'static str, String)> {
+    let mut form = vec![
+        ("exchange", leg.exchange.as_str().to_owned()),
+        ("tradingsymbol", leg.symbol.clone()),
+        ("transaction_type", if leg.action == Action::Buy { "BUY" } else { "SELL" }.to_owned()),
+        ("quantity", format!("{}", leg.quantity)),
+        ("product", leg.product.as_str().to_owned()),
+        // OpenAlgo's price types are Kite's order types, by the same names.
+        ("order_type", leg.price_type.as_str().to_owned()),
+        ("validity", "DAY".to_owned()),
+        ("tag", tag.chars().filter(char::is_ascii_alphanumeric).take(MAX_TAG_CHARS).collect()),
+    ];
+    if matches!(leg.price_type, PriceType::Limit | PriceType::StopLoss) {
+        form.push(("price", format!("{}", leg.price)));
+    }
+    if matches!(leg.price_type, PriceType::StopLoss | PriceType::StopLossMarket) {
+        form.push(("trigger_price", format!("{}", leg.trigger_price)));
+    }
+    if matches!(leg.price_type, PriceType::Market | PriceType::StopLossMarket) {
+        form.push(("market_protection", AUTOMATIC_MARKET_PROTECTION.to_owned()));
+    }
+    if leg.disclosed_quantity > 0 {
+        form.push(("disclosed_quantity", leg.disclosed_quantity.to_string()));
+    }
+    form
+}
+
+/// Kite's answer envelope.
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    status: String,
+    data: Option<T>,
+    message: Option<String>,
+    error_type: Option<String>,
+}
+
+/// A failed call in Kavach's terms, from the HTTP status and Kite's `error_type` and `message`.
+/// - `TokenException` (403): the session is gone (expired at Kite's morning boundary, revoked).
+/// - a refusal naming the source address: the static-IP rule for API orders.
+/// - `NetworkException`, `DataException`, a 5xx, anything unreadable: the outcome is unknown.
+/// - the rest (`InputException`, `OrderException`, `PermissionException`, 429): a definite refusal,
+///   in Kite's words.
+pub fn error_of(status: u16, error_type: Option<&str>, message: Option<&str>) -> AppError {
+    let message = message.unwrap_or_default().trim();
+    let mentions_ip = {
+        let lower = message.to_ascii_lowercase();
+        lower.contains("ip")
+            && (lower.contains("not registered") || lower.contains("not allowed") || lower.contains("whitelist"))
+    };
+    match error_type {
+        Some("TokenException") => AppError::BrokerSessionExpired,
+        _ if mentions_ip => AppError::BrokerIpNotRegistered,
+        Some("NetworkException" | "DataException") => {
+            AppError::BrokerUnavailable(anyhow::anyhow!("Kite {status} {}: {message}", error_type.unwrap_or_default()))
+        }
+        _ if status >= 500 || message.is_empty() => {
+            AppError::BrokerUnavailable(anyhow::anyhow!("Kite answered {status}: {message}"))
+        }
+        _ => AppError::BrokerRejected { message: message.chars().take(500).collect() },
+    }
+}
+
+/// Kite Connect v3 over HTTPS.
+#[derive(Clone, Debug)]
+pub struct Kite {
+    http: reqwest::Client,
+    root: String,
+}
+
+/// A request to Kite that never waits longer than this: an order's outcome is then looked up.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Kite {
+    pub fn new(http: reqwest::Client, root: &str) -> Self {
+        Self { http, root: root.trim_end_matches('/').to_owned() }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str, session: &BrokerSession) -> reqwest::RequestBuilder {
+        let authorization = format!("token {}:{}", session.app_key, session.access_token.expose_secret());
+        self.http
+            .request(method, format!("{}{path}", self.root))
+            .timeout(CALL_TIMEOUT)
+            .header("X-Kite-Version", "3")
+            .header(reqwest::header::AUTHORIZATION, authorization)
+    }
+
+    /// Sends and reads Kite's envelope; a transport failure is an unknown outcome.
+    async fn call<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T, AppError> {
+        let response = request.send().await.map_err(|error| AppError::BrokerUnavailable(error.into()))?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|error| AppError::BrokerUnavailable(error.into()))?;
+        match serde_json::from_slice::<Envelope<T>>(&body) {
+            Ok(Envelope { status: ok, data: Some(data), .. }) if ok == "success" && status < 300 => Ok(data),
+            Ok(envelope) => Err(error_of(status, envelope.error_type.as_deref(), envelope.message.as_deref())),
+            Err(_) => Err(error_of(status, None, None)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderIdData {
+    order_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct KiteOrder {
+    order_id: String,
+    tag: Option<String>,
+}
+
+impl Broker for Kite {
+    fn id(&self) -> BrokerId {
+        BrokerId::Zerodha
+    }
+
+    fn send_order<'a>(
+        &'a self,
+        session: &'a BrokerSession,
+        leg: &'a OrderLeg,
+        tag: &'a str,
+    ) -> BrokerFuture<'a, PlacedOrder> {
+        Box::pin(async move {
+            let request = self.request(reqwest::Method::POST, "/orders/regular", session).form(&order_form(leg, tag));
+            let placed: OrderIdData = Self::call(request).await?;
+            Ok(PlacedOrder { order_id: placed.order_id })
+        })
+    }
+
+    fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BookedOrder>> {
+        Box::pin(async move {
+            let orders: Vec<KiteOrder> = Self::call(self.request(reqwest::Method::GET, "/orders", session)).await?;
+            Ok(orders.into_iter().map(|order| BookedOrder { order_id: order.order_id, tag: order.tag }).collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trading::orders::{Exchange, Product};
+
+    fn leg(price_type: PriceType) -> OrderLeg {
+        OrderLeg {
+            exchange: Exchange::Nse,
+            symbol: "SBIN".into(),
+            action: Action::Sell,
+            quantity: 10.0,
+            price_type,
+            product: Product::Cnc,
+            price: 801.5,
+            trigger_price: 800.0,
+            disclosed_quantity: 0,
+        }
+    }
+
+    fn field<'a>(form: &'a [(&str, String)], name: &str) -> Option<&'a str> {
+        form.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+    }
+
+    #[test]
+    fn the_session_checksum_is_kites() {
+        // SHA-256 of "api_key" + "request_token" + "api_secret", as Kite's documentation defines it.
+        let expected = hex::encode(Sha256::digest(b"kitekeyreqtoken123secret"));
+        assert_eq!(session_checksum("kitekey", "reqtoken123", "secret"), expected);
+    }
+
+    #[test]
+    fn postbacks_verify_only_with_the_right_checksum() {
+        let good = hex::encode(Sha256::digest(b"2512010000001232025-12-01 09:15:02secret"));
+        assert!(postback_is_authentic("251201000000123", "2025-12-01 09:15:02", "secret", &good));
+        assert!(postback_is_authentic("251201000000123", "2025-12-01 09:15:02", "secret", &good.to_uppercase()));
+        assert!(!postback_is_authentic("251201000000124", "2025-12-01 09:15:02", "secret", &good));
+        assert!(!postback_is_authentic("251201000000123", "2025-12-01 09:15:02", "other", &good));
+        assert!(!postback_is_authentic("251201000000123", "2025-12-01 09:15:02", "secret", ""));
+    }
+
+    #[test]
+    fn market_orders_carry_market_protection_and_only_the_prices_their_type_has() {
+        let market = order_form(&leg(PriceType::Market), "kv-1234");
+        assert_eq!(field(&market, "order_type"), Some("MARKET"));
+        assert_eq!(field(&market, "market_protection"), Some("-1"));
+        assert_eq!((field(&market, "price"), field(&market, "trigger_price")), (None, None));
+        assert_eq!(field(&market, "tag"), Some("kv1234"), "alphanumeric only");
+        let limit = order_form(&leg(PriceType::Limit), "t");
+        assert_eq!((field(&limit, "price"), field(&limit, "market_protection")), (Some("801.5"), None));
+        let stop = order_form(&leg(PriceType::StopLoss), "t");
+        assert_eq!((field(&stop, "price"), field(&stop, "trigger_price")), (Some("801.5"), Some("800")));
+        let stop_market = order_form(&leg(PriceType::StopLossMarket), "t");
+        assert_eq!(field(&stop_market, "order_type"), Some("SL-M"));
+        assert_eq!(
+            (field(&stop_market, "trigger_price"), field(&stop_market, "market_protection")),
+            (Some("800"), Some("-1"))
+        );
+        assert_eq!(field(&stop_market, "transaction_type"), Some("SELL"));
+        assert_eq!(field(&stop_market, "product"), Some("CNC"));
+        let long_tag = order_form(&leg(PriceType::Market), &"a".repeat(40));
+        assert_eq!(field(&long_tag, "tag").map(str::len), Some(MAX_TAG_CHARS));
+    }
+
+    #[test]
+    fn kite_errors_map_to_the_four_broker_errors() {
+        let code = |status, kind: Option<&str>, message: &str| error_of(status, kind, Some(message)).code();
+        assert_eq!(
+            code(403, Some("TokenException"), "Incorrect `api_key` or `access_token`."),
+            "broker_session_expired"
+        );
+        assert_eq!(code(400, Some("InputException"), "Invalid `tradingsymbol`."), "broker_rejected");
+        assert_eq!(code(400, Some("OrderException"), "Insufficient funds."), "broker_rejected");
+        assert_eq!(code(503, Some("NetworkException"), "Gateway timed out."), "broker_unavailable");
+        assert_eq!(code(502, None, "bad gateway"), "broker_unavailable");
+        assert_eq!(code(200, None, ""), "broker_unavailable", "an unreadable answer is an unknown outcome");
+        let ip = "Order request is from an IP not registered with the app.";
+        assert_eq!(code(403, Some("PermissionException"), ip), "broker_ip_not_registered");
+        let rejected = error_of(400, Some("OrderException"), Some("Insufficient funds."));
+        assert_eq!(rejected.public_message(), "Insufficient funds.", "the broker's own words");
+    }
+}
