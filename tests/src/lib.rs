@@ -18,6 +18,7 @@ use shared::core::ist::ist_midnight_epoch;
 
 pub mod cfn;
 pub mod iam;
+pub mod kite_stub;
 pub mod smtp_sink;
 pub mod web;
 pub mod webdriver;

@@ -138,6 +138,47 @@ impl Kite {
     }
 }
 
+/// What `POST /session/token` grants: the day's access token for the Kite user.
+#[derive(Deserialize)]
+pub struct SessionGrant {
+    pub user_id: String,
+    pub access_token: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for SessionGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGrant").field("user_id", &self.user_id).finish_non_exhaustive()
+    }
+}
+
+impl Kite {
+    /// Exchanges a login redirect's `request_token` for the day's session.
+    pub async fn create_session(
+        &self,
+        api_key: &str,
+        request_token: &str,
+        api_secret: &secrecy::SecretString,
+    ) -> Result<SessionGrant, AppError> {
+        let checksum = session_checksum(api_key, request_token, api_secret.expose_secret());
+        let request = self
+            .http
+            .post(format!("{}/session/token", self.root))
+            .timeout(CALL_TIMEOUT)
+            .header("X-Kite-Version", "3")
+            .form(&[("api_key", api_key), ("request_token", request_token), ("checksum", checksum.as_str())]);
+        Self::call(request).await
+    }
+
+    /// Ends the session at Kite (`DELETE /session/token`), so a copy of the token is worthless.
+    pub async fn revoke(&self, session: &BrokerSession) -> Result<(), AppError> {
+        let request = self
+            .request(reqwest::Method::DELETE, "/session/token", session)
+            .query(&[("api_key", session.app_key.as_str()), ("access_token", session.access_token.expose_secret())]);
+        let _: serde_json::Value = Self::call(request).await?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct OrderIdData {
     order_id: String,

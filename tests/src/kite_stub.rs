@@ -1,0 +1,84 @@
+//! The Kite Connect stub (`tests/brokers/kite_stub.py`) as a child process of a test, with its
+//! control API. The stub needs the repository's `.venv` Python (`scripts/test` makes it); without
+//! it the test fails, it never skips.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub const API_KEY: &str = "kavachtestapp";
+pub const API_SECRET: &str = "kavach-test-app-secret";
+
+/// A running stub; killed when dropped.
+#[derive(Debug)]
+pub struct KiteStub {
+    child: Child,
+    pub root: String,
+    http: reqwest::Client,
+}
+
+impl KiteStub {
+    /// Starts a stub on a free port with the test app registered (loopback as its static IP).
+    pub async fn start() -> Self {
+        let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/brokers/kite_stub.py");
+        let mut child = Command::new(python)
+            .args([script, "--port", "0", "--api-key", API_KEY, "--api-secret", API_SECRET])
+            .args(["--redirect-url", "http://127.0.0.1:9/broker/callback/zerodha"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start the Kite stub with {python} (run scripts/test once): {error}")
+            });
+        let stdout = child.stdout.take().expect("stub stdout");
+        let port = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("KITE_STUB_PORT=").map(str::to_owned))
+            .expect("the Kite stub printed its port");
+        let stub = Self { child, root: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        stub.control("POST", "config", json!({ "rate_limits_enabled": false })).await;
+        stub
+    }
+
+    /// A control call (`/__stub/<name>`), which must succeed.
+    pub async fn control(&self, method: &str, name: &str, body: Value) -> Value {
+        let request = self.http.request(method.parse().expect("method"), format!("{}/__stub/{name}", self.root));
+        let request = if method == "GET" { request } else { request.json(&body) };
+        let response = request.send().await.expect("stub reachable");
+        assert!(response.status().is_success(), "stub control {method} {name}: {}", response.status());
+        response.json().await.expect("control JSON")
+    }
+
+    /// What the trader's "Authorize" on Kite's consent page yields: a fresh request token.
+    pub async fn request_token(&self) -> String {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let response = client
+            .post(format!("{}/connect/login", self.root))
+            .form(&[("api_key", API_KEY), ("action", "authorize")])
+            .send()
+            .await
+            .expect("stub reachable");
+        let location = response.headers()["location"].to_str().expect("location").to_owned();
+        let query = location.split_once('?').map(|(_, query)| query).unwrap_or_default();
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "request_token")
+            .map(|(_, value)| value.into_owned())
+            .expect("a request_token in the redirect")
+    }
+
+    /// The calls the stub received on paths matching `glob`.
+    pub async fn calls(&self, glob: &str) -> Vec<Value> {
+        let url = format!("{}/__stub/calls?path={}", self.root, glob);
+        self.http.get(url).send().await.expect("stub").json::<Vec<Value>>().await.expect("calls JSON")
+    }
+}
+
+impl Drop for KiteStub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
