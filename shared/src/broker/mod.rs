@@ -92,7 +92,7 @@ const BOOK_LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 
 /// Places `leg` at most once. When the broker's answer is lost (a timeout, a 5xx), the order book
 /// is searched for `tag` before anything is answered: found, the order is placed and its id is the
-/// answer; not found after [`BOOK_LOOKUPS`] reads, the answer is `broker_unavailable` and the
+/// answer; not found after `BOOK_LOOKUPS` reads, the answer is `broker_unavailable` and the
 /// order is not sent again, because a second send could be a duplicate position, the worst failure
 /// a trader can have. A definite refusal (`broker_rejected`, an expired session, an unregistered
 /// address) is answered as it is.
