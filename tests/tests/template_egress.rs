@@ -419,7 +419,8 @@ fn exactly_the_broker_calling_functions_join_the_vpc_and_only_when_on() {
             continue;
         }
         // Written as `!If [StaticEgressOn, {…}, !Ref AWS::NoValue]`: absent, not empty, when off.
-        let (name, branches) = intrinsic(config).unwrap_or_else(|| panic!("{function}: VpcConfig is an !If"));
+        let (name, branches) = intrinsic(config)
+            .unwrap_or_else(|| panic!("{function} calls a broker: its VpcConfig is `!If [StaticEgressOn, …]`"));
         assert_eq!(name, "If", "{function}");
         assert_eq!(branches[0].as_str(), Some("StaticEgressOn"), "{function}: under the egress condition");
         assert_eq!(reference(&branches[2]), Some("AWS::NoValue"), "{function}: no VpcConfig at all when off");
@@ -445,8 +446,24 @@ fn exactly_the_broker_calling_functions_join_the_vpc_and_only_when_on() {
             assert_eq!(chosen.len(), 2, "{mode}: {function} runs in two private subnets");
             assert_eq!(zones.len(), 2, "{mode}: {function}'s subnets are in two zones: {zones:?}");
             let properties = deployed.resolve(&template["Resources"][*function]["Properties"]).expect("properties");
-            for group in names(&properties["VpcConfig"]["SecurityGroupIds"]) {
-                let group = deployed.resolve(&template["Resources"][group.as_str()]["Properties"]).expect("group");
+            for id in names(&properties["VpcConfig"]["SecurityGroupIds"]) {
+                // The functions wait for the group, and the group for the routes: no function runs
+                // in the VPC before it can reach DynamoDB and the NAT.
+                let waits: BTreeSet<&str> = template["Resources"][id.as_str()]["DependsOn"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Yaml::as_str)
+                    .collect();
+                for (route_id, route) in deployed.of_type("AWS::EC2::Route") {
+                    if route.get("NatGatewayId").is_some() || route.get("InstanceId").is_some() {
+                        assert!(waits.contains(route_id), "{mode}: {id} does not wait for {route_id}");
+                    }
+                }
+                for (endpoint, _) in deployed.of_type("AWS::EC2::VPCEndpoint") {
+                    assert!(waits.contains(endpoint), "{mode}: {id} does not wait for {endpoint}");
+                }
+                let group = deployed.resolve(&template["Resources"][id.as_str()]["Properties"]).expect("group");
                 assert!(group.get("SecurityGroupIngress").is_none(), "{mode}: {function} admits nothing");
                 for rule in group["SecurityGroupEgress"].as_sequence().expect("explicit egress rules") {
                     assert_eq!(rule["FromPort"].as_u64(), Some(443), "{mode}: {function} sends HTTPS only: {rule:?}");
