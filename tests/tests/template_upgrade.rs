@@ -289,3 +289,55 @@ async fn secret_value(secrets: &aws_sdk_secretsmanager::Client, id: &str) -> Str
         .unwrap_or_default()
         .to_owned()
 }
+
+/// After `sam delete`, `scripts/readopt` finds every kept resource of the stack by the names the
+/// template gives them (the key by the kept alias) and writes the IMPORT change set's two files:
+/// the kept resources as declared, and their identifiers. (The emulator has no CloudFormation
+/// import, so executing the change set is AWS's part; docs/operations.md.)
+#[tokio::test]
+async fn readopt_finds_every_kept_resource_and_writes_the_import_files() {
+    let stack = format!("readopt-{}", std::process::id());
+    let env = provision_stack_from(CURRENT, &stack, &[]).await;
+    let output = tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/readopt"))
+        .arg(&stack)
+        .output()
+        .await
+        .expect("run scripts/readopt");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let state = concat!(env!("CARGO_MANIFEST_DIR"), "/../.kavach/readopt");
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(format!("{state}/{stack}-{file}.json")).expect(file)).expect(file)
+    };
+    let identifiers: BTreeMap<String, serde_json::Value> = read("resources")
+        .as_array()
+        .expect("resources to import")
+        .iter()
+        .map(|row| (row["LogicalResourceId"].as_str().expect("id").to_owned(), row["ResourceIdentifier"].clone()))
+        .collect();
+    let aws = shared::app::aws::AwsClients::from_env().await;
+    let key = aws.kms.describe_key().key_id(&env["KMS_KEY_ID"]).send().await.expect("key");
+    let key_id = key.key_metadata().expect("metadata").key_id().to_owned();
+    let expected: BTreeMap<String, serde_json::Value> = [
+        ("IdentityTable", serde_json::json!({"TableName": env["IDENTITY_TABLE"]})),
+        ("SandboxTable", serde_json::json!({"TableName": env["SANDBOX_TABLE"]})),
+        ("SecurityTable", serde_json::json!({"TableName": env["SECURITY_TABLE"]})),
+        ("AppKey", serde_json::json!({"KeyId": key_id})),
+        ("AppKeyAlias", serde_json::json!({"AliasName": env["KMS_KEY_ID"]})),
+        ("AppSecret", serde_json::json!({"Id": env["APP_SECRET_ID"]})),
+    ]
+    .into_iter()
+    .map(|(logical, identifier)| (logical.to_owned(), identifier))
+    .collect();
+    assert_eq!(identifiers, expected);
+
+    // The import template holds exactly the kept resources, with their deletion policies (an
+    // import requires one on each).
+    let template = read("template");
+    let imported: BTreeSet<&str> =
+        template["Resources"].as_object().expect("resources").keys().map(String::as_str).collect();
+    assert_eq!(imported, expected.keys().map(String::as_str).collect());
+    for (logical, resource) in template["Resources"].as_object().expect("resources") {
+        assert_eq!(resource["DeletionPolicy"], "RetainExceptOnCreate", "{logical}");
+    }
+}
