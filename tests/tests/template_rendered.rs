@@ -1,7 +1,12 @@
 //! The template as CloudFormation receives it: `scripts/render-template` runs SAM's own transform
 //! (samtranslator, as `sam deploy` does, offline), and these checks read its output, so they pin
 //! what SAM generates (the stage, the OpenAPI body, the roles) and not only what the source says.
-//! A transform that fails fails every test here.
+//! A transform that fails fails every test here. Pinned: the deletion policies of the stateful
+//! resources, the custom domain, the guided deploy's prompts, the log groups and their retention,
+//! the access-log format and that no log format can record a secret, the alarm topic's key, and
+//! that nothing serves before the key-ring custom resource has run.
+
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -118,4 +123,159 @@ fn sam_deploy_guided_asks_no_authentication_question() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let asked = String::from_utf8_lossy(&output.stdout);
     assert_eq!(asked.trim(), "", "sam deploy --guided would ask about (and abort on Enter for): {asked}");
+}
+
+/// Every string in `value`, keys included.
+fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(text) => out.push(text),
+        Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+        Value::Object(map) => map.iter().for_each(|(key, item)| {
+            out.push(key);
+            strings(item, out);
+        }),
+        _ => {}
+    }
+}
+
+/// The nested observability template (plain CloudFormation, no transform: what CloudFormation
+/// receives is the file itself), as JSON.
+fn nested() -> Value {
+    let text = std::fs::read_to_string(format!("{ROOT}/infra/observability/template.yaml")).expect("nested template");
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("nested template parses");
+    long_form(&yaml)
+}
+
+/// YAML's short intrinsics in CloudFormation's JSON form: `!Ref x` → `{"Ref": x}`, `!GetAtt a.b` →
+/// `{"Fn::GetAtt": [a, b]}`, `!Sub …` → `{"Fn::Sub": …}`.
+fn long_form(yaml: &serde_yaml::Value) -> Value {
+    match yaml {
+        serde_yaml::Value::Tagged(tagged) => {
+            let name = tagged.tag.to_string();
+            let name = name.trim_start_matches('!');
+            let inner = long_form(&tagged.value);
+            match (name, &inner) {
+                ("Ref", _) => serde_json::json!({ "Ref": inner }),
+                ("GetAtt", Value::String(path)) => {
+                    let (resource, attribute) = path.split_once('.').unwrap_or((path, ""));
+                    serde_json::json!({ "Fn::GetAtt": [resource, attribute] })
+                }
+                _ => serde_json::json!({ format!("Fn::{name}"): inner }),
+            }
+        }
+        serde_yaml::Value::Sequence(items) => Value::Array(items.iter().map(long_form).collect()),
+        serde_yaml::Value::Mapping(map) => Value::Object(
+            map.iter().map(|(key, value)| (key.as_str().unwrap_or_default().to_owned(), long_form(value))).collect(),
+        ),
+        other => serde_json::to_value(other).expect("a scalar"),
+    }
+}
+
+#[test]
+fn every_function_logs_json_to_a_declared_group_kept_for_the_retention_parameter() {
+    let template = rendered(&[]);
+    let resources = template["Resources"].as_object().expect("resources");
+    let functions: Vec<(&String, &Value)> =
+        resources.iter().filter(|(_, r)| r["Type"] == "AWS::Lambda::Function").collect();
+    assert!(functions.len() >= 11, "the functions SAM generated: {}", functions.len());
+    for (logical, function) in functions {
+        // SAM merges Globals' LoggingConfig with the function's own LogGroup: both must survive.
+        let logging = &function["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{logical}");
+        let group = logging["LogGroup"]["Ref"].as_str().unwrap_or_else(|| panic!("{logical} names no log group"));
+        assert_eq!(resources[group]["Type"], "AWS::Logs::LogGroup", "{logical} → {group}");
+        assert_eq!(resources[group]["Properties"]["RetentionInDays"], serde_json::json!({"Ref": "LogRetentionDays"}));
+    }
+}
+
+#[test]
+fn the_stage_writes_json_access_logs_by_resource_path_and_no_log_format_can_record_a_secret() {
+    let template = rendered(&[]);
+    let stages: Vec<&Value> = template["Resources"]
+        .as_object()
+        .expect("resources")
+        .values()
+        .filter(|r| r["Type"] == "AWS::ApiGateway::Stage")
+        .collect();
+    assert_eq!(stages.len(), 1, "one stage");
+    let stage = &stages[0]["Properties"];
+    let format = stage["AccessLogSetting"]["Format"].as_str().expect("an access-log format");
+    let record: serde_json::Map<String, Value> = serde_json::from_str(format).expect("the format is one JSON object");
+    assert_eq!(record["resource"], "$context.resourcePath", "{format}");
+    for setting in stage["MethodSettings"].as_array().expect("method settings") {
+        assert_eq!(setting["DataTraceEnabled"], false, "data tracing logs bodies: {setting}");
+        assert!(
+            setting.get("LoggingLevel").is_none_or(|level| level == "ERROR" || level == "OFF"),
+            "execution logs at INFO: {setting}"
+        );
+    }
+    // Nowhere in what CloudFormation receives, root or nested, does a log format name the raw
+    // path (a webhook's URL is its secret), a body, a parameter, a header or an API key.
+    let (root, nested) = (template, nested());
+    let mut all = Vec::new();
+    strings(&root, &mut all);
+    strings(&nested, &mut all);
+    for forbidden in
+        ["$context.path", "$input.", "$context.requestOverride", "$context.identity.apiKey", "$method.request"]
+    {
+        let found: Vec<&&str> = all.iter().filter(|text| text.contains(forbidden)).collect();
+        assert!(found.is_empty(), "{forbidden} in {found:?}");
+    }
+}
+
+#[test]
+fn the_alarm_topic_is_encrypted_under_a_key_cloudwatch_may_use() {
+    let nested = nested();
+    let resources = nested["Resources"].as_object().expect("resources");
+    let topics: Vec<&Value> = resources.values().filter(|r| r["Type"] == "AWS::SNS::Topic").collect();
+    assert_eq!(topics.len(), 1);
+    // Not alias/aws/sns, whose policy CloudWatch cannot be granted: the stack's own key.
+    let key = topics[0]["Properties"]["KmsMasterKeyId"]["Ref"].as_str().expect("the topic's key is a !Ref");
+    assert_eq!(resources[key]["Type"], "AWS::KMS::Key");
+    let statements = resources[key]["Properties"]["KeyPolicy"]["Statement"].as_array().expect("key policy");
+    let cloudwatch = statements
+        .iter()
+        .find(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com")
+        .expect("a statement for CloudWatch");
+    let actions = cloudwatch["Action"].to_string();
+    assert!(actions.contains("kms:Decrypt") && actions.contains("kms:GenerateDataKey"), "{actions}");
+    // And the root passes the nested stack what it names everything by.
+    let root = rendered(&[]);
+    let observability = resource(&root, "Observability");
+    assert_eq!(observability["Type"], "AWS::CloudFormation::Stack");
+    assert_eq!(observability["Properties"]["Parameters"]["ServiceName"], serde_json::json!({"Ref": "AWS::StackName"}));
+}
+
+/// The functions the REST API invokes, by logical id, from the integration URIs of SAM's OpenAPI
+/// body (`arn:…:lambda:path/…/functions/${PingFunction.Arn}/invocations`).
+fn api_functions(template: &Value) -> BTreeSet<String> {
+    let mut texts = Vec::new();
+    strings(&resource(template, "Api")["Properties"]["Body"]["paths"], &mut texts);
+    texts
+        .iter()
+        .filter_map(|text| text.split("/functions/${").nth(1))
+        .filter_map(|rest| rest.split(".Arn}").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn nothing_serves_before_the_key_ring_custom_resource_has_run() {
+    let template = rendered(&[]);
+    let key_ring = resource(&template, "KeyRing");
+    assert_eq!(key_ring["Type"], "Custom::KeyRing");
+    assert_eq!(key_ring["Properties"]["ServiceToken"], serde_json::json!({"Fn::GetAtt": ["KeyRingFunction", "Arn"]}));
+    let served = api_functions(&template);
+    assert!(served.len() >= 10, "the functions behind the API: {served:?}");
+    let resources = template["Resources"].as_object().expect("resources");
+    let functions = resources.iter().filter(|(_, r)| r["Type"] == "AWS::Lambda::Function");
+    for (logical, function) in functions.filter(|(logical, _)| *logical != "KeyRingFunction") {
+        let depends = &function["DependsOn"];
+        let waits = depends == "KeyRing" || depends.as_array().is_some_and(|all| all.iter().any(|d| d == "KeyRing"));
+        assert!(waits, "{logical} may start before the key ring exists: DependsOn {depends}");
+    }
+    // The API's methods name those functions, so its deployment and stage come after the ring.
+    for logical in &served {
+        assert_eq!(resources[logical.as_str()]["Type"], "AWS::Lambda::Function", "{logical}");
+    }
 }

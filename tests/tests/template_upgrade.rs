@@ -220,7 +220,40 @@ async fn every_item(
 #[tokio::test]
 async fn provisioning_the_current_template_over_a_stack_of_the_baseline_keeps_every_user_key_session_order_and_ban() {
     let stack = format!("upgrade-{}", std::process::id());
-    let old_env = provision_stack_from(BASELINE, &stack, &[]).await;
+    // The baseline stack as its deploy left it: CloudFormation generated the secret from the
+    // baseline's GenerateSecretString (`{"keyring":"","pepper":<64 letters and digits>}`), and
+    // `kavach keyring init` then sealed the ring into it (here `kavach provision`, which fills
+    // what the secret lacks the same way). The local provisioner refuses a template that gives the
+    // secret a value, so it reads the baseline with that one block taken out.
+    let aws = shared::app::aws::AwsClients::from_env().await;
+    let pepper = aws
+        .secrets
+        .get_random_password()
+        .password_length(64)
+        .exclude_punctuation(true)
+        .send()
+        .await
+        .expect("random pepper")
+        .random_password
+        .expect("a password");
+    aws.secrets
+        .create_secret()
+        .name(format!("{stack}/app"))
+        .secret_string(serde_json::json!({"keyring": "", "pepper": pepper}).to_string())
+        .send()
+        .await
+        .expect("the secret CloudFormation generated");
+    let mut baseline = load(BASELINE);
+    let secret = baseline["Resources"]["AppSecret"]["Properties"].as_mapping_mut().expect("AppSecret properties");
+    assert!(secret.remove("GenerateSecretString").is_some(), "the baseline generated the secret");
+    let provisionable = std::env::temp_dir().join(format!("kavach-{stack}-baseline.yaml"));
+    std::fs::write(&provisionable, serde_yaml::to_string(&baseline).expect("yaml")).expect("write");
+    let old_env = provision_stack_from(provisionable.to_str().expect("path"), &stack, &[]).await;
+    std::fs::remove_file(&provisionable).ok();
+    assert!(
+        secret_value(&aws.secrets, &old_env["APP_SECRET_ID"]).await.contains(&pepper),
+        "the generated pepper is kept"
+    );
     let config = Config::from_lookup(|variable| old_env.get(variable).cloned()).expect("configuration");
     let deps = cold_start(config.clone(), Arc::new(SystemClock)).await;
     let gateway = start_gateway(deps.clone()).await;
@@ -245,7 +278,6 @@ async fn provisioning_the_current_template_over_a_stack_of_the_baseline_keeps_ev
         .expect("run kavach");
     assert!(banned.status.success(), "{}", String::from_utf8_lossy(&banned.stderr));
 
-    let aws = shared::app::aws::AwsClients::from_env().await;
     let before = every_item(&aws.dynamodb, &old_env).await;
     let secret_before = secret_value(&aws.secrets, &old_env["APP_SECRET_ID"]).await;
 
