@@ -81,8 +81,16 @@ pub async fn start_gateway_under(deps: Arc<Deps>, stage: &str) -> SocketAddr {
 /// with `parameters`: for a test that needs what the shared stack no longer has (no administrator
 /// yet). Returns the function environment it resolved.
 pub async fn provision_stack(stack: &str, parameters: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    provision_stack_from(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"), stack, parameters).await
+}
+
+/// [`provision_stack`] from another template: an upgrade test provisions from the old one first.
+pub async fn provision_stack_from(
+    template: &str,
+    stack: &str,
+    parameters: &[(&str, &str)],
+) -> std::collections::BTreeMap<String, String> {
     required_env("AWS_ENDPOINT_URL");
-    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
     let env_file = std::env::temp_dir().join(format!("kavach-{stack}.env"));
     let mut command = tokio::process::Command::new(required_env("KAVACH_ADMIN_BIN"));
     command.args(["provision", "--template", template, "--stack", stack, "--env-file"]).arg(&env_file);

@@ -38,7 +38,9 @@ fn cloudformation_owns_no_value_of_the_app_secret() {
             "AppSecret has {owned}: CloudFormation would regenerate the pepper when that block changes"
         );
     }
-    assert_eq!(secret["DeletionPolicy"], "Retain");
+    // Kept on delete and update; deleted only if the deploy that created it fails, so a retry is not
+    // blocked by its fixed name (template_rendered.rs pins the stateful resources' policies).
+    assert_eq!(secret["DeletionPolicy"], "RetainExceptOnCreate");
     assert_eq!(secret["UpdateReplacePolicy"], "Retain");
 }
 
