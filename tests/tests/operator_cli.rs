@@ -192,3 +192,34 @@ async fn kavach_user_reset_totp_prints_a_new_secret_and_the_old_codes_stop_worki
         "the new secret's code works, and the lock is lifted"
     );
 }
+
+/// After `sam deploy` the operator exports only the stack's name (and region): `scripts/kavach`
+/// derives every table, the key alias and the secret the way template.yaml names them. Run with
+/// every other variable of the stack removed, it must reach the same stack.
+#[tokio::test]
+async fn scripts_kavach_needs_only_the_stacks_name_for_a_deployed_stack() {
+    let (ip, _) = ban_by_hand().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kavach");
+    let mut command = tokio::process::Command::new(script);
+    for derived in [
+        "SECURITY_TABLE",
+        "RATE_LIMIT_TABLE",
+        "IDENTITY_TABLE",
+        "TRAFFIC_TABLE",
+        "SANDBOX_TABLE",
+        "KMS_KEY_ID",
+        "APP_SECRET_ID",
+    ] {
+        command.env_remove(derived);
+    }
+    let output = command
+        .env("KAVACH_USE_REAL_AWS", "1")
+        .env("STACK_NAME", required_env("STACK_NAME"))
+        .args(["ban", "list"])
+        .output()
+        .await
+        .expect("run scripts/kavach");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "scripts/kavach ban list: {stdout}{stderr}");
+    assert!(stdout.contains(&ip.to_string()), "the stack's own ban list: {stdout}");
+}
