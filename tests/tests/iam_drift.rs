@@ -301,7 +301,8 @@ async fn fill_engine(stack: &Stack, key: &str) {
 
 /// KeyRingFunction: the Create that fills the secret CloudFormation left empty (GetSecretValue,
 /// a KMS root, its sealing, PutSecretValue), then the upgrade's Create that finds both (opening the
-/// ring). Run first, on the stack's own secret: the fixtures then use the pepper and ring it made.
+/// ring), and the deploy's last step turning deletion protection on (UpdateTable). Run first, on
+/// the stack's own secret: the fixtures then use the pepper and ring it made.
 async fn key_ring(config: &Config, aws: &AwsClients) {
     aws.secrets.put_secret_value().secret_id(&config.secret_id).secret_string("{}").send().await.expect("empty");
     let sink = kavach_tests::cfn::ResponseSink::start().await;
@@ -312,6 +313,14 @@ async fn key_ring(config: &Config, aws: &AwsClients) {
         let answer = acting_as("KeyRingFunction", provider.handle(request)).await.expect("answered");
         assert_eq!(answer.data.get("KeyRingCreated").map(String::as_str), Some(created), "{answer:?}");
     }
+    // The deploy's last step, TableProtection, answered by the same function: UpdateTable.
+    let url = sink.url("table-protection");
+    let mut request = kavach_tests::cfn::key_ring_request("Create", &config.stack_name, &url, None);
+    request["LogicalResourceId"] = serde_json::json!("TableProtection");
+    request["ResourceType"] = serde_json::json!(key_ring::TABLE_PROTECTION);
+    let answer = acting_as("KeyRingFunction", provider.handle(request)).await.expect("answered");
+    let reason = answer.reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("Deletion protection is on"), "{answer:?}");
 }
 
 /// Whether API Gateway's resource `pattern` (`{name}` one segment, `{name+}` the rest) covers `path`.

@@ -280,3 +280,89 @@ async fn the_binary_answers_through_the_lambda_runtime_even_when_its_environment
     assert!(answer["Reason"].as_str().unwrap_or_default().contains("STACK_NAME is not set"), "{answer}");
     assert!(broken.value().await.is_none(), "nothing was written");
 }
+
+/// `request` for the deploy's last step, `TableProtection`, which the same function answers.
+fn table_protection(mut request: Value) -> Value {
+    request["LogicalResourceId"] = json!("TableProtection");
+    request["ResourceType"] = json!(key_ring::TABLE_PROTECTION);
+    request
+}
+
+/// Two tables of the test's own, standing for the identity and sandbox tables.
+async fn unprotected_tables(aws: &AwsClients) -> (String, String) {
+    let mut names = Vec::new();
+    for role in ["identity", "sandbox"] {
+        let name = unique_name(role);
+        aws.dynamodb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+            .attribute_definitions(
+                aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .key_schema(
+                aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                    .build()
+                    .expect("key"),
+            )
+            .send()
+            .await
+            .expect("create table");
+        names.push(name);
+    }
+    (names.remove(0), names.remove(0))
+}
+
+async fn protected(aws: &AwsClients, table: &str) -> bool {
+    let described = aws.dynamodb.describe_table().table_name(table).send().await.expect("describe");
+    described.table().and_then(|table| table.deletion_protection_enabled()).unwrap_or(false)
+}
+
+#[tokio::test]
+async fn the_last_step_of_a_deploy_protects_the_identity_and_sandbox_tables_and_a_delete_leaves_them_so() {
+    let stack = Stack::new().await;
+    let (identity, sandbox) = unprotected_tables(&stack.aws).await;
+    let config = config_with(&[
+        ("STACK_NAME", stack.name.as_str()),
+        ("APP_SECRET_ID", stack.secret.as_str()),
+        ("IDENTITY_TABLE", identity.as_str()),
+        ("SANDBOX_TABLE", sandbox.as_str()),
+    ]);
+    let provider = key_ring::Provider::new(Ok(config), AwsClients::from_env().await).expect("provider");
+    assert!(!protected(&stack.aws, &identity).await && !protected(&stack.aws, &sandbox).await, "created unprotected");
+    for (kind, physical) in
+        [("Create", None), ("Update", Some("x-table-protection")), ("Delete", Some("x-table-protection"))]
+    {
+        let url = stack.sink.url(&unique_name(kind));
+        let request = table_protection(key_ring_request(kind, &stack.name, &url, physical));
+        provider.handle(request).await.expect("answered");
+        let answer = &stack.sink.delivered_to(&url)[0].body;
+        assert_eq!(answer["Status"], "SUCCESS", "{kind}: {answer}");
+        if kind == "Create" {
+            assert_eq!(answer["PhysicalResourceId"], format!("{}-table-protection", stack.name));
+        }
+        assert!(protected(&stack.aws, &identity).await, "{kind}: the identity table is protected");
+        assert!(protected(&stack.aws, &sandbox).await, "{kind}: the sandbox table is protected");
+    }
+    // And the secret was never touched by it.
+    assert!(stack.value().await.is_none(), "TableProtection writes no secret");
+}
+
+#[tokio::test]
+async fn a_protection_that_cannot_be_turned_on_answers_failed_naming_the_table() {
+    let stack = Stack::new().await;
+    let config = config_with(&[("STACK_NAME", stack.name.as_str()), ("IDENTITY_TABLE", "no-such-table-anywhere")]);
+    let provider = key_ring::Provider::new(Ok(config), AwsClients::from_env().await).expect("provider");
+    let url = stack.sink.url("protect-missing");
+    provider.handle(table_protection(key_ring_request("Create", &stack.name, &url, None))).await.expect("answered");
+    let answer = &stack.sink.delivered_to(&url)[0].body;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no-such-table-anywhere") && reason.contains("sam deploy"), "{reason}");
+}

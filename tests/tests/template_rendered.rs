@@ -36,10 +36,26 @@ fn stateful_resources_are_retained_except_when_their_own_create_fails() {
         assert_eq!(found["DeletionPolicy"], "RetainExceptOnCreate", "{logical}");
         assert_eq!(found["UpdateReplacePolicy"], "Retain", "{logical}");
     }
-    // Deletion protection on the tables that hold the accounts and the ledger.
+    // Deletion protection on the tables that hold the accounts and the ledger, turned on by the
+    // deploy's last step: a table protected from its creation would stop a failed first deploy's
+    // rollback (DELETE_FAILED), and its fixed name would block the next attempt.
     for logical in ["IdentityTable", "SandboxTable"] {
-        assert_eq!(resource(&template, logical)["Properties"]["DeletionProtectionEnabled"], true, "{logical}");
+        let properties = &resource(&template, logical)["Properties"];
+        assert!(properties.get("DeletionProtectionEnabled").is_none(), "{logical} is protected from its creation");
     }
+    let protection = resource(&template, "TableProtection");
+    assert_eq!(protection["Type"], "Custom::TableProtection");
+    assert_eq!(protection["Properties"]["ServiceToken"]["Fn::GetAtt"][0], "KeyRingFunction");
+    let waits_for: Vec<&str> =
+        protection["DependsOn"].as_array().expect("DependsOn").iter().filter_map(|v| v.as_str()).collect();
+    for (logical, found) in template["Resources"].as_object().expect("resources") {
+        let serving = found["Type"] == "AWS::Lambda::Function" && logical != "KeyRingFunction";
+        // The observability stack is passed the stage's ARN, so waiting for it waits for the stage.
+        if serving || found["Type"] == "AWS::CloudFormation::Stack" {
+            assert!(waits_for.contains(&logical.as_str()), "TableProtection does not wait for {logical}");
+        }
+    }
+    assert!(waits_for.contains(&"KeyRing"), "TableProtection waits for the key ring");
     // The counters and the request log go with the stack, so they can never block a redeploy.
     for logical in ["RateLimitTable", "TrafficTable"] {
         assert_eq!(resource(&template, logical)["DeletionPolicy"], "Delete", "{logical}");

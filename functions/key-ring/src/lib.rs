@@ -45,6 +45,9 @@ pub enum KeyRingError {
 
 /// What one request needs: the stack's configuration (or why it could not be read), the AWS
 /// clients, and the client that answers CloudFormation.
+/// The resource type of the deploy's last step, which this function also answers.
+pub const TABLE_PROTECTION: &str = "Custom::TableProtection";
+
 #[derive(Debug)]
 pub struct Provider {
     config: Result<Config, String>,
@@ -84,8 +87,24 @@ impl Provider {
                     logical_resource_id: request.logical_resource_id,
                     physical_resource_id: None,
                 };
-                let outcome = self.create(&echo.stack_id).await;
+                let outcome = if request.resource_type == TABLE_PROTECTION {
+                    self.protect_tables().await
+                } else {
+                    self.create(&echo.stack_id).await
+                };
                 (echo, outcome)
+            }
+            // Protection is asked for again on every update (idempotent): a stack whose tables lost
+            // it by hand gets it back with its next deploy.
+            Ok(CloudFormationCustomResourceRequest::Update(request)) if request.resource_type == TABLE_PROTECTION => {
+                let echo = Echo {
+                    response_url: request.response_url,
+                    stack_id: request.stack_id,
+                    request_id: request.request_id,
+                    logical_resource_id: request.logical_resource_id,
+                    physical_resource_id: Some(request.physical_resource_id),
+                };
+                (echo, self.protect_tables().await)
             }
             Ok(CloudFormationCustomResourceRequest::Update(request)) => (
                 Echo {
@@ -162,6 +181,34 @@ impl Provider {
         Ok(Done::created(&ensured, config))
     }
 
+    /// Turns deletion protection on for the identity and sandbox tables. It runs last in a deploy
+    /// (`TableProtection` depends on everything else): a first deploy that fails earlier rolls back
+    /// over unprotected tables, which `RetainExceptOnCreate` then deletes, so their fixed names
+    /// cannot block the next attempt; a table protected from its creation would stop that rollback
+    /// at `DELETE_FAILED` instead.
+    async fn protect_tables(&self) -> Result<Done, String> {
+        let config = self.config.as_ref().map_err(|error| {
+            format!("KeyRingFunction's environment is incomplete ({error}): check its variables in template.yaml")
+        })?;
+        let tables = [&config.tables.identity, &config.tables.sandbox];
+        for table in tables {
+            let update = self.aws.dynamodb.update_table().table_name(table.as_str()).deletion_protection_enabled(true);
+            tokio::time::timeout(WORK_BUDGET, update.send())
+                .await
+                .map_err(|_| format!("no answer from DynamoDB within {} s", WORK_BUDGET.as_secs()))?
+                .map_err(|error| {
+                    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+                    format!(
+                        "deletion protection was not turned on for `{table}` ({}: {}). Nothing else changed; \
+                         fix KeyRingFunction's role or the table and run `sam deploy` again",
+                        error.code().unwrap_or("no answer"),
+                        error.message().unwrap_or("the request failed")
+                    )
+                })?;
+        }
+        Ok(Done::unchanged(&format!("Deletion protection is on for `{}` and `{}`.", tables[0], tables[1])))
+    }
+
     /// PUTs the response to the pre-signed URL: no `Content-Type`, which the URL was not signed with.
     async fn deliver(&self, url: &str, response: &CloudFormationCustomResourceResponse) -> Result<(), KeyRingError> {
         let body = serde_json::to_string(response).map_err(|error| KeyRingError::Undelivered {
@@ -226,7 +273,12 @@ fn response(echo: &Echo, outcome: Result<Done, String>) -> CloudFormationCustomR
     let mut response = CloudFormationCustomResourceResponse::default();
     // Stable: the same id for every request of the stack, so no update ever reads as a replacement.
     response.physical_resource_id = echo.physical_resource_id.clone().unwrap_or_else(|| {
-        format!("{}-key-ring", stack_name(&echo.stack_id).unwrap_or(echo.logical_resource_id.as_str()))
+        let stack = stack_name(&echo.stack_id).unwrap_or(echo.logical_resource_id.as_str());
+        if echo.logical_resource_id == "TableProtection" {
+            format!("{stack}-table-protection")
+        } else {
+            format!("{stack}-key-ring")
+        }
     });
     response.stack_id = echo.stack_id.clone();
     response.request_id = echo.request_id.clone();
