@@ -69,6 +69,9 @@ fn reachable(statements: &[Statement], actions: &[&str]) -> BTreeSet<&'static st
         .collect()
 }
 
+/// The one table-level action a function holds: KeyRingFunction's `TableProtection` step.
+const TABLE_SETTINGS: &str = "dynamodb:UpdateTable";
+
 fn set(keys: &[&'static str]) -> BTreeSet<&'static str> {
     keys.iter().copied().collect()
 }
@@ -77,7 +80,11 @@ fn set(keys: &[&'static str]) -> BTreeSet<&'static str> {
 fn identity_items_are_reached_only_through_leading_key_scopes() {
     for (function, statements) in policies() {
         for statement in statements.iter().filter(|statement| statement.allow) {
-            let on_table = statement.resources.iter().any(|resource| resource == "IdentityTable" || resource == "*");
+            // `UpdateTable` (KeyRingFunction's deletion-protection step) changes the table's settings
+            // and reaches no item, so no item scope can apply to it; it alone is exempt.
+            let item_level = statement.actions.iter().any(|action| action != TABLE_SETTINGS);
+            let on_table =
+                item_level && statement.resources.iter().any(|resource| resource == "IdentityTable" || resource == "*");
             let scoped = statement
                 .conditions
                 .iter()
@@ -247,9 +254,17 @@ fn only_the_key_ring_function_writes_the_secret_or_seals_a_ring_and_it_does_noth
         assert!(!iam::allows(statements, action, "*", &BTreeMap::new()), "KeyRingFunction may {action}");
     }
     for statement in statements {
+        // Besides the secret and the key: turning deletion protection on for the two tables that
+        // hold the accounts and the ledger (TableProtection), and nothing else on any table.
+        let protection = statement.actions == [TABLE_SETTINGS]
+            && statement.resources.iter().all(|resource| resource == "IdentityTable" || resource == "SandboxTable");
         assert!(
-            statement.actions.iter().all(|action| action.starts_with("secretsmanager:") || action.starts_with("kms:")),
-            "KeyRingFunction is granted more than the secret and the key: {statement:?}"
+            protection
+                || statement
+                    .actions
+                    .iter()
+                    .all(|action| action.starts_with("secretsmanager:") || action.starts_with("kms:")),
+            "KeyRingFunction is granted more than the secret, the key and the tables' protection: {statement:?}"
         );
         assert!(!statement.resources.iter().any(|resource| resource == "*"), "a wildcard resource: {statement:?}");
     }
@@ -262,5 +277,21 @@ fn only_the_key_ring_function_writes_the_secret_or_seals_a_ring_and_it_does_noth
             .iter()
             .any(|action| iam::allows(statements, action, "AppKey", &ring));
         assert!(!writes && !seals, "{function} may write the app secret ({writes}) or seal a ring ({seals})");
+    }
+}
+
+/// Only KeyRingFunction may change a table's settings (and so turn its deletion protection off).
+#[test]
+fn no_other_function_may_change_a_tables_settings() {
+    for (function, statements) in policies() {
+        if function == "KeyRingFunction" {
+            continue;
+        }
+        for table in ["IdentityTable", "SandboxTable", "SecurityTable", "RateLimitTable", "TrafficTable"] {
+            assert!(
+                !iam::allows(&statements, TABLE_SETTINGS, table, &BTreeMap::new()),
+                "{function} may change {table}'s settings"
+            );
+        }
     }
 }
