@@ -126,15 +126,21 @@ impl TrafficStore {
     /// The newest `wanted` of one hour's requests matching `filter`, newest first: the Query runs
     /// newest first (the sort key starts with the time) and stops paging once it has them.
     async fn hour(&self, hour: u64, filter: &TrafficFilter, wanted: usize) -> Result<Vec<LoggedRequest>, AppError> {
-        let page_items = i32::try_from(wanted).unwrap_or(PAGE_ITEMS).clamp(1, PAGE_ITEMS);
+        // DynamoDB applies a filter after `Limit`: pages of `wanted` would take one round trip per
+        // `wanted` records of the hour however few match (a busy hour and an address filter made
+        // that hundreds, each a full read of the partition in the emulator, which serialises every
+        // request behind it). So a filtered read's pages double, from `wanted` to PAGE_ITEMS: a
+        // selective filter over a busy hour takes tens of round trips, and what is held stays
+        // bounded by the last page.
+        let filtered = filter.ip.is_some() || filter.status.is_some() || filter.path.is_some();
+        let first_page = i32::try_from(wanted).unwrap_or(PAGE_ITEMS).clamp(1, PAGE_ITEMS);
         let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(format!("hour#{hour}")))
-            .scan_index_forward(false)
-            .limit(page_items);
+            .scan_index_forward(false);
         let mut conditions = Vec::new();
         if let Some(ip) = &filter.ip {
             conditions.push("ip = :ip");
@@ -153,12 +159,25 @@ impl TrafficStore {
         if !conditions.is_empty() {
             query = query.filter_expression(conditions.join(" AND "));
         }
-        let mut pages = query.into_paginator().send();
         let mut items = Vec::new();
-        while items.len() < wanted
-            && let Some(page) = pages.next().await
-        {
-            items.extend(page.map_err(unavailable("read traffic log"))?.items.unwrap_or_default());
+        let mut page_items = first_page;
+        let mut start = None;
+        loop {
+            let page = query
+                .clone()
+                .limit(page_items)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable("read traffic log"))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if items.len() >= wanted || start.is_none() {
+                break;
+            }
+            if filtered {
+                page_items = page_items.saturating_mul(2).min(PAGE_ITEMS);
+            }
         }
         items.truncate(wanted);
         items
