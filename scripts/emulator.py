@@ -30,10 +30,26 @@ guessed at. Without `--state` nothing is read or written: each start is empty (s
 
 The transaction-token cache above is not persisted: an SDK retry does not outlive a restart.
 
+It keeps HTTP/1.1 connections alive, as DynamoDB does, so the SDK reuses them: werkzeug's server
+closes every connection after one response (its request handler cannot tell where an unread body
+ends), so each call paid a TCP handshake and the SDK's connection setup, and the per-request CPU
+`scripts/bench` measured was mostly that. Here the handler reads every request body to its end
+before the application sees it, so the next request line is always where the stream stands, and
+only then keeps the connection open.
+
+moto's `TransactWriteItems` deep-copies every table a transaction names before it starts, to roll
+back on a failed condition, so a transaction's cost grew with the table (a sandbox with a few
+thousand orders spent most of each placeorder copying them). It is replaced here by the same steps
+with an undo journal of only the items the transaction touches: each is copied before its write,
+and on a cancelled transaction put back (or removed, if it was new), with the table's stream
+records from the cancelled writes dropped. Requests are serialised (above), so nothing can see the
+items between a write and its undo: the transaction stays all or nothing.
+
 Usage: emulator.py [-H HOST] [-p PORT] [--state DIR] [--snapshot-interval SECONDS]
 """
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -42,11 +58,22 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 import moto
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from moto.backends import get_backend
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -86,6 +113,192 @@ READ_ONLY_ACTIONS = frozenset(
         "secretsmanager.GetRandomPassword",
     }
 )
+
+
+# moto's TransactWriteItems is mirrored below (`transact_write_items`) from this release.
+MIRRORED_MOTO = "5.2.5"
+
+# An idle kept-alive connection is closed after this long. It is above the SDK's own idle timeout
+# (hyper's default for pooled connections, 90 s), so the client, not the server, closes idle ones, as with DynamoDB:
+# a request never meets a connection the server has just dropped.
+IDLE_CONNECTION_SECONDS = 300
+
+
+class KeepAliveRequestHandler(MotoRequestHandler):
+    """moto's request handler, with HTTP/1.1 persistent connections (see the module's doc)."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_SECONDS
+    # The headers and the body go out in two writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK of the headers (40 ms on Linux) once the connection stays open.
+    disable_nagle_algorithm = True
+
+    def make_environ(self):
+        environ = super().make_environ()
+        # The whole body, read now: whatever the application leaves unread would otherwise be
+        # taken for the next request line. (Chunked bodies come through werkzeug's decoder.)
+        if environ.get("wsgi.input_terminated"):
+            body = environ["wsgi.input"].read()
+        else:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            if len(body) < length:
+                # The client went away mid-body: nothing more can be read from this connection.
+                self.close_connection = True
+        environ["wsgi.input"] = io.BytesIO(body)
+        return environ
+
+    def run_wsgi(self):
+        """Answers one request. werkzeug's own version ends every response with `Connection: close`
+        and then reads whatever arrives within 10 ms as leftover body: on a kept-alive connection,
+        that is the next request. Every response here is buffered anyway (OneAtATime), so it is
+        sent whole with its Content-Length, and the connection stays open unless the client asked
+        otherwise (http.server has decided that from the request line and headers)."""
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.environ = self.make_environ()
+        answer = {}
+
+        def start_response(status, headers, exc_info=None):
+            answer["status"], answer["headers"] = status, headers
+            return lambda data: answer.setdefault("written", []).append(data)
+
+        try:
+            iterable = self.server.app(environ, start_response)
+            try:
+                body = b"".join(answer.pop("written", [])) + b"".join(iterable)
+            finally:
+                if hasattr(iterable, "close"):
+                    iterable.close()
+        except Exception:  # noqa: BLE001 - a failed request answers 500, the server keeps serving
+            traceback.print_exc()
+            answer = {"status": "500 INTERNAL SERVER ERROR", "headers": [("Content-Type", "text/plain")]}
+            body = b"Internal Server Error"
+            self.close_connection = True
+        code, _, reason = answer["status"].partition(" ")
+        self.send_response(int(code), reason)
+        for name, value in answer["headers"]:
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        bodiless = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
+        if not bodiless:
+            self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not bodiless:
+            self.wfile.write(body)
+        self.wfile.flush()
+
+
+def transact_write_items(self, transact_items):
+    """moto 5.2.5's `DynamoDBBackend.transact_write_items`, the same steps and the same errors,
+    with its whole-table deep copies replaced by an undo journal of the items it touches."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    # (table, hash key, range key, the item before the write or None), in the order written.
+    journal = []
+    # How many stream records each touched table had, so a rollback drops those of its writes.
+    streams = {}
+    target_items = set()
+
+    def check_unicity(table_name, key):
+        item = (str(table_name), str(dict(sorted(key.items()))))
+        if item in target_items:
+            raise MultipleTransactionsException()
+        target_items.add(item)
+
+    def remember(table_name, key, current):
+        table = self.get_table(table_name)
+        hash_key, range_key = self.get_keys_value(table, key)
+        journal.append((table, hash_key, range_key, copy.deepcopy(current)))
+        if table.stream_shard is not None and table_name not in streams:
+            streams[table_name] = (table, len(table.stream_shard.items))
+
+    def rollback():
+        for table, hash_key, range_key, before in reversed(journal):
+            if range_key is not None:
+                if before is None:
+                    table.items[hash_key].pop(range_key, None)
+                else:
+                    table.items[hash_key][range_key] = before
+            elif before is None:
+                table.items.pop(hash_key, None)
+            else:
+                table.items[hash_key] = before
+        for table, records in streams.values():
+            del table.stream_shard.items[records:]
+
+    errors = []  # [(Code, Message, Item), ..]
+    for item in transact_items:
+        original_item = None
+        if len(list(item.keys())) > 1:
+            raise TransactWriteSingleOpException
+        try:
+            op_type, op = next(iter(item.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise ValueError("Unsupported transaction operation")
+            table_name = op["TableName"]
+            condition_expression = op.get("ConditionExpression")
+            expression_attribute_names = op.get("ExpressionAttributeNames")
+            expression_attribute_values = op.get("ExpressionAttributeValues")
+            return_values_on_condition_check_failure = op.get("ReturnValuesOnConditionCheckFailure")
+            if op_type == "Put":
+                attrs = op["Item"]
+                table = self.get_table(table_name)
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                key = op["Key"]
+            check_unicity(table_name, key)
+            current = self.get_item(table_name, key)
+            if condition_expression is not None:
+                condition_op = get_filter_expression(
+                    condition_expression, expression_attribute_names, expression_attribute_values
+                )
+                if not condition_op.expr(current):
+                    if return_values_on_condition_check_failure == "ALL_OLD" and current:
+                        original_item = current.to_json()["Attributes"]
+                    raise ConditionalCheckFailed(item=original_item)
+            if op_type != "ConditionCheck":
+                remember(table_name, key, current)
+            if op_type == "Put":
+                self.put_item(
+                    table_name,
+                    op["Item"],
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            elif op_type == "Delete":
+                self.delete_item(
+                    table_name,
+                    key,
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            elif op_type == "Update":
+                self.update_item(
+                    table_name,
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    condition_expression=condition_expression,
+                    expression_attribute_names=expression_attribute_names,
+                    expression_attribute_values=expression_attribute_values,
+                )
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            rollback()
+            raise
+        except ConditionalCheckFailed as e:
+            errors.append(("ConditionalCheckFailed", str(e.message), original_item))
+        except Exception as e:  # noqa: BLE001 - as moto: any other failure cancels the transaction
+            errors.append((type(e).__name__, str(e), original_item))
+    if any(code is not None for code, _, _ in errors):
+        rollback()
+        raise TransactionCanceledException(errors)
 
 
 class OneAtATime:
@@ -302,6 +515,12 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    if moto.__version__ != MIRRORED_MOTO:
+        sys.exit(
+            f"emulator: TransactWriteItems is mirrored from moto {MIRRORED_MOTO}, this is moto {moto.__version__}: "
+            "check transact_write_items in scripts/emulator.py against it, then update MIRRORED_MOTO"
+        )
+    DynamoDBBackend.transact_write_items = transact_write_items
     app = OneAtATime(DomainDispatcherApplication(create_backend_app))
     snapshots = None
     if args.state:
@@ -309,7 +528,7 @@ def main() -> None:
         print(f"emulator: {snapshots.restore()}", file=sys.stderr, flush=True)
         threading.Thread(target=snapshots.run, name="snapshots", daemon=True).start()
     try:
-        run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+        run_simple(args.host, args.port, app, threaded=True, request_handler=KeepAliveRequestHandler)
     except KeyboardInterrupt:
         pass
     finally:
