@@ -263,7 +263,7 @@ async fn a_transaction_does_not_copy_its_whole_table() {
         }
     }
     let large = transaction_time(&aws, &table, 15).await;
-    // A ratio of medians on the same machine, loosely: copying the table made it about 50 times.
+    // A ratio of medians on the same machine, loosely: copying the table made it about 20 times.
     let ratio = large.as_secs_f64() / small.as_secs_f64();
     assert!(
         ratio < 4.0,
