@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -83,7 +84,13 @@ impl AwsClients {
             .operation_attempt_timeout(Duration::from_secs(3))
             .operation_timeout(Duration::from_secs(8))
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+        // Stalled-stream protection watches each request and response body's throughput with a
+        // timer of its own, per call (`scripts/bench`'s profile counts it). DynamoDB, KMS and
+        // Secrets Manager bodies here are a few KB, read whole; the attempt timeout above already
+        // bounds a stalled one, so it would only ever fire after that.
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
         }
