@@ -45,7 +45,10 @@ and on a cancelled transaction put back (or removed, if it was new), with the ta
 records from the cancelled writes dropped. Requests are serialised (above), so nothing can see the
 items between a write and its undo: the transaction stays all or nothing.
 
-Usage: emulator.py [-H HOST] [-p PORT] [--state DIR] [--snapshot-interval SECONDS]
+`--close-connections` answers as werkzeug's server does, one response per connection: only for
+`scripts/bench` to show what keeping them alive saves.
+
+Usage: emulator.py [-H HOST] [-p PORT] [--state DIR] [--snapshot-interval SECONDS] [--close-connections]
 """
 
 import argparse
@@ -500,6 +503,11 @@ def main() -> None:
         default=1.0,
         help="with --state: the most seconds a write waits before it is on disk (default 1)",
     )
+    parser.add_argument(
+        "--close-connections",
+        action="store_true",
+        help="close every connection after one response, as werkzeug does (for scripts/bench's comparison)",
+    )
     args = parser.parse_args()
     if args.snapshot_interval <= 0:
         parser.error("--snapshot-interval must be more than 0")
@@ -528,7 +536,13 @@ def main() -> None:
         print(f"emulator: {snapshots.restore()}", file=sys.stderr, flush=True)
         threading.Thread(target=snapshots.run, name="snapshots", daemon=True).start()
     try:
-        run_simple(args.host, args.port, app, threaded=True, request_handler=KeepAliveRequestHandler)
+        run_simple(
+            args.host,
+            args.port,
+            app,
+            threaded=True,
+            request_handler=MotoRequestHandler if args.close_connections else KeepAliveRequestHandler,
+        )
     except KeyboardInterrupt:
         pass
     finally:
