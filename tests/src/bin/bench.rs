@@ -338,7 +338,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     let targets = cpu_targets(route);
     let per = |cpu: Duration| cpu / requests;
     summary(
-        &format!("CPU per warm {label}, in all"),
+        &format!("CPU per warm request, {label}, in all"),
         &format!("{:.0} µs", micros(total)),
         &targets.map_or("-".to_owned(), |(all, _)| format!("≤ {} µs", all.as_micros())),
         targets.map(|(all, _)| per(total) <= all),
