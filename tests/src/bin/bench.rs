@@ -327,7 +327,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     println!("  inside DynamoDB calls (SDK)  {:.0} µs   (CPU while a call is in flight, instrumented)", micros(sdk));
     println!("  outside them (Kavach + runtime) {:.0} µs", micros(own));
     println!(
-        "wall time per {route}         {:.2} ms  (against moto on loopback, connections kept alive)",
+        "wall time per {route}         {:.2} ms  (against moto on loopback, one request at a time)",
         wall.as_secs_f64() * 1000.0 / f64::from(requests)
     );
     let label = match route {
