@@ -444,6 +444,35 @@ async fn with_auto_ban_off_offenders_are_counted_but_not_banned() {
     assert_eq!(record.count, 5);
 }
 
+/// A traffic table of the test's own, with the template's key schema: what the log tests read then
+/// does not grow with every request the rest of the suite makes in the same hour.
+async fn own_traffic_table() -> String {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let deps = deps().await;
+    let name = unique_name("traffic");
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
+    };
+    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
+    deps.aws
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create the test's traffic table");
+    name
+}
+
 /// A ping and a 404 with a secret in its query from a new address, both in the traffic log: the
 /// address.
 async fn logged_traffic(deps: &Deps, gateway: SocketAddr, key: &str) -> IpAddr {
@@ -458,7 +487,8 @@ async fn logged_traffic(deps: &Deps, gateway: SocketAddr, key: &str) -> IpAddr {
 #[tokio::test]
 async fn the_traffic_log_lists_an_addresss_requests_newest_first_without_query_strings() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let (deps, gateway, key) =
+        gateway_with_user(&[("TRAFFIC_TABLE", &own_traffic_table().await)], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let caller = logged_traffic(&deps, gateway, &key).await;
 
@@ -475,7 +505,8 @@ async fn the_traffic_log_lists_an_addresss_requests_newest_first_without_query_s
 #[tokio::test]
 async fn the_traffic_log_filters_by_status() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let (deps, gateway, key) =
+        gateway_with_user(&[("TRAFFIC_TABLE", &own_traffic_table().await)], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let caller = logged_traffic(&deps, gateway, &key).await;
     let only_404 = operator.get_json(&format!("/logs?ip={caller}&status=404")).await.json();
@@ -485,7 +516,8 @@ async fn the_traffic_log_filters_by_status() {
 #[tokio::test]
 async fn the_traffic_log_filters_by_path() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let (deps, gateway, key) =
+        gateway_with_user(&[("TRAFFIC_TABLE", &own_traffic_table().await)], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let caller = logged_traffic(&deps, gateway, &key).await;
     let by_path = operator.get_json(&format!("/logs?ip={caller}&path=ping")).await.json();
@@ -504,7 +536,8 @@ async fn the_traffic_log_refuses_a_malformed_filter_with_400() {
 #[tokio::test]
 async fn the_traffic_log_exports_csv_without_query_strings() {
     let _defaults = SETTINGS.read().await;
-    let (deps, gateway, key) = gateway_with_user(&[], Arc::new(SystemClock)).await;
+    let (deps, gateway, key) =
+        gateway_with_user(&[("TRAFFIC_TABLE", &own_traffic_table().await)], Arc::new(SystemClock)).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let caller = logged_traffic(&deps, gateway, &key).await;
     let csv = operator.get(&format!("/logs/export?ip={caller}")).await;
@@ -810,7 +843,7 @@ async fn the_dashboard_queries_its_lists_and_never_scans_nor_reads_the_counters(
 #[tokio::test]
 async fn the_traffic_log_shows_exactly_the_newest_n_and_reads_no_more_than_it_shows() {
     let _defaults = SETTINGS.read().await;
-    let deps = deps().await;
+    let deps = cold_start(config_with(&[("TRAFFIC_TABLE", &own_traffic_table().await)]), Arc::new(SystemClock)).await;
     deps.aws.stats.record_accesses();
     let gateway = start_gateway(deps.clone()).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
@@ -861,7 +894,7 @@ async fn the_traffic_log_shows_exactly_the_newest_n_and_reads_no_more_than_it_sh
 #[tokio::test]
 async fn a_filtered_log_over_a_busy_hour_takes_a_handful_of_round_trips() {
     let _defaults = SETTINGS.read().await;
-    let deps = deps().await;
+    let deps = cold_start(config_with(&[("TRAFFIC_TABLE", &own_traffic_table().await)]), Arc::new(SystemClock)).await;
     let gateway = start_gateway(deps.clone()).await;
     let mut operator = admin_client(&deps, gateway, unique_ip()).await;
     let (caller, others) = (unique_ip(), unique_ip());
