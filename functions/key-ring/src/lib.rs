@@ -94,9 +94,17 @@ impl Provider {
                 };
                 (echo, outcome)
             }
-            // Protection is asked for again on every update (idempotent): a stack whose tables lost
-            // it by hand gets it back with its next deploy.
-            Ok(CloudFormationCustomResourceRequest::Update(request)) if request.resource_type == TABLE_PROTECTION => {
+            Ok(CloudFormationCustomResourceRequest::Update(request)) => {
+                // Protection is asked for again on every update (idempotent): a stack whose tables
+                // lost it by hand gets it back with its next deploy.
+                let outcome = if request.resource_type == TABLE_PROTECTION {
+                    self.protect_tables().await
+                } else {
+                    Ok(Done::unchanged(
+                        "Updated nothing: the pepper and the key ring are created once and never replaced here \
+                         (rotate the ring with `kavach keyring rotate`).",
+                    ))
+                };
                 let echo = Echo {
                     response_url: request.response_url,
                     stack_id: request.stack_id,
@@ -104,21 +112,8 @@ impl Provider {
                     logical_resource_id: request.logical_resource_id,
                     physical_resource_id: Some(request.physical_resource_id),
                 };
-                (echo, self.protect_tables().await)
+                (echo, outcome)
             }
-            Ok(CloudFormationCustomResourceRequest::Update(request)) => (
-                Echo {
-                    response_url: request.response_url,
-                    stack_id: request.stack_id,
-                    request_id: request.request_id,
-                    logical_resource_id: request.logical_resource_id,
-                    physical_resource_id: Some(request.physical_resource_id),
-                },
-                Ok(Done::unchanged(
-                    "Updated nothing: the pepper and the key ring are created once and never replaced here \
-                     (rotate the ring with `kavach keyring rotate`).",
-                )),
-            ),
             Ok(CloudFormationCustomResourceRequest::Delete(request)) => (
                 Echo {
                     response_url: request.response_url,

@@ -105,8 +105,17 @@ pub async fn store_ring(
         serde_json::from_str(current.secret_string().unwrap_or("{}"))
             .map_err(|_| SecretError::Malformed { id: id.into(), problem: "is not a JSON object" })?;
     document.insert("keyring".into(), serde_json::Value::String(sealed_ring.into()));
+    put_document(client, id, document).await
+}
+
+/// Writes the secret's whole JSON document as its new value (the text zeroed once sent).
+async fn put_document(
+    secrets: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    document: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), SecretError> {
     let text = Zeroizing::new(serde_json::Value::Object(document).to_string());
-    client
+    secrets
         .put_secret_value()
         .secret_id(id)
         .secret_string(text.as_str())
@@ -203,14 +212,7 @@ pub async fn ensure(
 
     let ensured = Ensured { pepper_created, ring_created, root_ids, unopened };
     if ensured.changed() {
-        let text = Zeroizing::new(serde_json::Value::Object(document).to_string());
-        secrets
-            .put_secret_value()
-            .secret_id(id)
-            .secret_string(text.as_str())
-            .send()
-            .await
-            .map_err(|error| SecretError::Write { id: id.into(), detail: aws_detail(&error) })?;
+        put_document(secrets, id, document).await?;
     }
     Ok(ensured)
 }
