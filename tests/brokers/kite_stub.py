@@ -893,6 +893,10 @@ class Handler(BaseHTTPRequestHandler):
             body = json.dumps(body).encode()
         elif isinstance(body, str):
             body = body.encode()
+        # Recorded before the answer goes out: a caller that reads /__stub/calls as soon as it has
+        # its answer must find the call's status there.
+        if getattr(self, "call_record", None) is not None:
+            self.call_record["status"] = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for k, v in (headers or {}).items():
@@ -919,6 +923,7 @@ class Handler(BaseHTTPRequestHandler):
                           "kite_version": self.headers.get("X-Kite-Version"),
                           "api_key": None, "status": None}
                 STATE.calls.append(record)
+        self.call_record = record
         try:
             if path.startswith("/__stub/"):
                 self.control(method, path, query, raw)
