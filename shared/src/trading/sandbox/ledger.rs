@@ -2,6 +2,13 @@
 //! mode (contract §4) with its known quirks fixed. Nothing here does I/O; the service loads a
 //! [`Ledger`], applies an operation, and commits the recorded [`Changes`] as one transaction.
 //!
+//! The changes say what each write depends on, so the store can commit without locking the
+//! account: funds move by deltas guarded only by the margin they block ([`Changes::blocked`]),
+//! and a position that an order opens or grows moves by deltas guarded only by its direction
+//! ([`Guard::Long`], [`Guard::Short`]), which is all the margin and the average depend on. Only an
+//! order that reduces or reverses a position (its realised P&L needs the average as read) needs
+//! the position exactly as read ([`Guard::Exact`]).
+//!
 //! Money is integer paise, so funds never drift by rounding; prices are stored to the paisa as
 //! OpenAlgo stores DECIMAL(10,2).
 
@@ -111,6 +118,11 @@ pub struct Position {
     pub key: PositionKey,
     /// Net quantity: positive long, negative short.
     pub quantity: i64,
+    /// What the open quantity cost, signed as the quantity is (quantity × average, unrounded):
+    /// a sum, so concurrent orders that grow the position can each add to it.
+    #[serde(default)]
+    pub cost: Paise,
+    /// Derived from `cost` and `quantity` ([`average_of`]).
     pub average_price: Paise,
     /// Margin held by the open quantity.
     pub margin: Paise,
@@ -156,6 +168,34 @@ pub struct Trade {
     pub at: u64,
 }
 
+/// The average price of an open quantity that cost `cost` (signed as `quantity` is), to the paisa,
+/// rounded half away from zero.
+pub fn average_of(cost: Paise, quantity: i64) -> Paise {
+    if quantity == 0 {
+        return 0;
+    }
+    let (cost, quantity) = (i128::from(cost.abs()), i128::from(quantity.abs()));
+    i64::try_from((2 * cost + quantity) / (2 * quantity)).unwrap_or(Paise::MAX)
+}
+
+/// What a position write depends on, for the store's condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// The order opened or grew a long (or flat) position: valid while the position is not short.
+    Long,
+    /// The order opened or grew a short (or flat) position: valid while it is not long.
+    Short,
+    /// Valid only on the position exactly as read.
+    Exact,
+}
+
+/// A position an operation changed, and what that change depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PositionChange {
+    pub key: PositionKey,
+    pub guard: Guard,
+}
+
 /// An order write, with the status it must still have in the table when the write lands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OrderWrite {
@@ -167,14 +207,38 @@ pub enum OrderWrite {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Changes {
     pub funds: bool,
+    /// Margin newly blocked: the available balance must still hold at least this much.
+    pub blocked: Paise,
     pub orders: Vec<OrderWrite>,
     pub trades: Vec<Trade>,
-    pub positions: Vec<PositionKey>,
+    pub positions: Vec<PositionChange>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
         !self.funds && self.orders.is_empty() && self.trades.is_empty() && self.positions.is_empty()
+    }
+
+    /// Whether every position write holds on any position in the direction read (none needs the
+    /// position exactly as read).
+    pub fn only_grows(&self) -> bool {
+        self.positions.iter().all(|change| change.guard != Guard::Exact)
+    }
+
+    /// Makes every position write depend on the position exactly as read: for an operation whose
+    /// decision depends on the quantity itself (a smart order's target).
+    pub fn pin_positions(&mut self) {
+        for change in &mut self.positions {
+            change.guard = Guard::Exact;
+        }
+    }
+
+    fn touch_position(&mut self, key: PositionKey, guard: Guard) {
+        match self.positions.iter_mut().find(|change| change.key == key) {
+            Some(change) if change.guard != guard => change.guard = Guard::Exact,
+            Some(_) => {}
+            None => self.positions.push(PositionChange { key, guard }),
+        }
     }
 }
 
@@ -222,6 +286,11 @@ impl Ledger {
         let positions = positions
             .into_iter()
             .map(|mut position| {
+                if position.cost == 0 && position.quantity != 0 {
+                    // Written before positions kept their cost: the average is all there is.
+                    position.cost = position.quantity * position.average_price;
+                }
+                position.average_price = average_of(position.cost, position.quantity);
                 if position.session != session {
                     position.realized_today = 0;
                     position.session = session;
@@ -391,6 +460,7 @@ impl Ledger {
         if margin != 0 {
             self.funds.available -= margin;
             self.funds.used_margin += margin;
+            self.changes.blocked += margin;
             self.changes.funds = true;
         }
         Ok(())
@@ -429,6 +499,7 @@ impl Ledger {
         let position = self.positions.entry(key.clone()).or_insert_with(|| Position {
             key: key.clone(),
             quantity: 0,
+            cost: 0,
             average_price: 0,
             margin: 0,
             realized_today: 0,
@@ -438,25 +509,31 @@ impl Ledger {
         let signed = order.signed_quantity();
         let mut realized = 0;
         let mut released = 0;
-        if before == 0 || before.signum() == signed.signum() {
-            let total = before.abs() + signed.abs();
-            position.average_price = (before.abs() * position.average_price + signed.abs() * price + total / 2) / total;
+        let guard = if before == 0 || before.signum() == signed.signum() {
+            // Opens or grows: the cost is a sum, so this holds whatever else grew it meanwhile.
             position.quantity = before + signed;
+            position.cost += signed * price;
+            if signed > 0 { Guard::Long } else { Guard::Short }
         } else {
             let closed = signed.abs().min(before.abs());
             realized = (price - position.average_price) * closed * before.signum();
             released = position.margin * closed / before.abs();
             position.margin -= released;
             position.quantity = before + signed;
-            if position.quantity.signum() == signed.signum() {
+            position.cost = if position.quantity.signum() == signed.signum() {
                 // Reversed: the remainder opens at the fill price.
-                position.average_price = price;
-            }
-        }
+                position.quantity * price
+            } else {
+                position.quantity * position.average_price
+            };
+            Guard::Exact
+        };
+        position.average_price = average_of(position.cost, position.quantity);
         position.margin += order.margin;
         if position.quantity == 0 {
             released += position.margin;
             position.margin = 0;
+            position.cost = 0;
             position.average_price = 0;
         }
         position.realized_today += realized;
@@ -465,9 +542,7 @@ impl Ledger {
         self.funds.available += realized;
         self.changes.funds = true;
         self.release(released);
-        if !self.changes.positions.contains(&key) {
-            self.changes.positions.push(key);
-        }
+        self.changes.touch_position(key, guard);
     }
 
     /// Cancels a resting order and releases its margin.

@@ -1,7 +1,20 @@
-//! Load → apply → commit. Each order is one DynamoDB transaction over the account's funds (the
-//! version lock), the order, its trade and its position, so a crash or a failed write leaves either
-//! all of them or none. A conflicting writer makes the commit fail as a whole; the operation is then
-//! re-run on fresh state, a bounded number of times.
+//! Load → apply → commit. Each order is one DynamoDB transaction over the account's funds, the
+//! order, its trade and its position, so a crash or a failed write leaves either all of them or
+//! none. Nothing locks the account: funds and positions move by deltas whose conditions say only
+//! what the order depends on (the margin it blocks is still available; the position it grows has
+//! not turned the other way; a position it reduces is as read), so unrelated concurrent orders do
+//! not conflict. When a condition fails the operation is re-run on fresh state, a bounded number
+//! of times.
+//!
+//! An order that opens or grows a position (a BUY that is not covering a short) is first tried
+//! without reading the account at all: placeorder is then the gate's round trip and one
+//! transaction. If what it assumed was wrong (a short to cover, too little money, an old-layout
+//! item), its conditions fail and it is re-run on the account as read.
+//!
+//! Every operation has one request id, fixed before its first attempt, which marks the orders it
+//! writes and derives each attempt's `ClientRequestToken`, and its order id stays the same across
+//! attempts (unless another request's order took it), so a commit whose answer was lost is read
+//! back rather than booked twice or denied (see [`SandboxStore::commit`]).
 
 use rand::Rng;
 
@@ -10,16 +23,17 @@ use crate::core::clock::{Clock, UnixMillis};
 use crate::core::config::OrderCaps;
 use crate::core::error::AppError;
 use crate::core::ist::{IstTime, last_boundary};
-use crate::store::sandbox::{CommitError, SandboxStore};
+use crate::store::sandbox::{AccountState, Attempt, Commit, SandboxStore};
 use crate::trading::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
 
-/// Concurrent orders on one account commit one at a time, so a burst of N orders needs up to N
-/// attempts for its last one; a trader's burst is bounded by the order rate limit (10 per second).
-const ATTEMPTS: u64 = 20;
+/// Conflicts are now between orders that depend on each other (closing the position another order
+/// grows, spending the same last rupees), so a handful of attempts is plenty; the bound stays
+/// generous because a refusal here is a 409 the trader has to retry.
+const ATTEMPTS: u32 = 20;
 
 /// A short random pause after a conflict, so the writers that lost do not collide again in step.
-async fn back_off(attempt: u64) {
-    let millis = rand::thread_rng().gen_range(0..=attempt.min(10) * 3);
+async fn back_off(attempt: u32) {
+    let millis = rand::thread_rng().gen_range(0..=u64::from(attempt.min(10)) * 3);
     tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
 }
 
@@ -38,6 +52,18 @@ impl From<Rejection> for AppError {
 pub fn new_order_id(now: UnixMillis) -> String {
     let time = IstTime::at(now);
     format!("{}{:06}{:02}", time.yymmdd(), time.millis_of_day / 100, rand::thread_rng().gen_range(0..100))
+}
+
+/// A request id: marks every order an operation writes, so its commit can be read back.
+fn new_request_id() -> String {
+    hex::encode(rand::thread_rng().r#gen::<[u8; 16]>())
+}
+
+/// Whether an operation may be tried on [`AccountState::assumed`] before reading the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    First,
+    Assume,
 }
 
 /// The smallest id an order placed at or after `at` can have.
@@ -92,42 +118,47 @@ impl<'a> Sandbox<'a> {
         first_order_id_at(last_boundary(self.now(), SESSION_BOUNDARY_SECS))
     }
 
-    /// Runs `operation` on a freshly loaded ledger and commits what it changed, retrying on a
-    /// conflicting write. A refusal that recorded something (a `rejected` order) is committed too.
+    /// Runs `operation` (given the order id it may create) on the account and commits what it
+    /// changed, retrying on a failed condition. A refusal that recorded something (a `rejected`
+    /// order) is committed too. `pin` makes every position write conditional on the position
+    /// exactly as read (for a decision on the quantity itself).
     async fn transact<R>(
         &self,
         user: &str,
-        mut operation: impl FnMut(&mut Ledger) -> Result<R, AppError>,
+        read: Read,
+        pin: bool,
+        mut operation: impl FnMut(&mut Ledger, &str) -> Result<R, AppError>,
     ) -> Result<R, AppError> {
+        let request = new_request_id();
+        let mut order_id = new_order_id(self.now());
+        let mut assume = read == Read::Assume;
         for attempt in 0..ATTEMPTS {
-            let state = self.store.account(user).await?;
-            let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
-            let outcome = operation(&mut ledger);
-            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
-                return settled;
+            let state = if assume { AccountState::assumed(self.now()) } else { self.store.account(user).await? };
+            let mut ledger = Ledger::new(state.funds.clone(), state.positions.clone(), self.now()).with_caps(self.caps);
+            let outcome = operation(&mut ledger, &order_id);
+            if pin {
+                ledger.changes.pin_positions();
             }
-            back_off(attempt).await;
+            if assume && (outcome.is_err() || !ledger.changes.only_grows()) {
+                // The outcome depends on what was assumed (a refusal, a position to reduce): read.
+                assume = false;
+                continue;
+            }
+            if ledger.changes.is_empty() {
+                return outcome;
+            }
+            match self.store.commit(user, &state, &ledger, Attempt { request: &request, number: attempt }).await? {
+                Commit::Done => return outcome,
+                Commit::Stale => {
+                    if !assume {
+                        back_off(attempt).await;
+                    }
+                }
+                Commit::IdTaken => order_id = new_order_id(self.now()),
+            }
+            assume = false;
         }
         Err(AppError::AccountBusy)
-    }
-
-    /// Commits what `ledger` changed (a refusal that recorded a `rejected` order included) and
-    /// returns the operation's outcome; `None` when a concurrent writer got there first.
-    async fn settle<R>(
-        &self,
-        user: &str,
-        version: u64,
-        ledger: &Ledger,
-        outcome: Result<R, AppError>,
-    ) -> Option<Result<R, AppError>> {
-        if ledger.changes.is_empty() {
-            return Some(outcome);
-        }
-        match self.store.commit(user, version, ledger).await {
-            Ok(()) => Some(outcome),
-            Err(CommitError::Conflict) => None,
-            Err(CommitError::Store(error)) => Some(Err(error)),
-        }
     }
 
     /// As [`Self::transact`], for an operation on one existing order.
@@ -137,21 +168,26 @@ impl<'a> Sandbox<'a> {
         order_id: &str,
         mut operation: impl FnMut(&mut Ledger, &Order) -> Result<R, AppError>,
     ) -> Result<R, AppError> {
+        let request = new_request_id();
         for attempt in 0..ATTEMPTS {
             let (state, order) = tokio::try_join!(self.store.account(user), self.store.order(user, order_id))?;
             let order = order.ok_or_else(|| AppError::OrderNotFound { order_id: order_id.to_owned() })?;
-            let mut ledger = Ledger::new(state.funds, state.positions, self.now()).with_caps(self.caps);
+            let mut ledger = Ledger::new(state.funds.clone(), state.positions.clone(), self.now()).with_caps(self.caps);
             let outcome = operation(&mut ledger, &order);
-            if let Some(settled) = self.settle(user, state.version, &ledger, outcome).await {
-                return settled;
+            if ledger.changes.is_empty() {
+                return outcome;
             }
-            back_off(attempt).await;
+            match self.store.commit(user, &state, &ledger, Attempt { request: &request, number: attempt }).await? {
+                Commit::Done => return outcome,
+                Commit::Stale | Commit::IdTaken => back_off(attempt).await,
+            }
         }
         Err(AppError::AccountBusy)
     }
 
     pub async fn place(&self, user: &str, strategy: &str, leg: &OrderLeg) -> Result<Order, AppError> {
-        self.transact(user, |ledger| Ok(ledger.place(new_order_id(ledger.now()), strategy, leg)?)).await
+        let read = if leg.action == Action::Buy { Read::Assume } else { Read::First };
+        self.transact(user, read, false, |ledger, id| Ok(ledger.place(id.to_owned(), strategy, leg)?)).await
     }
 
     /// Reaches the target net position `position_size` for the leg's symbol, exchange and product.
@@ -163,7 +199,9 @@ impl<'a> Sandbox<'a> {
             });
         }
         let target = request.position_size as i64;
-        self.transact(user, |ledger| {
+        // The decision reads the position's quantity, so the order commits only on the position
+        // exactly as read: a concurrent order on the same position makes it decide again.
+        self.transact(user, Read::First, true, |ledger, id| {
             let leg = &request.leg;
             let key = PositionKey { exchange: leg.exchange, symbol: leg.symbol.clone(), product: leg.product };
             let current = ledger.position_quantity(&key);
@@ -182,7 +220,7 @@ impl<'a> Sandbox<'a> {
                 (Action::Sell, (current - target) as f64)
             };
             let order_leg = OrderLeg { action, quantity, ..leg.clone() };
-            Ok(SmartOutcome::Placed(ledger.place(new_order_id(ledger.now()), &request.strategy, &order_leg)?))
+            Ok(SmartOutcome::Placed(ledger.place(id.to_owned(), &request.strategy, &order_leg)?))
         })
         .await
     }
@@ -221,7 +259,7 @@ impl<'a> Sandbox<'a> {
         for position in state.positions.iter().filter(|position| position.quantity != 0) {
             let key = position.key.clone();
             let outcome = self
-                .transact(user, |ledger| {
+                .transact(user, Read::First, true, |ledger, id| {
                     let quantity = ledger.position_quantity(&key);
                     if quantity == 0 {
                         return Ok(None);
@@ -237,7 +275,7 @@ impl<'a> Sandbox<'a> {
                         trigger_price: 0.0,
                         disclosed_quantity: 0,
                     };
-                    Ok(Some(ledger.place(new_order_id(ledger.now()), SQUARE_OFF_STRATEGY, &leg)?))
+                    Ok(Some(ledger.place(id.to_owned(), SQUARE_OFF_STRATEGY, &leg)?))
                 })
                 .await;
             match outcome {
