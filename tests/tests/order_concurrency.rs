@@ -163,11 +163,13 @@ async fn sixteen_clients_placing_25_market_orders_on_one_account_are_all_booked_
     assert_eq!(counts.get("200").copied(), Some(CLIENTS * ORDERS_PER_CLIENT), "every order acknowledged: {counts:?}");
     assert_eq!(acknowledged_ids.len(), CLIENTS * ORDERS_PER_CLIENT, "distinct order ids");
 
-    // Then buys and sells at once on one position: the sells reduce it and realise P&L, which
-    // depends on the average as read, so they conflict with the buys and retry; none is lost.
-    let mixed =
-        burst(gateway, &key, CLIENTS, |client, _| market_order("SBIN", if client % 2 == 0 { "SELL" } else { "BUY" }))
-            .await;
+    // Then sells that close the SBIN position (200 held, 200 sold) beside buys that grow INFY: the
+    // sells realise P&L at the average they read, and commute with each other as long as none
+    // of them closes or reverses the position and nothing grows it meanwhile.
+    let mixed = burst(gateway, &key, CLIENTS, |client, _| {
+        if client % 2 == 0 { market_order("SBIN", "SELL") } else { market_order("INFY", "BUY") }
+    })
+    .await;
     acknowledged_ids.extend(acknowledged(&mixed));
     assert_consistent(&deps, &user, &acknowledged_ids).await;
     let counts = tally(&mixed);

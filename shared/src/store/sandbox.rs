@@ -61,6 +61,7 @@ const QUANTITY: &str = "q";
 const COST: &str = "c";
 const MARGIN: &str = "m";
 const KEY: &str = "key";
+const RESETS: &str = "g";
 
 /// Funds for an order committed without reading the account first: a balance no order reaches,
 /// so that only the commit's `avail >= :need` decides.
@@ -199,6 +200,7 @@ fn decode_position(item: &Item) -> Result<(Position, Option<String>), AppError> 
         quantity,
         cost,
         average_price: average_of(cost, quantity),
+        resets: number(item, RESETS).unwrap_or_default(),
         margin: signed(item, MARGIN),
         realized_today: signed(item, REALIZED_TODAY),
         session: number(item, SESSION).unwrap_or_default(),
@@ -636,6 +638,7 @@ impl SandboxStore {
                 .set(MARGIN, int(after.margin))
                 .set(REALIZED_TODAY, int(after.realized_today))
                 .set(SESSION, n(after.session))
+                .set(RESETS, n(after.resets))
                 .set(KEY, s(&key));
         };
         match (before, legacy, guard) {
@@ -654,6 +657,28 @@ impl SandboxStore {
                     .condition("#attr = :attr", COST, Some(int(before.cost)))
                     .condition("#attr = :attr", MARGIN, Some(int(before.margin)));
             }
+            (Some(before), None, Guard::Reduce { closed, long }) if before.session == after.session => {
+                let (direction, bound) = if long { (">", closed) } else { ("<", -closed) };
+                update
+                    .add(QUANTITY, after.quantity - before.quantity)
+                    .add(COST, after.cost - before.cost)
+                    .add(MARGIN, after.margin - before.margin)
+                    .add(REALIZED_TODAY, after.realized_today - before.realized_today)
+                    .condition("#attr = :attr", RESETS, Some(n(before.resets)))
+                    .condition(&format!("#attr {direction} :attr"), QUANTITY, Some(int(bound)))
+                    .condition("#attr = :attr", SESSION, Some(n(after.session)));
+            }
+            (before, None, Guard::Reduce { .. }) => {
+                // Not in the current layout's session (or not read): only exactly as read.
+                set_all(&mut update);
+                match before {
+                    Some(before) => update
+                        .condition("#attr = :attr", QUANTITY, Some(int(before.quantity)))
+                        .condition("#attr = :attr", COST, Some(int(before.cost)))
+                        .condition("#attr = :attr", MARGIN, Some(int(before.margin))),
+                    None => update.condition("attribute_not_exists(#attr)", SK, None),
+                };
+            }
             (before, None, Guard::Long | Guard::Short) => {
                 let (quantity, cost, margin) =
                     before.map_or((0, 0, 0), |before| (before.quantity, before.cost, before.margin));
@@ -662,7 +687,10 @@ impl SandboxStore {
                     .add(QUANTITY, after.quantity - quantity)
                     .add(COST, after.cost - cost)
                     .add(MARGIN, after.margin - margin)
+                    .add(RESETS, 1)
                     .set_if_absent(KEY, s(&key))
+                    .set_if_absent(SESSION, n(after.session))
+                    .set_if_absent(REALIZED_TODAY, int(0))
                     .condition("attribute_not_exists(#attr)", DOC, None)
                     .condition(
                         &format!("(attribute_not_exists(#attr) OR #attr {direction} :attr)"),

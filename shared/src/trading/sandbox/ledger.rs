@@ -124,6 +124,10 @@ pub struct Position {
     pub cost: Paise,
     /// Derived from `cost` and `quantity` ([`average_of`]).
     pub average_price: Paise,
+    /// How many writes changed the average (grew, reversed or closed the position): a reduction
+    /// commits only if this is as it read it.
+    #[serde(default)]
+    pub resets: u64,
     /// Margin held by the open quantity.
     pub margin: Paise,
     pub realized_today: Paise,
@@ -185,6 +189,11 @@ pub enum Guard {
     Long,
     /// The order opened or grew a short (or flat) position: valid while it is not long.
     Short,
+    /// The order reduced the position without closing or reversing it: valid while nothing grew
+    /// or reset it since it was read (so the average is as read) and it still holds more than
+    /// `closed` on the same side. Reductions only subtract at the average, which keeps it, so
+    /// concurrent ones commute.
+    Reduce { closed: i64, long: bool },
     /// Valid only on the position exactly as read.
     Exact,
 }
@@ -222,7 +231,7 @@ impl Changes {
     /// Whether every position write holds on any position in the direction read (none needs the
     /// position exactly as read).
     pub fn only_grows(&self) -> bool {
-        self.positions.iter().all(|change| change.guard != Guard::Exact)
+        self.positions.iter().all(|change| matches!(change.guard, Guard::Long | Guard::Short))
     }
 
     /// Makes every position write depend on the position exactly as read: for an operation whose
@@ -501,6 +510,7 @@ impl Ledger {
             quantity: 0,
             cost: 0,
             average_price: 0,
+            resets: 0,
             margin: 0,
             realized_today: 0,
             session,
@@ -513,6 +523,7 @@ impl Ledger {
             // Opens or grows: the cost is a sum, so this holds whatever else grew it meanwhile.
             position.quantity = before + signed;
             position.cost += signed * price;
+            position.resets += 1;
             if signed > 0 { Guard::Long } else { Guard::Short }
         } else {
             let closed = signed.abs().min(before.abs());
@@ -520,13 +531,15 @@ impl Ledger {
             released = position.margin * closed / before.abs();
             position.margin -= released;
             position.quantity = before + signed;
-            position.cost = if position.quantity.signum() == signed.signum() {
-                // Reversed: the remainder opens at the fill price.
-                position.quantity * price
+            if position.quantity.signum() == before.signum() {
+                position.cost = position.quantity * position.average_price;
+                Guard::Reduce { closed, long: before > 0 }
             } else {
-                position.quantity * position.average_price
-            };
-            Guard::Exact
+                // Closed, or reversed: the remainder opens at the fill price.
+                position.cost = position.quantity * price;
+                position.resets += 1;
+                Guard::Exact
+            }
         };
         position.average_price = average_of(position.cost, position.quantity);
         position.margin += order.margin;
