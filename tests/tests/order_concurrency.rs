@@ -311,3 +311,72 @@ async fn an_sdk_retry_that_reruns_a_committed_transaction_books_nothing_twice() 
     let second = reply.body["orderid"].as_str().expect("orderid").to_owned();
     assert_consistent(&deps, &user, &BTreeSet::from([first, second])).await;
 }
+
+/// An account written before funds and positions were sums (one JSON `doc` each, funds locked by
+/// `ver`) reads as it did, and its next order migrates what it touches.
+#[tokio::test]
+async fn an_account_in_the_old_layout_is_read_and_migrated_by_its_next_order() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let deps = kavach_tests::cold_start(config_with(&[]), MarketHoursClock::new()).await;
+    let (user, key) = new_user(&deps).await;
+    let gateway = start_gateway(deps.clone()).await;
+    let table = deps.config.tables.sandbox.clone();
+    let pk = format!("acct#{user}");
+    let session = shared::core::ist::last_boundary(deps.clock.now(), 3 * 3600).0;
+    let item = |sk: &str, doc: Value, version: Option<u64>| {
+        let mut request = deps
+            .aws
+            .dynamodb
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S(pk.clone()))
+            .item("sk", AttributeValue::S(sk.to_owned()))
+            .item("doc", AttributeValue::S(doc.to_string()));
+        if let Some(version) = version {
+            request = request.item("ver", AttributeValue::N(version.to_string()));
+        }
+        request.send()
+    };
+    // 10 SBIN MIS bought at ₹500, ₹1,000 of margin held.
+    let funds = json!({ "available": STARTING_CAPITAL - 100_000, "used_margin": 100_000, "realized_total": 0,
+        "realized_today": 0, "session": session, "opened_at": session });
+    item("a#funds", funds, Some(7)).await.expect("old funds");
+    let position = json!({ "key": { "exchange": "NSE", "symbol": "SBIN", "product": "MIS" }, "quantity": 10,
+        "average_price": 50_000, "margin": 100_000, "realized_today": 0, "session": session });
+    item("a#pos#NSE#SBIN#MIS", position, None).await.expect("old position");
+
+    let funds = call(gateway, "funds", &key, json!({})).await.body["data"].clone();
+    assert_eq!((funds["availablecash"].as_f64(), funds["utiliseddebits"].as_f64()), (Some(9_999_000.0), Some(1_000.0)));
+    let positions = call(gateway, "positionbook", &key, json!({})).await.body["data"].clone();
+    assert_eq!((positions[0]["quantity"].as_i64(), positions[0]["average_price"].as_f64()), (Some(10), Some(500.0)));
+
+    // A BUY first tries the funds as sums, finds the old layout, and migrates it on the read path.
+    let buy = call(gateway, "placeorder", &key, market_order("SBIN", "BUY")).await;
+    assert_eq!(buy.status, 200, "{}", buy.body);
+    let sell = call(gateway, "placeorder", &key, market_order("SBIN", "SELL")).await;
+    assert_eq!(sell.status, 200, "{}", sell.body);
+    let state = deps.sandbox().store().account(&user).await.expect("account");
+    assert_eq!(state.funds_layout, shared::store::sandbox::FundsLayout::Current, "funds migrated");
+    assert_eq!(state.positions[0].quantity, 10);
+    let stored = |sk: &'static str| {
+        let (dynamodb, table, pk) = (deps.aws.dynamodb.clone(), table.clone(), pk.clone());
+        async move {
+            let output = dynamodb
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S(sk.to_owned()))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("get");
+            output.item.expect("item")
+        }
+    };
+    for sk in ["a#funds", "a#pos#NSE#SBIN#MIS"] {
+        assert!(!stored(sk).await.contains_key("doc"), "{sk} migrated");
+    }
+    let funds = state.funds.expect("funds");
+    assert_eq!(funds.available + funds.used_margin, STARTING_CAPITAL + funds.realized_total, "nothing created or lost");
+    assert_eq!(funds.used_margin, state.positions[0].margin);
+}
