@@ -20,6 +20,7 @@ pub mod cfn;
 pub mod iam;
 pub mod kite_stub;
 pub mod smtp_sink;
+pub mod tls;
 pub mod web;
 pub mod webdriver;
 

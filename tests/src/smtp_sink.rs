@@ -37,27 +37,7 @@ impl SmtpSink {
     /// A sink that takes `delay` to accept each message, as a slow relay does: a response that
     /// waited for the mail would take at least that long.
     pub async fn start_with_delay(delay: std::time::Duration) -> Self {
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Kavach test CA");
-        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-        let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_pem) = crate::tls::localhost_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -72,7 +52,7 @@ impl SmtpSink {
                 });
             }
         });
-        Self { address, ca_pem: ca.pem(), messages }
+        Self { address, ca_pem, messages }
     }
 
     pub fn messages(&self) -> Vec<String> {

@@ -89,6 +89,7 @@ impl AwsClients {
         // Secrets Manager bodies here are a few KB, read whole; the attempt timeout above already
         // bounds a stalled one, so it would only ever fire after that.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             .timeout_config(timeouts)
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if let Some(endpoint) = endpoint {
@@ -109,6 +110,14 @@ impl AwsClients {
             stats,
         }
     }
+}
+
+/// The SDK's own hyper and rustls client with ring as the crypto provider, the one every other TLS
+/// user in the binary (reqwest, lettre) already links: `default-https-client` would add aws-lc-rs.
+/// It trusts the platform's roots, as the default client does.
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -7,8 +7,11 @@
 //! same lines here and in Lambda. The EMF metric lines on stdout are not logs and pass every level
 //! (`core::metrics`).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
 /// Installs the subscriber once; a second call (tests, the local gateway) is a no-op.
 pub fn init() {
@@ -22,21 +25,34 @@ fn lambda_log_level() -> Option<String> {
     Some(if level.eq_ignore_ascii_case("fatal") { "error".to_owned() } else { level.to_ascii_lowercase() })
 }
 
+/// `RUST_LOG` (`warn`, or `info,shared=debug`: a default level and levels by target), else
+/// Lambda's level, else `info`. A value that does not parse falls back the same way rather than
+/// logging everything or nothing.
+fn filter() -> Targets {
+    let parse = |value: String| value.parse::<Targets>().ok();
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(parse)
+        .or_else(|| lambda_log_level().and_then(parse))
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
+}
+
 /// [`init`] with another destination: the redaction test reads what would have been logged.
 pub fn init_to<W>(writer: W)
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| lambda_log_level().map(EnvFilter::new).ok_or(()))
-        .unwrap_or_else(|()| EnvFilter::new("info"));
-    let installed = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_current_span(false)
-        .with_target(false)
-        .flatten_event(true)
+    let installed = tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .json()
+                .with_writer(writer)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_target(false)
+                .flatten_event(true)
+                .with_filter(filter()),
+        )
         .try_init();
     if installed.is_ok() {
         // A panic becomes one structured log line like any other event, instead of free text on
