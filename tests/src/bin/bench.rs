@@ -5,9 +5,15 @@
 //!   in-process CPU per ping (handler + SDK, the emulator excluded).
 //! - `cold-start BIN`: exec of the Lambda binary to its first response, through a local Lambda
 //!   Runtime API.
+//! - `warm-run BIN ROUTE KEY N`: N invocations of the Lambda binary through that Runtime API; its
+//!   peak RSS after them and its CPU per warm invocation.
 //! - `login-timing N`: the Argon2id hash time, and N failed logins each for an unknown user and
 //!   for a wrong password over HTTP, interleaved: the medians must not tell them apart.
 //! - `load URL KEY`: warm requests per second and latency percentiles through the local gateway.
+//! - `orders BASE KEY CLIENTS PER_CLIENT RATE LABEL`: CLIENTS concurrent clients placing PER_CLIENT
+//!   MARKET orders each on one account through the gateway, paced to RATE orders per second in all
+//!   (0: as fast as they can); orders per second, every answer by status and code, and whether the
+//!   account's order book then holds exactly the acknowledged orders.
 //! - `key-forcing SECONDS`: how many Argon2 verifications per second one attacker who knows a key id
 //!   can force with random secrets from ever new addresses, with the per-key-id failure budget and
 //!   without it (as before the budget), through the local gateway.
@@ -16,7 +22,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -52,12 +58,16 @@ async fn run() -> anyhow::Result<()> {
         ["calls", route, n] => calls(route, n.parse()?).await,
         ["ledger", n] => ledger(n.parse()?),
         ["cold-start", binary, key, runs] => cold_start(binary, key, runs.parse()?).await,
+        ["warm-run", binary, route, key, n] => warm_run(binary, route, key, n.parse()?).await,
         ["login-timing", n] => login_timing(n.parse()?).await,
         ["key-forcing", seconds] => key_forcing(Duration::from_secs(seconds.parse()?)).await,
         ["load", url, body, requests, concurrency] => load(url, body, requests.parse()?, concurrency.parse()?).await,
         ["dashboard", counters] => dashboard(counters.parse()?).await,
+        ["orders", base, key, clients, per_client, rate, label] => {
+            orders(base, key, clients.parse()?, per_client.parse()?, rate.parse()?, label).await
+        }
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | load URL BODY REQUESTS CONCURRENCY | dashboard COUNTERS"
+            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | warm-run BIN ping|placeorder KEY N | load URL BODY REQUESTS CONCURRENCY | orders BASE KEY CLIENTS PER_CLIENT RATE LABEL | dashboard COUNTERS"
         ),
     }
 }
@@ -382,49 +392,31 @@ fn ledger(orders: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A minimal Lambda Runtime API: hands out one event, records when its response arrives.
+/// Cold starts of a Lambda binary through a local Runtime API: exec → ready, → first response,
+/// → traffic record written; the peak RSS and the process CPU spent up to the first response (what
+/// Lambda bills a cold keyed request at, before scaling by the memory size's CPU share).
 async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
     let (mut to_init, mut to_response, mut to_flushed) = (Vec::new(), Vec::new(), Vec::new());
-    let mut peak_rss_kib = Vec::new();
+    let (mut peak_rss_kib, mut cold_cpu) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (events, mut received) = mpsc::unbounded_channel::<(&'static str, Instant)>();
-        let event = Arc::new(ping_event(key, "198.51.100.201"));
-        let server = tokio::spawn(serve_runtime_api(listener, events, event));
-        let started = Instant::now();
-        let mut child = tokio::process::Command::new(binary)
-            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "ping")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
-            .env("RUST_LOG", "warn")
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
+        let mut lambda = LocalLambda::start(binary, ping_event(key, "198.51.100.201"), 1).await?;
+        let pid = lambda.pid()?;
         let (mut init, mut response) = (None, None);
-        let flushed = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some((what, at)) = received.recv().await {
-                match what {
-                    "next" if init.is_none() => init = Some(at - started),
-                    "response" => response = Some(at - started),
-                    // The extension asks for its next event once the traffic record is written.
-                    "extension-next-again" => return Ok(at - started),
-                    "error" => anyhow::bail!("the function reported an error"),
-                    _ => {}
+        let flushed = loop {
+            match lambda.next_report().await? {
+                ("next", at) if init.is_none() => init = Some(at),
+                ("response", at) => {
+                    response = Some(at);
+                    cold_cpu.push(process_cpu_of(&pid)?);
                 }
+                // The extension asks for its next event once the traffic record is written.
+                ("extension-next-again", at) => break at,
+                _ => {}
             }
-            anyhow::bail!("runtime API closed")
-        })
-        .await??;
+        };
         // Lambda bills by the memory size it reserves; this is how much of it one invocation used.
-        if let Some(pid) = child.id() {
-            peak_rss_kib.push(peak_rss(&pid.to_string())?);
-        }
-        child.kill().await?;
-        server.abort();
+        peak_rss_kib.push(peak_rss(&pid)?);
+        lambda.stop().await?;
         to_init.push(init.unwrap_or_default());
         to_response.push(response.unwrap_or_default());
         to_flushed.push(flushed);
@@ -432,7 +424,9 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
     to_init.sort();
     to_response.sort();
     to_flushed.sort();
-    let median = |values: &[Duration]| values[values.len() / 2].as_secs_f64() * 1000.0;
+    cold_cpu.sort();
+    let median = |values: &[Duration]| values.get(values.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let name = std::path::Path::new(binary).file_name().and_then(|n| n.to_str()).unwrap_or(binary).to_owned();
     println!("cold start of {binary} over {runs} runs (median):");
     println!(
         "  exec → ready for the first event   {:.1} ms  (config, 1 Secrets Manager read, 1 KMS Decrypt)",
@@ -446,6 +440,10 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
         "  exec → traffic record written      {:.1} ms  (after the response, by the internal extension)",
         median(&to_flushed)
     );
+    println!(
+        "  process CPU to the first response  {:.0} ms  (10 ms ticks; at 1/7 of a vCPU, ×7 on Lambda)",
+        median(&cold_cpu)
+    );
     peak_rss_kib.sort_unstable();
     if let Some(rss) = peak_rss_kib.get(peak_rss_kib.len() / 2) {
         println!(
@@ -453,6 +451,20 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
             *rss as f64 / 1024.0
         );
     }
+    let (ready, first) = (median(&to_init), median(&to_response));
+    summary(
+        &format!("  cold start of {name}, exec → ready"),
+        &format!("{ready:.1} ms"),
+        "≤ 25 ms",
+        Some(ready <= 25.0),
+    )?;
+    summary(
+        &format!("  cold start of {name}, exec → first keyed response"),
+        &format!("{first:.1} ms"),
+        "≤ 60 ms",
+        Some(first <= 60.0),
+    )?;
+    summary(&format!("  {name} CPU of a cold keyed request"), &format!("{:.0} ms", median(&cold_cpu)), "-", None)?;
     Ok(())
 }
 
@@ -466,52 +478,72 @@ fn peak_rss(pid: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))
 }
 
-/// Serves the Runtime API and the Extensions API for one invocation: registration, one event for
-/// the runtime and one for the extension, then both wait forever (the run ends there).
+/// Serves the Runtime API and the Extensions API for `invocations` invocations of one event, in
+/// lockstep as Lambda does: the extension is told of invocation k once the runtime has it, and
+/// invocation k + 1 is handed out only after the runtime asks for it. Reports the first `next`,
+/// each `response`, and `extension-next-again` once the extension asks past the last invocation
+/// (every traffic record written); then both wait forever (the run ends there).
 async fn serve_runtime_api(
     listener: tokio::net::TcpListener,
     events: mpsc::UnboundedSender<(&'static str, Instant)>,
     event: Arc<String>,
+    invocations: usize,
 ) {
-    let runtime_served = Arc::new(AtomicBool::new(false));
-    let extension_served = Arc::new(AtomicBool::new(false));
+    let handed = Arc::new(AtomicUsize::new(0));
+    let extension_asked = Arc::new(AtomicUsize::new(0));
+    let handed_out = Arc::new(tokio::sync::Notify::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
         let (events, event) = (events.clone(), event.clone());
-        let (runtime_served, extension_served) = (runtime_served.clone(), extension_served.clone());
+        let (handed, extension_asked, handed_out) = (handed.clone(), extension_asked.clone(), handed_out.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let (events, event) = (events.clone(), event.clone());
-                let (runtime_served, extension_served) = (runtime_served.clone(), extension_served.clone());
+                let (handed, extension_asked, handed_out) =
+                    (handed.clone(), extension_asked.clone(), handed_out.clone());
                 async move {
                     let path = request.uri().path().to_owned();
                     let _ = request.into_body().collect().await;
                     let deadline =
                         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
                             + 10_000;
-                    let arn = "arn:aws:lambda:ap-south-1:123456789012:function:ping";
+                    let arn = "arn:aws:lambda:ap-south-1:123456789012:function:bench";
                     let mut response = hyper::Response::new(Full::new(Bytes::new()));
                     if path.ends_with("/extension/register") {
                         response.headers_mut().insert("lambda-extension-identifier", HeaderValue::from_static("bench"));
-                        let body = serde_json::json!({"functionName": "ping", "functionVersion": "$LATEST", "handler": "bootstrap"});
+                        let body = serde_json::json!({"functionName": "bench", "functionVersion": "$LATEST", "handler": "bootstrap"});
                         *response.body_mut() = Full::new(Bytes::from(body.to_string()));
                     } else if path.ends_with("/extension/event/next") {
-                        if extension_served.swap(true, Ordering::SeqCst) {
+                        let asked = extension_asked.fetch_add(1, Ordering::SeqCst);
+                        if asked == invocations {
                             let _ = events.send(("extension-next-again", Instant::now()));
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
-                        let body = serde_json::json!({"eventType": "INVOKE", "deadlineMs": deadline, "requestId": "bench-1", "invokedFunctionArn": arn});
+                        while handed.load(Ordering::SeqCst) <= asked {
+                            let notified = handed_out.notified();
+                            if handed.load(Ordering::SeqCst) > asked {
+                                break;
+                            }
+                            notified.await;
+                        }
+                        let body = serde_json::json!({"eventType": "INVOKE", "deadlineMs": deadline,
+                            "requestId": format!("bench-{}", asked + 1), "invokedFunctionArn": arn});
                         *response.body_mut() = Full::new(Bytes::from(body.to_string()));
                     } else if path.ends_with("/invocation/next") {
                         let _ = events.send(("next", Instant::now()));
-                        if runtime_served.swap(true, Ordering::SeqCst) {
+                        let number = handed.load(Ordering::SeqCst) + 1;
+                        if number > invocations {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
                         let headers = response.headers_mut();
-                        headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_static("bench-1"));
+                        if let Ok(id) = HeaderValue::from_str(&format!("bench-{number}")) {
+                            headers.insert("lambda-runtime-aws-request-id", id);
+                        }
                         headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline as u64));
                         headers.insert("lambda-runtime-invoked-function-arn", HeaderValue::from_static(arn));
                         *response.body_mut() = Full::new(Bytes::from(event.as_bytes().to_vec()));
+                        handed.store(number, Ordering::SeqCst);
+                        handed_out.notify_waiters();
                     } else if path.ends_with("/response") {
                         let _ = events.send(("response", Instant::now()));
                         *response.status_mut() = hyper::StatusCode::ACCEPTED;
@@ -525,6 +557,120 @@ async fn serve_runtime_api(
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// A Lambda binary's process, started against a local Runtime API that serves `event`
+/// `invocations` times.
+struct LocalLambda {
+    child: tokio::process::Child,
+    received: mpsc::UnboundedReceiver<(&'static str, Instant)>,
+    server: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl LocalLambda {
+    async fn start(binary: &str, event: String, invocations: usize) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (events, received) = mpsc::unbounded_channel::<(&'static str, Instant)>();
+        let server = tokio::spawn(serve_runtime_api(listener, events, Arc::new(event), invocations));
+        let started = Instant::now();
+        let child = tokio::process::Command::new(binary)
+            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child, received, server, started })
+    }
+
+    fn pid(&self) -> anyhow::Result<String> {
+        self.child.id().map(|pid| pid.to_string()).ok_or_else(|| anyhow::anyhow!("the function exited"))
+    }
+
+    /// Waits for the next report from the Runtime API.
+    async fn next_report(&mut self) -> anyhow::Result<(&'static str, Duration)> {
+        let (what, at) = tokio::time::timeout(Duration::from_secs(60), self.received.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("runtime API closed"))?;
+        anyhow::ensure!(what != "error", "the function reported an error");
+        Ok((what, at - self.started))
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        self.server.abort();
+        Ok(())
+    }
+}
+
+/// User + system CPU of process `pid` so far (`/proc/PID/stat`, in clock ticks of 10 ms).
+fn process_cpu_of(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
+}
+
+/// `invocations` warm invocations of a Lambda binary through the local Runtime API: the peak RSS
+/// after them (the memory a function needs beside its first request), and the process CPU per
+/// warm invocation, the first one (the cold start) excluded.
+async fn warm_run(binary: &str, route: &str, key: &str, invocations: usize) -> anyhow::Result<()> {
+    let event = match route {
+        "ping" => ping_event(key, "198.51.100.202"),
+        "placeorder" => api_event("/api/v1/placeorder", &route_body(route, key), "198.51.100.202"),
+        _ => anyhow::bail!("warm-run serves ping or placeorder, not {route}"),
+    };
+    let mut lambda = LocalLambda::start(binary, event, invocations).await?;
+    let pid = lambda.pid()?;
+    let (mut responses, mut after_first) = (0, None);
+    loop {
+        match lambda.next_report().await? {
+            ("response", _) => {
+                responses += 1;
+                if responses == 1 {
+                    after_first = Some(process_cpu_of(&pid)?);
+                }
+            }
+            ("extension-next-again", _) => break,
+            _ => {}
+        }
+    }
+    anyhow::ensure!(responses == invocations, "{responses} responses to {invocations} invocations");
+    let cpu = process_cpu_of(&pid)?.saturating_sub(after_first.unwrap_or_default());
+    let rss = peak_rss(&pid)?;
+    lambda.stop().await?;
+    let warm = u32::try_from(invocations - 1)?;
+    let per_request = cpu / warm.max(1);
+    let name = std::path::Path::new(binary).file_name().and_then(|n| n.to_str()).unwrap_or(binary).to_owned();
+    println!("{name}: {invocations} invocations of {route} through the local Runtime API");
+    println!(
+        "  process CPU per warm invocation   {} µs  (the Lambda binary itself: runtime, pipeline, SDK)",
+        per_request.as_micros()
+    );
+    println!("  peak RSS after them               {:.1} MiB  (VmHWM)", rss as f64 / 1024.0);
+    let mib = rss as f64 / 1024.0;
+    summary(
+        &format!("  peak RSS of {name} after {invocations} warm invocations"),
+        &format!("{mib:.1} MiB"),
+        "≤ 30 MB",
+        Some(mib * 1.048_576 <= 30.0),
+    )?;
+    summary(
+        &format!("  {name} binary CPU per warm {route} (Runtime API)"),
+        &format!("{} µs", per_request.as_micros()),
+        "-",
+        None,
+    )?;
+    Ok(())
 }
 
 async fn load(url: &str, body: &str, requests: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -558,6 +704,107 @@ async fn load(url: &str, body: &str, requests: usize, concurrency: usize) -> any
     println!("  throughput           {:.0} requests/s", requests as f64 / wall.as_secs_f64());
     println!("  latency p50 / p99    {:.2} / {:.2} ms", percentile(0.50), percentile(0.99));
     anyhow::ensure!(ok == requests, "some requests failed");
+    Ok(())
+}
+
+/// Orders on one account from `clients` clients at once: what a trader running several strategies
+/// on one account does. Each order's answer is kept; the order book is then read back, so an order
+/// booked behind an error answer (or acknowledged and lost) shows as a difference.
+async fn orders(
+    base: &str,
+    key: &str,
+    clients: usize,
+    per_client: usize,
+    rate: f64,
+    label: &str,
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let total = clients * per_client;
+    // Order k leaves at start + k / rate, whichever client sends it: the load stays under a budget
+    // however the clients interleave.
+    let spacing = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    let url = format!("{base}/api/v1/placeorder");
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, next, url, key) = (client.clone(), next.clone(), url.clone(), key.to_owned());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    if k >= total {
+                        return answers;
+                    }
+                    tokio::time::sleep_until(started + spacing * k as u32).await;
+                    let symbol = if k % 2 == 0 { "SBIN" } else { "INFY" };
+                    let body = serde_json::json!({ "apikey": key, "strategy": "bench", "symbol": symbol, "exchange": "NSE",
+                        "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "CNC" });
+                    let answer = match client.post(&url).body(body.to_string()).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let body: serde_json::Value = response.json().await.unwrap_or_default();
+                            (status, body["code"].as_str().map(str::to_owned), body["orderid"].as_str().map(str::to_owned))
+                        }
+                        Err(_) => (0, Some("no answer".to_owned()), None),
+                    };
+                    answers.push(answer);
+                }
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(total);
+    for task in tasks {
+        answers.extend(task.await?);
+    }
+    let wall = started.elapsed();
+
+    let mut by_answer: BTreeMap<String, usize> = BTreeMap::new();
+    for (status, code, _) in &answers {
+        let label = code.as_ref().map_or_else(|| status.to_string(), |code| format!("{status} {code}"));
+        *by_answer.entry(label).or_default() += 1;
+    }
+    let acknowledged: BTreeSet<String> =
+        answers.iter().filter(|(status, ..)| *status == 200).filter_map(|(_, _, id)| id.clone()).collect();
+    let book = client
+        .post(format!("{base}/api/v1/orderbook"))
+        .body(serde_json::json!({ "apikey": key }).to_string())
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    let booked: BTreeSet<String> = book["data"]["orders"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no order book: {book}"))?
+        .iter()
+        .filter_map(|order| order["orderid"].as_str().map(str::to_owned))
+        .collect();
+    let busy = answers.iter().filter(|(_, code, _)| code.as_deref() == Some("account_busy")).count();
+    let server_errors = answers.iter().filter(|(status, ..)| *status >= 500 || *status == 0).count();
+    let book_is_acknowledged = booked == acknowledged;
+    let per_second = acknowledged.len() as f64 / wall.as_secs_f64();
+
+    println!("{label}: {clients} clients × {per_client} MARKET orders on one account");
+    println!("  answers              {by_answer:?}");
+    println!(
+        "  acknowledged         {} orders in {:.1} s: {per_second:.1} orders/s",
+        acknowledged.len(),
+        wall.as_secs_f64()
+    );
+    println!(
+        "  order book           {} orders; booked but not acknowledged {}, acknowledged but not booked {}",
+        booked.len(),
+        booked.difference(&acknowledged).count(),
+        acknowledged.difference(&booked).count()
+    );
+    summary(&format!("  orders per second, {label}"), &format!("{per_second:.1}"), "-", None)?;
+    summary(
+        &format!("  {label}: account_busy, 5xx, book = acknowledged"),
+        &format!("{busy}, {server_errors}, {}", if book_is_acknowledged { "yes" } else { "no" }),
+        "0, 0, yes",
+        Some(busy == 0 && server_errors == 0 && book_is_acknowledged),
+    )?;
     Ok(())
 }
 
