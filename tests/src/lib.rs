@@ -181,11 +181,23 @@ pub async fn gateway_with_web_user(
 /// A long-only MIS strategy webhook on `user`'s account trading `quantity` SBIN per entry signal:
 /// its secret id.
 pub async fn sbin_webhook(deps: &Deps, user: &str, strategy: &str, quantity: u64) -> String {
+    sbin_webhook_for(deps, user, strategy, quantity, shared::trading::orders::Product::Mis).await
+}
+
+/// [`sbin_webhook`] trading `product`: CNC for a caller on the wall clock, which may be past the
+/// 15:15 IST square-off that refuses MIS.
+pub async fn sbin_webhook_for(
+    deps: &Deps,
+    user: &str,
+    strategy: &str,
+    quantity: u64,
+    product: shared::trading::orders::Product,
+) -> String {
     let webhook = shared::identity::webhooks::Webhook {
         user: user.to_owned(),
         strategy: strategy.into(),
         exchange: shared::trading::orders::Exchange::Nse,
-        product: shared::trading::orders::Product::Mis,
+        product,
         mode: shared::identity::webhooks::Mode::Long,
         symbols: [("SBIN".to_owned(), quantity)].into(),
         suspended_at: None,
