@@ -48,7 +48,6 @@ where
                 .json()
                 .with_writer(writer)
                 .with_current_span(false)
-                .with_span_list(false)
                 .with_target(false)
                 .flatten_event(true)
                 .with_filter(filter()),
