@@ -53,6 +53,7 @@ Usage: emulator.py [-H HOST] [-p PORT] [--state DIR] [--snapshot-interval SECOND
 
 import argparse
 import copy
+import inspect
 import io
 import json
 import os
@@ -77,6 +78,7 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -192,6 +194,45 @@ class KeepAliveRequestHandler(MotoRequestHandler):
         if not bodiless:
             self.wfile.write(body)
         self.wfile.flush()
+
+
+# moto's Table.query reads every item of the table (and sorts them) for each Query, then keeps
+# the partition's: a Query's cost grows with the table, so the sandbox's per-account reads slowed
+# with every order any account placed. A Query on the table itself (no index) looks only at its
+# partition here; queries on an index still read the table, as moto does (the sparse `resting`
+# index is read by the fill engine alone). Requests run one at a time (OneAtATime), so the
+# partition a query is confined to is a plain attribute of the table for the call.
+QUERY_PARTITION = "_kavach_query_partition"
+
+
+def partition_items(original_all_items):
+    def all_items(self):
+        partition = getattr(self, QUERY_PARTITION, None)
+        if partition is None:
+            return original_all_items(self)
+        hash_set = self.items.get(partition)
+        if hash_set is None:
+            return []
+        return list(hash_set.values()) if self.range_key_attr else [hash_set]
+
+    return all_items
+
+
+def partition_query(original_query):
+    parameters = inspect.signature(original_query)
+
+    def query(self, *args, **kwargs):
+        call = parameters.bind(self, *args, **kwargs)
+        hash_key = call.arguments.get("hash_key")
+        if call.arguments.get("index_name") is not None or hash_key is None:
+            return original_query(self, *args, **kwargs)
+        setattr(self, QUERY_PARTITION, hash_key)
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            setattr(self, QUERY_PARTITION, None)
+
+    return query
 
 
 def transact_write_items(self, transact_items):
@@ -529,6 +570,8 @@ def main() -> None:
             "check transact_write_items in scripts/emulator.py against it, then update MIRRORED_MOTO"
         )
     DynamoDBBackend.transact_write_items = transact_write_items
+    Table.all_items = partition_items(Table.all_items)
+    Table.query = partition_query(Table.query)
     app = OneAtATime(DomainDispatcherApplication(create_backend_app))
     snapshots = None
     if args.state:

@@ -232,14 +232,9 @@ async fn transaction_time(aws: &AwsClients, table: &str, runs: u32) -> Duration 
     times[times.len() / 2]
 }
 
-#[tokio::test]
-async fn a_transaction_does_not_copy_its_whole_table() {
-    let aws = AwsClients::from_env().await;
-    let table = scratch_table(&aws, "emulator-big").await;
-    let small = transaction_time(&aws, &table, 15).await;
-    // Items the transactions never touch. moto copied all of them for every transaction.
-    const UNRELATED: usize = 4000;
-    let batches: Vec<Vec<WriteRequest>> = (0..UNRELATED)
+/// `count` items in partitions of their own, with a payload, in batches of 25.
+async fn load_unrelated(aws: &AwsClients, table: &str, count: usize) {
+    let batches: Vec<Vec<WriteRequest>> = (0..count)
         .map(|n| {
             let item = [
                 ("pk".to_owned(), key(&format!("unrelated#{n}"))),
@@ -258,10 +253,59 @@ async fn a_transaction_does_not_copy_its_whole_table() {
         let mut pending = batch;
         while !pending.is_empty() {
             let output =
-                aws.dynamodb.batch_write_item().request_items(&table, pending).send().await.expect("BatchWriteItem");
-            pending = output.unprocessed_items.and_then(|mut items| items.remove(&table)).unwrap_or_default();
+                aws.dynamodb.batch_write_item().request_items(table, pending).send().await.expect("BatchWriteItem");
+            pending = output.unprocessed_items.and_then(|mut items| items.remove(table)).unwrap_or_default();
         }
     }
+}
+
+/// The median time of `runs` Queries of one partition of `table`, which must find its one item.
+async fn query_time(aws: &AwsClients, table: &str, runs: u32) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let output = aws
+            .dynamodb
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", key("probe#query"))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("Query");
+        times.push(started.elapsed());
+        assert_eq!(output.count(), 1, "the partition's one item");
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test]
+async fn a_query_reads_its_partition_not_the_whole_table() {
+    let aws = AwsClients::from_env().await;
+    let table = scratch_table(&aws, "emulator-query").await;
+    aws.dynamodb.put_item().table_name(&table).item("pk", key("probe#query")).send().await.expect("PutItem");
+    let small = query_time(&aws, &table, 15).await;
+    // moto read and sorted every item of the table for each Query.
+    const UNRELATED: usize = 4000;
+    load_unrelated(&aws, &table, UNRELATED).await;
+    let large = query_time(&aws, &table, 15).await;
+    let ratio = large.as_secs_f64() / small.as_secs_f64();
+    assert!(
+        ratio < 4.0,
+        "a Query took {small:?} in a near-empty table and {large:?} beside {UNRELATED} unrelated items ({ratio:.1}×)"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_does_not_copy_its_whole_table() {
+    let aws = AwsClients::from_env().await;
+    let table = scratch_table(&aws, "emulator-big").await;
+    let small = transaction_time(&aws, &table, 15).await;
+    // Items the transactions never touch. moto copied all of them for every transaction.
+    const UNRELATED: usize = 4000;
+    load_unrelated(&aws, &table, UNRELATED).await;
     let large = transaction_time(&aws, &table, 15).await;
     // A ratio of medians on the same machine, loosely: copying the table made it about 20 times.
     let ratio = large.as_secs_f64() / small.as_secs_f64();
