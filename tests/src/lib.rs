@@ -153,6 +153,28 @@ pub fn client_from(source: IpAddr) -> reqwest::Client {
     reqwest::Client::builder().local_address(source).no_proxy().build().expect("client")
 }
 
+/// A table of the test's own, named after `stem`, keyed on string attributes: `keys[0]` the
+/// partition key and `keys[1]`, if given, the sort key. What a test loads into it or counts in it
+/// then weighs on no other test.
+pub async fn scratch_table(aws: &AwsClients, stem: &str, keys: &[&str]) -> String {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    let name = unique_name(stem);
+    let mut create = aws.dynamodb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+    for (attribute, kind) in keys.iter().zip([KeyType::Hash, KeyType::Range]) {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(*attribute).key_type(kind).build().expect("key"));
+    }
+    create.send().await.expect("CreateTable");
+    name
+}
+
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, PutRequest, ScalarAttributeType,
-    TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest};
 use futures::StreamExt;
 use kavach_tests::{deps, required_env, unique_name};
 use shared::app::aws::AwsClients;
@@ -85,25 +82,9 @@ async fn the_sdk_keeps_one_connection_open_across_calls() {
     );
 }
 
-/// A table of its own, so that what a test loads into it weighs on no other test.
+/// A table of its own, keyed on `pk` alone.
 async fn scratch_table(aws: &AwsClients, stem: &str) -> String {
-    let table = unique_name(stem);
-    aws.dynamodb
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().expect("key"))
-        .send()
-        .await
-        .expect("CreateTable");
-    table
+    kavach_tests::scratch_table(aws, stem, &["pk"]).await
 }
 
 fn key(pk: &str) -> AttributeValue {

@@ -292,28 +292,7 @@ fn table_protection(mut request: Value) -> Value {
 async fn unprotected_tables(aws: &AwsClients) -> (String, String) {
     let mut names = Vec::new();
     for role in ["identity", "sandbox"] {
-        let name = unique_name(role);
-        aws.dynamodb
-            .create_table()
-            .table_name(&name)
-            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-            .attribute_definitions(
-                aws_sdk_dynamodb::types::AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
-                    .build()
-                    .expect("attribute"),
-            )
-            .key_schema(
-                aws_sdk_dynamodb::types::KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
-                    .build()
-                    .expect("key"),
-            )
-            .send()
-            .await
-            .expect("create table");
+        let name = kavach_tests::scratch_table(aws, role, &["pk"]).await;
         names.push(name);
     }
     (names.remove(0), names.remove(0))

@@ -447,30 +447,7 @@ async fn with_auto_ban_off_offenders_are_counted_but_not_banned() {
 /// A traffic table of the test's own, with the template's key schema: what the log tests read then
 /// does not grow with every request the rest of the suite makes in the same hour.
 async fn own_traffic_table() -> String {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    let deps = deps().await;
-    let name = unique_name("traffic");
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute")
-    };
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
-    deps.aws
-        .dynamodb
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .send()
-        .await
-        .expect("create the test's traffic table");
-    name
+    kavach_tests::scratch_table(&deps().await.aws, "traffic", &["pk", "sk"]).await
 }
 
 /// A ping and a 404 with a secret in its query from a new address, both in the traffic log: the
