@@ -408,7 +408,7 @@ async fn cold_start(binary: &str, key: &str, runs: u32) -> anyhow::Result<()> {
                 ("next", at) if init.is_none() => init = Some(at),
                 ("response", at) => {
                     response = Some(at);
-                    cold_cpu.push(process_cpu_of(&pid)?);
+                    cold_cpu.push(Duration::from_micros(cpu_micros(&pid)?));
                 }
                 // The extension asks for its next event once the traffic record is written.
                 ("extension-next-again", at) => break at,
@@ -610,17 +610,6 @@ impl LocalLambda {
     }
 }
 
-/// User + system CPU of process `pid` so far (`/proc/PID/stat`, in clock ticks of 10 ms).
-fn process_cpu_of(pid: &str) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default().split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|value| value.parse::<u64>().ok()).unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
-}
-
 /// `invocations` warm invocations of a Lambda binary through the local Runtime API: the peak RSS
 /// after them (the memory a function needs beside its first request), and the process CPU per
 /// warm invocation, the first one (the cold start) excluded.
@@ -638,7 +627,7 @@ async fn warm_run(binary: &str, route: &str, key: &str, invocations: usize) -> a
             ("response", _) => {
                 responses += 1;
                 if responses == 1 {
-                    after_first = Some(process_cpu_of(&pid)?);
+                    after_first = Some(Duration::from_micros(cpu_micros(&pid)?));
                 }
             }
             ("extension-next-again", _) => break,
@@ -646,7 +635,7 @@ async fn warm_run(binary: &str, route: &str, key: &str, invocations: usize) -> a
         }
     }
     anyhow::ensure!(responses == invocations, "{responses} responses to {invocations} invocations");
-    let cpu = process_cpu_of(&pid)?.saturating_sub(after_first.unwrap_or_default());
+    let cpu = Duration::from_micros(cpu_micros(&pid)?).saturating_sub(after_first.unwrap_or_default());
     let rss = peak_rss(&pid)?;
     lambda.stop().await?;
     let warm = u32::try_from(invocations - 1)?;
@@ -739,14 +728,18 @@ async fn orders(
                         return answers;
                     }
                     tokio::time::sleep_until(started + spacing * k as u32).await;
-                    let symbol = if k % 2 == 0 { "SBIN" } else { "INFY" };
-                    let body = serde_json::json!({ "apikey": key, "strategy": "bench", "symbol": symbol, "exchange": "NSE",
-                        "action": "BUY", "quantity": "1", "pricetype": "MARKET", "product": "CNC" });
+                    // The bench's placeorder, on two symbols in turn: two positions grow at once.
+                    let mut body = route_body("placeorder", &key);
+                    body["symbol"] = (if k % 2 == 0 { "SBIN" } else { "INFY" }).into();
                     let answer = match client.post(&url).body(body.to_string()).send().await {
                         Ok(response) => {
                             let status = response.status().as_u16();
                             let body: serde_json::Value = response.json().await.unwrap_or_default();
-                            (status, body["code"].as_str().map(str::to_owned), body["orderid"].as_str().map(str::to_owned))
+                            (
+                                status,
+                                body["code"].as_str().map(str::to_owned),
+                                body["orderid"].as_str().map(str::to_owned),
+                            )
                         }
                         Err(_) => (0, Some("no answer".to_owned()), None),
                     };
