@@ -98,6 +98,9 @@ PY
         commit -q -m "RustSec advisory database snapshot of $taken"
   ) || die "could not stage the advisory snapshot in $db"
   touch -d "${taken}T00:00:00Z" "$db/.git/HEAD"
+  # Offline is for the advisory database only: cargo-deny reads the crates' own manifests (licences,
+  # sources) through `cargo metadata`, so on a fresh clone they are fetched first, as locked.
+  (cd "$ROOT" && cargo fetch --locked --quiet) || die "cargo fetch --locked failed: the audit needs every locked crate"
   (cd "$ROOT" && KAVACH_ADVISORY_DB_ROOT="$root" cargo deny --offline --locked check --hide-inclusion-graph) \
     || die "dependency audit failed against the snapshot of $taken (see docs/operations.md)"
 }
