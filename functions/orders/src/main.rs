@@ -1,7 +1,9 @@
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    shared::core::logging::init();
-    // A cold start that cannot load its keys must fail loudly, not serve requests half-armed.
-    let deps = shared::app::bootstrap::init_for(orders::SECRETS).await?;
-    shared::pipeline::lambda::serve(deps, |deps, request| async move { orders::handler(&deps, request).await }).await
+fn main() -> Result<(), lambda_http::Error> {
+    shared::app::runtime::block_on(async {
+        shared::core::logging::init();
+        // A cold start that cannot load its keys must fail loudly, not serve requests half-armed.
+        let deps = shared::app::bootstrap::init_for(orders::SECRETS).await?;
+        shared::pipeline::lambda::serve(deps, |deps, request| async move { orders::handler(&deps, request).await })
+            .await
+    })
 }

@@ -43,13 +43,14 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 fn main() -> anyhow::Result<()> {
-    // A Lambda function runs on `#[tokio::main]`, the multi-threaded runtime: so does the bench,
-    // unless `KAVACH_BENCH_RUNTIME=current_thread` asks what one thread would cost instead.
-    let runtime = match std::env::var("KAVACH_BENCH_RUNTIME").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
-    };
-    runtime.block_on(run())
+    // `calls` runs the handlers in-process as a function does, so on the functions' runtime
+    // (`shared::app::runtime`, one thread), unless `KAVACH_BENCH_RUNTIME=multi_thread` asks what
+    // `#[tokio::main]`'s scheduler would cost instead. The load generators keep every core.
+    let in_process = std::env::args().nth(1).as_deref() == Some("calls");
+    if in_process && std::env::var("KAVACH_BENCH_RUNTIME").as_deref() != Ok("multi_thread") {
+        return shared::app::runtime::block_on(run());
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
