@@ -249,8 +249,10 @@ async fn warm_ping_makes_no_kms_or_secrets_calls_and_one_dynamodb_round_trip_bef
     assert_eq!(answered.for_service("KMS"), before.for_service("KMS"), "no KMS on the warm path");
     assert_eq!(answered.for_service("Secrets Manager"), before.for_service("Secrets Manager"));
     assert_eq!(before.for_service("KMS"), boot.for_service("KMS"), "nor when the ring did not change");
-    // Gate: ban GetItem + key GetItem + IP counter GetItem + key counter UpdateItem, concurrently.
-    assert_eq!(delta(&answered, "DynamoDB.GetItem"), 30);
+    // Gate: one BatchGetItem (the ban, the IP's failures, the key's record) beside the key
+    // counter's UpdateItem, concurrently.
+    assert_eq!(delta(&answered, "DynamoDB.BatchGetItem"), 10);
+    assert_eq!(delta(&answered, "DynamoDB.GetItem"), 0);
     assert_eq!(delta(&answered, "DynamoDB.UpdateItem"), 10);
     assert_eq!(delta(&answered, "DynamoDB.PutItem"), 0, "the traffic record waits until after the response");
     assert_eq!(answered.round_trips - before.round_trips, 10, "one round trip per request before responding");

@@ -14,6 +14,7 @@ use super::{LimitedAction, RateLimit};
 use crate::core::clock::UnixMillis;
 use crate::core::error::AppError;
 use crate::store::rate_limit::RateLimitStore;
+use crate::store::{Item, PointRead};
 
 /// Counters outlive their window by this much before TTL may remove them.
 const EXPIRY_SLACK: Duration = Duration::from_secs(60);
@@ -111,7 +112,23 @@ impl RateLimiter {
     ) -> Result<Verdict, AppError> {
         let window = self.window(action, subject, now);
         let so_far = self.store.read(&window.key).await?;
-        Ok(Verdict { count: so_far.saturating_add(1), limit: window.limit, window_ends: window.ends })
+        Ok(window.peeked(so_far))
+    }
+
+    /// The read [`RateLimiter::peek`] makes, for a batch of the gate's reads.
+    pub(crate) fn peek_read(&self, action: LimitedAction, subject: Subject<'_>, now: UnixMillis) -> PointRead {
+        self.store.read_of(&self.window(action, subject, now).key)
+    }
+
+    /// [`RateLimiter::peek`]'s verdict from `item`, the counter [`RateLimiter::peek_read`] names.
+    pub(crate) fn peek_verdict(
+        &self,
+        action: LimitedAction,
+        subject: Subject<'_>,
+        now: UnixMillis,
+        item: Option<&Item>,
+    ) -> Verdict {
+        self.window(action, subject, now).peeked(RateLimitStore::count_in(item))
     }
 
     fn window(&self, action: LimitedAction, subject: Subject<'_>, now: UnixMillis) -> Window {
@@ -131,6 +148,13 @@ struct Window {
     key: String,
     limit: u32,
     ends: UnixMillis,
+}
+
+impl Window {
+    /// What one more request would make of a counter at `so_far`, without counting it.
+    fn peeked(&self, so_far: u64) -> Verdict {
+        Verdict { count: so_far.saturating_add(1), limit: self.limit, window_ends: self.ends }
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ use crate::limits::LimitedAction;
 use crate::limits::limiter::{Verdict, within_budgets};
 use crate::limits::subject::Subject;
 use crate::pipeline::route::Route;
-use crate::store::bans::Ban;
+use crate::store::BatchFailure;
+use crate::store::bans::{Ban, BanStore};
 use crate::store::identity::ApiKeyRecord;
 use crate::store::sessions::{SessionRecord, Stage};
 
@@ -165,10 +166,10 @@ impl<'a> Gate<'a> {
         self.fetch(deps).await.enforce(&deps.metrics)
     }
 
-    /// One round trip: the ban, the credential record and every budget, concurrently.
+    /// One round trip: the ban, the credential record and every budget, concurrently (an API
+    /// key's reads batched, `fetch_batched`).
     pub async fn fetch(self, deps: &Deps) -> Fetched {
         let now = deps.clock.now();
-        let ban = deps.bans.active(self.ip, now);
         let shared_sender = deps.threats().is_shared_sender(self.ip);
         // The budgets touched, in the order of their verdicts.
         let touched: Vec<_> = self
@@ -177,6 +178,33 @@ impl<'a> Gate<'a> {
             .copied()
             .filter(|&(_, _, charge)| !(shared_sender && charge == Charge::PeekFailures))
             .collect();
+        let (ban, verdicts, record) = match self.credential {
+            Credential::ApiKey(key) => self.fetch_batched(deps, key, &touched, now).await,
+            _ => self.fetch_each(deps, &touched, now).await,
+        };
+        if let (Ok(Some(ban)), Ok(record)) = (&ban, &record)
+            && ban_refuses(ban, record)
+        {
+            self.take_back_hits(deps, &touched, &verdicts, now).await;
+        }
+        let serve_reads = self.reads_only && deps.config.store_outage == StoreOutage::ServeReads;
+        Fetched { now, route: self.route, serve_reads, ban, verdicts, record }
+    }
+}
+
+/// The three results of the gate's round trip: the ban, the budgets' verdicts (in the order of
+/// the budgets touched) and the credential record.
+type Reads = (Result<Option<Ban>, AppError>, Vec<Result<Verdict, AppError>>, Result<CredentialRecord, AppError>);
+
+impl Gate<'_> {
+    /// Each read and each counter as a call of its own, all at once.
+    async fn fetch_each(
+        &self,
+        deps: &Deps,
+        touched: &[(LimitedAction, Subject<'_>, Charge)],
+        now: UnixMillis,
+    ) -> Reads {
+        let ban = deps.bans.active(self.ip, now);
         let budgets = futures::future::join_all(touched.iter().map(|&(action, subject, charge)| match charge {
             Charge::Hit => futures::future::Either::Left(deps.limits.hit(action, subject, now)),
             Charge::PeekFailures => futures::future::Either::Right(deps.limits.peek(action, subject, now)),
@@ -190,18 +218,77 @@ impl<'a> Gate<'a> {
                 Credential::Webhook(Some(hash)) => deps.webhooks.find(hash).await.map(CredentialRecord::Webhook),
             }
         };
-        let (ban, verdicts, record) = tokio::join!(ban, budgets, record);
-        if let (Ok(Some(ban)), Ok(record)) = (&ban, &record)
-            && ban_refuses(ban, record)
-        {
-            self.take_back_hits(deps, &touched, &verdicts, now).await;
-        }
-        let serve_reads = self.reads_only && deps.config.store_outage == StoreOutage::ServeReads;
-        Fetched { now, route: self.route, serve_reads, ban, verdicts, record }
+        tokio::join!(ban, budgets, record)
     }
-}
 
-impl Gate<'_> {
+    /// An API key's gate, the hot path of every `/api/v1` request: the ban, the address's failures
+    /// and the key's record in one `BatchGetItem`, beside the key's counter (an `UpdateItem`, which no
+    /// batch can carry). Two calls where [`Gate::fetch_each`] makes four, in the same one round trip.
+    ///
+    /// When DynamoDB answers the batch with an error, which may concern one table only (the
+    /// security table missing or denied), the reads are made again one by one, so that each fails or
+    /// succeeds on its own, exactly as [`Gate::fetch_each`]'s would, and `STORE_OUTAGE_READS` judges
+    /// them the same way. Only that failure pays the second round trip. When DynamoDB cannot be
+    /// reached, every read has failed.
+    async fn fetch_batched(
+        &self,
+        deps: &Deps,
+        key: &ApiKey,
+        touched: &[(LimitedAction, Subject<'_>, Charge)],
+        now: UnixMillis,
+    ) -> Reads {
+        let peeks: Vec<_> = touched.iter().filter(|(_, _, charge)| *charge == Charge::PeekFailures).collect();
+        let mut reads = vec![deps.bans.read_of(self.ip)];
+        reads.extend(peeks.iter().map(|&&(action, subject, _)| deps.limits.peek_read(action, subject, now)));
+        reads.push(deps.identity.api_key_read(key.id()));
+        let hits = futures::future::join_all(
+            touched
+                .iter()
+                .filter(|(_, _, charge)| *charge == Charge::Hit)
+                .map(|&(action, subject, _)| deps.limits.hit(action, subject, now)),
+        );
+        let (batch, hits) =
+            tokio::join!(crate::store::get_all(deps.bans.client(), &reads, "read the gate's records"), hits);
+        let (ban, mut peeked, record) = match batch {
+            Ok(items) => {
+                let ban = Ok(BanStore::in_force(self.ip, items[0].as_ref(), now));
+                let peeked: Vec<_> = peeks
+                    .iter()
+                    .zip(&items[1..])
+                    .map(|(&&(action, subject, _), item)| {
+                        Ok(deps.limits.peek_verdict(action, subject, now, item.as_ref()))
+                    })
+                    .collect();
+                let record = items.last().and_then(Option::as_ref).and_then(ApiKeyRecord::from_item);
+                (ban, peeked, Ok(CredentialRecord::ApiKey(record)))
+            }
+            Err(BatchFailure::Answered(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), route = self.route, "the gate's batch read failed; reading one by one");
+                let ban = deps.bans.active(self.ip, now);
+                let peeked = futures::future::join_all(
+                    peeks.iter().map(|&&(action, subject, _)| deps.limits.peek(action, subject, now)),
+                );
+                let record = async { deps.identity.api_key(key.id()).await.map(CredentialRecord::ApiKey) };
+                tokio::join!(ban, peeked, record)
+            }
+            Err(BatchFailure::Unreachable(error)) => {
+                let message = format!("{error:#}");
+                let failed = || AppError::Unavailable(anyhow::anyhow!("{message}"));
+                (Err(failed()), peeks.iter().map(|_| Err(failed())).collect(), Err(failed()))
+            }
+        };
+        // The verdicts in the order of the budgets touched.
+        let (mut hits, mut peeked) = (hits.into_iter(), peeked.drain(..));
+        let verdicts = touched
+            .iter()
+            .filter_map(|(_, _, charge)| match charge {
+                Charge::Hit => hits.next(),
+                Charge::PeekFailures => peeked.next(),
+            })
+            .collect();
+        (ban, verdicts, record)
+    }
+
     /// Takes back every hit this request counted: it is banned, so it leaves no counter item. A
     /// failure is only logged: the request is refused either way, and TTL removes the counter.
     async fn take_back_hits(

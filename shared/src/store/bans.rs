@@ -111,7 +111,22 @@ impl BanStore {
     /// another container is enforced by this one's very next request, and an unban lifts at once.
     pub async fn active(&self, ip: IpAddr, now: UnixMillis) -> Result<Option<Ban>, AppError> {
         let item = super::get_by_pk(&self.client, &self.table, ban_key(ip), "read ban").await?;
-        Ok(item.map(|item| Ban::from_item(ip, &item)).filter(|ban| ban.is_active(now)))
+        Ok(Self::in_force(ip, item.as_ref(), now))
+    }
+
+    /// The DynamoDB client, for a batch that reads this store's items beside others'.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The read [`BanStore::active`] makes, for a batch of the gate's reads.
+    pub(crate) fn read_of(&self, ip: IpAddr) -> super::PointRead {
+        super::PointRead { table: self.table.clone(), pk: ban_key(ip) }
+    }
+
+    /// The ban in force in `item`, the item [`BanStore::read_of`] names, as [`BanStore::active`] judges it.
+    pub(crate) fn in_force(ip: IpAddr, item: Option<&Item>, now: UnixMillis) -> Option<Ban> {
+        item.map(|item| Ban::from_item(ip, item)).filter(|ban| ban.is_active(now))
     }
 
     /// Bans `ip` unless a ban is already in force, counts the offence, and makes the ban permanent

@@ -37,7 +37,7 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
-    fn from_item(item: &Item) -> Option<Self> {
+    pub(crate) fn from_item(item: &Item) -> Option<Self> {
         let id = string(item, PK)?.strip_prefix("apikey#").and_then(KeyId::parse)?;
         Some(Self {
             id,
@@ -86,6 +86,12 @@ impl IdentityStore {
     /// The key record by id: one consistent `GetItem`, whatever the number of keys stored.
     pub async fn api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRecord>, AppError> {
         Ok(self.item(key_pk(id), "read API key").await?.as_ref().and_then(ApiKeyRecord::from_item))
+    }
+
+    /// The read [`IdentityStore::api_key`] makes, for a batch of the gate's reads; its item parses
+    /// with [`ApiKeyRecord::from_item`].
+    pub(crate) fn api_key_read(&self, id: &KeyId) -> super::PointRead {
+        super::PointRead { table: self.table.clone(), pk: key_pk(id) }
     }
 
     pub async fn user_exists(&self, username: &str) -> Result<bool, AppError> {

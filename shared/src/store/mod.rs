@@ -86,6 +86,71 @@ pub(crate) async fn get_by_pk(
     Ok(output.item)
 }
 
+/// One item a [`get_all`] reads: a table keyed by `pk` alone, and the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PointRead {
+    pub table: String,
+    pub pk: String,
+}
+
+/// Why a [`get_all`] failed: DynamoDB answered with an error, which may concern one table only (a
+/// missing table, a denied action), or it could not be reached at all, which no other read of the
+/// same moment would get past either.
+#[derive(Debug)]
+pub(crate) enum BatchFailure {
+    Answered(AppError),
+    Unreachable(AppError),
+}
+
+/// How many times [`get_all`] asks again for keys DynamoDB left unprocessed (throttling) before
+/// failing: each one is a further round trip, so it is bounded.
+const UNPROCESSED_RETRIES: usize = 2;
+
+/// Strongly consistent reads of every item in `reads` in one `BatchGetItem` (one round trip where
+/// separate `GetItem`s would each cost a call), in the order of `reads`. The keys must be
+/// distinct: DynamoDB refuses a batch that names one twice.
+pub(crate) async fn get_all(
+    client: &aws_sdk_dynamodb::Client,
+    reads: &[PointRead],
+    operation: &'static str,
+) -> Result<Vec<Option<Item>>, BatchFailure> {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let mut by_table: HashMap<&str, Vec<Item>> = HashMap::new();
+    for read in reads {
+        by_table.entry(&read.table).or_default().push(HashMap::from([(PK.to_owned(), s(&read.pk))]));
+    }
+    let mut pending = by_table
+        .into_iter()
+        .map(|(table, keys)| {
+            let keys = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build();
+            keys.map(|keys| (table.to_owned(), keys))
+        })
+        .collect::<Result<HashMap<_, _>, _>>()
+        .map_err(|error| BatchFailure::Answered(unavailable(operation)(error)))?;
+    let mut found: HashMap<(String, String), Item> = HashMap::new();
+    for _ in 0..=UNPROCESSED_RETRIES {
+        let output = client.batch_get_item().set_request_items(Some(pending)).send().await.map_err(|error| {
+            let answered = matches!(error, SdkError::ServiceError(_));
+            let error = unavailable(operation)(error);
+            if answered { BatchFailure::Answered(error) } else { BatchFailure::Unreachable(error) }
+        })?;
+        for (table, items) in output.responses.unwrap_or_default() {
+            for item in items {
+                if let Some(pk) = string(&item, PK) {
+                    found.insert((table.clone(), pk), item);
+                }
+            }
+        }
+        pending = output.unprocessed_keys.unwrap_or_default();
+        if pending.values().all(|keys| keys.keys().is_empty()) {
+            return Ok(reads.iter().map(|read| found.remove(&(read.table.clone(), read.pk.clone()))).collect());
+        }
+    }
+    Err(BatchFailure::Unreachable(AppError::Unavailable(anyhow::anyhow!(
+        "{operation}: keys still unprocessed after {UNPROCESSED_RETRIES} retries"
+    ))))
+}
+
 /// Deletes the item keyed `pk`; returns whether there was one.
 pub(crate) async fn delete_by_pk(
     client: &aws_sdk_dynamodb::Client,

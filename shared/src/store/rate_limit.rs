@@ -123,6 +123,16 @@ impl RateLimitStore {
     /// The counter `key` so far, 0 when absent.
     pub async fn read(&self, key: &str) -> Result<u64, AppError> {
         let item = super::get_by_pk(&self.client, &self.table, key.to_owned(), "read request count").await?;
-        Ok(item.and_then(|item| number(&item, "hits")).unwrap_or(0))
+        Ok(Self::count_in(item.as_ref()))
+    }
+
+    /// The read [`RateLimitStore::read`] makes, for a batch of the gate's reads.
+    pub(crate) fn read_of(&self, key: &str) -> super::PointRead {
+        super::PointRead { table: self.table.clone(), pk: key.to_owned() }
+    }
+
+    /// The count in `item`, the item [`RateLimitStore::read_of`] names.
+    pub(crate) fn count_in(item: Option<&super::Item>) -> u64 {
+        item.and_then(|item| number(item, "hits")).unwrap_or(0)
     }
 }
