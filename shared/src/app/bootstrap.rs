@@ -13,7 +13,7 @@ use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeMac};
 use crate::crypto::password::Pepper;
-use crate::crypto::password::{OWASP_FLOOR, PasswordHasher, PepperError};
+use crate::crypto::password::{ArgonMemory, OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{Authenticator, VerifiedKeyCache};
@@ -263,7 +263,20 @@ pub async fn init_with_secrets(
     secrets: Secrets,
 ) -> Result<Arc<Deps>, BootError> {
     let metrics = Metrics::new(config.stack_name.clone(), sink);
+    // Argon2's working memory is mapped while the secret and the ring are read: a function that
+    // verifies keys or passwords starts with it, so its first verification pays only for the hash.
+    let argon_memory = Arc::new(ArgonMemory::default());
+    let mapping = secrets.pepper.then(|| {
+        let memory = argon_memory.clone();
+        tokio::task::spawn_blocking(move || memory.prefault(OWASP_FLOOR))
+    });
     let keys = open_keys(&config, &aws, secrets).await;
+    if let Some(mapping) = mapping
+        && let Err(error) = mapping.await
+    {
+        // Only a speed-up: the first verification maps its own arena instead.
+        tracing::warn!(error = %error, "Argon2 working memory not mapped at cold start");
+    }
     if let Err(error) = &keys {
         // The function will not start; the alarm on this metric is how the operator hears of it,
         // and the log line (the error names the remedy) is what the alarm leads them to. A missing
@@ -293,7 +306,7 @@ pub async fn init_with_secrets(
     // The root keys are dropped here: only the derived keys above outlive the cold start.
     drop(key_ring);
     let passwords = Arc::new(match pepper {
-        Some(pepper) => PasswordHasher::new(pepper, OWASP_FLOOR)?,
+        Some(pepper) => PasswordHasher::with_memory(pepper, OWASP_FLOOR, argon_memory)?,
         None => PasswordHasher::withheld(),
     });
 
