@@ -16,7 +16,7 @@ use crate::crypto::password::Pepper;
 use crate::crypto::password::{ArgonMemory, OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
 use crate::identity::accounts::Accounts;
-use crate::identity::auth::{Authenticator, VerifiedKeyCache};
+use crate::identity::auth::{Authenticator, PendingRefunds, VerifiedKeyCache};
 use crate::identity::mail::MailSettings;
 use crate::identity::reset_mail::{ResetMailQueue, ResetMailer};
 use crate::identity::webhooks::WebhookStore;
@@ -125,6 +125,8 @@ pub struct Deps {
     pub pending_traffic: TrafficQueue,
     /// Reset-by-email requests, handled after the response (`identity::reset_mail`).
     pub pending_reset_mail: ResetMailQueue,
+    /// Failure-budget slots of keys verified, given back after the response.
+    pub pending_refunds: PendingRefunds,
 }
 
 impl Deps {
@@ -160,6 +162,7 @@ impl Deps {
             verified_keys: verified_key_cache(),
             pending_traffic: TrafficQueue::default(),
             pending_reset_mail: ResetMailQueue::default(),
+            pending_refunds: PendingRefunds::default(),
         }
     }
 
@@ -185,7 +188,12 @@ impl Deps {
     }
 
     pub fn authenticator(&self) -> Authenticator<'_> {
-        Authenticator { verified_keys: &self.verified_keys, passwords: &self.passwords, limits: &self.limits }
+        Authenticator {
+            verified_keys: &self.verified_keys,
+            passwords: &self.passwords,
+            limits: &self.limits,
+            refunds: &self.pending_refunds,
+        }
     }
 
     pub fn mail_settings(&self) -> MailSettings<'_> {
@@ -204,8 +212,8 @@ impl Deps {
         }
     }
 
-    /// The work a request leaves for after its response: the traffic records, and the reset mails
-    /// whose lookup must not be timed by the asker.
+    /// The work a request leaves for after its response: the traffic records, the reset mails
+    /// whose lookup must not be timed by the asker, and the failure-budget slots of keys verified.
     pub async fn after_response(&self) {
         let mails = async {
             for request in self.pending_reset_mail.take() {
@@ -214,7 +222,7 @@ impl Deps {
                 }
             }
         };
-        tokio::join!(self.flush_traffic(), mails);
+        tokio::join!(self.flush_traffic(), mails, self.pending_refunds.give_back(&self.limits));
     }
 
     /// Writes every queued traffic record, concurrently. A failed write is logged and dropped:
@@ -263,20 +271,15 @@ pub async fn init_with_secrets(
     secrets: Secrets,
 ) -> Result<Arc<Deps>, BootError> {
     let metrics = Metrics::new(config.stack_name.clone(), sink);
-    // Argon2's working memory is mapped while the secret and the ring are read: a function that
-    // verifies keys or passwords starts with it, so its first verification pays only for the hash.
+    // Argon2's working memory is mapped on the blocking pool while the secret, the ring and the
+    // first request's items are read; not awaited, so the function is ready no later for it. A
+    // verification that starts before it is mapped waits for it (`ArgonMemory`).
     let argon_memory = Arc::new(ArgonMemory::default());
-    let mapping = secrets.pepper.then(|| {
+    if secrets.pepper {
         let memory = argon_memory.clone();
-        tokio::task::spawn_blocking(move || memory.prefault(OWASP_FLOOR))
-    });
-    let keys = open_keys(&config, &aws, secrets).await;
-    if let Some(mapping) = mapping
-        && let Err(error) = mapping.await
-    {
-        // Only a speed-up: the first verification maps its own arena instead.
-        tracing::warn!(error = %error, "Argon2 working memory not mapped at cold start");
+        drop(tokio::task::spawn_blocking(move || memory.prefault(OWASP_FLOOR)));
     }
+    let keys = open_keys(&config, &aws, secrets).await;
     if let Err(error) = &keys {
         // The function will not start; the alarm on this metric is how the operator hears of it,
         // and the log line (the error names the remedy) is what the alarm leads them to. A missing
@@ -324,6 +327,7 @@ pub async fn init_with_secrets(
         pending_traffic: TrafficQueue::default(),
         verified_keys: verified_key_cache(),
         pending_reset_mail: ResetMailQueue::default(),
+        pending_refunds: PendingRefunds::default(),
         passwords,
         api_key_copies,
         totp_secrets,

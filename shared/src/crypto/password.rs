@@ -111,12 +111,15 @@ pub enum Checked {
 ///
 /// A fresh 19 MiB allocation is 4,864 first-touch page faults. On this machine's VM they cost about
 /// 11 ms, against 16 ms for the hash itself, and Lambda's microVMs fault as dearly. So a cold start
-/// maps one arena ([`ArgonMemory::prefault`]) while it waits on Secrets Manager and KMS, its first
-/// key verification pays only for the hash, and a warm container reuses the arena for new keys and
-/// logins. Arenas are not wiped between uses: they hold only blocks derived under the pepper, which
-/// lives in the same process.
+/// maps one arena ([`ArgonMemory::prefault`]) on the blocking pool while it reads its secret and
+/// its first request's items, its first key verification pays only for the hash, and a warm
+/// container reuses the arena for new keys and logins. Arenas are not wiped between uses: they hold
+/// only blocks derived under the pepper, which lives in the same process.
 pub struct ArgonMemory {
     free: Mutex<Vec<Vec<Block>>>,
+    /// Held while an arena is being mapped: a hash that starts meanwhile waits for that arena
+    /// rather than faulting in one of its own.
+    mapping: Mutex<()>,
     /// How many arenas stay mapped: as many as hashes run at once (the verification semaphores are
     /// sized the same), so a burst does not leave more resident than it used.
     keep: usize,
@@ -140,12 +143,13 @@ impl ArgonMemory {
     const BLOCKS_PER_PAGE: usize = 4096 / Block::SIZE;
 
     pub fn new(keep: usize) -> Self {
-        Self { free: Mutex::new(Vec::new()), keep: keep.max(1) }
+        Self { free: Mutex::new(Vec::new()), mapping: Mutex::new(()), keep: keep.max(1) }
     }
 
     /// Maps one arena for `cost` now, touching each page. Blocking: a cold start runs it on the
     /// blocking pool beside its network reads.
     pub fn prefault(&self, cost: ArgonCost) {
+        let _mapping = self.mapping.lock().unwrap_or_else(PoisonError::into_inner);
         let blocks = Params::new(cost.memory_kib, cost.iterations, cost.lanes, None)
             .map_or(cost.memory_kib as usize, |params| params.block_count());
         let mut arena = vec![Block::new(); blocks];
@@ -159,6 +163,7 @@ impl ArgonMemory {
     /// Runs `work` over an arena of at least `blocks`: a mapped one if free and large enough, else
     /// a new one (kept afterwards if fewer than `keep` are).
     fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        drop(self.mapping.lock().unwrap_or_else(PoisonError::into_inner));
         let reused = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut arena = match reused {
             Some(arena) if arena.len() >= blocks => arena,

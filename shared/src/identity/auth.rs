@@ -60,8 +60,34 @@ impl VerifiedKeyCache {
     }
 }
 
+/// Slots of the key ids' failure budgets taken for verifications that succeeded, to give back after
+/// the response ([`crate::app::bootstrap::Deps::after_response`]): the write is then off a cold
+/// key's path to its answer. Until it lands the slot counts, which errs toward refusing.
+#[derive(Debug, Default)]
+pub struct PendingRefunds(Mutex<Vec<(KeyId, UnixMillis)>>);
+
+impl PendingRefunds {
+    fn push(&self, id: KeyId, reserved_at: UnixMillis) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push((id, reserved_at));
+    }
+
+    /// Gives every queued slot back, concurrently. One that fails stays spent until its window
+    /// closes, which only ever refuses sooner.
+    pub async fn give_back(&self, limits: &RateLimiter) {
+        let refunds = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let writes = refunds.iter().map(|(id, reserved_at)| async move {
+            let given = limits.take_back(LimitedAction::KeyFailures, Subject::KeyId(id), *reserved_at).await;
+            if let Err(error) = given {
+                tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
+            }
+        });
+        futures::future::join_all(writes).await;
+    }
+}
+
 /// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
-/// Argon2id hasher, and the limiter (for the budget of failed verifications per key id). It writes
+/// Argon2id hasher, the limiter (for the budget of failed verifications per key id) and the queue
+/// of slots to give back. It writes
 /// no identity item: the functions that verify keys may not (template.yaml), so a key hashed under
 /// older Argon2 parameters keeps verifying at the cost its hash records and gets the current ones
 /// when it is regenerated.
@@ -70,6 +96,7 @@ pub struct Authenticator<'a> {
     pub verified_keys: &'a VerifiedKeyCache,
     pub passwords: &'a Arc<PasswordHasher>,
     pub limits: &'a RateLimiter,
+    pub refunds: &'a PendingRefunds,
 }
 
 impl Authenticator<'_> {
@@ -108,7 +135,7 @@ impl Authenticator<'_> {
                 let verified = self.verify_slowly(presented, &record).await;
                 // Only a secret that did not verify keeps its slot of the failure budget.
                 if reserved && !matches!(verified, Err(AppError::InvalidApiKey)) {
-                    self.give_back_failure(&record.id, now).await;
+                    self.refunds.push(record.id.clone(), now);
                 }
                 verified?;
                 cache.remember(fingerprint, record.phc.clone());
@@ -135,12 +162,6 @@ impl Authenticator<'_> {
                 tracing::warn!(key_id = %id, error = %error, "key failure budget unavailable; verifying anyway");
                 Ok(false)
             }
-        }
-    }
-
-    async fn give_back_failure(self, id: &KeyId, now: UnixMillis) {
-        if let Err(error) = self.limits.take_back(LimitedAction::KeyFailures, Subject::KeyId(id), now).await {
-            tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
         }
     }
 
