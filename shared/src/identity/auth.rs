@@ -87,10 +87,9 @@ impl PendingRefunds {
 
 /// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
 /// Argon2id hasher, the limiter (for the budget of failed verifications per key id) and the queue
-/// of slots to give back. It writes
-/// no identity item: the functions that verify keys may not (template.yaml), so a key hashed under
-/// older Argon2 parameters keeps verifying at the cost its hash records and gets the current ones
-/// when it is regenerated.
+/// of slots to give back. It writes no identity item: the functions that verify keys may not
+/// (template.yaml), so a key hashed under older Argon2 parameters keeps verifying at the cost its
+/// hash records and gets the current ones when it is regenerated.
 #[derive(Clone, Copy, Debug)]
 pub struct Authenticator<'a> {
     pub verified_keys: &'a VerifiedKeyCache,
