@@ -14,7 +14,22 @@ use lambda_extension::{Extension, LambdaEvent, NextEvent};
 use lambda_http::{Body, Request, Response};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::app::bootstrap::Deps;
+use crate::app::bootstrap::{Deps, Secrets};
+
+/// An HTTP function's whole `main`: logs, the cold start with only its `secrets`, then [`serve`],
+/// on the functions' one thread ([`crate::app::runtime::block_on`]).
+pub fn run<Handle, Fut>(secrets: Secrets, handle: Handle) -> Result<(), lambda_http::Error>
+where
+    Handle: Fn(Arc<Deps>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    crate::app::runtime::block_on(async {
+        crate::core::logging::init();
+        // A cold start that cannot load its keys must fail loudly, not serve requests half-armed.
+        let deps = crate::app::bootstrap::init_for(secrets).await?;
+        serve(deps, handle).await
+    })
+}
 
 pub async fn serve<Handle, Fut>(deps: Arc<Deps>, handle: Handle) -> Result<(), lambda_http::Error>
 where

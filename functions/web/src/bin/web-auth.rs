@@ -1,8 +1,6 @@
 fn main() -> Result<(), lambda_http::Error> {
-    shared::app::runtime::block_on(async {
-        shared::core::logging::init();
-        let deps = shared::app::bootstrap::init_for(web::AUTH_SECRETS).await?;
-        shared::pipeline::lambda::serve(deps, |deps, request| async move { web::auth_handler(&deps, request).await })
-            .await
-    })
+    shared::pipeline::lambda::run(
+        web::AUTH_SECRETS,
+        |deps, request| async move { web::auth_handler(&deps, request).await },
+    )
 }

@@ -1,8 +1,5 @@
 fn main() -> Result<(), lambda_http::Error> {
-    shared::app::runtime::block_on(async {
-        shared::core::logging::init();
-        let deps = shared::app::bootstrap::init_for(web::SETUP_SECRETS).await?;
-        shared::pipeline::lambda::serve(deps, |deps, request| async move { web::setup_handler(&deps, request).await })
-            .await
+    shared::pipeline::lambda::run(web::SETUP_SECRETS, |deps, request| async move {
+        web::setup_handler(&deps, request).await
     })
 }
