@@ -222,7 +222,11 @@ impl Deps {
                 }
             }
         };
-        tokio::join!(self.flush_traffic(), mails, self.pending_refunds.give_back(&self.limits));
+        tokio::join!(
+            self.flush_traffic(),
+            mails,
+            crate::identity::auth::give_back(&self.pending_refunds, &self.limits)
+        );
     }
 
     /// Writes every queued traffic record, concurrently. A failed write is logged and dropped:
@@ -341,7 +345,7 @@ pub async fn init_with_secrets(
 }
 
 fn verified_key_cache() -> VerifiedKeyCache {
-    VerifiedKeyCache::new(1024, std::thread::available_parallelism().map_or(2, |n| n.get()))
+    VerifiedKeyCache::new(1024, crate::crypto::password::concurrent_hashes())
 }
 
 /// The pepper and the key ring, each only if `secrets` asks for it: one Secrets Manager read if

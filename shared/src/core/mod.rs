@@ -7,3 +7,4 @@ pub mod ist;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod pending;

@@ -120,8 +120,8 @@ pub struct ArgonMemory {
     /// Held while an arena is being mapped: a hash that starts meanwhile waits for that arena
     /// rather than faulting in one of its own.
     mapping: Mutex<()>,
-    /// How many arenas stay mapped: as many as hashes run at once (the verification semaphores are
-    /// sized the same), so a burst does not leave more resident than it used.
+    /// How many arenas stay mapped: as many as hashes run at once ([`concurrent_hashes`]), so a
+    /// burst does not leave more resident than it used.
     keep: usize,
 }
 
@@ -132,9 +132,15 @@ impl std::fmt::Debug for ArgonMemory {
     }
 }
 
+/// How many Argon2 hashes a container runs at once: one per core. The key-verification semaphore
+/// and the arenas kept mapped are both sized by it, since each hash holds one arena.
+pub fn concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 impl Default for ArgonMemory {
     fn default() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        Self::new(concurrent_hashes())
     }
 }
 

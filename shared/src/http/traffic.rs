@@ -3,7 +3,6 @@
 //! enter it, so a secret cannot leak through it whatever a client sends.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
 
 use crate::core::clock::UnixMillis;
 
@@ -24,18 +23,7 @@ pub struct TrafficRecord {
 /// Records waiting to be written. The pipeline queues a record instead of writing it, so the write
 /// never delays a response: on Lambda an internal extension flushes the queue after the response
 /// has gone (`crate::pipeline::lambda`); the local gateway flushes in a task after responding.
-#[derive(Debug, Default)]
-pub struct TrafficQueue(Mutex<Vec<TrafficRecord>>);
-
-impl TrafficQueue {
-    pub fn push(&self, record: TrafficRecord) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(record);
-    }
-
-    pub fn take(&self) -> Vec<TrafficRecord> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
+pub type TrafficQueue = crate::core::pending::Pending<TrafficRecord>;
 
 /// Strips the query string, replaces any segment that is an API key of ours (a client that put its
 /// key in the URL), and caps the length, so a hostile URL can neither leak a key nor bloat the log.

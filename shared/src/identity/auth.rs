@@ -63,26 +63,19 @@ impl VerifiedKeyCache {
 /// Slots of the key ids' failure budgets taken for verifications that succeeded, to give back after
 /// the response ([`crate::app::bootstrap::Deps::after_response`]): the write is then off a cold
 /// key's path to its answer. Until it lands the slot counts, which errs toward refusing.
-#[derive(Debug, Default)]
-pub struct PendingRefunds(Mutex<Vec<(KeyId, UnixMillis)>>);
+pub type PendingRefunds = crate::core::pending::Pending<(KeyId, UnixMillis)>;
 
-impl PendingRefunds {
-    fn push(&self, id: KeyId, reserved_at: UnixMillis) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push((id, reserved_at));
-    }
-
-    /// Gives every queued slot back, concurrently. One that fails stays spent until its window
-    /// closes, which only ever refuses sooner.
-    pub async fn give_back(&self, limits: &RateLimiter) {
-        let refunds = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        let writes = refunds.iter().map(|(id, reserved_at)| async move {
-            let given = limits.take_back(LimitedAction::KeyFailures, Subject::KeyId(id), *reserved_at).await;
-            if let Err(error) = given {
-                tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
-            }
-        });
-        futures::future::join_all(writes).await;
-    }
+/// Gives every slot queued in `refunds` back, concurrently. One that fails stays spent until its
+/// window closes, which only ever refuses sooner.
+pub async fn give_back(refunds: &PendingRefunds, limits: &RateLimiter) {
+    let refunds = refunds.take();
+    let writes = refunds.iter().map(|(id, reserved_at)| async move {
+        let given = limits.take_back(LimitedAction::KeyFailures, Subject::KeyId(id), *reserved_at).await;
+        if let Err(error) = given {
+            tracing::warn!(key_id = %id, error = %error, "key failure budget slot not given back");
+        }
+    });
+    futures::future::join_all(writes).await;
 }
 
 /// API-key verification over what it uses: the warm container's cache of verified keys, the keyed
@@ -134,7 +127,7 @@ impl Authenticator<'_> {
                 let verified = self.verify_slowly(presented, &record).await;
                 // Only a secret that did not verify keeps its slot of the failure budget.
                 if reserved && !matches!(verified, Err(AppError::InvalidApiKey)) {
-                    self.refunds.push(record.id.clone(), now);
+                    self.refunds.push((record.id.clone(), now));
                 }
                 verified?;
                 cache.remember(fingerprint, record.phc.clone());

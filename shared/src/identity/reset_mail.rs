@@ -6,7 +6,6 @@
 //! A known address gets at most one mail per [`MAIL_INTERVAL`], claimed with a conditional write
 //! on the user's item, and the mail goes to the address the account has stored, not the one typed.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::core::clock::UnixMillis;
@@ -35,18 +34,7 @@ pub struct ResetMailRequest {
 }
 
 /// Requests waiting for the response to be sent.
-#[derive(Debug, Default)]
-pub struct ResetMailQueue(Mutex<Vec<ResetMailRequest>>);
-
-impl ResetMailQueue {
-    pub fn push(&self, request: ResetMailRequest) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(request);
-    }
-
-    pub fn take(&self) -> Vec<ResetMailRequest> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
+pub type ResetMailQueue = crate::core::pending::Pending<ResetMailRequest>;
 
 /// What delivering a reset mail uses: the identity table, the SMTP settings and the origin links
 /// are built from (`PUBLIC_BASE_URL`, never a request's `Host`).
