@@ -302,3 +302,36 @@ async fn a_cold_start_reads_and_derives_only_the_secrets_its_function_uses() {
         }
     }
 }
+
+/// Set in the child process that [`a_functions_clients_take_lambdas_environment_and_not_the_default_chain`] runs.
+const CHILD: &str = "KAVACH_BOOT_CHILD";
+
+/// A function's clients reach the emulator with the credentials and region Lambda puts in the
+/// environment; and with those unset they fail, rather than find a profile the default chain would
+/// (a function never needs the chain, and not linking it keeps every bootstrap smaller). The
+/// second half runs in a child process, since a test cannot change its own environment safely.
+#[tokio::test]
+async fn a_functions_clients_take_lambdas_environment_and_not_the_default_chain() {
+    let reached = AwsClients::for_lambda().dynamodb.list_tables().send().await;
+    if std::env::var_os(CHILD).is_some() {
+        assert!(reached.is_err(), "a function's clients found credentials outside Lambda's environment");
+        let chained = AwsClients::from_env().await.dynamodb.list_tables().send().await;
+        assert!(chained.is_ok(), "the default chain should find the profile: {chained:?}");
+        return;
+    }
+    reached.expect("Lambda's environment reaches the emulator");
+    let profile = std::env::temp_dir().join(unique_name("boot-credentials"));
+    std::fs::write(&profile, "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+        .expect("profile");
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "a_functions_clients_take_lambdas_environment_and_not_the_default_chain", "--nocapture"])
+        .env(CHILD, "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &profile)
+        .output()
+        .expect("run the child");
+    let _ = std::fs::remove_file(&profile);
+    let output = String::from_utf8_lossy(&child.stdout).into_owned() + &String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success() && output.contains("1 passed"), "the child failed:\n{output}");
+}

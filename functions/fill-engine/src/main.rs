@@ -7,7 +7,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
     shared::app::runtime::block_on(async {
         shared::core::logging::init();
         let config = shared::core::config::Config::from_env()?;
-        let aws = shared::app::aws::AwsClients::from_env().await;
+        let aws = shared::app::aws::AwsClients::for_lambda();
         let engine = fill_engine::FillEngine::new(&config, &aws, Arc::new(shared::core::clock::SystemClock));
         let engine = &engine;
         lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {

@@ -9,7 +9,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
         // A configuration error is reported to CloudFormation as the request's failure, not by
         // exiting: an exit would leave the stack waiting for an answer until ServiceTimeout.
         let config = shared::core::config::Config::from_env().map_err(|error| error.to_string());
-        let aws = shared::app::aws::AwsClients::from_env().await;
+        let aws = shared::app::aws::AwsClients::for_lambda();
         let provider = &key_ring::Provider::new(config, aws)?;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
             // An answer that could not be delivered fails the invocation, so Lambda retries it; the

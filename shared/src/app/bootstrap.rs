@@ -242,17 +242,19 @@ impl Deps {
     }
 }
 
-/// The entry point of a Lambda function: environment, system clock, SDK default credentials, and
-/// only the `secrets` its code uses.
+/// The entry point of a Lambda function: environment, system clock, the role's credentials from
+/// Lambda's environment ([`AwsClients::for_lambda`]), and only the `secrets` its code uses.
 pub async fn init_for(secrets: Secrets) -> Result<Arc<Deps>, BootError> {
     let config = Config::from_env()?;
-    let aws = AwsClients::from_env().await;
-    init_with_secrets(config, Arc::new(SystemClock), aws, MetricSink::Stdout, secrets).await
+    init_with_secrets(config, Arc::new(SystemClock), AwsClients::for_lambda(), MetricSink::Stdout, secrets).await
 }
 
-/// The operator CLI's and the local gateway's entry point: every secret.
+/// The operator CLI's and the local gateway's entry point: the SDK's default credential chain, and
+/// every secret.
 pub async fn init() -> Result<Arc<Deps>, BootError> {
-    init_for(Secrets::ALL).await
+    let config = Config::from_env()?;
+    init_with_secrets(config, Arc::new(SystemClock), AwsClients::from_env().await, MetricSink::Stdout, Secrets::ALL)
+        .await
 }
 
 /// Builds [`Deps`] with every secret from explicit parts: tests inject the clock and read the
