@@ -85,6 +85,18 @@ def owner(frames):
     return "runtime", len(frames)
 
 
+def short(symbol):
+    """A function's path without generic arguments, closures or `<T as Trait>` (`T::method`), and
+    without `shared::`, cut to its last 42 characters (the part that names it)."""
+    dropped = re.match(r"core::ptr::drop_in_place<(.*)>$", symbol)
+    name = "drop " + dropped.group(1) if dropped else symbol
+    for _ in range(4):
+        name = re.sub(r"(?<=[A-Za-z0-9_:])<[^<>]*>", "", name).replace("::::", "::")
+    name = re.sub(r"<([^<>]+?) as [^<>]+>", r"\1", name)
+    name = re.sub(r"::\{\{closure\}\}|::\{shim[^}]*\}", "", name).replace("shared::", "")
+    return name if len(name) <= 42 else "…" + name[-41:]
+
+
 def samples(lines):
     frames = []
     for line in lines:
@@ -108,7 +120,7 @@ def samples(lines):
 
 def main():
     per_request = float(sys.argv[1]) if len(sys.argv) > 1 else None
-    owners, sdk_work, others = Counter(), Counter(), Counter()
+    owners, sdk_work, others, ours = Counter(), Counter(), Counter(), Counter()
     total = 0
     for frames in samples(sys.stdin):
         total += 1
@@ -117,6 +129,8 @@ def main():
             others[who[6:]] += 1
             who = "other"
         owners[who] += 1
+        if who == "kavach":
+            ours[short(frames[index][0])] += 1
         if who == "sdk":
             seen = " ".join(symbol + " " + dso for symbol, dso in frames[: index + 1])
             label = next((label for label, pattern in SDK_WORK if pattern.search(seen)), "orchestrator, other")
@@ -140,6 +154,10 @@ def main():
                 print(row("  " + label, work))
         if who == "other":
             print("    " + ", ".join(f"{crate} {n}" for crate, n in others.most_common(8)))
+        if who == "kavach":
+            # Where our share goes: the function of ours nearest the leaf, with what it called.
+            for function, count in ours.most_common(8):
+                print(row("  " + function, count))
     if per_request:
         print(f"  (µs: the shares of the {per_request:.0f} µs of process CPU per request measured in the same run)")
         kavach = owners["kavach"] / total * per_request

@@ -9,6 +9,7 @@
 use maud::html;
 use shared::Deps;
 use shared::core::error::AppError;
+use shared::core::pending::Deferred;
 use shared::crypto::one_time::OneTimeToken;
 use shared::identity::accounts::{MAX_EMAIL_BYTES, MAX_USERNAME_BYTES, bounded_login_name, check_password_strength};
 use shared::identity::reset_mail::{RESET_TOKEN_TTL, ResetMailRequest};
@@ -128,13 +129,20 @@ async fn by_email(deps: &Deps, request: &WebRequest) -> Result<Reply, AppError> 
     if deps.config.public_base_url.is_none() || deps.mail_settings().settings().await?.is_none() {
         return Err(AppError::bad_request("Email reset is not available. Please use TOTP authentication."));
     }
-    deps.pending_reset_mail.push(ResetMailRequest {
+    let queued = ResetMailRequest {
         email: email.to_owned(),
         ip: request.ip.to_string(),
         user_agent: request.user_agent.clone(),
         at: request.now,
         base: request.base.clone(),
-    });
+    };
+    deps.deferred.push(Deferred::new(move |deps: &Deps| {
+        Box::pin(async move {
+            if let Err(error) = deps.reset_mailer().deliver(&queued).await {
+                tracing::warn!(error = %error, "reset mail request not handled");
+            }
+        })
+    }));
     if request.wants_json {
         return Ok(Reply::json(serde_json::json!({ "message": EMAIL_SENT })));
     }

@@ -10,6 +10,7 @@ use crate::app::aws::AwsClients;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::config::{Config, ConfigError};
 use crate::core::metrics::{Metric, MetricSink, Metrics};
+use crate::core::pending::{Deferred, Pending};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{KeyRing, Purpose, PurposeMac};
 use crate::crypto::password::Pepper;
@@ -18,7 +19,7 @@ use crate::http::traffic::TrafficQueue;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{Authenticator, PendingRefunds, VerifiedKeyCache};
 use crate::identity::mail::MailSettings;
-use crate::identity::reset_mail::{ResetMailQueue, ResetMailer};
+use crate::identity::reset_mail::ResetMailer;
 use crate::identity::webhooks::WebhookStore;
 use crate::limits::limiter::RateLimiter;
 use crate::store::app_secret::{self, LiveCipher, RingSource, SecretError};
@@ -123,8 +124,9 @@ pub struct Deps {
     pub device_cookies: Arc<PurposeMac>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
-    /// Reset-by-email requests, handled after the response (`identity::reset_mail`).
-    pub pending_reset_mail: ResetMailQueue,
+    /// Other work a handler leaves for after the response, e.g. a reset-by-email request
+    /// (`identity::reset_mail`).
+    pub deferred: Pending<Deferred<Deps>>,
     /// Failure-budget slots of keys verified, given back after the response.
     pub pending_refunds: PendingRefunds,
 }
@@ -161,7 +163,7 @@ impl Deps {
             },
             verified_keys: verified_key_cache(),
             pending_traffic: TrafficQueue::default(),
-            pending_reset_mail: ResetMailQueue::default(),
+            deferred: Pending::default(),
             pending_refunds: PendingRefunds::default(),
         }
     }
@@ -212,19 +214,18 @@ impl Deps {
         }
     }
 
-    /// The work a request leaves for after its response: the traffic records, the reset mails
-    /// whose lookup must not be timed by the asker, and the failure-budget slots of keys verified.
+    /// The work a request leaves for after its response: the traffic records, the failure-budget
+    /// slots of keys verified, and what the handler deferred (a reset mail, whose lookup must not
+    /// be timed by the asker), one piece after another.
     pub async fn after_response(&self) {
-        let mails = async {
-            for request in self.pending_reset_mail.take() {
-                if let Err(error) = self.reset_mailer().deliver(&request).await {
-                    tracing::warn!(error = %error, "reset mail request not handled");
-                }
+        let deferred = async {
+            for work in self.deferred.take() {
+                work.run(self).await;
             }
         };
         tokio::join!(
             self.flush_traffic(),
-            mails,
+            deferred,
             crate::identity::auth::give_back(&self.pending_refunds, &self.limits)
         );
     }
@@ -332,7 +333,7 @@ pub async fn init_with_secrets(
         sandbox: SandboxStore::new(aws.dynamodb.clone(), tables.sandbox),
         pending_traffic: TrafficQueue::default(),
         verified_keys: verified_key_cache(),
-        pending_reset_mail: ResetMailQueue::default(),
+        deferred: Pending::default(),
         pending_refunds: PendingRefunds::default(),
         passwords,
         api_key_copies,

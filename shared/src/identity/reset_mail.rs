@@ -33,9 +33,6 @@ pub struct ResetMailRequest {
     pub base: BasePath,
 }
 
-/// Requests waiting for the response to be sent.
-pub type ResetMailQueue = crate::core::pending::Pending<ResetMailRequest>;
-
 /// What delivering a reset mail uses: the identity table, the SMTP settings and the origin links
 /// are built from (`PUBLIC_BASE_URL`, never a request's `Host`).
 #[derive(Clone, Copy, Debug)]
