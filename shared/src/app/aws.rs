@@ -243,9 +243,19 @@ impl AwsCallStats {
         log.lock().unwrap_or_else(PoisonError::into_inner).extend(found);
     }
 
-    fn started(&self, operation: String) {
+    /// Counts a call of `service.operation`. The name is built only the first time it is seen:
+    /// this runs on every call a request makes.
+    fn started(&self, service: &str, operation: &str) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        *state.counts.by_operation.entry(operation).or_default() += 1;
+        let named = |key: &String| {
+            key.strip_prefix(service).and_then(|rest| rest.strip_prefix('.')).is_some_and(|rest| rest == operation)
+        };
+        match state.counts.by_operation.iter_mut().find(|(key, _)| named(key)) {
+            Some((_, calls)) => *calls += 1,
+            None => {
+                state.counts.by_operation.insert(format!("{service}.{operation}"), 1);
+            }
+        }
         if state.in_flight == 0 {
             state.counts.round_trips += 1;
         }
@@ -277,10 +287,10 @@ impl Intercept for AwsCallStats {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg
-            .load::<Metadata>()
-            .map_or_else(|| "unknown".to_owned(), |meta| format!("{}.{}", meta.service(), meta.name()));
-        self.started(operation);
+        match cfg.load::<Metadata>() {
+            Some(meta) => self.started(meta.service(), meta.name()),
+            None => self.started("unknown", "unknown"),
+        }
         Ok(())
     }
 
@@ -504,13 +514,13 @@ mod tests {
     #[test]
     fn concurrent_calls_are_one_round_trip() {
         let stats = AwsCallStats::default();
-        for op in ["DynamoDB.GetItem", "DynamoDB.GetItem", "DynamoDB.UpdateItem"] {
-            stats.started(op.into());
+        for op in ["GetItem", "GetItem", "UpdateItem"] {
+            stats.started("DynamoDB", op);
         }
         for _ in 0..3 {
             stats.finished();
         }
-        stats.started("DynamoDB.PutItem".into());
+        stats.started("DynamoDB", "PutItem");
         stats.finished();
         let counts = stats.snapshot();
         assert_eq!(counts.round_trips, 2);
@@ -518,6 +528,9 @@ mod tests {
         assert_eq!(counts.for_service("DynamoDB"), 4);
         assert_eq!(counts.for_service("KMS"), 0);
         assert_eq!(counts.by_operation["DynamoDB.GetItem"], 2);
+        assert_eq!(counts.by_operation["DynamoDB.UpdateItem"], 1);
+        assert_eq!(counts.by_operation["DynamoDB.PutItem"], 1);
+        assert_eq!(counts.by_operation.len(), 3);
     }
 
     fn seen(service: &str, operation: &str, body: &str) -> Vec<(String, String)> {

@@ -30,7 +30,10 @@ impl<T> Pending<T> {
 /// One piece of such work that needs the function's dependencies `D` (`Deps`), boxed. Only a
 /// function that queues one links its code: the reset mail's SMTP client is in the web function
 /// that sends it, not in every bootstrap, which it would be if `after_response` called it.
-pub struct Deferred<D>(Box<dyn for<'a> FnOnce(&'a D) -> BoxFuture<'a, ()> + Send>);
+pub struct Deferred<D>(Box<Work<D>>);
+
+/// What a [`Deferred`] holds: given the dependencies, the future that does the work.
+type Work<D> = dyn for<'a> FnOnce(&'a D) -> BoxFuture<'a, ()> + Send;
 
 impl<D> Deferred<D> {
     pub fn new(work: impl for<'a> FnOnce(&'a D) -> BoxFuture<'a, ()> + Send + 'static) -> Self {
