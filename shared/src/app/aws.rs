@@ -91,7 +91,7 @@ impl AwsClients {
     /// 7.29 MB with it, 6.41 MB without).
     pub fn for_lambda() -> Self {
         let region = ["AWS_REGION", "AWS_DEFAULT_REGION"].into_iter().find_map(|name| std::env::var(name).ok());
-        let mut shared = common_settings(aws_config::SdkConfig::builder())
+        let mut shared = common_settings(aws_config::SdkConfig::builder(), https_client())
             .region(region.map(aws_config::Region::new))
             .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()));
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
@@ -101,13 +101,14 @@ impl AwsClients {
     }
 
     async fn from_chain(endpoint: Option<&str>) -> Self {
-        // The chain's own providers (STS, instance metadata) call out through the loader's client.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https_client());
+        // The chain's own providers (STS, instance metadata) call out through the same client.
+        let http = https_client();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http.clone());
         if let Some(endpoint) = endpoint {
             loader = loader.endpoint_url(endpoint);
         }
         let chained = loader.load().await;
-        Self::with_shared(&common_settings(chained.to_builder()).build())
+        Self::with_shared(&common_settings(chained.to_builder(), http).build())
     }
 
     fn with_shared(shared: &aws_config::SdkConfig) -> Self {
@@ -128,10 +129,13 @@ impl AwsClients {
 }
 
 /// What every set of clients is configured with, however it finds its credentials.
-fn common_settings(builder: aws_types::sdk_config::Builder) -> aws_types::sdk_config::Builder {
+fn common_settings(
+    builder: aws_types::sdk_config::Builder,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_types::sdk_config::Builder {
     builder
         .behavior_version(BehaviorVersion::latest())
-        .http_client(https_client())
+        .http_client(http)
         .timeout_config(timeouts())
         // The chain's default, set here so that a Lambda function's clients retry the same way.
         .retry_config(RetryConfig::standard())
