@@ -8,7 +8,9 @@ pub mod fetch_metadata;
 pub mod traffic;
 pub mod validate;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use std::sync::LazyLock;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use lambda_http::{Body, Request};
 use serde_json::{Value, json};
@@ -46,11 +48,22 @@ pub fn with_security_headers(mut response: Response<Body>) -> Response<Body> {
     response
 }
 
-fn json_response(status: u16, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+/// A JSON answer's headers: the security headers and `no-store`, as [`with_security_headers`]
+/// adds them, and the JSON content type. Built once: a JSON response sets nothing else, and
+/// copying the finished map is cheaper than inserting ten headers into every response.
+static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
+    let mut response = Response::new(Body::Empty);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    with_security_headers(response)
+    with_security_headers(response).into_parts().0.headers
+});
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    // `Value`'s `Display` writes through a formatter; the serializer writes to the string directly,
+    // and a `Value` (its keys are all strings) always serialises.
+    let mut response = Response::new(Body::Text(serde_json::to_string(body).unwrap_or_default()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.headers_mut() = JSON_HEADERS.clone();
+    response
 }
 
 /// `{"status":"success", …fields}`: OpenAlgo's routes put their payload at the top level under

@@ -28,13 +28,21 @@ pub type TrafficQueue = crate::core::pending::Pending<TrafficRecord>;
 /// Strips the query string, replaces any segment that is an API key of ours (a client that put its
 /// key in the URL), and caps the length, so a hostile URL can neither leak a key nor bloat the log.
 pub fn loggable_path(path: &str) -> String {
+    const MAX_CHARS: usize = 512;
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let path = path
-        .split('/')
-        .map(|segment| if crate::crypto::api_key::ApiKey::parse(segment).is_some() { "[redacted]" } else { segment })
-        .collect::<Vec<_>>()
-        .join("/");
-    let mut clean: String = path.chars().filter(|c| !c.is_control()).take(512).collect();
+    let mut clean = String::with_capacity(path.len().min(MAX_CHARS));
+    let mut kept = 0;
+    'segments: for (index, segment) in path.split('/').enumerate() {
+        let segment = if crate::crypto::api_key::ApiKey::parse(segment).is_some() { "[redacted]" } else { segment };
+        let separator = (index > 0).then_some('/');
+        for c in separator.into_iter().chain(segment.chars()).filter(|c| !c.is_control()) {
+            if kept == MAX_CHARS {
+                break 'segments;
+            }
+            clean.push(c);
+            kept += 1;
+        }
+    }
     if clean.is_empty() {
         clean.push('/');
     }

@@ -7,6 +7,7 @@
 //! more, never admit more.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::subject::Subject;
@@ -117,29 +118,31 @@ impl RateLimiter {
 
     /// The read [`RateLimiter::peek`] makes, for a batch of the gate's reads.
     pub(crate) fn peek_read(&self, action: LimitedAction, subject: Subject<'_>, now: UnixMillis) -> PointRead {
-        self.store.read_of(&self.window(action, subject, now).key)
+        self.store.read_of(self.window(action, subject, now).key)
     }
 
-    /// [`RateLimiter::peek`]'s verdict from `item`, the counter [`RateLimiter::peek_read`] names.
-    pub(crate) fn peek_verdict(
-        &self,
-        action: LimitedAction,
-        subject: Subject<'_>,
-        now: UnixMillis,
-        item: Option<&Item>,
-    ) -> Verdict {
-        self.window(action, subject, now).peeked(RateLimitStore::count_in(item))
+    /// [`RateLimiter::peek`]'s verdict from `item`, the counter [`RateLimiter::peek_read`] names
+    /// (the item names its subject, so only the window's bounds are needed here).
+    pub(crate) fn peek_verdict(&self, action: LimitedAction, now: UnixMillis, item: Option<&Item>) -> Verdict {
+        let (_, limit, ends) = self.bounds(action, now);
+        peeked(RateLimitStore::count_in(item), limit, ends)
+    }
+
+    /// The window's length in milliseconds, its budget's limit and its end.
+    fn bounds(&self, action: LimitedAction, now: UnixMillis) -> (u64, u32, UnixMillis) {
+        let budget = self.budget(action);
+        let window_ms = u64::try_from(budget.window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ends = UnixMillis((now.0 / window_ms).saturating_add(1).saturating_mul(window_ms));
+        (window_ms, budget.limit, ends)
     }
 
     fn window(&self, action: LimitedAction, subject: Subject<'_>, now: UnixMillis) -> Window {
-        let budget = self.budget(action);
-        let window_ms = u64::try_from(budget.window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (window_ms, limit, ends) = self.bounds(action, now);
         let index = now.0 / window_ms;
-        Window {
-            key: format!("rl#{}#{window_ms}ms#{subject}#{index}", action.name()),
-            limit: budget.limit,
-            ends: UnixMillis(index.saturating_add(1).saturating_mul(window_ms)),
-        }
+        // Sized for the longest key (a v6 address, a 32-digit fingerprint) so it is written once.
+        let mut key = String::with_capacity(96);
+        let _ = write!(key, "rl#{}#{window_ms}ms#{subject}#{index}", action.name());
+        Window { key, limit, ends }
     }
 }
 
@@ -151,10 +154,14 @@ struct Window {
 }
 
 impl Window {
-    /// What one more request would make of a counter at `so_far`, without counting it.
     fn peeked(&self, so_far: u64) -> Verdict {
-        Verdict { count: so_far.saturating_add(1), limit: self.limit, window_ends: self.ends }
+        peeked(so_far, self.limit, self.ends)
     }
+}
+
+/// What one more request would make of a counter at `so_far`, without counting it.
+fn peeked(so_far: u64, limit: u32, ends: UnixMillis) -> Verdict {
+    Verdict { count: so_far.saturating_add(1), limit, window_ends: ends }
 }
 
 #[cfg(test)]

@@ -35,7 +35,13 @@ impl fmt::Display for Subject<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Ip(ip) => write!(f, "ip#{}", accountable(*ip)),
-            Subject::ApiKey(key) => write!(f, "key#{}", hex::encode(&key.fingerprint()[..16])),
+            Subject::ApiKey(key) => {
+                // Hex on the stack: the key is formatted on every API request.
+                let mut digits = [0u8; 32];
+                hex::encode_to_slice(&key.fingerprint()[..16], &mut digits).map_err(|_| fmt::Error)?;
+                f.write_str("key#")?;
+                f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+            }
             Subject::KeyId(id) => write!(f, "keyid#{id}"),
             Subject::Username(name) => write!(f, "user#{}", name.trim().to_ascii_lowercase()),
             Subject::Email(address) => write!(f, "email#{}", address.trim().to_ascii_lowercase()),

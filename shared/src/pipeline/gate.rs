@@ -255,9 +255,7 @@ impl Gate<'_> {
                 let peeked: Vec<_> = peeks
                     .iter()
                     .zip(&items[1..])
-                    .map(|(&&(action, subject, _), item)| {
-                        Ok(deps.limits.peek_verdict(action, subject, now, item.as_ref()))
-                    })
+                    .map(|(&&(action, _, _), item)| Ok(deps.limits.peek_verdict(action, now, item.as_ref())))
                     .collect();
                 let record = items.last().and_then(Option::as_ref).and_then(ApiKeyRecord::from_item);
                 (ban, peeked, Ok(CredentialRecord::ApiKey(record)))

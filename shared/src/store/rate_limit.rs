@@ -127,8 +127,8 @@ impl RateLimitStore {
     }
 
     /// The read [`RateLimitStore::read`] makes, for a batch of the gate's reads.
-    pub(crate) fn read_of(&self, key: &str) -> super::PointRead {
-        super::PointRead { table: self.table.clone(), pk: key.to_owned() }
+    pub(crate) fn read_of(&self, key: String) -> super::PointRead {
+        super::PointRead { table: self.table.clone(), pk: key }
     }
 
     /// The count in `item`, the item [`RateLimitStore::read_of`] names.

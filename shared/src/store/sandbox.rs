@@ -22,7 +22,7 @@
 //! account's old version lock `ver`). They are read as they are, and migrated by the first write
 //! that touches them, on the condition that they are still exactly as read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -209,79 +209,157 @@ fn decode_position(item: &Item) -> Result<(Position, Option<String>), AppError> 
 }
 
 /// An `UpdateItem` in a transaction, assembled clause by clause.
+///
+/// Every attribute is named through a `#name` placeholder and every value through a `:name_role`
+/// one, so no attribute can collide with a reserved word. The clauses are written straight into
+/// their expressions, and the placeholders collected into maps that go to the SDK once: a
+/// placeholder is formatted once, where going through the SDK's builder for each would copy it
+/// again and grow its maps step by step.
 struct UpdateBuilder {
-    set: Vec<String>,
-    add: Vec<String>,
-    remove: Vec<String>,
-    conditions: Vec<String>,
+    set: String,
+    add: String,
+    remove: String,
+    conditions: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
     builder: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+}
+
+/// Room for the most placeholders one update of the ledger uses (a position written whole, with
+/// its guard), so the maps never grow on the way.
+const UPDATE_PLACEHOLDERS: usize = 12;
+
+/// Appends `separator` first unless `clause` is still empty.
+fn clause<'a>(clause: &'a mut String, separator: &str) -> &'a mut String {
+    if !clause.is_empty() {
+        clause.push_str(separator);
+    }
+    clause
+}
+
+/// Appends `#attribute` (no role) or `:attribute_role` to `expression`, without the formatting
+/// machinery: a ledger's commit writes some forty of these.
+fn refer(expression: &mut String, sigil: char, attribute: &str, role: &str) {
+    expression.push(sigil);
+    expression.push_str(attribute);
+    if !role.is_empty() {
+        expression.push('_');
+        expression.push_str(role);
+    }
+}
+
+/// The placeholder [`refer`] writes, on its own.
+fn placeholder(sigil: char, attribute: &str, role: &str) -> String {
+    let mut text = String::with_capacity(2 + attribute.len() + role.len());
+    refer(&mut text, sigil, attribute, role);
+    text
 }
 
 impl UpdateBuilder {
     fn new(table: &str, pk: &str, sk: &str) -> Self {
         let builder = Update::builder().table_name(table).key(PK, s(pk)).key(SK, s(sk));
-        Self { set: Vec::new(), add: Vec::new(), remove: Vec::new(), conditions: Vec::new(), builder }
+        Self {
+            set: String::with_capacity(160),
+            add: String::with_capacity(80),
+            remove: String::new(),
+            conditions: String::with_capacity(80),
+            names: HashMap::with_capacity(UPDATE_PLACEHOLDERS),
+            values: HashMap::with_capacity(UPDATE_PLACEHOLDERS),
+            builder,
+        }
     }
 
-    /// `#name` for an attribute, `:name` (suffixed to keep them apart) for a value.
-    fn name(&mut self, attribute: &str) -> String {
-        let placeholder = format!("#{attribute}");
-        self.builder = std::mem::take(&mut self.builder).expression_attribute_names(&placeholder, attribute);
-        placeholder
+    /// Names `attribute` as `#attribute` (once, however many clauses use it).
+    fn name(&mut self, attribute: &str) {
+        if !self.names.values().any(|named| named == attribute) {
+            self.names.insert(placeholder('#', attribute, ""), attribute.to_owned());
+        }
     }
 
-    fn value(&mut self, label: &str, value: AttributeValue) -> String {
-        let placeholder = format!(":{label}");
-        self.builder = std::mem::take(&mut self.builder).expression_attribute_values(&placeholder, value);
-        placeholder
+    /// `:attribute_role` for `value`; the role keeps one attribute's values in different clauses apart.
+    fn value(&mut self, attribute: &str, role: &str, value: AttributeValue) {
+        self.values.insert(placeholder(':', attribute, role), value);
     }
 
     fn set(&mut self, attribute: &str, value: AttributeValue) -> &mut Self {
-        let (name, value) = (self.name(attribute), self.value(&format!("{attribute}_set"), value));
-        self.set.push(format!("{name} = {value}"));
+        self.name(attribute);
+        self.value(attribute, "set", value);
+        let set = clause(&mut self.set, ", ");
+        refer(set, '#', attribute, "");
+        set.push_str(" = ");
+        refer(set, ':', attribute, "set");
         self
     }
 
     fn set_if_absent(&mut self, attribute: &str, value: AttributeValue) -> &mut Self {
-        let (name, value) = (self.name(attribute), self.value(&format!("{attribute}_init"), value));
-        self.set.push(format!("{name} = if_not_exists({name}, {value})"));
+        self.name(attribute);
+        self.value(attribute, "init", value);
+        let set = clause(&mut self.set, ", ");
+        refer(set, '#', attribute, "");
+        set.push_str(" = if_not_exists(");
+        refer(set, '#', attribute, "");
+        set.push_str(", ");
+        refer(set, ':', attribute, "init");
+        set.push(')');
         self
     }
 
     fn add(&mut self, attribute: &str, delta: i64) -> &mut Self {
-        let (name, value) = (self.name(attribute), self.value(&format!("{attribute}_add"), int(delta)));
-        self.add.push(format!("{name} {value}"));
+        self.name(attribute);
+        self.value(attribute, "add", int(delta));
+        let add = clause(&mut self.add, ", ");
+        refer(add, '#', attribute, "");
+        add.push(' ');
+        refer(add, ':', attribute, "add");
         self
     }
 
     fn remove(&mut self, attribute: &str) -> &mut Self {
-        let name = self.name(attribute);
-        self.remove.push(name);
+        self.name(attribute);
+        refer(clause(&mut self.remove, ", "), '#', attribute, "");
         self
     }
 
     /// A condition in which `#attr` stands for the attribute and `:attr` for `value`.
     fn condition(&mut self, template: &str, attribute: &str, value: Option<AttributeValue>) -> &mut Self {
-        let name = self.name(attribute);
-        let mut condition = template.replace("#attr", &name);
+        self.name(attribute);
+        let has_value = value.is_some();
         if let Some(value) = value {
-            let value = self.value(&format!("{attribute}_if"), value);
-            condition = condition.replace(":attr", &value);
+            self.value(attribute, "if", value);
         }
-        self.conditions.push(condition);
+        let condition = clause(&mut self.conditions, " AND ");
+        // Every `#attr` and `:attr` in the template, however many there are.
+        for (index, piece) in template.split("#attr").enumerate() {
+            if index > 0 {
+                refer(condition, '#', attribute, "");
+            }
+            for (index, part) in piece.split(":attr").enumerate() {
+                match index {
+                    0 => {}
+                    _ if has_value => refer(condition, ':', attribute, "if"),
+                    _ => condition.push_str(":attr"),
+                }
+                condition.push_str(part);
+            }
+        }
         self
     }
 
     fn build(self) -> Result<TransactWriteItem, AppError> {
-        let mut clauses = Vec::new();
-        for (verb, parts) in [("SET", &self.set), ("ADD", &self.add), ("REMOVE", &self.remove)] {
+        let mut expression = String::with_capacity(self.set.len() + self.add.len() + self.remove.len() + 20);
+        for (verb, parts) in [("SET ", &self.set), ("ADD ", &self.add), ("REMOVE ", &self.remove)] {
             if !parts.is_empty() {
-                clauses.push(format!("{verb} {}", parts.join(", ")));
+                clause(&mut expression, " ").push_str(verb);
+                expression.push_str(parts);
             }
         }
-        let mut builder = self.builder.update_expression(clauses.join(" "));
+        let mut builder = self
+            .builder
+            .update_expression(expression)
+            .set_expression_attribute_names((!self.names.is_empty()).then_some(self.names))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values));
         if !self.conditions.is_empty() {
-            builder = builder.condition_expression(self.conditions.join(" AND "));
+            builder = builder.condition_expression(self.conditions);
         }
         Ok(write(builder.build().map_err(AppError::internal)?))
     }
@@ -473,21 +551,19 @@ impl SandboxStore {
             OrderWrite::Update { order, .. } => (order.id.as_str(), false),
         });
         let token = attempt.token();
-        let send = || {
-            self.client
-                .transact_write_items()
-                .set_transact_items(Some(writes.clone()))
-                .client_request_token(&token)
-                .send()
+        let send = |writes| {
+            self.client.transact_write_items().set_transact_items(Some(writes)).client_request_token(&token).send()
         };
-        let error = match send().await {
+        let error = match send(writes).await {
             Ok(_) => return Ok(Commit::Done),
             Err(error) if cancelled(&error) => return self.read_back(user, first_order, attempt.request).await,
             Err(error) => error,
         };
         tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&error), "sandbox commit outcome unknown; resending");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        match send().await {
+        // The same writes again, built afresh rather than kept as a copy every commit would pay
+        // for: they are a function of what was read and the ledger, so they come out identical.
+        match send(self.writes(&pk, read, ledger, attempt.request)?).await {
             Ok(_) => Ok(Commit::Done),
             Err(again) if cancelled(&again) => self.read_back(user, first_order, attempt.request).await,
             Err(_) => match self.read_back(user, first_order, attempt.request).await? {
@@ -707,4 +783,54 @@ impl SandboxStore {
 /// transaction on one of its items): nothing of this send was written.
 fn cancelled(error: &SdkError<TransactWriteItemsError>) -> bool {
     matches!(error.as_service_error(), Some(TransactWriteItemsError::TransactionCanceledException(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_names_each_attribute_once_and_keeps_each_clauses_values_apart() {
+        let mut update = UpdateBuilder::new("table", "u#ravi", FUNDS_SK);
+        update
+            .set(SESSION, n(7))
+            .set_if_absent(OPENED, n(1))
+            .add(AVAILABLE, -500)
+            .add(USED, 500)
+            .remove(DOC)
+            .condition("#attr >= :attr", AVAILABLE, Some(int(500)))
+            .condition("#attr = :attr", SESSION, Some(n(6)))
+            .condition("attribute_not_exists(#attr)", VERSION, None)
+            .condition("(attribute_not_exists(#attr) OR #attr > :attr)", QUANTITY, Some(int(0)));
+        let write = update.build().expect("a complete update");
+        let update = write.update.expect("an update");
+        assert_eq!(
+            update.update_expression,
+            "SET #sess = :sess_set, #opened = if_not_exists(#opened, :opened_init) \
+             ADD #avail :avail_add, #used :used_add REMOVE #doc"
+        );
+        assert_eq!(
+            update.condition_expression.as_deref(),
+            Some(
+                "#avail >= :avail_if AND #sess = :sess_if AND attribute_not_exists(#ver) \
+                 AND (attribute_not_exists(#q) OR #q > :q_if)"
+            )
+        );
+        let names = update.expression_attribute_names.expect("names");
+        let mut named: Vec<_> = names.iter().map(|(placeholder, name)| format!("{placeholder}={name}")).collect();
+        named.sort();
+        assert_eq!(
+            named,
+            ["#avail=avail", "#doc=doc", "#opened=opened", "#q=q", "#sess=sess", "#used=used", "#ver=ver"]
+        );
+        let values = update.expression_attribute_values.expect("values");
+        let mut placeholders: Vec<_> = values.keys().map(String::as_str).collect();
+        placeholders.sort_unstable();
+        assert_eq!(
+            placeholders,
+            [":avail_add", ":avail_if", ":opened_init", ":q_if", ":sess_if", ":sess_set", ":used_add"]
+        );
+        assert_eq!(values[":avail_add"], int(-500));
+        assert_eq!(values[":sess_if"], n(6));
+    }
 }
