@@ -113,7 +113,7 @@ impl RateLimiter {
     ) -> Result<Verdict, AppError> {
         let window = self.window(action, subject, now);
         let so_far = self.store.read(&window.key).await?;
-        Ok(window.peeked(so_far))
+        Ok(peeked(so_far, window.limit, window.ends))
     }
 
     /// The read [`RateLimiter::peek`] makes, for a batch of the gate's reads.
@@ -151,12 +151,6 @@ struct Window {
     key: String,
     limit: u32,
     ends: UnixMillis,
-}
-
-impl Window {
-    fn peeked(&self, so_far: u64) -> Verdict {
-        peeked(so_far, self.limit, self.ends)
-    }
 }
 
 /// What one more request would make of a counter at `so_far`, without counting it.

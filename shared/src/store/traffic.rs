@@ -28,8 +28,9 @@ impl TrafficStore {
     pub async fn put(&self, record: &TrafficRecord) -> Result<(), AppError> {
         // Records are partitioned by the hour they were made in.
         let hour = record.at.secs() / 3600;
-        // The item is built whole, in a map sized for it, rather than grown attribute by attribute.
-        let mut item = super::Item::with_capacity(11);
+        // The item is built whole, in a map sized for its ten attributes at most, rather than grown
+        // attribute by attribute.
+        let mut item = super::Item::with_capacity(10);
         item.insert(PK.to_owned(), s(format!("hour#{hour}")));
         item.insert("sk".to_owned(), s(format!("{:013}#{}", record.at.0, record.request_id)));
         item.insert("method".to_owned(), s(&record.method));
