@@ -1,9 +1,11 @@
 //! AWS clients, built once per cold start. `AWS_ENDPOINT_URL` (read by the SDK's config loader, and
 //! by [`AwsClients::for_lambda`]) points them at the local emulator; the code path is the production one.
 //!
-//! Every client carries [`AwsCallStats`], which counts calls by service and operation and the
-//! number of *sequential* round trips (a burst of concurrent calls is one). `scripts/bench` reads it
-//! to prove the hot-path budget: 0 KMS, 0 Secrets Manager, 1 DynamoDB round trip.
+//! Clients from the default chain carry [`AwsCallStats`], which counts calls by service and
+//! operation and the number of *sequential* round trips (a burst of concurrent calls is one).
+//! `scripts/bench` and the tests read it to prove the hot-path budget: 0 KMS, 0 Secrets Manager,
+//! 1 DynamoDB round trip. A Lambda function's clients ([`AwsClients::for_lambda`]) carry none:
+//! nothing reads the counts there, and every interceptor costs every call it sees.
 //!
 //! Switched on with [`AwsCallStats::record_accesses`], it also records what IAM authorises for each
 //! call ([`Access`]: the template function making it, the IAM action, the resource), so the IAM
@@ -23,11 +25,11 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
     AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
     BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
+use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -67,6 +69,8 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kms: aws_sdk_kms::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// What the clients have called; it stays empty for [`AwsClients::for_lambda`]'s, which do not
+    /// count.
     pub stats: AwsCallStats,
 }
 
@@ -97,7 +101,7 @@ impl AwsClients {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             shared = shared.endpoint_url(endpoint);
         }
-        Self::with_shared(&shared.build())
+        Self::with_shared(&shared.build(), Counting::Off)
     }
 
     async fn from_chain(endpoint: Option<&str>) -> Self {
@@ -108,24 +112,32 @@ impl AwsClients {
             loader = loader.endpoint_url(endpoint);
         }
         let chained = loader.load().await;
-        Self::with_shared(&common_settings(chained.to_builder(), http).build())
+        Self::with_shared(&common_settings(chained.to_builder(), http).build(), Counting::On)
     }
 
-    fn with_shared(shared: &aws_config::SdkConfig) -> Self {
+    fn with_shared(shared: &aws_config::SdkConfig, counting: Counting) -> Self {
         let stats = AwsCallStats::default();
+        let interceptor = (counting == Counting::On).then(|| SharedInterceptor::new(stats.clone()));
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(shared);
+        dynamodb.set_interceptors(interceptor.clone());
+        let mut kms = aws_sdk_kms::config::Builder::from(shared);
+        kms.set_interceptors(interceptor.clone());
+        let mut secrets = aws_sdk_secretsmanager::config::Builder::from(shared);
+        secrets.set_interceptors(interceptor);
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(shared).interceptor(stats.clone()).build(),
-            ),
-            kms: aws_sdk_kms::Client::from_conf(
-                aws_sdk_kms::config::Builder::from(shared).interceptor(stats.clone()).build(),
-            ),
-            secrets: aws_sdk_secretsmanager::Client::from_conf(
-                aws_sdk_secretsmanager::config::Builder::from(shared).interceptor(stats.clone()).build(),
-            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
             stats,
         }
     }
+}
+
+/// Whether a set of clients carries [`AwsCallStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counting {
+    On,
+    Off,
 }
 
 /// What every set of clients is configured with, however it finds its credentials.

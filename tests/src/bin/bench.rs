@@ -1,8 +1,9 @@
 //! `kavach-bench`: the figures `scripts/bench` reports. Run against the emulator `scripts/bench`
 //! starts; each figure is measured here, in one run, so ratios between them are meaningful.
 //!
-//! - `calls`: AWS calls per warm ping by service and operation, and sequential round trips, plus
-//!   in-process CPU per ping (handler + SDK, the emulator excluded).
+//! - `calls ROUTE N`: AWS calls per warm request by service and operation, and sequential round
+//!   trips, counted on a sample; then in-process CPU per request over N more (handler + SDK, the
+//!   emulator excluded) on the clients a Lambda function builds, which count nothing.
 //! - `cold-start BIN`: exec of the Lambda binary to its first response, through a local Lambda
 //!   Runtime API.
 //! - `warm-run BIN ROUTE KEY N`: N invocations of the Lambda binary through that Runtime API; its
@@ -195,11 +196,8 @@ fn summary(figure: &str, value: &str, target: &str, met: Option<bool>) -> anyhow
     Ok(())
 }
 
-/// A cold start whose DynamoDB client also carries `meter` (the warm path calls no other service).
-async fn metered_deps(meter: &CpuMeter) -> Arc<shared::Deps> {
-    let mut aws = shared::app::aws::AwsClients::from_env().await;
-    aws.dynamodb =
-        aws_sdk_dynamodb::Client::from_conf(aws.dynamodb.config().to_builder().interceptor(meter.clone()).build());
+/// A cold start on `aws`, with the configuration and clock the tests use.
+async fn deps_on(aws: shared::app::aws::AwsClients) -> Arc<shared::Deps> {
     let config = kavach_tests::config_with(&[]);
     let clock: Arc<dyn shared::core::clock::Clock> = Arc::new(shared::core::clock::SystemClock);
     let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
@@ -207,6 +205,18 @@ async fn metered_deps(meter: &CpuMeter) -> Arc<shared::Deps> {
         Ok(deps) => deps,
         Err(error) => panic!("cold start: {error}"),
     }
+}
+
+/// A cold start on the clients a Lambda function builds ([`AwsClients::for_lambda`], which count
+/// nothing), whose DynamoDB client also carries `meter` (the warm path calls no other service): the
+/// production path, timed.
+///
+/// [`AwsClients::for_lambda`]: shared::app::aws::AwsClients::for_lambda
+async fn metered_lambda_deps(meter: &CpuMeter) -> Arc<shared::Deps> {
+    let mut aws = shared::app::aws::AwsClients::for_lambda();
+    aws.dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(aws.dynamodb.config().to_builder().interceptor(meter.clone()).build());
+    deps_on(aws).await
 }
 
 /// Switches `perf record --control fifo:…` on or off, when `scripts/bench` profiles this run
@@ -227,14 +237,21 @@ fn cpu_targets(route: &str) -> Option<(Duration, Duration)> {
     }
 }
 
+/// How many requests the counting pass of `calls` sends. Every warm request of a route makes the
+/// same calls, so a sample shows them; the counting itself costs CPU, so the timed pass runs on
+/// clients that do not count, as a Lambda function's do.
+const COUNTED_REQUESTS: u32 = 200;
+
+/// One route's warm requests, twice over one emulator: first on the default chain's clients, which
+/// count AWS calls and round trips ([`shared::app::aws::AwsCallStats`]); then, timed, on the clients a
+/// Lambda function builds. Both passes share the tables, the user and its key.
 async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     // The subscriber a Lambda installs, at its default level, so that what the code logs (and
     // what it formats) is in the figure. Its lines go nowhere: Lambda's write to stdout is left out.
     shared::core::logging::init_to(std::io::sink);
-    let meter = CpuMeter::default();
-    let deps = metered_deps(&meter).await;
-    let boot = deps.aws.stats.snapshot();
-    let (_, key) = kavach_tests::new_user(&deps).await;
+    let counted = deps_on(shared::app::aws::AwsClients::from_env().await).await;
+    let boot = counted.aws.stats.snapshot();
+    let (_, key) = kavach_tests::new_user(&counted).await;
     // The detector routes count per address: each request comes from another one, so the cost
     // measured is a counted miss, never a ban.
     let (resource, body, expected) = match route {
@@ -251,9 +268,9 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     };
     let webhook_id = match route {
         "webhook" => {
-            let (user, _) = kavach_tests::new_user(&deps).await;
+            let (user, _) = kavach_tests::new_user(&counted).await;
             // CNC: the bench runs on the wall clock, and MIS is refused after 15:15 IST.
-            kavach_tests::sbin_webhook_for(&deps, &user, "bench", 1, shared::trading::orders::Product::Cnc).await
+            kavach_tests::sbin_webhook_for(&counted, &user, "bench", 1, shared::trading::orders::Product::Cnc).await
         }
         _ => String::new(),
     };
@@ -276,45 +293,23 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
         }
         lambda_http::request::from_str(&event.to_string()).map_err(anyhow::Error::from)
     };
-    let handle = |request| async {
-        match route {
-            "ping" | "bad-key" => ping::handler(&deps, request).await,
-            "placeorder" => orders::handler(&deps, request).await,
-            "not-found" => web::not_found_handler(&deps, request).await,
-            "webhook" => webhook::handler(&deps, request).await,
-            "history-daily" | "history-hourly" => market::handler(&deps, request).await,
-            "page" => web::auth_handler(&deps, request).await,
-            _ => account::handler(&deps, request).await,
-        }
-    };
-    let first = handle(request()?).await;
-    anyhow::ensure!(first.status() == expected, "warm-up {route} failed: {:?}", first.body());
-
     // The events are built first: parsing them is the Lambda runtime's work, not the function's.
-    let events = (0..requests).map(|_| request()).collect::<anyhow::Result<Vec<_>>>()?;
-    let before = deps.aws.stats.snapshot();
-    let (mut answering, mut recording) = (Duration::ZERO, Duration::ZERO);
-    let sdk_before = meter.total();
-    profiler("enable")?;
-    let started = Instant::now();
-    for event in events {
-        let cpu = process_cpu();
-        let response = handle(event).await;
-        let answered = process_cpu();
-        // What the internal extension writes after each response, as in Lambda.
-        deps.flush_traffic().await;
-        recording += process_cpu().saturating_sub(answered);
-        answering += answered.saturating_sub(cpu);
+    let events = |count: u32| (0..count).map(|_| request()).collect::<anyhow::Result<Vec<_>>>();
+
+    // The counting pass: its first request is the cold one (the key's Argon2 verification).
+    warm_up(route, &counted, request()?, expected).await?;
+    let sample = requests.min(COUNTED_REQUESTS);
+    let counted_events = events(sample)?;
+    let before = counted.aws.stats.snapshot();
+    for event in counted_events {
+        let response = handle(route, &counted, event).await;
+        counted.flush_traffic().await;
         anyhow::ensure!(response.status() == expected, "{route} failed: {:?}", response.body());
     }
-    let wall = started.elapsed();
-    profiler("disable")?;
-    let sdk = meter.total().saturating_sub(sdk_before);
-    let after = deps.aws.stats.snapshot();
-    let per_request = |count: u64| count as f64 / f64::from(requests);
-    let micros = |cpu: Duration| cpu.as_secs_f64() * 1e6 / f64::from(requests);
+    let after = counted.aws.stats.snapshot();
+    let per_request = |count: u64| count as f64 / f64::from(sample);
     println!("cold start: {} AWS calls ({:?})", boot.total(), boot.by_operation);
-    println!("per warm {route} (mean of {requests}), the traffic record written after each response included:");
+    println!("per warm {route} (mean of {sample}), the traffic record written after each response included:");
     for (operation, count) in &after.by_operation {
         let delta = count - before.by_operation.get(operation).copied().unwrap_or(0);
         if delta > 0 {
@@ -328,8 +323,33 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     );
     println!("  sequential round trips       {:.2}", per_request(after.round_trips - before.round_trips));
     println!("  retries                      {}", after.retries - before.retries);
+
+    // The timed pass, on a Lambda function's clients.
+    let meter = CpuMeter::default();
+    let deps = metered_lambda_deps(&meter).await;
+    warm_up(route, &deps, request()?, expected).await?;
+    let timed_events = events(requests)?;
+    let (mut answering, mut recording) = (Duration::ZERO, Duration::ZERO);
+    let sdk_before = meter.total();
+    profiler("enable")?;
+    let started = Instant::now();
+    for event in timed_events {
+        let cpu = process_cpu();
+        let response = handle(route, &deps, event).await;
+        let answered = process_cpu();
+        // What the internal extension writes after each response, as in Lambda.
+        deps.flush_traffic().await;
+        recording += process_cpu().saturating_sub(answered);
+        answering += answered.saturating_sub(cpu);
+        anyhow::ensure!(response.status() == expected, "{route} failed: {:?}", response.body());
+    }
+    let wall = started.elapsed();
+    profiler("disable")?;
+    let sdk = meter.total().saturating_sub(sdk_before);
+    let micros = |cpu: Duration| cpu.as_secs_f64() * 1e6 / f64::from(requests);
     let total = answering + recording;
     let own = total.saturating_sub(sdk);
+    println!("timed: {requests} more on a Lambda function's clients, which count nothing:");
     println!(
         "process CPU per warm {route}: {:.0} µs = {:.0} µs to the response + {:.0} µs for the traffic record",
         micros(total),
@@ -359,6 +379,30 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     // 1a) tells them apart, and its row carries the target for Kavach's own.
     summary("  of which outside SDK calls (instrumented)", &format!("{:.0} µs", micros(own)), "-", None)?;
     Ok(())
+}
+
+/// The first request of a pass, whose answer must be the route's usual one.
+async fn warm_up(route: &str, deps: &shared::Deps, request: lambda_http::Request, expected: u16) -> anyhow::Result<()> {
+    let first = handle(route, deps, request).await;
+    anyhow::ensure!(first.status() == expected, "warm-up {route} failed: {:?}", first.body());
+    Ok(())
+}
+
+/// `route`'s function handler, as its Lambda binary calls it.
+async fn handle(
+    route: &str,
+    deps: &shared::Deps,
+    request: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    match route {
+        "ping" | "bad-key" => ping::handler(deps, request).await,
+        "placeorder" => orders::handler(deps, request).await,
+        "not-found" => web::not_found_handler(deps, request).await,
+        "webhook" => webhook::handler(deps, request).await,
+        "history-daily" | "history-hourly" => market::handler(deps, request).await,
+        "page" => web::auth_handler(deps, request).await,
+        _ => account::handler(deps, request).await,
+    }
 }
 
 /// The sandbox's own work per order, without I/O: acceptance, margin, fill, position.
