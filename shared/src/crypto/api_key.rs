@@ -40,6 +40,9 @@ fn is_lower_hex(text: &str) -> bool {
 pub struct ApiKey {
     id: KeyId,
     whole: SecretString,
+    /// SHA-256 of `whole`, computed once: a request names its key in its cache lookup and in each
+    /// of its rate-limit counters.
+    fingerprint: [u8; 32],
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -54,7 +57,7 @@ impl ApiKey {
         let id = hex::encode(super::random_bytes::<{ ID_HEX / 2 }>());
         let secret = hex::encode(super::random_bytes::<{ SECRET_HEX / 2 }>());
         let whole = SecretString::from(format!("{PREFIX}{id}_{secret}"));
-        Self { id: KeyId(id), whole }
+        Self::new(KeyId(id), whole)
     }
 
     /// Recognises the format without touching storage; anything else is simply not a key of ours.
@@ -64,7 +67,12 @@ impl ApiKey {
         if presented.len() != KEY_LEN || !is_lower_hex(secret) || secret.len() != SECRET_HEX {
             return None;
         }
-        Some(Self { id: KeyId::parse(id)?, whole: SecretString::from(presented.to_owned()) })
+        Some(Self::new(KeyId::parse(id)?, SecretString::from(presented.to_owned())))
+    }
+
+    fn new(id: KeyId, whole: SecretString) -> Self {
+        let fingerprint = Sha256::digest(whole.expose_secret().as_bytes()).into();
+        Self { id, whole, fingerprint }
     }
 
     pub fn id(&self) -> &KeyId {
@@ -78,7 +86,7 @@ impl ApiKey {
 
     /// SHA-256 of the whole key: the warm-container cache key, so the cache never holds the key.
     pub fn fingerprint(&self) -> [u8; 32] {
-        Sha256::digest(self.whole.expose_secret().as_bytes()).into()
+        self.fingerprint
     }
 }
 
