@@ -137,7 +137,7 @@ impl InFlight {
         let path = if resource.is_empty() || resource.contains("+}") {
             declared_resource(request_path(request)).map_or(request_path(request), |(declared, _)| declared)
         } else {
-            &resource
+            resource
         };
         deps.pending_traffic.push(TrafficRecord {
             at: self.at,

@@ -74,13 +74,14 @@ pub trait Routes: Copy + Sized + 'static {
 }
 
 /// The template resource the request was routed to (`/api/v1/placeorder`), from API Gateway's
-/// request context: the path itself may carry a stage prefix or a trailing slash.
-pub fn resource(request: &Request) -> String {
+/// request context: the path itself may carry a stage prefix or a trailing slash. Borrowed: a
+/// function asks it of each route it declares until one matches.
+pub fn resource(request: &Request) -> &str {
     match request.request_context_ref() {
         Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
-            context.resource_path.clone().unwrap_or_default()
+            context.resource_path.as_deref().unwrap_or_default()
         }
-        _ => String::new(),
+        _ => "",
     }
 }
 
