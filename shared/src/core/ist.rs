@@ -37,9 +37,10 @@ impl IstTime {
         format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", self.year, self.month, self.day, s / 3600, s / 60 % 60, s % 60)
     }
 
-    /// `YYMMDD`, the first six digits of an order id.
-    pub fn yymmdd(&self) -> String {
-        format!("{:02}{:02}{:02}", self.year.rem_euclid(100), self.month, self.day)
+    /// `YYMMDD` as a number, the first six digits of an order id (which is built as one number, so
+    /// that it is formatted once).
+    pub fn yymmdd(&self) -> u64 {
+        self.year.rem_euclid(100).unsigned_abs() * 10_000 + u64::from(self.month) * 100 + u64::from(self.day)
     }
 
     /// `YYYYMMDD-HHMMSS`, as in trade ids.
@@ -142,7 +143,7 @@ mod tests {
         // 2025-10-01 10:15:02 IST = 04:45:02 UTC = 1759293902.
         let t = IstTime::at(UnixMillis(1_759_293_902_123));
         assert_eq!(t.timestamp(), "2025-10-01 10:15:02");
-        assert_eq!(t.yymmdd(), "251001");
+        assert_eq!(t.yymmdd(), 251_001);
         assert_eq!(t.compact(), "20251001-101502");
         assert_eq!(ist_midnight_epoch(2025, 10, 1), 1_759_257_000);
     }

@@ -50,8 +50,14 @@ impl From<Rejection> for AppError {
 /// and 2 random digits. Ids sort by time to the decisecond, so "today's orders" is one key range;
 /// a clash of the random digits fails the commit's `attribute_not_exists` and is retried.
 pub fn new_order_id(now: UnixMillis) -> String {
-    let time = IstTime::at(now);
-    format!("{}{:06}{:02}", time.yymmdd(), time.millis_of_day / 100, rand::thread_rng().gen_range(0..100))
+    format!("{:014}", order_id_decisecond(now) * 100 + rand::thread_rng().gen_range(0..100))
+}
+
+/// An order id's first 12 digits, as a number: IST `YYMMDD`, then tenths of a second since IST
+/// midnight (6 digits).
+fn order_id_decisecond(at: UnixMillis) -> u64 {
+    let time = IstTime::at(at);
+    time.yymmdd() * 1_000_000 + u64::from(time.millis_of_day / 100)
 }
 
 /// A request id: marks every order an operation writes, so its commit can be read back.
@@ -68,8 +74,7 @@ enum Read {
 
 /// The smallest id an order placed at or after `at` can have.
 pub fn first_order_id_at(at: UnixMillis) -> String {
-    let time = IstTime::at(at);
-    format!("{}{:06}00", time.yymmdd(), time.millis_of_day / 100)
+    format!("{:014}", order_id_decisecond(at) * 100)
 }
 
 /// What a smart order did.
