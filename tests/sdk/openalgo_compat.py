@@ -11,12 +11,34 @@ Usage: openalgo_compat.py --host http://127.0.0.1:PORT --key KEY
 import argparse
 import json
 import sys
+import time
 import urllib.request
+from collections import deque
 
 from openalgo import api
 
 failures = []
 passed = 0
+
+# The stack runs with its own order budget, 10 orders a second per key (ORDER_RATE_LIMIT, as
+# OpenAlgo's). The steps that place, modify or cancel orders spend it, so they are paced under it as
+# a client must be: unpaced, eleven orders inside one second drew a 429 on a fast run, and the
+# outcome depended on how quickly the stack answered. Eight leaves room for the time a request
+# takes to arrive.
+ORDERS_PER_SECOND = 8
+spent = deque()
+
+
+def spend(orders):
+    """Waits until `orders` more orders fit in the last second's share of the order budget."""
+    while True:
+        now = time.monotonic()
+        while spent and now - spent[0] >= 1.0:
+            spent.popleft()
+        if len(spent) + orders <= ORDERS_PER_SECOND:
+            spent.extend([now] * orders)
+            return
+        time.sleep(1.0 - (now - spent[0]) + 0.01)
 
 
 def expect(step, condition, detail):
@@ -53,6 +75,7 @@ def main():
     r = client.funds()
     expect("4 funds on a fresh account", r.get("data", {}).get("availablecash") == 10000000.0, r)
 
+    spend(1)
     r = client.placeorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", price_type="MARKET",
                           product="CNC", quantity=1)
     oid = r.get("orderid", "")
@@ -62,6 +85,7 @@ def main():
     data = r.get("data", {})
     expect("6 orderstatus complete", data.get("order_status") == "complete" and data.get("average_price", 0) > 0, r)
 
+    spend(1)
     r = client.placeorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", price_type="LIMIT",
                           product="CNC", quantity=1, price=1)
     oid2 = r.get("orderid", "")
@@ -71,11 +95,13 @@ def main():
            (r, rows))
     used_with_limit = client.funds()["data"]["utiliseddebits"]
 
+    spend(1)
     r = client.modifyorder(order_id=oid2, strategy="Python", symbol="SBIN", action="BUY", exchange="NSE",
                            price_type="LIMIT", product="CNC", quantity=2, price=2, disclosed_quantity=0,
                            trigger_price=0)
     expect("8 modifyorder keeps the id", r.get("status") == "success" and r.get("orderid") == oid2, r)
 
+    spend(1)
     r = client.cancelorder(order_id=oid2, strategy="Python")
     status = client.orderstatus(order_id=oid2, strategy="Python").get("data", {}).get("order_status")
     used_after = client.funds()["data"]["utiliseddebits"]
@@ -95,6 +121,7 @@ def main():
     expect("12 smart order already matched",
            r.get("status") == "success" and "Already Matched" in r.get("message", "") and "orderid" not in r, r)
 
+    spend(2)
     r = client.basketorder(strategy="Python", orders=[
         {"symbol": "SBIN", "exchange": "NSE", "action": "BUY", "quantity": 1, "pricetype": "MARKET", "product": "CNC"},
         {"symbol": "INFY", "exchange": "NSE", "action": "BUY", "quantity": 1, "pricetype": "MARKET", "product": "CNC"},
@@ -102,6 +129,7 @@ def main():
     results = r.get("results", [])
     expect("13 basketorder", len(results) == 2 and all(x["status"] == "success" and x.get("orderid") for x in results), r)
 
+    spend(4)
     r = client.splitorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", quantity=10, splitsize=3,
                           price_type="MARKET", product="CNC")
     quantities = [x.get("quantity") for x in r.get("results", [])]
@@ -119,6 +147,7 @@ def main():
     )
     expect("15 orderbook, tradebook, positionbook, holdings", shapes, (ob, tb, pb, hd))
 
+    spend(1)
     r = client.placeorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", price_type="SL",
                           product="CNC", quantity=1, price=999999, trigger_price=999998)
     sl = r.get("orderid", "")
@@ -145,12 +174,14 @@ def main():
            and "5m" in i.get("data", {}).get("minutes", []),
            (q, d, m, h, i))
 
+    spend(1)
     r = client.placeorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", quantity=1, target="5")
     expect("19 unknown field", r.get("status") == "error" and r.get("code") == 400 and "Unknown field" in r["message"], r)
 
     r = api(api_key="bad", host=args.host, timeout=10.0).funds()
     expect("20 bad key", r.get("code") == 403 and "Invalid openalgo apikey" in r.get("message", ""), r)
 
+    spend(1)
     r = client.placeorder(strategy="Python", symbol="SBIN", action="BUY", exchange="NSE", quantity=0)
     expect("21 zero quantity", r.get("code") == 400 and "Quantity must be a positive number." in r.get("message", ""), r)
 
