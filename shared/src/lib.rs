@@ -30,10 +30,3 @@ pub mod trading;
 
 pub use app::bootstrap::Deps;
 pub use core::error::AppError;
-
-/// The allocator of every binary, since each links this crate. A request allocates thousands of
-/// small, short-lived blocks (the SDK's requests and responses, attribute maps, strings), and glibc's
-/// allocator spent about a tenth of a warm placeorder's CPU on them, much of it consolidating its
-/// fast bins; mimalloc's thread-local free lists make the same allocations cheap (`scripts/bench`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
