@@ -69,6 +69,34 @@ impl KiteStub {
             .expect("a request_token in the redirect")
     }
 
+    /// What the trader's "Authorize" on the consent page at `login_url` (Kavach's redirect to
+    /// `/connect/login`) yields: the query string Kite sends the browser back to the app with
+    /// (`action`, `type`, `status`, `request_token`, and the `redirect_params` Kavach passed).
+    pub async fn authorize(&self, login_url: &str) -> String {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let consent = client.get(login_url).send().await.expect("stub reachable");
+        assert_eq!(consent.status(), 200, "the consent page for {login_url}");
+        let query = login_url.split_once('?').map(|(_, query)| query).unwrap_or_default();
+        let param = |name: &str| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default()
+        };
+        let response = client
+            .post(format!("{}/connect/login", self.root))
+            .form(&[
+                ("api_key", param("api_key").as_str()),
+                ("redirect_params", param("redirect_params").as_str()),
+                ("action", "authorize"),
+            ])
+            .send()
+            .await
+            .expect("stub reachable");
+        let location = response.headers()["location"].to_str().expect("location").to_owned();
+        location.split_once('?').map(|(_, query)| query.to_owned()).expect("a query in the redirect")
+    }
+
     /// The calls the stub received on paths matching `glob`.
     pub async fn calls(&self, glob: &str) -> Vec<Value> {
         let url = format!("{}/__stub/calls?path={}", self.root, glob);

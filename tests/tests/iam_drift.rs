@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use kavach_gateway::TemplateRoute;
+use kavach_tests::kite_stub::{API_KEY, API_SECRET, KiteStub};
 use kavach_tests::web::WebClient;
 use kavach_tests::{
     WebUser, call, get_text, iam, market_morning, new_admin, new_user, new_web_user, ping_body, post, unique_ip,
@@ -212,15 +213,27 @@ async fn confirm_reset(visitor: &mut WebClient, token: &str, password: &str) {
 }
 
 /// PortalFunction, every route.
-async fn portal(stack: &Stack) {
+async fn portal(stack: &Stack, kite: &KiteStub) {
     let user = new_web_user(&stack.deps).await;
     let kept = kavach_tests::sbin_webhook(&stack.deps, &user.username, "kept", 1).await;
     let dropped = kavach_tests::sbin_webhook(&stack.deps, &user.username, "dropped", 1).await;
     let mut browser = stack.browser(&user).await;
-    for path in ["/dashboard", "/apikey", "/auth/sessions"] {
+    for path in ["/dashboard", "/apikey", "/auth/sessions", "/broker"] {
         assert_eq!(browser.get(path).await.status, 200, "{path}");
     }
     let csrf = browser.csrf_token().await;
+    // Link Zerodha (credentials saved, a login state issued, the callback's state used up and the
+    // token stored), then disconnect.
+    let credentials =
+        [("csrf_token", csrf.as_str()), ("broker", "zerodha"), ("api_key", API_KEY), ("api_secret", API_SECRET)];
+    let started = browser.post_json("/broker/connect", &credentials).await;
+    assert_eq!(started.status, 200, "connect: {}", started.text);
+    let login = started.json()["login_url"].as_str().expect("login_url").to_owned();
+    let query = kite.authorize(&login).await;
+    let linked = browser.get(&format!("/broker/callback/zerodha?{query}")).await;
+    assert_eq!((linked.status, linked.location()), (303, "/broker?linked=zerodha"), "callback: {}", linked.text);
+    let gone = browser.post_json("/broker/disconnect", &[("csrf_token", &csrf), ("broker", "zerodha")]).await;
+    assert_eq!(gone.status, 200, "disconnect: {}", gone.text);
     assert_eq!(browser.post_json("/apikey", &[("csrf_token", &csrf)]).await.status, 200, "regenerate");
     for (path, id) in [("/apikey/webhooks/rebind", &kept), ("/apikey/webhooks/revoke", &dropped)] {
         let handle = shared::identity::webhooks::handle_of(id);
@@ -378,7 +391,13 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
 
     let aws = AwsClients::from_env().await;
     aws.stats.record_accesses();
-    let config = Config::from_lookup(|name| environment.get(name).cloned()).expect("provisioned config");
+    // Kite is the local stub: the portal links and unlinks it.
+    let kite = KiteStub::start().await;
+    let config = Config::from_lookup(|name| match name {
+        "KITE_API_ROOT" | "KITE_LOGIN_ROOT" => Some(kite.root.clone()),
+        _ => environment.get(name).cloned(),
+    })
+    .expect("provisioned config");
     let clock = market_morning();
     let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
     key_ring(&config, &aws).await;
@@ -410,7 +429,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     market(&stack, &key).await;
     webhook(&stack).await;
     auth(&stack, &sink).await;
-    portal(&stack).await;
+    portal(&stack, &kite).await;
     security(&stack).await;
     not_found(&stack).await;
     fill_engine(&stack, &key).await;

@@ -36,6 +36,8 @@ const IDENTITY_ITEMS: &[&str] = &[
     "audit#1764547200000#abcd",
     "webhook#77e0",
     "settings#smtp",
+    "broker#victim#zerodha",
+    "oauth#3c1d",
 ];
 
 /// What reaches an item: a single-item action, a transaction's item (authorised as these) or a batch.
@@ -131,6 +133,8 @@ fn only_the_pages_that_make_them_may_write_identity_items() {
                 "webhook#77e0",
                 "session#5f2b",
                 "audit#1764547200000#abcd",
+                "broker#victim#zerodha",
+                "oauth#3c1d",
             ]),
         ),
     ]);
@@ -188,7 +192,8 @@ fn the_app_secret_and_the_key_ring_are_granted_exactly_to_the_functions_that_loa
         let statements = policies.get(function).unwrap_or_else(|| panic!("{function} is in template.yaml"));
         let reads_secret = iam::allows(statements, "secretsmanager:GetSecretValue", "AppSecret", &BTreeMap::new());
         let opens_ring = iam::allows(statements, "kms:Decrypt", "AppKey", &ring);
-        let wants_ring = secrets.api_key_copies || secrets.totp_secrets || secrets.smtp_passwords;
+        let wants_ring =
+            secrets.api_key_copies || secrets.totp_secrets || secrets.smtp_passwords || secrets.broker_tokens;
         assert_eq!(reads_secret, secrets != Secrets::NONE, "{function}: app secret read granted: {reads_secret}");
         assert_eq!(opens_ring, wants_ring, "{function}: key ring Decrypt granted: {opens_ring}");
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use kavach_tests::web::WebClient;
 use kavach_tests::{cold_start, new_web_user, provision_stack, required_env, start_gateway, unique_ip};
-use shared::core::clock::SystemClock;
+use shared::broker::BrokerId;
+use shared::core::clock::{Clock, SystemClock};
 use shared::core::config::Config;
 
 async fn own_stack(name: &str) -> (BTreeMap<String, String>, Config) {
@@ -67,11 +68,22 @@ async fn a_warm_container_reads_what_a_container_started_after_a_rotation_wrote(
 async fn reencryption_cut_short_resumes_and_retirement_waits_until_nothing_is_left_under_the_root() {
     let (env, config) = own_stack("ring-retire").await;
     let deps = cold_start(config.clone(), Arc::new(SystemClock)).await;
-    // Four users: four TOTP secrets and four key copies under root 1.
+    // Four users: four TOTP secrets and four key copies under root 1, and the first one's Zerodha
+    // link: its app credentials and its token, under Zerodha's own key.
     let mut users = Vec::new();
     for _ in 0..4 {
         users.push(new_web_user(&deps).await);
     }
+    let linked = &users[0].username;
+    let zerodha = deps.broker_ciphers.of(BrokerId::Zerodha);
+    let now = SystemClock.now();
+    let credentials = zerodha.encrypt(br#"{"api_key":"kitekey","api_secret":"kitesecret"}"#, now).await.expect("e");
+    deps.identity.save_broker_credentials(linked, BrokerId::Zerodha, &credentials, "…tkey", now).await.expect("save");
+    let token = zerodha.encrypt(b"kite-access-token", now).await.expect("encrypt");
+    let expires = now.plus(std::time::Duration::from_secs(3600));
+    let recorded =
+        deps.identity.record_broker_token(linked, BrokerId::Zerodha, &credentials, &token, "AB1234", now, expires);
+    assert!(recorded.await.expect("record"));
     let (rotated, text) = kavach(&env, &["keyring", "rotate"]).await;
     assert!(rotated, "{text}");
 
@@ -80,15 +92,15 @@ async fn reencryption_cut_short_resumes_and_retirement_waits_until_nothing_is_le
 
     // Stopped after three items, as a kill midway would leave it.
     let (cut, text) = kavach(&env, &["keyring", "reencrypt", "--limit", "3"]).await;
-    assert!(cut && text.contains("Re-encrypted 3 item(s)") && text.contains("Stopped at the limit"), "{text}");
+    assert!(cut && text.contains("Re-encrypted 3 value(s)") && text.contains("Stopped at the limit"), "{text}");
     let (refused, text) = kavach(&env, &["keyring", "retire", "1"]).await;
-    assert!(!refused && text.contains("5 item(s) are still encrypted under root 1"), "{text}");
+    assert!(!refused && text.contains("7 value(s) are still encrypted under root 1"), "{text}");
 
     // Run again: it goes on with what is left and skips what is done.
     let (resumed, text) = kavach(&env, &["keyring", "reencrypt"]).await;
-    assert!(resumed && text.contains("Re-encrypted 5 item(s)"), "{text}");
+    assert!(resumed && text.contains("Re-encrypted 7 value(s)"), "{text}");
     let (again, text) = kavach(&env, &["keyring", "reencrypt"]).await;
-    assert!(again && text.contains("Re-encrypted 0 item(s)") && text.contains("{2: 8}"), "{text}");
+    assert!(again && text.contains("Re-encrypted 0 value(s)") && text.contains("{2: 10}"), "{text}");
 
     let (retired, text) = kavach(&env, &["keyring", "retire", "1"]).await;
     assert!(retired && text.contains("now [2]"), "{text}");
@@ -101,11 +113,18 @@ async fn reencryption_cut_short_resumes_and_retirement_waits_until_nothing_is_le
         let mut browser = WebClient::logged_in(gateway, unique_ip(), user, &fresh).await;
         assert_eq!(browser.get("/dashboard").await.status, 200);
     }
+    // The broker link opens with root 2 alone: both of its ciphertexts were re-encrypted.
+    let link = fresh.identity.broker_link(linked, BrokerId::Zerodha).await.expect("read").expect("link");
+    let zerodha = fresh.broker_ciphers.of(BrokerId::Zerodha);
+    let now = SystemClock.now();
+    let opened = zerodha.decrypt(&link.encrypted_credentials, None, now).await.expect("credentials under root 2");
+    assert_eq!(&opened[..], br#"{"api_key":"kitekey","api_secret":"kitesecret"}"#);
+    let opened = zerodha.decrypt(link.encrypted_token.as_deref().expect("token"), None, now).await.expect("token");
+    assert_eq!(&opened[..], b"kite-access-token");
 }
 
 /// Items whose ciphertext each root holds, among the `apikey#planted-…` items: (root 1, root 2).
 async fn planted_per_root(deps: &shared::Deps, cipher: &shared::crypto::keyring::PurposeCipher) -> (usize, usize) {
-    use shared::core::clock::Clock;
     let planted = ("begins_with(pk, :planted)", ":planted", AttributeValue::S("apikey#planted-".into()));
     let items = kavach_tests::scan_where(deps, &deps.config.tables.identity, Some(planted)).await;
     let now = SystemClock.now();
@@ -122,7 +141,6 @@ async fn planted_per_root(deps: &shared::Deps, cipher: &shared::crypto::keyring:
 
 #[tokio::test]
 async fn reencryption_killed_midway_is_completed_by_running_it_again() {
-    use shared::core::clock::Clock;
     use shared::crypto::keyring::Purpose;
     use shared::store::app_secret;
     const PLANTED: usize = 2000;
@@ -192,7 +210,7 @@ async fn reencryption_killed_midway_is_completed_by_running_it_again() {
     assert!(!refused && text.contains("still encrypted under root 1"), "{text}");
 
     let (resumed, text) = kavach(&env, &["keyring", "reencrypt"]).await;
-    assert!(resumed && text.contains(&format!("Re-encrypted {} item(s)", midway.0)), "{midway:?}: {text}");
+    assert!(resumed && text.contains(&format!("Re-encrypted {} value(s)", midway.0)), "{midway:?}: {text}");
     assert_eq!(planted_per_root(&deps, &both).await, (0, PLANTED));
     let (retired, text) = kavach(&env, &["keyring", "retire", "1"]).await;
     assert!(retired, "{text}");

@@ -3,8 +3,8 @@
 //! - `web-setup`: `/setup`, the one-time creation of the administrator;
 //! - `web-auth`: `/auth/login`, `/auth/login/totp` and `/auth/reset-password[/confirm]`, the routes a
 //!   visitor without a session uses;
-//! - `web-portal`: `/dashboard`, `/apikey…`, `/auth/sessions`, `/auth/logout[-all]` and
-//!   `/auth/change-password`, which need a full session;
+//! - `web-portal`: `/dashboard`, `/apikey…`, `/auth/sessions`, `/auth/logout[-all]`,
+//!   `/auth/change-password` and `/broker…`, which need a full session;
 //! - `web-security`: `/security…` and `/logs…`, the administrator's security dashboard and traffic
 //!   log;
 //! - `not-found`: the catch-all behind `{proxy+}`, which feeds the 404 detector.
@@ -13,6 +13,7 @@
 //! [`shared::pipeline::pages::serve`], which has already dealt with bans, budgets, sessions, `Sec-Fetch-Site` and
 //! CSRF by the time a function here runs.
 
+mod broker;
 mod common;
 mod login;
 mod portal;
@@ -93,6 +94,10 @@ page_routes!(
         Logout => post("logout", "/auth/logout", Session),
         LogoutAll => post("logout-all", "/auth/logout-all", Session),
         ChangePassword => post("change-password", "/auth/change-password", Session),
+        BrokerPage => get("broker", "/broker", Session),
+        BrokerConnect => post("broker-connect", "/broker/connect", Session),
+        BrokerCallbackZerodha => get("broker-callback", "/broker/callback/zerodha", Session),
+        BrokerDisconnect => post("broker-disconnect", "/broker/disconnect", Session),
     }
 );
 
@@ -124,16 +129,22 @@ impl Routes for CatchAll {
 
 /// What each function's cold start loads ([`Secrets`]): only what its routes use.
 /// Setup hashes the administrator's password and first key, encrypts its copy and the TOTP secret.
-pub const SETUP_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false, device_cookies: false };
+pub const SETUP_SECRETS: Secrets = Secrets { pepper: true, api_key_copies: true, totp_secrets: true, ..Secrets::NONE };
 /// Login checks passwords and TOTP codes and trusts the browser with a device cookie; reset checks
 /// a code or sends mail, and hashes the new password.
 pub const AUTH_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: false, totp_secrets: true, smtp_passwords: true, device_cookies: true };
+    Secrets { pepper: true, totp_secrets: true, smtp_passwords: true, device_cookies: true, ..Secrets::NONE };
 /// The portal re-authenticates (password or code, its budget the browser's device cookie's),
-/// regenerates and shows the key, changes the password.
-pub const PORTAL_SECRETS: Secrets =
-    Secrets { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: false, device_cookies: true };
+/// regenerates and shows the key, changes the password, and links brokers (their app credentials
+/// and tokens).
+pub const PORTAL_SECRETS: Secrets = Secrets {
+    pepper: true,
+    api_key_copies: true,
+    totp_secrets: true,
+    device_cookies: true,
+    broker_tokens: true,
+    ..Secrets::NONE
+};
 /// The security dashboard and the traffic log read and write no secret.
 pub const SECURITY_SECRETS: Secrets = Secrets::NONE;
 /// The catch-all, which every scanner reaches, holds none (see `shared::pipeline::not_found`).
@@ -179,6 +190,10 @@ pub async fn portal_handler(deps: &Deps, request: Request) -> Response<Body> {
         PortalRoute::Logout => serve(deps, request, route, |r| portal::logout(deps, r)).await,
         PortalRoute::LogoutAll => serve(deps, request, route, |r| portal::logout_all(deps, r)).await,
         PortalRoute::ChangePassword => serve(deps, request, route, |r| portal::change_password(deps, r)).await,
+        PortalRoute::BrokerPage => serve(deps, request, route, |r| broker::page(deps, r)).await,
+        PortalRoute::BrokerConnect => serve(deps, request, route, |r| broker::connect(deps, r)).await,
+        PortalRoute::BrokerCallbackZerodha => serve(deps, request, route, |r| broker::zerodha_callback(deps, r)).await,
+        PortalRoute::BrokerDisconnect => serve(deps, request, route, |r| broker::disconnect(deps, r)).await,
     }
 }
 

@@ -2,9 +2,10 @@
 //! old root once nothing is left under it.
 //!
 //! The walk is one paginated `Scan` of the identity table, where every ciphertext lives: API-key
-//! copies (`apikey#…` `copy`), TOTP secrets (`user#…` `totp`) and the SMTP password
-//! (`settings#smtp` `password`). Each item is rewritten with a write conditioned on the ciphertext
-//! it read, so the walk is idempotent item by item: killed at any point, it is simply run again,
+//! copies (`apikey#…` `copy`), TOTP secrets (`user#…` `totp`), the SMTP password
+//! (`settings#smtp` `password`) and broker links (`broker#<user>#<broker>` `creds` and `tok`, under
+//! that broker's own purpose). Each ciphertext is rewritten with a write conditioned on the value
+//! it read, so the walk is idempotent value by value: killed at any point, it is simply run again,
 //! and what is already under the newest root is skipped; a value changed meanwhile is left to the
 //! writer, which used the newest root.
 
@@ -26,16 +27,19 @@ struct Field {
     purpose: Purpose,
 }
 
-/// The ciphertext an identity item carries, by its key.
-fn field_of(pk: &str) -> Option<Field> {
+/// The ciphertexts an identity item carries, by its key.
+fn fields_of(pk: &str) -> Vec<Field> {
     if pk.starts_with("apikey#") {
-        Some(Field { attribute: "copy", purpose: Purpose::ApiKeyCopy })
+        vec![Field { attribute: "copy", purpose: Purpose::ApiKeyCopy }]
     } else if pk.starts_with("user#") {
-        Some(Field { attribute: "totp", purpose: Purpose::TotpSecret })
+        vec![Field { attribute: "totp", purpose: Purpose::TotpSecret }]
     } else if pk == "settings#smtp" {
-        Some(Field { attribute: "password", purpose: Purpose::SmtpPassword })
+        vec![Field { attribute: "password", purpose: Purpose::SmtpPassword }]
+    } else if let Some(broker) = pk.strip_prefix("broker#").and_then(|rest| rest.rsplit_once('#')).map(|(_, b)| b) {
+        let purpose = Purpose::BrokerTokens(broker.to_owned());
+        vec![Field { attribute: "creds", purpose: purpose.clone() }, Field { attribute: "tok", purpose }]
     } else {
-        None
+        Vec::new()
     }
 }
 
@@ -71,67 +75,80 @@ async fn current_ring(config: &Config, aws: &AwsClients) -> anyhow::Result<Ring>
 }
 
 async fn walk(config: &Config, aws: &AwsClients, ring: &KeyRing, mode: Mode) -> anyhow::Result<Walked> {
-    let ciphers: Vec<(Purpose, PurposeCipher)> = [Purpose::ApiKeyCopy, Purpose::TotpSecret, Purpose::SmtpPassword]
-        .into_iter()
-        .map(|purpose| Ok((purpose.clone(), ring.cipher(&purpose)?)))
-        .collect::<anyhow::Result<_>>()?;
+    // Each purpose's keys, derived the first time an item needs them.
+    let mut ciphers: Vec<(Purpose, PurposeCipher)> = Vec::new();
     let table = &config.tables.identity;
     let mut pages = aws
         .dynamodb
         .scan()
         .table_name(table)
-        .filter_expression("attribute_exists(#copy) OR attribute_exists(#totp) OR attribute_exists(#password)")
+        .filter_expression(
+            "attribute_exists(#copy) OR attribute_exists(#totp) OR attribute_exists(#password) OR \
+             attribute_exists(#creds)",
+        )
         .expression_attribute_names("#copy", "copy")
         .expression_attribute_names("#totp", "totp")
         .expression_attribute_names("#password", "password")
+        .expression_attribute_names("#creds", "creds")
         .consistent_read(true)
         .into_paginator()
         .items()
         .send();
     let mut walked = Walked::default();
     let now = SystemClock.now();
-    while let Some(item) = pages.next().await {
+    'items: while let Some(item) = pages.next().await {
         let item = item.context("scan the identity table")?;
         let Some(pk) = item.get("pk").and_then(|value| value.as_s().ok()) else { continue };
-        let Some(field) = field_of(pk) else { continue };
-        let Some(token) = item.get(field.attribute).and_then(|value| value.as_s().ok()) else { continue };
-        let Some((_, cipher)) = ciphers.iter().find(|(purpose, _)| *purpose == field.purpose) else { continue };
-        let (root, plaintext) = match cipher.decrypt_identified(token, None, now) {
-            Ok(opened) => opened,
-            Err(_) => {
-                walked.unreadable += 1;
-                eprintln!("warning: {pk} {}: no root of the ring opens it", field.attribute);
+        for field in fields_of(pk) {
+            let Some(token) = item.get(field.attribute).and_then(|value| value.as_s().ok()) else { continue };
+            let cipher = match ciphers.iter().position(|(purpose, _)| *purpose == field.purpose) {
+                Some(at) => &ciphers[at].1,
+                None => {
+                    ciphers.push((field.purpose.clone(), ring.cipher(&field.purpose)?));
+                    &ciphers[ciphers.len() - 1].1
+                }
+            };
+            let (root, plaintext) = match cipher.decrypt_identified(token, None, now) {
+                Ok(opened) => opened,
+                Err(_) => {
+                    walked.unreadable += 1;
+                    eprintln!("warning: {pk} {}: no root of the ring opens it", field.attribute);
+                    continue;
+                }
+            };
+            *walked.by_root.entry(root).or_default() += 1;
+            let Mode::Reencrypt { limit } = mode else { continue };
+            if Some(root) == cipher.newest_id() {
                 continue;
             }
-        };
-        *walked.by_root.entry(root).or_default() += 1;
-        let Mode::Reencrypt { limit } = mode else { continue };
-        if Some(root) == cipher.newest_id() {
-            continue;
-        }
-        if limit.is_some_and(|limit| walked.reencrypted >= limit) {
-            walked.stopped_early = true;
-            break;
-        }
-        let fresh = cipher.encrypt(&plaintext, now)?;
-        let written = aws
-            .dynamodb
-            .update_item()
-            .table_name(table)
-            .key("pk", AttributeValue::S(pk.to_owned()))
-            .update_expression("SET #field = :new")
-            // Only over the value read: a concurrent write (always under the newest root) wins.
-            .condition_expression("#field = :old")
-            .expression_attribute_names("#field", field.attribute)
-            .expression_attribute_values(":new", AttributeValue::S(fresh))
-            .expression_attribute_values(":old", AttributeValue::S(token.to_owned()))
-            .send()
-            .await;
-        match written {
-            Ok(_) => walked.reencrypted += 1,
-            Err(error)
-                if error.as_service_error().is_some_and(|service| service.is_conditional_check_failed_exception()) => {}
-            Err(error) => return Err(anyhow::Error::new(error).context(format!("re-encrypt {pk}"))),
+            if limit.is_some_and(|limit| walked.reencrypted >= limit) {
+                walked.stopped_early = true;
+                break 'items;
+            }
+            let fresh = cipher.encrypt(&plaintext, now)?;
+            let written = aws
+                .dynamodb
+                .update_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk.to_owned()))
+                .update_expression("SET #field = :new")
+                // Only over the value read: a concurrent write (always under the newest root) wins.
+                .condition_expression("#field = :old")
+                .expression_attribute_names("#field", field.attribute)
+                .expression_attribute_values(":new", AttributeValue::S(fresh))
+                .expression_attribute_values(":old", AttributeValue::S(token.to_owned()))
+                .send()
+                .await;
+            match written {
+                Ok(_) => walked.reencrypted += 1,
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|service| service.is_conditional_check_failed_exception()) => {}
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context(format!("re-encrypt {pk} {}", field.attribute)));
+                }
+            }
         }
     }
     Ok(walked)
@@ -149,7 +166,7 @@ pub async fn reencrypt(options: &[&str]) -> anyhow::Result<()> {
     let Ring { ring, .. } = current_ring(&config, &aws).await?;
     let walked = walk(&config, &aws, &ring, Mode::Reencrypt { limit }).await?;
     println!(
-        "Re-encrypted {} item(s) under root {:?}; found per root before: {:?}; unreadable: {}.",
+        "Re-encrypted {} value(s) under root {:?}; found per root before: {:?}; unreadable: {}.",
         walked.reencrypted,
         ring.newest_id(),
         walked.by_root,
@@ -174,7 +191,7 @@ pub async fn retire(id: &str) -> anyhow::Result<()> {
     let left = walked.by_root.get(&id).copied().unwrap_or(0);
     if left > 0 {
         bail!(
-            "{left} item(s) are still encrypted under root {id}: run `kavach keyring reencrypt` first; root {id} stays"
+            "{left} value(s) are still encrypted under root {id}: run `kavach keyring reencrypt` first; root {id} stays"
         );
     }
     // The ring must not have changed since it was read (another rotate or retire).

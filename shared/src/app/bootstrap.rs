@@ -7,8 +7,11 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::app::aws::AwsClients;
+use crate::broker::kite::Kite;
+use crate::broker::links::{BrokerCiphers, BrokerLinks};
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::config::{Config, ConfigError};
+use crate::core::error::AppError;
 use crate::core::metrics::{Metric, MetricSink, Metrics};
 use crate::core::pending::{Deferred, Pending};
 use crate::crypto::CryptoError;
@@ -48,6 +51,8 @@ pub enum BootError {
     NoKeyRing { id: String },
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
+    #[error("the HTTP client for brokers: {0}")]
+    BrokerClient(#[source] reqwest::Error),
 }
 
 /// What to do about an app secret without its pepper or ring: they are made at deploy, once.
@@ -72,6 +77,8 @@ pub struct Secrets {
     pub smtp_passwords: bool,
     /// The device cookies' HMAC key: trusting a browser that logged in before (the login budget).
     pub device_cookies: bool,
+    /// Each broker's purpose key: its app credentials and access tokens (linking, live orders).
+    pub broker_tokens: bool,
 }
 
 impl Secrets {
@@ -82,15 +89,22 @@ impl Secrets {
         totp_secrets: false,
         smtp_passwords: false,
         device_cookies: false,
+        broker_tokens: false,
     };
     /// The `/api/v1` functions: API keys are verified, nothing is decrypted.
     pub const PEPPER: Self = Self { pepper: true, ..Self::NONE };
     /// The operator CLI and the local gateway (which narrows it per function with [`Deps::for_function`]).
-    pub const ALL: Self =
-        Self { pepper: true, api_key_copies: true, totp_secrets: true, smtp_passwords: true, device_cookies: true };
+    pub const ALL: Self = Self {
+        pepper: true,
+        api_key_copies: true,
+        totp_secrets: true,
+        smtp_passwords: true,
+        device_cookies: true,
+        broker_tokens: true,
+    };
 
     fn any_purpose(self) -> bool {
-        self.api_key_copies || self.totp_secrets || self.smtp_passwords || self.device_cookies
+        self.api_key_copies || self.totp_secrets || self.smtp_passwords || self.device_cookies || self.broker_tokens
     }
 
     fn any(self) -> bool {
@@ -122,6 +136,12 @@ pub struct Deps {
     /// signed under a root newer than this container's is not trusted here (that browser meets
     /// the account's budget) until the next cold start.
     pub device_cookies: Arc<PurposeMac>,
+    /// Each broker's app credentials and tokens (`broker::links`).
+    pub broker_ciphers: Arc<BrokerCiphers>,
+    /// Zerodha's Kite Connect, at `config.brokers.kite_api`: only for a function that holds the
+    /// brokers' keys (nothing else could call a broker on a trader's behalf), so the others' cold
+    /// starts build no HTTP client.
+    pub kite: Option<Kite>,
     pub verified_keys: VerifiedKeyCache,
     pub pending_traffic: TrafficQueue,
     /// Other work a handler leaves for after the response, e.g. a reset-by-email request
@@ -161,6 +181,12 @@ impl Deps {
             } else {
                 Arc::new(PurposeMac::withheld())
             },
+            broker_ciphers: if secrets.broker_tokens {
+                self.broker_ciphers.clone()
+            } else {
+                Arc::new(BrokerCiphers::withheld())
+            },
+            kite: if secrets.broker_tokens { self.kite.clone() } else { None },
             verified_keys: verified_key_cache(),
             pending_traffic: TrafficQueue::default(),
             deferred: Pending::default(),
@@ -176,6 +202,23 @@ impl Deps {
             never_ban: &self.config.never_ban,
             shared_senders: &self.config.shared_senders,
         }
+    }
+
+    /// Kite, for a function that holds the brokers' keys.
+    pub fn kite(&self) -> Result<&Kite, AppError> {
+        self.kite.as_ref().ok_or_else(|| AppError::internal(crate::crypto::CryptoError::Withheld("broker client")))
+    }
+
+    pub fn broker_links(&self) -> Result<BrokerLinks<'_>, AppError> {
+        Ok(BrokerLinks {
+            identity: &self.identity,
+            ciphers: &self.broker_ciphers,
+            kite: self.kite()?,
+            kite_login: &self.config.brokers.kite_login,
+            session_expiry: self.config.session_expiry,
+            metrics: &self.metrics,
+            clock: self.clock.as_ref(),
+        })
     }
 
     pub fn accounts(&self) -> Accounts<'_> {
@@ -313,6 +356,10 @@ pub async fn init_with_secrets(
         (Some((ring, _)), true) => ring.mac(&Purpose::DeviceCookie)?,
         _ => PurposeMac::withheld(),
     });
+    let broker_ciphers = Arc::new(match (&key_ring, secrets.broker_tokens) {
+        (Some((ring, sealed)), true) => BrokerCiphers::new(ring, sealed, &source)?,
+        _ => BrokerCiphers::withheld(),
+    });
     // The root keys are dropped here: only the derived keys above outlive the cold start.
     drop(key_ring);
     let passwords = Arc::new(match pepper {
@@ -340,11 +387,26 @@ pub async fn init_with_secrets(
         totp_secrets,
         smtp_passwords,
         device_cookies,
+        broker_ciphers,
+        kite: if secrets.broker_tokens {
+            Some(Kite::new(broker_http_client()?, &config.brokers.kite_api))
+        } else {
+            None
+        },
         metrics,
         config,
         clock,
         aws,
     }))
+}
+
+/// The one HTTP client every broker adapter shares, its connections kept alive across requests.
+fn broker_http_client() -> Result<reqwest::Client, BootError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .build()
+        .map_err(BootError::BrokerClient)
 }
 
 fn verified_key_cache() -> VerifiedKeyCache {

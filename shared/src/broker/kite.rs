@@ -15,8 +15,10 @@ use super::{BookedOrder, Broker, BrokerFuture, BrokerId, BrokerSession, PlacedOr
 use crate::core::error::AppError;
 use crate::trading::orders::{Action, OrderLeg, PriceType};
 
-/// Kite's API root; a local stub's in the tests.
+/// Kite's API root; a local stub's in the tests (`KITE_API_ROOT`).
 pub const API_ROOT: &str = "https://api.kite.trade";
+/// Kite's login site, whose `/connect/login` asks the trader to authorise the app (`KITE_LOGIN_ROOT`).
+pub const LOGIN_ROOT: &str = "https://kite.zerodha.com";
 
 /// Kite keeps an order's `tag` (at most 20 alphanumeric characters), which is how an order whose
 /// answer was lost is found again.

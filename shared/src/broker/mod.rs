@@ -9,6 +9,7 @@
 //! before anything is answered, and it is never sent a second time ([`place_once`]).
 
 pub mod kite;
+pub mod links;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -62,6 +62,43 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// `STORE_OUTAGE_READS`: what read-only API routes do when their ban and rate-limit lookups fail.
     pub store_outage: StoreOutage,
+    /// Where the brokers are: their own servers unless a variable names another (a local stub).
+    pub brokers: BrokerEndpoints,
+}
+
+/// Each broker's origins, from `KITE_API_ROOT` and `KITE_LOGIN_ROOT` when set (tests point them
+/// at the local stub), the broker's published ones otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerEndpoints {
+    /// Kite Connect's REST API (`https://api.kite.trade`).
+    pub kite_api: String,
+    /// Kite's login site, which serves the consent page (`https://kite.zerodha.com`).
+    pub kite_login: String,
+}
+
+/// `url` as an origin (`scheme://host[:port]`, any path dropped): https, or plain http only when
+/// the host is exactly loopback. A prefix test would also pass `http://localhost.evil.example`,
+/// and what goes to that origin (reset links, broker secrets) would travel in clear.
+fn origin_of(var: &'static str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim().trim_end_matches('/');
+    let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => authority,
+        };
+        host == "localhost" || host == "127.0.0.1"
+    });
+    let scheme_ok = url.starts_with("https://") || loopback_http;
+    let host_ok = url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
+    if !(scheme_ok && host_ok) {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: format!("`{url}` is not an https:// origin (http:// only for localhost)"),
+        });
+    }
+    let (scheme, rest) = url.split_once("://").unwrap_or_default();
+    Ok(format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()))
 }
 
 /// What read-only API routes do when the security table (bans, rate-limit counters) cannot be
@@ -159,32 +196,13 @@ impl Config {
             Some(text) => text.parse().map_err(|reason| ConfigError::Invalid { var: "SESSION_EXPIRY_TIME", reason })?,
             None => crate::core::ist::DailyExpiry::default(),
         };
-        let public_base_url = match optional("PUBLIC_BASE_URL") {
-            Some(url) => {
-                let url = url.trim().trim_end_matches('/').to_owned();
-                // Plain http only when the host is exactly loopback: a prefix test would also pass
-                // `http://localhost.evil.example`, and reset links would go out in clear to it.
-                let loopback_http = url.strip_prefix("http://").is_some_and(|rest| {
-                    let authority = rest.split('/').next().unwrap_or_default();
-                    let host = match authority.rsplit_once(':') {
-                        Some((host, port)) if port.parse::<u16>().is_ok() => host,
-                        _ => authority,
-                    };
-                    host == "localhost" || host == "127.0.0.1"
-                });
-                let scheme_ok = url.starts_with("https://") || loopback_http;
-                let host_ok =
-                    url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['?', '#', ' ']));
-                if !(scheme_ok && host_ok) {
-                    return Err(ConfigError::Invalid {
-                        var: "PUBLIC_BASE_URL",
-                        reason: format!("`{url}` is not an https:// origin (http:// only for localhost)"),
-                    });
-                }
-                let (scheme, rest) = url.split_once("://").unwrap_or_default();
-                Some(format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()))
-            }
-            None => None,
+        let public_base_url = optional("PUBLIC_BASE_URL").map(|url| origin_of("PUBLIC_BASE_URL", &url)).transpose()?;
+        let broker_origin = |var: &'static str, default: &str| {
+            optional(var).map_or_else(|| Ok(default.to_owned()), |url| origin_of(var, &url))
+        };
+        let brokers = BrokerEndpoints {
+            kite_api: broker_origin("KITE_API_ROOT", crate::broker::kite::API_ROOT)?,
+            kite_login: broker_origin("KITE_LOGIN_ROOT", crate::broker::kite::LOGIN_ROOT)?,
         };
 
         let store_outage = match optional("STORE_OUTAGE_READS").as_deref().map(str::trim) {
@@ -218,6 +236,7 @@ impl Config {
             session_expiry,
             public_base_url,
             store_outage,
+            brokers,
         })
     }
 
@@ -395,6 +414,26 @@ mod tests {
         assert!(with("PUBLIC_BASE_URL", "http://127.0.0.1.evil.example:3000").contains("PUBLIC_BASE_URL"));
         assert!(with("LOGIN_RATE_LIMIT_MIN", "5 per fortnight").contains("LOGIN_RATE_LIMIT_MIN"));
         assert!(with("STORE_OUTAGE_READS", "maybe").contains("STORE_OUTAGE_READS"));
+        // A broker's secrets and tokens go to these origins: never in clear beyond loopback.
+        assert!(with("KITE_API_ROOT", "http://api.kite.trade").contains("KITE_API_ROOT"));
+        assert!(with("KITE_LOGIN_ROOT", "kite.zerodha.com").contains("KITE_LOGIN_ROOT"));
+    }
+
+    #[test]
+    fn brokers_are_their_own_servers_unless_a_stub_is_named() {
+        let defaults = Config::from_lookup(complete).expect("config").brokers;
+        assert_eq!(defaults.kite_api, "https://api.kite.trade");
+        assert_eq!(defaults.kite_login, "https://kite.zerodha.com");
+        let stub = Config::from_lookup(|name| match name {
+            "KITE_API_ROOT" | "KITE_LOGIN_ROOT" => Some("http://127.0.0.1:8123/".into()),
+            _ => complete(name),
+        })
+        .expect("config")
+        .brokers;
+        assert_eq!(
+            (stub.kite_api.as_str(), stub.kite_login.as_str()),
+            ("http://127.0.0.1:8123", "http://127.0.0.1:8123")
+        );
     }
 
     #[test]

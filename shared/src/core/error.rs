@@ -50,6 +50,10 @@ pub enum AppError {
     /// registered with it (the static-IP rule for API orders).
     #[error("broker refused the source IP")]
     BrokerIpNotRegistered,
+    /// A broker login's callback that this session did not start: its `state` is missing, made
+    /// up, used, expired, another session's or another broker's. Nothing is stored.
+    #[error("broker login callback refused")]
+    BrokerLinkRefused,
     /// Concurrent writers kept changing the account; nothing was written.
     #[error("account busy")]
     AccountBusy,
@@ -144,7 +148,7 @@ impl AppError {
 
     pub fn status(&self) -> u16 {
         match self {
-            AppError::BadRequest { .. } => 400,
+            AppError::BadRequest { .. } | AppError::BrokerLinkRefused => 400,
             AppError::OrderRejected { .. } | AppError::CsrfFailed | AppError::BrokerRejected { .. } => 400,
             AppError::BrokerSessionExpired | AppError::BrokerIpNotRegistered => 403,
             AppError::SessionExpired | AppError::InvalidCredentials | AppError::AuthStep(_) => 401,
@@ -179,6 +183,7 @@ impl AppError {
             AppError::BrokerUnavailable(_) => "broker_unavailable",
             AppError::BrokerSessionExpired => "broker_session_expired",
             AppError::BrokerIpNotRegistered => "broker_ip_not_registered",
+            AppError::BrokerLinkRefused => "broker_link_refused",
             AppError::AccountBusy => "account_busy",
             AppError::ConcurrentChange => "concurrent_change",
             AppError::WebhookSuspended => "webhook_suspended",
@@ -221,6 +226,9 @@ impl AppError {
             }
             AppError::BrokerIpNotRegistered => {
                 "The broker refused this server's IP address: register the stack's egress IP (the EgressIps output) with your broker.".into()
+            }
+            AppError::BrokerLinkRefused => {
+                "This broker login was not started from this session, or it expired or was already used. Nothing was linked: start again from the Broker page.".into()
             }
             AppError::AccountBusy => "The account is busy with other orders; please retry".into(),
             AppError::WebhookSuspended => {
@@ -275,6 +283,7 @@ mod tests {
             AppError::BrokerUnavailable(_) => (503, "broker_unavailable"),
             AppError::BrokerSessionExpired => (403, "broker_session_expired"),
             AppError::BrokerIpNotRegistered => (403, "broker_ip_not_registered"),
+            AppError::BrokerLinkRefused => (400, "broker_link_refused"),
             AppError::AccountBusy => (409, "account_busy"),
             AppError::ConcurrentChange => (409, "concurrent_change"),
             AppError::WebhookSuspended => (403, "webhook_suspended"),
@@ -313,6 +322,7 @@ mod tests {
             AppError::BrokerUnavailable(anyhow::anyhow!("timed out")),
             AppError::BrokerSessionExpired,
             AppError::BrokerIpNotRegistered,
+            AppError::BrokerLinkRefused,
             AppError::AccountBusy,
             AppError::ConcurrentChange,
             AppError::WebhookSuspended,

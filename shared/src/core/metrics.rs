@@ -47,10 +47,13 @@ pub enum Metric {
     StoreUnavailable,
     /// A cold start that could not read the app secret or decrypt the key ring.
     KeyServiceFailures,
+    /// A broker session that could not be ended at the broker (a disconnect, the rollover); the
+    /// token was dropped here all the same.
+    BrokerRevokeFailures,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::FailedLogins,
         Metric::ResetLocked,
         Metric::InvalidApiKeys,
@@ -59,6 +62,7 @@ impl Metric {
         Metric::ServerErrors,
         Metric::StoreUnavailable,
         Metric::KeyServiceFailures,
+        Metric::BrokerRevokeFailures,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Metric {
             Metric::ServerErrors => "ServerErrors",
             Metric::StoreUnavailable => "StoreUnavailable",
             Metric::KeyServiceFailures => "KeyServiceFailures",
+            Metric::BrokerRevokeFailures => "BrokerRevokeFailures",
         }
     }
 }

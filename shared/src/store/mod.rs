@@ -3,6 +3,7 @@
 
 pub mod app_secret;
 pub mod bans;
+pub mod broker_links;
 pub mod identity;
 pub mod oauth_state;
 pub mod rate_limit;

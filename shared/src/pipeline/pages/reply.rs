@@ -19,7 +19,12 @@ pub(crate) enum Content {
     Html(Markup),
     Json(Value),
     Redirect(String),
-    Csv { filename: String, body: String },
+    /// To another site, as given (not joined to the base path).
+    RedirectAway(String),
+    Csv {
+        filename: String,
+        body: String,
+    },
 }
 
 /// A handler's answer, plus any cookies to set.
@@ -28,17 +33,26 @@ pub struct Reply {
     status: u16,
     content: Content,
     cookies: Vec<String>,
+    /// Origins besides this one that the page's forms may lead to (CSP `form-action`, which
+    /// browsers also apply to the redirect a submission answers with).
+    form_targets: Vec<String>,
 }
 
 impl Reply {
     pub(crate) fn new(status: u16, content: Content) -> Self {
-        Self { status, content, cookies: Vec::new() }
+        Self { status, content, cookies: Vec::new(), form_targets: Vec::new() }
     }
 
     /// 303 See Other: after a POST the browser follows with a GET. `location` is a site path
     /// (`/dashboard`); rendering puts the request's base path in front of it.
     pub fn redirect(location: &str) -> Self {
         Self::new(303, Content::Redirect(location.to_owned()))
+    }
+
+    /// 303 See Other to `url` on another site (a broker's login page). Only a URL built from
+    /// configuration, never one the request named: that would be an open redirect.
+    pub fn redirect_away(url: String) -> Self {
+        Self::new(303, Content::RedirectAway(url))
     }
 
     /// `{"status":"success", …fields}`.
@@ -63,12 +77,26 @@ impl Reply {
         self.cookies.push(cookie);
         self
     }
+
+    /// The same page, whose forms may also lead to `origin` (a broker's login site, which the
+    /// Broker page's Connect answers with a redirect to). Only an origin from configuration, never
+    /// from the request.
+    #[must_use]
+    pub fn allowing_form_target(mut self, origin: &str) -> Self {
+        self.form_targets.push(origin.to_owned());
+        self
+    }
 }
 
-fn csp(nonce: &str) -> String {
+fn csp(nonce: &str, form_targets: &[String]) -> String {
+    let mut form_action = String::from("'self'");
+    for origin in form_targets {
+        form_action.push(' ');
+        form_action.push_str(origin);
+    }
     format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+         form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
     )
 }
 
@@ -99,9 +127,16 @@ pub(crate) fn render(reply: Reply, nonce: &str, base: &BasePath) -> lambda_http:
             }
             response
         }
+        Content::RedirectAway(url) => {
+            let mut response = lambda_http::Response::new(Body::Empty);
+            if let Ok(location) = HeaderValue::from_str(&url) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            response
+        }
     };
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-    if let Ok(policy) = HeaderValue::from_str(&csp(nonce)) {
+    if let Ok(policy) = HeaderValue::from_str(&csp(nonce, &reply.form_targets)) {
         response.headers_mut().insert("content-security-policy", policy);
     }
     for cookie in reply.cookies {
@@ -159,7 +194,7 @@ mod tests {
 
     #[test]
     fn csp_has_no_unsafe_inline_and_uses_the_nonce() {
-        let policy = csp("n0nce");
+        let policy = csp("n0nce", &[]);
         assert!(policy.contains("script-src 'nonce-n0nce'") && policy.contains("style-src 'nonce-n0nce'"));
         assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"));
         assert!(policy.contains("frame-ancestors 'none'"));
