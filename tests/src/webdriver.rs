@@ -175,6 +175,14 @@ impl Browser {
         !self.elements(css).await.is_empty()
     }
 
+    /// Gives the browser a cookie for the current page's origin, as a `Set-Cookie` from it would
+    /// (`Secure`, `HttpOnly`, path `/`): a session logged in over HTTP, carried on in the browser.
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        let cookie =
+            json!({ "cookie": { "name": name, "value": value, "path": "/", "secure": true, "httpOnly": true } });
+        self.command(reqwest::Method::POST, "/cookie", Some(cookie)).await;
+    }
+
     /// Cookies the browser holds for the current page.
     pub async fn cookies(&self) -> Vec<Value> {
         self.command(reqwest::Method::GET, "/cookie", None).await.as_array().cloned().unwrap_or_default()

@@ -219,7 +219,9 @@ async fn another_sessions_state_is_refused_and_spent() {
     let login = linking.connect().await;
     let query = linking.stub.authorize(&login).await;
     // The same trader logged in elsewhere (or an attacker who got them to follow a link) cannot
-    // complete this login: the state is bound to the session that started it.
+    // complete this login: the state is bound to the session that started it. (A step later: the
+    // first login used this step's TOTP code.)
+    linking.clock.advance(Duration::from_secs(shared::crypto::totp::STEP_SECS));
     let mut elsewhere = WebClient::logged_in(linking.gateway, unique_ip(), &linking.user, &linking.deps).await;
     let foreign = elsewhere.get(&format!("/broker/callback/zerodha?{query}")).await;
     assert_refused(&foreign);

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use kavach_tests::kite_stub::KiteStub;
+use kavach_tests::web::WebClient;
 use kavach_tests::webdriver::Browser;
 use kavach_tests::{ROOMY, cold_start, config_with, new_web_user, start_gateway};
 use serde_json::json;
 use shared::core::clock::SystemClock;
+use shared::identity::sessions::COOKIE_NAME;
 
 #[tokio::test]
 async fn connect_consent_callback_linked_and_disconnect_in_a_real_browser() {
@@ -25,16 +27,15 @@ async fn connect_consent_callback_linked_and_disconnect_in_a_real_browser() {
     let user = new_web_user(&deps).await;
     let browser = Browser::start().await;
 
-    browser.goto(&format!("{site}/auth/login")).await;
-    browser.type_into("#username", &user.username).await;
-    browser.type_into("#password", &user.password).await;
-    browser.click("#login").await;
-    browser.wait_text("h1", "Two-factor authentication").await;
-    browser.type_into("#totp_code", &user.code(&deps)).await;
-    browser.click("#verify").await;
+    // Logged in over HTTP (the login pages have their own browser test, which needs a stack with
+    // no administrator yet and so must not share one with this), the session carried on here.
+    let http = WebClient::logged_in(gateway, "127.0.0.1".parse().expect("ip"), &user, &deps).await;
+    browser.goto(&format!("{site}/auth/csrf-token")).await;
+    browser.add_cookie(COOKIE_NAME, http.cookie.as_deref().expect("a session")).await;
+    browser.goto(&format!("{site}/dashboard")).await;
     browser.wait_text("h1", "Dashboard").await;
 
-    browser.goto(&format!("{site}/broker")).await;
+    browser.click(r#"nav a[href="/broker"]"#).await;
     browser.wait_text("h1", "Broker").await;
     browser.wait_text("#status-zerodha", "not linked").await;
     assert_eq!(browser.text("#redirect-zerodha").await, "/broker/callback/zerodha");

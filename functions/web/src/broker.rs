@@ -50,8 +50,9 @@ async fn broker_page(
         (notice_box(notice))
         (error_box(error))
         p {
-            "Orders go to the sandbox until a broker is linked. A link lasts until the daily boundary or the "
-            "broker's own expiry, whichever is first; then log in to the broker again here."
+            "A link lasts until the daily boundary or the broker's own expiry, whichever is first; then log in to "
+            "the broker again here. Orders still go to the sandbox: sending them to the linked broker is not "
+            "built yet."
         }
         @for (broker, link) in &links {
             @let name = broker.as_str();
@@ -73,6 +74,7 @@ async fn broker_page(
             p {
                 "In your broker app, register this redirect URL: "
                 code id=(format!("redirect-{name}")) { (origin) (request.link(&callback_path(*broker))) }
+                @if origin.is_empty() { " on this site's address (set PUBLIC_BASE_URL to show it in full)" }
             }
             form method="post" action=(request.link("/broker/connect")) {
                 (csrf)

@@ -57,6 +57,7 @@ pub fn layout(title: &str, nonce: &str, base: &BasePath, viewer: Option<&Viewer<
                             a href=(base.link("/dashboard")) { "Dashboard" }
                             a href=(base.link("/apikey")) { "API key" }
                             a href=(base.link("/auth/sessions")) { "Sessions" }
+                            a href=(base.link("/broker")) { "Broker" }
                             a href=(base.link("/security")) { "Security" }
                             a href=(base.link("/logs")) { "Logs" }
                         }
