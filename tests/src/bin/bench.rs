@@ -856,11 +856,18 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// Login budgets no bench run reaches: the runs log in from 127.0.0.1 again and again, and its
+/// per-address counters outlive each run's cold start in the shared table.
+const ROOMY_LOGINS: &[(&str, &str)] =
+    &[("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
+
+/// A cold start with [`ROOMY_LOGINS`], on the system clock.
+async fn deps_with_roomy_logins() -> Arc<shared::Deps> {
+    kavach_tests::cold_start(kavach_tests::config_with(ROOMY_LOGINS), Arc::new(shared::core::clock::SystemClock)).await
+}
+
 async fn login_timing(n: usize) -> anyhow::Result<()> {
-    let overrides = [("LOGIN_RATE_LIMIT_MIN", "100000 per minute"), ("LOGIN_RATE_LIMIT_HOUR", "100000 per hour")];
-    let deps =
-        kavach_tests::cold_start(kavach_tests::config_with(&overrides), Arc::new(shared::core::clock::SystemClock))
-            .await;
+    let deps = deps_with_roomy_logins().await;
     let mut hashing: Vec<Duration> = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();
@@ -964,7 +971,8 @@ async fn key_forcing(window: Duration) -> anyhow::Result<()> {
 async fn dashboard(counters: usize) -> anyhow::Result<()> {
     use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
     use shared::core::clock::Clock;
-    let deps = kavach_tests::deps().await;
+    // Section 1b's failed logins from 127.0.0.1 have spent its default hourly budget by now.
+    let deps = deps_with_roomy_logins().await;
     let table = deps.config.tables.rate_limits.clone();
     let gateway = kavach_tests::start_gateway(deps.clone()).await;
     let admin = kavach_tests::new_admin(&deps).await;
