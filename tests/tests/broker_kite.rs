@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kavach_tests::kite_stub::{API_KEY, API_SECRET, KiteStub};
 use secrecy::SecretString;
 use serde_json::json;
+use shared::broker::http::BrokerHttp;
 use shared::broker::kite::Kite;
 use shared::broker::{Broker, BrokerId, BrokerSession, place_once};
 use shared::trading::orders::{Action, Exchange, OrderLeg, PriceType, Product};
@@ -29,7 +30,7 @@ fn market_buy(symbol: &str) -> OrderLeg {
 /// A stub, the adapter pointed at it, and a live session obtained the way the callback will.
 async fn linked() -> (KiteStub, Arc<Kite>, BrokerSession) {
     let stub = KiteStub::start().await;
-    let kite = Arc::new(Kite::new(reqwest::Client::new(), &stub.root));
+    let kite = Arc::new(Kite::new(BrokerHttp::new(), &stub.root));
     let token = stub.request_token().await;
     let grant = kite.create_session(API_KEY, &token, &SecretString::from(API_SECRET)).await.expect("session");
     let session =
@@ -40,7 +41,7 @@ async fn linked() -> (KiteStub, Arc<Kite>, BrokerSession) {
 #[tokio::test]
 async fn a_request_token_becomes_a_session_once_and_only_with_the_right_secret() {
     let stub = KiteStub::start().await;
-    let kite = Kite::new(reqwest::Client::new(), &stub.root);
+    let kite = Kite::new(BrokerHttp::new(), &stub.root);
     let token = stub.request_token().await;
     let wrong = kite.create_session(API_KEY, &token, &SecretString::from("not-the-secret")).await;
     assert_eq!(wrong.expect_err("a wrong checksum").code(), "broker_session_expired");

@@ -164,7 +164,7 @@ fn timeouts() -> TimeoutConfig {
 }
 
 /// The SDK's own hyper and rustls client with ring as the crypto provider, the one every other TLS
-/// user in the binary (reqwest, lettre) already links: `default-https-client` would add aws-lc-rs.
+/// user in the binary (lettre; reqwest in the key-ring function) already links: `default-https-client` would add aws-lc-rs.
 /// It trusts the platform's roots, as the default client does.
 fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::app::aws::AwsClients;
+use crate::broker::http::BrokerHttp;
 use crate::broker::kite::Kite;
 use crate::broker::links::{BrokerCiphers, BrokerLinks};
 use crate::core::clock::{Clock, SystemClock};
@@ -51,8 +52,6 @@ pub enum BootError {
     NoKeyRing { id: String },
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
-    #[error("the HTTP client for brokers: {0}")]
-    BrokerClient(#[source] reqwest::Error),
 }
 
 /// What to do about an app secret without its pepper or ring: they are made at deploy, once.
@@ -388,25 +387,12 @@ pub async fn init_with_secrets(
         smtp_passwords,
         device_cookies,
         broker_ciphers,
-        kite: if secrets.broker_tokens {
-            Some(Kite::new(broker_http_client()?, &config.brokers.kite_api))
-        } else {
-            None
-        },
+        kite: if secrets.broker_tokens { Some(Kite::new(BrokerHttp::new(), &config.brokers.kite_api)) } else { None },
         metrics,
         config,
         clock,
         aws,
     }))
-}
-
-/// The one HTTP client every broker adapter shares, its connections kept alive across requests.
-fn broker_http_client() -> Result<reqwest::Client, BootError> {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .pool_idle_timeout(std::time::Duration::from_secs(50))
-        .build()
-        .map_err(BootError::BrokerClient)
 }
 
 fn verified_key_cache() -> VerifiedKeyCache {

@@ -11,6 +11,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use http::Method;
+use http::header::{AUTHORIZATION, HeaderName};
+
+use super::http::{Answer, BrokerHttp, Call};
 use super::{BookedOrder, Broker, BrokerFuture, BrokerId, BrokerSession, PlacedOrder};
 use crate::core::error::AppError;
 use crate::trading::orders::{Action, OrderLeg, PriceType};
@@ -106,32 +110,34 @@ pub fn error_of(status: u16, error_type: Option<&str>, message: Option<&str>) ->
 /// Kite Connect v3 over HTTPS.
 #[derive(Clone, Debug)]
 pub struct Kite {
-    http: reqwest::Client,
+    http: BrokerHttp,
     root: String,
 }
+
+const KITE_VERSION: HeaderName = HeaderName::from_static("x-kite-version");
 
 /// A request to Kite that never waits longer than this: an order's outcome is then looked up.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Kite {
-    pub fn new(http: reqwest::Client, root: &str) -> Self {
+    pub fn new(http: BrokerHttp, root: &str) -> Self {
         Self { http, root: root.trim_end_matches('/').to_owned() }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str, session: &BrokerSession) -> reqwest::RequestBuilder {
+    /// A call with Kite's version header.
+    fn unauthenticated(&self, method: Method, path: &str) -> Call {
+        Call::new(method, format!("{}{path}", self.root)).header(KITE_VERSION, "3")
+    }
+
+    /// A call on the trader's session.
+    fn request(&self, method: Method, path: &str, session: &BrokerSession) -> Call {
         let authorization = format!("token {}:{}", session.app_key, session.access_token.expose_secret());
-        self.http
-            .request(method, format!("{}{path}", self.root))
-            .timeout(CALL_TIMEOUT)
-            .header("X-Kite-Version", "3")
-            .header(reqwest::header::AUTHORIZATION, authorization)
+        self.unauthenticated(method, path).header(AUTHORIZATION, authorization)
     }
 
     /// Sends and reads Kite's envelope; a transport failure is an unknown outcome.
-    async fn call<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T, AppError> {
-        let response = request.send().await.map_err(|error| AppError::BrokerUnavailable(error.into()))?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|error| AppError::BrokerUnavailable(error.into()))?;
+    async fn call<T: serde::de::DeserializeOwned>(&self, call: Call) -> Result<T, AppError> {
+        let Answer { status, body } = self.http.send(call, CALL_TIMEOUT).await?;
         match serde_json::from_slice::<Envelope<T>>(&body) {
             Ok(Envelope { status: ok, data: Some(data), .. }) if ok == "success" && status < 300 => Ok(data),
             Ok(envelope) => Err(error_of(status, envelope.error_type.as_deref(), envelope.message.as_deref())),
@@ -162,21 +168,20 @@ impl Kite {
         api_secret: &secrecy::SecretString,
     ) -> Result<SessionGrant, AppError> {
         let checksum = session_checksum(api_key, request_token, api_secret.expose_secret());
-        let request = self
-            .http
-            .post(format!("{}/session/token", self.root))
-            .timeout(CALL_TIMEOUT)
-            .header("X-Kite-Version", "3")
-            .form(&[("api_key", api_key), ("request_token", request_token), ("checksum", checksum.as_str())]);
-        Self::call(request).await
+        let call = self.unauthenticated(Method::POST, "/session/token").form(&[
+            ("api_key", api_key),
+            ("request_token", request_token),
+            ("checksum", checksum.as_str()),
+        ]);
+        self.call(call).await
     }
 
     /// Ends the session at Kite (`DELETE /session/token`), so a copy of the token is worthless.
     pub async fn revoke(&self, session: &BrokerSession) -> Result<(), AppError> {
-        let request = self
-            .request(reqwest::Method::DELETE, "/session/token", session)
+        let call = self
+            .request(Method::DELETE, "/session/token", session)
             .query(&[("api_key", session.app_key.as_str()), ("access_token", session.access_token.expose_secret())]);
-        let _: serde_json::Value = Self::call(request).await?;
+        let _: serde_json::Value = self.call(call).await?;
         Ok(())
     }
 }
@@ -204,15 +209,15 @@ impl Broker for Kite {
         tag: &'a str,
     ) -> BrokerFuture<'a, PlacedOrder> {
         Box::pin(async move {
-            let request = self.request(reqwest::Method::POST, "/orders/regular", session).form(&order_form(leg, tag));
-            let placed: OrderIdData = Self::call(request).await?;
+            let call = self.request(Method::POST, "/orders/regular", session).form(&order_form(leg, tag));
+            let placed: OrderIdData = self.call(call).await?;
             Ok(PlacedOrder { order_id: placed.order_id })
         })
     }
 
     fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BookedOrder>> {
         Box::pin(async move {
-            let orders: Vec<KiteOrder> = Self::call(self.request(reqwest::Method::GET, "/orders", session)).await?;
+            let orders: Vec<KiteOrder> = self.call(self.request(Method::GET, "/orders", session)).await?;
             Ok(orders.into_iter().map(|order| BookedOrder { order_id: order.order_id, tag: order.tag }).collect())
         })
     }

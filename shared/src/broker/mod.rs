@@ -8,6 +8,7 @@
 //! here: an order whose outcome is unknown is looked for in the broker's order book by its tag
 //! before anything is answered, and it is never sent a second time ([`place_once`]).
 
+pub mod http;
 pub mod kite;
 pub mod links;
 
