@@ -54,47 +54,29 @@ impl KiteStub {
 
     /// What the trader's "Authorize" on Kite's consent page yields: a fresh request token.
     pub async fn request_token(&self) -> String {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        let response = client
-            .post(format!("{}/connect/login", self.root))
-            .form(&[("api_key", API_KEY), ("action", "authorize")])
-            .send()
-            .await
-            .expect("stub reachable");
+        let query = self.press_authorize(&no_redirects(), API_KEY, "").await;
+        crate::query_param(&query, "request_token").expect("a request_token in the redirect")
+    }
+
+    /// The consent form's "Authorize" for `api_key`, carrying `redirect_params`: the query string
+    /// of Kite's redirect back to the app.
+    async fn press_authorize(&self, client: &reqwest::Client, api_key: &str, redirect_params: &str) -> String {
+        let form = [("api_key", api_key), ("redirect_params", redirect_params), ("action", "authorize")];
+        let response =
+            client.post(format!("{}/connect/login", self.root)).form(&form).send().await.expect("stub reachable");
         let location = response.headers()["location"].to_str().expect("location").to_owned();
-        let query = location.split_once('?').map(|(_, query)| query).unwrap_or_default();
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "request_token")
-            .map(|(_, value)| value.into_owned())
-            .expect("a request_token in the redirect")
+        location.split_once('?').map(|(_, query)| query.to_owned()).expect("a query in the redirect")
     }
 
     /// What the trader's "Authorize" on the consent page at `login_url` (Kavach's redirect to
     /// `/connect/login`) yields: the query string Kite sends the browser back to the app with
     /// (`action`, `type`, `status`, `request_token`, and the `redirect_params` Kavach passed).
     pub async fn authorize(&self, login_url: &str) -> String {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let client = no_redirects();
         let consent = client.get(login_url).send().await.expect("stub reachable");
         assert_eq!(consent.status(), 200, "the consent page for {login_url}");
-        let query = login_url.split_once('?').map(|(_, query)| query).unwrap_or_default();
-        let param = |name: &str| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
-                .unwrap_or_default()
-        };
-        let response = client
-            .post(format!("{}/connect/login", self.root))
-            .form(&[
-                ("api_key", param("api_key").as_str()),
-                ("redirect_params", param("redirect_params").as_str()),
-                ("action", "authorize"),
-            ])
-            .send()
-            .await
-            .expect("stub reachable");
-        let location = response.headers()["location"].to_str().expect("location").to_owned();
-        location.split_once('?').map(|(_, query)| query.to_owned()).expect("a query in the redirect")
+        let param = |name: &str| crate::query_param(login_url, name).unwrap_or_default();
+        self.press_authorize(&client, &param("api_key"), &param("redirect_params")).await
     }
 
     /// The calls the stub received on paths matching `glob`.
@@ -102,6 +84,11 @@ impl KiteStub {
         let url = format!("{}/__stub/calls?path={}", self.root, glob);
         self.http.get(url).send().await.expect("stub").json::<Vec<Value>>().await.expect("calls JSON")
     }
+}
+
+/// A client that shows each redirect instead of following it.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 impl Drop for KiteStub {

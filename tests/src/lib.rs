@@ -255,6 +255,12 @@ pub async fn post_with(request: reqwest::RequestBuilder) -> Reply {
     Reply { status, headers, body }
 }
 
+/// The decoded value of `name` in a query string, or in a URL's query.
+pub fn query_param(query_or_url: &str, name: &str) -> Option<String> {
+    let query = query_or_url.split_once('?').map_or(query_or_url, |(_, query)| query);
+    form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
 pub fn ping_body(key: &str) -> String {
     serde_json::json!({ "apikey": key }).to_string()
 }

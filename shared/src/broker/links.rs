@@ -101,8 +101,8 @@ impl AppCredentials {
 
 /// What a page shows of an app key: its last four characters.
 pub fn key_hint(api_key: &str) -> String {
-    let tail: String = api_key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("…{tail}")
+    let tail_start = api_key.char_indices().rev().nth(3).map_or(0, |(at, _)| at);
+    format!("…{}", &api_key[tail_start..])
 }
 
 /// Where a link stands, as the Broker page shows it.
@@ -196,9 +196,10 @@ impl BrokerLinks<'_> {
             Some(credentials) => {
                 // New credentials replace the link: a token the old app still holds is ended at
                 // the broker first, not just forgotten here.
-                let held = self.identity.broker_link(user, broker).await?;
-                if held.is_some_and(|link| link.encrypted_token.is_some()) {
-                    self.disconnect(user, broker).await?;
+                if let Some(held) = self.identity.broker_link(user, broker).await?
+                    && held.encrypted_token.is_some()
+                {
+                    self.end(user, &held).await?;
                 }
                 let plaintext = Zeroizing::new(serde_json::to_vec(&credentials).map_err(AppError::internal)?);
                 let encrypted = cipher.encrypt(&plaintext, now).await?;
@@ -284,11 +285,18 @@ impl BrokerLinks<'_> {
     /// then here, whatever the broker answered. A broker that could not be told is logged and kept
     /// as the link's last error.
     pub async fn disconnect(&self, user: &str, broker: BrokerId) -> Result<Disconnected, AppError> {
-        let now = self.clock.now();
-        let Some(link) = self.identity.broker_link(user, broker).await? else { return Ok(Disconnected::NothingHeld) };
+        match self.identity.broker_link(user, broker).await? {
+            Some(link) => self.end(user, &link).await,
+            None => Ok(Disconnected::NothingHeld),
+        }
+    }
+
+    /// [`BrokerLinks::disconnect`] of `link`, as just read.
+    async fn end(&self, user: &str, link: &BrokerLinkRecord) -> Result<Disconnected, AppError> {
+        let (now, broker) = (self.clock.now(), link.broker);
         let outcome = match &link.encrypted_token {
             None => Disconnected::NothingHeld,
-            Some(token) => match self.session(&link, token).await {
+            Some(token) => match self.session(link, token).await {
                 Ok(session) => match self.kite.revoke(&session).await {
                     Ok(()) => Disconnected::AtBroker,
                     Err(error) => Disconnected::BrokerFailed(error),

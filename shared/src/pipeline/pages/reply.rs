@@ -100,6 +100,15 @@ fn csp(nonce: &str, form_targets: &[String]) -> String {
     )
 }
 
+/// An empty answer whose `Location` is `location` (the status is set by [`render`]).
+fn redirect_to(location: &str) -> lambda_http::Response<Body> {
+    let mut response = lambda_http::Response::new(Body::Empty);
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
 pub(crate) fn render(reply: Reply, nonce: &str, base: &BasePath) -> lambda_http::Response<Body> {
     let mut response = match reply.content {
         Content::Html(html) => {
@@ -120,20 +129,8 @@ pub(crate) fn render(reply: Reply, nonce: &str, base: &BasePath) -> lambda_http:
             }
             response
         }
-        Content::Redirect(location) => {
-            let mut response = lambda_http::Response::new(Body::Empty);
-            if let Ok(location) = HeaderValue::from_str(&base.link(&location)) {
-                response.headers_mut().insert(LOCATION, location);
-            }
-            response
-        }
-        Content::RedirectAway(url) => {
-            let mut response = lambda_http::Response::new(Body::Empty);
-            if let Ok(location) = HeaderValue::from_str(&url) {
-                response.headers_mut().insert(LOCATION, location);
-            }
-            response
-        }
+        Content::Redirect(location) => redirect_to(&base.link(&location)),
+        Content::RedirectAway(url) => redirect_to(&url),
     };
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     if let Ok(policy) = HeaderValue::from_str(&csp(nonce, &reply.form_targets)) {
