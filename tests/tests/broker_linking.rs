@@ -10,12 +10,12 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use kavach_tests::kite_stub::{API_KEY, API_SECRET, KiteStub};
 use kavach_tests::web::{Page, WebClient};
-use kavach_tests::{WebUser, config_with, new_web_user, start_gateway, unique_ip};
+use kavach_tests::{WebUser, config_with, market_morning, new_web_user, query_param, start_gateway, unique_ip};
 use serde_json::json;
 use shared::Deps;
 use shared::app::aws::AwsClients;
 use shared::broker::BrokerId;
-use shared::core::clock::{Clock, ManualClock, UnixMillis};
+use shared::core::clock::{Clock, ManualClock};
 use shared::core::metrics::MetricSink;
 use shared::store::broker_links::LinkState;
 
@@ -34,8 +34,9 @@ struct Linking {
 impl Linking {
     async fn start() -> Self {
         let stub = KiteStub::start().await;
-        // 10:00 IST on a weekday far from the suite's other clocks.
-        let clock = Arc::new(ManualClock::at(UnixMillis::from_secs(1_980_000_000)));
+        // A frozen morning in the past: the logins' audit records must not sort ahead of the
+        // records other suites look for among the newest (`recent_audit`), as future ones would.
+        let clock = market_morning();
         let config = config_with(&[("KITE_API_ROOT", &stub.root), ("KITE_LOGIN_ROOT", &stub.root)]);
         let metrics = Arc::new(Mutex::new(Vec::new()));
         let aws = AwsClients::from_env().await;
@@ -60,6 +61,15 @@ impl Linking {
         let login = started.location().to_owned();
         assert!(login.starts_with(&format!("{}/connect/login?v=3&api_key={API_KEY}&redirect_params=", self.stub.root)));
         login
+    }
+
+    /// A trader who has connected and pressed Authorize at Kite: the login URL and the query of
+    /// Kite's redirect back, the callback not yet made.
+    async fn authorized() -> (Self, String, String) {
+        let mut linking = Self::start().await;
+        let login = linking.connect().await;
+        let query = linking.stub.authorize(&login).await;
+        (linking, login, query)
     }
 
     async fn callback(&mut self, query: &str) -> Page {
@@ -95,15 +105,8 @@ impl Linking {
 
 /// The `state` a login URL carries in its `redirect_params`.
 fn state_of(login_url: &str) -> String {
-    let query = login_url.split_once('?').map(|(_, query)| query).unwrap_or_default();
-    let redirect_params = form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "redirect_params")
-        .map(|(_, value)| value.into_owned())
-        .expect("redirect_params");
-    form_urlencoded::parse(redirect_params.as_bytes())
-        .find(|(name, _)| name == "state")
-        .map(|(_, value)| value.into_owned())
-        .expect("a state")
+    let redirect_params = query_param(login_url, "redirect_params").expect("redirect_params");
+    query_param(&redirect_params, "state").expect("a state")
 }
 
 /// A callback query with the state replaced by `state` (or left out).
@@ -177,9 +180,7 @@ async fn linking_zerodha_stores_only_ciphertexts_and_disconnect_revokes_at_kite(
 
 #[tokio::test]
 async fn a_callback_without_a_state_is_refused_with_nothing_stored() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, _, query) = Linking::authorized().await;
     assert_refused(&linking.callback(&with_state(&query, None)).await);
     assert_refused(&linking.callback(&with_state(&query, Some(""))).await);
     assert_refused(&linking.callback(&with_state(&query, Some("made-up-state"))).await);
@@ -189,9 +190,7 @@ async fn a_callback_without_a_state_is_refused_with_nothing_stored() {
 
 #[tokio::test]
 async fn a_used_state_is_refused() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, login, query) = Linking::authorized().await;
     assert_eq!(linking.callback(&query).await.status, 303);
     // The same callback again, and the same state with a fresh request token.
     assert_refused(&linking.callback(&query).await);
@@ -203,9 +202,7 @@ async fn a_used_state_is_refused() {
 
 #[tokio::test]
 async fn an_expired_state_is_refused() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, _, query) = Linking::authorized().await;
     linking.clock.advance(shared::store::oauth_state::STATE_TTL + Duration::from_secs(1));
     // The session itself is still valid: only the login's state has run out.
     let expired = linking.callback(&query).await;
@@ -215,9 +212,7 @@ async fn an_expired_state_is_refused() {
 
 #[tokio::test]
 async fn another_sessions_state_is_refused_and_spent() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, _, query) = Linking::authorized().await;
     // The same trader logged in elsewhere (or an attacker who got them to follow a link) cannot
     // complete this login: the state is bound to the session that started it. (A step later: the
     // first login used this step's TOTP code.)
@@ -228,9 +223,7 @@ async fn another_sessions_state_is_refused_and_spent() {
     // Presented once, the state is gone: the right session cannot use it afterwards either.
     assert_refused(&linking.callback(&query).await);
     // Another trader's session is refused the same way.
-    let mut attacker = Linking::start().await;
-    let theirs = attacker.connect().await;
-    let their_query = attacker.stub.authorize(&theirs).await;
+    let (attacker, _, their_query) = Linking::authorized().await;
     let crossed = linking.callback(&their_query).await;
     assert_refused(&crossed);
     assert_eq!(linking.session_exchanges().await, 0);
@@ -239,9 +232,7 @@ async fn another_sessions_state_is_refused_and_spent() {
 
 #[tokio::test]
 async fn a_callback_without_a_session_is_refused_with_nothing_stored() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, _, query) = Linking::authorized().await;
     let mut no_session = WebClient::new(linking.gateway, unique_ip());
     let page = no_session.get(&format!("/broker/callback/zerodha?{query}")).await;
     assert_eq!((page.status, page.location()), (303, "/auth/login"), "{}", page.text);
@@ -255,9 +246,7 @@ async fn a_callback_without_a_session_is_refused_with_nothing_stored() {
 
 #[tokio::test]
 async fn a_disconnect_kite_cannot_hear_still_revokes_here() {
-    let mut linking = Linking::start().await;
-    let login = linking.connect().await;
-    let query = linking.stub.authorize(&login).await;
+    let (mut linking, _, query) = Linking::authorized().await;
     assert_eq!(linking.callback(&query).await.status, 303);
     let outage = json!({ "method": "DELETE", "path": "/session/token", "preset": "network", "times": 5 });
     linking.stub.control("POST", "inject", outage).await;
