@@ -143,6 +143,26 @@ fn only_the_pages_that_make_them_may_write_identity_items() {
     assert_eq!(found, expected, "identity items each function's role may write");
 }
 
+/// analyzer/toggle sets where the account's orders go, on the account and its current key: that
+/// and the key-state version are all the account function may write of either.
+#[test]
+fn the_account_function_may_set_the_trading_mode_and_nothing_else() {
+    let statements = &policies()["AccountFunction"];
+    for key in ["user#victim", "apikey#0123456789abcdef"] {
+        let mode = item_setting(key, &["pk", "broker", "key_state_version"]);
+        assert!(iam::allows(statements, "dynamodb:UpdateItem", "IdentityTable", &mode), "cannot set {key}'s mode");
+        for takeover in ["user", "phc", "revoked_at", "allow", "api_key_id"] {
+            let context = item_setting(key, &["pk", "broker", takeover]);
+            assert!(
+                !iam::allows(statements, "dynamodb:UpdateItem", "IdentityTable", &context),
+                "the account function may set {key}'s {takeover}"
+            );
+        }
+    }
+    let link = item_setting("broker#victim#zerodha", &["pk", "broker"]);
+    assert!(!iam::allows(statements, "dynamodb:UpdateItem", "IdentityTable", &link), "may write a broker link");
+}
+
 /// The pages' gate records a session's last activity. An `UpdateItem` creates an absent item, so
 /// one free to set more than `last_seen` could mint a session for any user.
 #[test]
@@ -168,10 +188,10 @@ fn the_api_functions_and_the_catch_all_read_only_what_their_gate_fetches() {
     let policies = policies();
     let expected: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::from([
         ("PingFunction", set(&["apikey#0123456789abcdef"])),
-        ("OrdersFunction", set(&["apikey#0123456789abcdef"])),
-        ("AccountFunction", set(&["apikey#0123456789abcdef"])),
+        ("OrdersFunction", set(&["apikey#0123456789abcdef", "broker#victim#zerodha"])),
+        ("AccountFunction", set(&["user#victim", "apikey#0123456789abcdef", "broker#victim#zerodha"])),
         ("MarketFunction", set(&["apikey#0123456789abcdef"])),
-        ("WebhookFunction", set(&["webhook#77e0"])),
+        ("WebhookFunction", set(&["user#victim", "webhook#77e0", "broker#victim#zerodha"])),
         ("NotFoundFunction", set(&["apikey#0123456789abcdef", "session#5f2b"])),
         ("FillEngineFunction", set(&[])),
     ]);

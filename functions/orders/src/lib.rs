@@ -8,14 +8,16 @@ use shared::limits::limiter::within_budgets;
 use shared::limits::subject::Subject;
 use shared::pipeline::api::{self, Call};
 use shared::pipeline::route::{Endpoint, Route, Routes};
+use shared::trading::desk::Desk;
 use shared::trading::orders::{
     BasketOrder, CancelOrder, ModifyOrder, PlaceOrder, SmartOrder, SplitOrder, StrategyOnly,
 };
-use shared::trading::sandbox::service::{LegOutcome, Sandbox, SmartOutcome};
+use shared::trading::orders::{LegOutcome, SmartOutcome};
 use shared::{AppError, Deps};
 
-/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
-pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+/// What this function's cold start loads: the pepper, to verify API keys, and the brokers' keys,
+/// to call a live account's broker.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::TRADING;
 
 /// The order routes, each with its own rate-limit class.
 #[derive(Clone, Copy, Debug)]
@@ -66,28 +68,26 @@ impl Routes for OrderRoute {
 pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let Some(order_route) = OrderRoute::of(&request) else { return api::unknown_resource(&request) };
     let route = order_route.route();
-    let sandbox = deps.sandbox();
-    let sandbox = &sandbox;
     match order_route {
-        OrderRoute::Place => api::run(deps, request, route, PlaceOrder::parse, |call| place(sandbox, call)).await,
-        OrderRoute::Smart => api::run(deps, request, route, SmartOrder::parse, |call| smart(sandbox, call)).await,
-        OrderRoute::Modify => api::run(deps, request, route, ModifyOrder::parse, |call| modify(sandbox, call)).await,
-        OrderRoute::Cancel => api::run(deps, request, route, CancelOrder::parse, |call| cancel(sandbox, call)).await,
+        OrderRoute::Place => api::run(deps, request, route, PlaceOrder::parse, |call| place(deps, call)).await,
+        OrderRoute::Smart => api::run(deps, request, route, SmartOrder::parse, |call| smart(deps, call)).await,
+        OrderRoute::Modify => api::run(deps, request, route, ModifyOrder::parse, |call| modify(deps, call)).await,
+        OrderRoute::Cancel => api::run(deps, request, route, CancelOrder::parse, |call| cancel(deps, call)).await,
         OrderRoute::CancelAll => {
-            api::run(deps, request, route, StrategyOnly::parse, |call| cancel_all(sandbox, call)).await
+            api::run(deps, request, route, StrategyOnly::parse, |call| cancel_all(deps, call)).await
         }
-        OrderRoute::Close => api::run(deps, request, route, StrategyOnly::parse, |call| close(sandbox, call)).await,
+        OrderRoute::Close => api::run(deps, request, route, StrategyOnly::parse, |call| close(deps, call)).await,
         OrderRoute::Basket => {
             api::run(deps, request, route, BasketOrder::parse, |call| async move {
                 reserve_orders(deps, &call, call.input.orders.len()).await?;
-                basket(sandbox, call).await
+                basket(deps, call).await
             })
             .await
         }
         OrderRoute::Split => {
             api::run(deps, request, route, SplitOrder::parse, |call| async move {
                 reserve_orders(deps, &call, call.input.child_sizes().len()).await?;
-                split(sandbox, call).await
+                split(deps, call).await
             })
             .await
         }
@@ -104,30 +104,48 @@ async fn reserve_orders<T>(deps: &Deps, call: &Call<T>, orders: usize) -> Result
     within_budgets([&verdict], now)
 }
 
-async fn place(sandbox: &Sandbox<'_>, call: Call<PlaceOrder>) -> Result<Value, AppError> {
-    let order = sandbox.place(&call.principal.user, &call.input.strategy, &call.input.leg).await?;
-    Ok(json!({ "orderid": order.id, "mode": "analyze" }))
+async fn place(deps: &Deps, call: Call<PlaceOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    let order_id = desk.place(&call.input.strategy, &call.input.leg).await?;
+    Ok(desk.answer(json!({ "orderid": order_id })))
 }
 
-async fn smart(sandbox: &Sandbox<'_>, call: Call<SmartOrder>) -> Result<Value, AppError> {
-    Ok(match sandbox.smart(&call.principal.user, &call.input).await? {
-        SmartOutcome::Placed(order) => json!({ "orderid": order.id, "mode": "analyze" }),
-        SmartOutcome::Matched(message) => json!({ "message": message, "mode": "analyze" }),
+async fn smart(deps: &Deps, call: Call<SmartOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    Ok(desk.answer(match desk.smart(&call.input).await? {
+        SmartOutcome::Placed(order_id) => json!({ "orderid": order_id }),
+        SmartOutcome::Matched(message) => json!({ "message": message }),
+    }))
+}
+
+async fn modify(deps: &Deps, call: Call<ModifyOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    Ok(match &desk {
+        Desk::Sandbox { sandbox, user } => {
+            let order = sandbox.modify(user, &call.input).await?;
+            desk.answer(json!({ "orderid": order.id, "message": "Order modified successfully" }))
+        }
+        Desk::Live(live) => json!({ "orderid": live.modify(&call.input).await? }),
     })
 }
 
-async fn modify(sandbox: &Sandbox<'_>, call: Call<ModifyOrder>) -> Result<Value, AppError> {
-    let order = sandbox.modify(&call.principal.user, &call.input).await?;
-    Ok(json!({ "orderid": order.id, "message": "Order modified successfully", "mode": "analyze" }))
+async fn cancel(deps: &Deps, call: Call<CancelOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    Ok(match &desk {
+        Desk::Sandbox { sandbox, user } => {
+            let order = sandbox.cancel(user, &call.input.order_id).await?;
+            desk.answer(json!({ "orderid": order.id, "message": "Order cancelled successfully" }))
+        }
+        Desk::Live(live) => json!({ "orderid": live.cancel(&call.input.order_id).await? }),
+    })
 }
 
-async fn cancel(sandbox: &Sandbox<'_>, call: Call<CancelOrder>) -> Result<Value, AppError> {
-    let order = sandbox.cancel(&call.principal.user, &call.input.order_id).await?;
-    Ok(json!({ "orderid": order.id, "message": "Order cancelled successfully", "mode": "analyze" }))
-}
-
-async fn cancel_all(sandbox: &Sandbox<'_>, call: Call<StrategyOnly>) -> Result<Value, AppError> {
-    let (cancelled, failed) = sandbox.cancel_all(&call.principal.user).await?;
+async fn cancel_all(deps: &Deps, call: Call<StrategyOnly>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    let (cancelled, failed) = match &desk {
+        Desk::Sandbox { sandbox, user } => sandbox.cancel_all(user).await?,
+        Desk::Live(live) => live.cancel_all().await?,
+    };
     let message = if cancelled.is_empty() && failed.is_empty() {
         "No open orders to cancel".to_owned()
     } else {
@@ -135,13 +153,24 @@ async fn cancel_all(sandbox: &Sandbox<'_>, call: Call<StrategyOnly>) -> Result<V
     };
     let failed: Vec<Value> =
         failed.into_iter().map(|(orderid, message)| json!({ "orderid": orderid, "message": message })).collect();
-    Ok(json!({ "message": message, "canceled_orders": cancelled, "failed_cancellations": failed, "mode": "analyze" }))
+    Ok(desk.answer(json!({ "message": message, "canceled_orders": cancelled, "failed_cancellations": failed })))
 }
 
-async fn close(sandbox: &Sandbox<'_>, call: Call<StrategyOnly>) -> Result<Value, AppError> {
-    let (closed, failed) = sandbox.close_all(&call.principal.user).await?;
+async fn close(deps: &Deps, call: Call<StrategyOnly>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    let (closed, failed) = match &desk {
+        Desk::Sandbox { sandbox, user } => {
+            let (closed, failed) = sandbox.close_all(user).await?;
+            let failed = failed
+                .into_iter()
+                .map(|(key, message)| (key.symbol, key.exchange.as_str().to_owned(), message))
+                .collect::<Vec<_>>();
+            (closed.into_iter().map(|order| order.id).collect::<Vec<_>>(), failed)
+        }
+        Desk::Live(live) => live.close_all().await?,
+    };
     if closed.is_empty() && failed.is_empty() {
-        return Ok(json!({ "message": "No open positions to close", "mode": "analyze" }));
+        return Ok(desk.answer(json!({ "message": "No open positions to close" })));
     }
     let mut message = format!("Closed {} positions", closed.len());
     if !failed.is_empty() {
@@ -149,24 +178,23 @@ async fn close(sandbox: &Sandbox<'_>, call: Call<StrategyOnly>) -> Result<Value,
     }
     let failures: Vec<Value> = failed
         .iter()
-        .map(|(key, message)| json!({ "symbol": key.symbol, "exchange": key.exchange.as_str(), "message": message }))
+        .map(|(symbol, exchange, message)| json!({ "symbol": symbol, "exchange": exchange, "message": message }))
         .collect();
-    Ok(json!({
+    Ok(desk.answer(json!({
         "message": message,
         "closed_positions": closed.len(),
         "failed_closures": failed.len(),
-        "orderids": closed.iter().map(|order| order.id.clone()).collect::<Vec<_>>(),
+        "orderids": closed,
         "failures": failures,
-        "mode": "analyze",
-    }))
+    })))
 }
 
 /// One result row: `status` and `orderid`, or `status` and `message`.
 fn leg_result(outcome: &LegOutcome, mut row: Value) -> Value {
     match &outcome.result {
-        Ok(order) => {
+        Ok(order_id) => {
             row["status"] = json!("success");
-            row["orderid"] = json!(order.id);
+            row["orderid"] = json!(order_id);
         }
         Err(error) => {
             row["status"] = json!("error");
@@ -176,8 +204,12 @@ fn leg_result(outcome: &LegOutcome, mut row: Value) -> Value {
     row
 }
 
-async fn basket(sandbox: &Sandbox<'_>, call: Call<BasketOrder>) -> Result<Value, AppError> {
-    let outcomes = sandbox.basket(&call.principal.user, &call.input).await;
+async fn basket(deps: &Deps, call: Call<BasketOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    let outcomes = match &desk {
+        Desk::Sandbox { sandbox, user } => sandbox.basket(user, &call.input).await,
+        Desk::Live(live) => live.basket(&call.input).await,
+    };
     let results: Vec<Value> = outcomes
         .iter()
         .map(|outcome| {
@@ -187,11 +219,15 @@ async fn basket(sandbox: &Sandbox<'_>, call: Call<BasketOrder>) -> Result<Value,
             leg_result(outcome, row)
         })
         .collect();
-    Ok(json!({ "results": results, "mode": "analyze" }))
+    Ok(desk.answer(json!({ "results": results })))
 }
 
-async fn split(sandbox: &Sandbox<'_>, call: Call<SplitOrder>) -> Result<Value, AppError> {
-    let outcomes = sandbox.split(&call.principal.user, &call.input).await;
+async fn split(deps: &Deps, call: Call<SplitOrder>) -> Result<Value, AppError> {
+    let desk = Desk::of(deps, &call.principal).await?;
+    let outcomes = match &desk {
+        Desk::Sandbox { sandbox, user } => sandbox.split(user, &call.input).await,
+        Desk::Live(live) => live.split(&call.input).await,
+    };
     let results: Vec<Value> = outcomes
         .iter()
         .enumerate()
@@ -199,10 +235,9 @@ async fn split(sandbox: &Sandbox<'_>, call: Call<SplitOrder>) -> Result<Value, A
             leg_result(outcome, json!({ "order_num": index + 1, "quantity": outcome.leg.quantity as u64 }))
         })
         .collect();
-    Ok(json!({
+    Ok(desk.answer(json!({
         "total_quantity": call.input.leg.quantity as u64,
         "split_size": call.input.split_size,
         "results": results,
-        "mode": "analyze",
-    }))
+    })))
 }

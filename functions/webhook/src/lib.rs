@@ -17,13 +17,13 @@ use shared::pipeline::api::InFlight;
 use shared::pipeline::gate::{self as gate, Admitted, Gate};
 use shared::pipeline::route::{Endpoint, Route, Routes};
 use shared::threats::{Detection, Detector, Initiator};
-use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder};
-use shared::trading::sandbox::service::SmartOutcome;
+use shared::trading::desk::Desk;
+use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder, SmartOutcome};
 use shared::{AppError, Deps, http};
 
-/// What this function's cold start loads: nothing. The webhook's id is checked by its SHA-256, and
-/// it trades on the sandbox, which needs no key.
-pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::NONE;
+/// What this function's cold start loads: the brokers' keys, to trade a live account at its broker.
+/// No pepper: the webhook's id is checked by its SHA-256.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::BROKER_TOKENS;
 
 const PATH: &str = "/strategy/webhook/{webhook_id}";
 pub const ROUTE: Route = Route::post("strategy/webhook", PATH, LimitedAction::Webhook, false);
@@ -103,22 +103,23 @@ async fn signal(deps: &Deps, request: &Request, ip: Result<IpAddr, AppError>) ->
             AppError::bad_request("position_size is required: this strategy trades both ways (mode both)")
         })?),
     };
-    let sandbox = deps.sandbox();
+    // The webhook trades where its owner's account does: the account is read now, so a switch to
+    // or from analyzer mode applies to the next alert.
+    let owner = deps.identity.user(&webhook.user).await?.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
+    let desk = Desk::trading_at(deps, &webhook.user, &owner.broker).await?;
+    let placed =
+        |order_id: String| json!({ "message": format!("Order placed for {}", input.symbol), "orderid": order_id });
     let body = match target {
-        None => {
-            let order = sandbox.place(&webhook.user, &webhook.strategy, &leg).await?;
-            json!({ "message": format!("Order placed for {}", input.symbol), "orderid": order.id, "mode": "analyze" })
-        }
+        None => placed(desk.place(&webhook.strategy, &leg).await?),
         Some(position_size) => {
             let smart = SmartOrder { strategy: webhook.strategy.clone(), leg, position_size };
-            match sandbox.smart(&webhook.user, &smart).await? {
-                SmartOutcome::Placed(order) => json!({
-                    "message": format!("Order placed for {}", input.symbol), "orderid": order.id, "mode": "analyze"
-                }),
-                SmartOutcome::Matched(message) => json!({ "message": message, "mode": "analyze" }),
+            match desk.smart(&smart).await? {
+                SmartOutcome::Placed(order_id) => placed(order_id),
+                SmartOutcome::Matched(message) => json!({ "message": message }),
             }
         }
     };
+    let body = desk.answer(body);
     Ok((body, webhook.user))
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::app::aws::AwsClients;
+use crate::broker::BrokerId;
 use crate::broker::http::BrokerHttp;
 use crate::broker::kite::Kite;
 use crate::broker::links::{BrokerCiphers, BrokerLinks};
@@ -20,6 +21,7 @@ use crate::crypto::keyring::{KeyRing, Purpose, PurposeMac};
 use crate::crypto::password::Pepper;
 use crate::crypto::password::{ArgonMemory, OWASP_FLOOR, PasswordHasher, PepperError};
 use crate::http::traffic::TrafficQueue;
+use crate::identity::SANDBOX_BROKER;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{Authenticator, PendingRefunds, VerifiedKeyCache};
 use crate::identity::mail::MailSettings;
@@ -34,6 +36,7 @@ use crate::store::sandbox::SandboxStore;
 use crate::store::trackers::TrackerStore;
 use crate::store::traffic::TrafficStore;
 use crate::threats::Threats;
+use crate::trading::live::LiveDesk;
 use crate::trading::sandbox::service::Sandbox;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +84,7 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The catch-all, the security dashboard, the webhook: no secret at all.
+    /// The catch-all, the security dashboard: no secret at all.
     pub const NONE: Self = Self {
         pepper: false,
         api_key_copies: false,
@@ -90,8 +93,13 @@ impl Secrets {
         device_cookies: false,
         broker_tokens: false,
     };
-    /// The `/api/v1` functions: API keys are verified, nothing is decrypted.
+    /// `ping`: API keys are verified, nothing is decrypted.
     pub const PEPPER: Self = Self { pepper: true, ..Self::NONE };
+    /// The `/api/v1` functions that trade or read an account: API keys are verified, and a live
+    /// account's broker token is decrypted to call its broker.
+    pub const TRADING: Self = Self { pepper: true, broker_tokens: true, ..Self::NONE };
+    /// The strategy webhook: no key to verify (its path is the secret), a live account's broker token.
+    pub const BROKER_TOKENS: Self = Self { broker_tokens: true, ..Self::NONE };
     /// The operator CLI and the local gateway (which narrows it per function with [`Deps::for_function`]).
     pub const ALL: Self = Self {
         pepper: true,
@@ -218,6 +226,20 @@ impl Deps {
             metrics: &self.metrics,
             clock: self.clock.as_ref(),
         })
+    }
+
+    /// `user`'s account at their linked broker when `broker` (where the account's orders go) is one,
+    /// `None` when it is the sandbox (analyzer mode). The link is read on every call: a disconnect or
+    /// the rollover stops live orders at the next request, as `broker_session_expired`.
+    pub async fn live_desk(&self, user: &str, broker: &str) -> Result<Option<LiveDesk<'_>>, AppError> {
+        if broker == SANDBOX_BROKER {
+            return Ok(None);
+        }
+        let broker = BrokerId::parse(broker)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("the account trades on an unknown broker `{broker}`")))?;
+        let links = self.broker_links()?;
+        let session = links.live_session(user, broker).await?;
+        Ok(Some(LiveDesk { broker: links.adapter(broker), session, caps: self.config.order_caps }))
     }
 
     pub fn accounts(&self) -> Accounts<'_> {

@@ -15,9 +15,12 @@ use http::Method;
 use http::header::{AUTHORIZATION, HeaderName};
 
 use super::http::{Answer, BrokerHttp, Call};
-use super::{BookedOrder, Broker, BrokerFuture, BrokerId, BrokerSession, PlacedOrder};
+use super::{
+    Broker, BrokerFunds, BrokerFuture, BrokerHolding, BrokerId, BrokerOrder, BrokerPosition, BrokerSession,
+    BrokerTrade, PlacedOrder,
+};
 use crate::core::error::AppError;
-use crate::trading::orders::{Action, OrderLeg, PriceType};
+use crate::trading::orders::{Action, Exchange, OrderLeg, PriceType};
 
 /// Kite's API root; a local stub's in the tests (`KITE_API_ROOT`).
 pub const API_ROOT: &str = "https://api.kite.trade";
@@ -50,12 +53,22 @@ pub fn order_form(leg: &OrderLeg, tag: &str) -> Vec<(&'static str, String)> {
         ("exchange", leg.exchange.as_str().to_owned()),
         ("tradingsymbol", leg.symbol.clone()),
         ("transaction_type", if leg.action == Action::Buy { "BUY" } else { "SELL" }.to_owned()),
-        ("quantity", format!("{}", leg.quantity)),
         ("product", leg.product.as_str().to_owned()),
+        ("tag", tag.chars().filter(char::is_ascii_alphanumeric).take(MAX_TAG_CHARS).collect()),
+    ];
+    form.extend(terms_form(leg));
+    form
+}
+
+/// What an order's terms are at Kite: its quantity, type and prices. `POST /orders/regular` sends
+/// them with the instrument; `PUT /orders/regular/<id>` sends them alone, since an order's
+/// instrument, side and product cannot change.
+fn terms_form(leg: &OrderLeg) -> Vec<(&'static str, String)> {
+    let mut form = vec![
+        ("quantity", format!("{}", leg.quantity)),
         // OpenAlgo's price types are Kite's order types, by the same names.
         ("order_type", leg.price_type.as_str().to_owned()),
         ("validity", "DAY".to_owned()),
-        ("tag", tag.chars().filter(char::is_ascii_alphanumeric).take(MAX_TAG_CHARS).collect()),
     ];
     if matches!(leg.price_type, PriceType::Limit | PriceType::StopLoss) {
         form.push(("price", format!("{}", leg.price)));
@@ -70,6 +83,22 @@ pub fn order_form(leg: &OrderLeg, tag: &str) -> Vec<(&'static str, String)> {
         form.push(("disclosed_quantity", leg.disclosed_quantity.to_string()));
     }
     form
+}
+
+/// Kite's instrument for OpenAlgo's `exchange` and `symbol`. Equities carry the same symbol on
+/// both sides (`SBIN` is `SBIN`); derivatives do not (OpenAlgo's `NIFTY30DEC2526000CE` is a
+/// weekly or monthly Kite symbol by expiry), and that mapping needs Kite's instrument list, which
+/// Kavach does not load yet, so a derivative is refused before anything is sent rather than sent
+/// under a symbol Kite may read as another contract.
+fn instrument(leg: &OrderLeg) -> Result<(), AppError> {
+    match leg.exchange {
+        Exchange::Nse | Exchange::Bse => Ok(()),
+        other => Err(AppError::bad_request(format!(
+            "Live orders on {} are not available yet: Kavach trades NSE and BSE equities through Zerodha. Use analyzer mode for {} symbols.",
+            other.as_str(),
+            other.as_str()
+        ))),
+    }
 }
 
 /// Kite's answer envelope.
@@ -191,10 +220,183 @@ struct OrderIdData {
     order_id: String,
 }
 
+/// Kite sends `null` for numbers and strings it has no value for (an unfilled order's
+/// `average_price`, an accepted one's `status_message`): read as the type's default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An order in Kite's book (`GET /orders`), the fields OpenAlgo shows.
 #[derive(Debug, Deserialize)]
 struct KiteOrder {
     order_id: String,
+    #[serde(default)]
     tag: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    tradingsymbol: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    exchange: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    transaction_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    order_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    product: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    status: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    status_message: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    order_timestamp: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    quantity: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    trigger_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    average_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    filled_quantity: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pending_quantity: f64,
+}
+
+/// Kite's order states in OpenAlgo's words. The transitional ones (`OPEN PENDING`, `MODIFY
+/// PENDING`, `VALIDATION PENDING`, …) are orders still working: open.
+fn status_of(kite: &str) -> String {
+    match kite {
+        "COMPLETE" => "complete".into(),
+        "REJECTED" => "rejected".into(),
+        "CANCELLED" => "cancelled".into(),
+        "TRIGGER PENDING" => "trigger pending".into(),
+        "OPEN" => "open".into(),
+        other if other.contains("PENDING") || other.contains("RECEIVED") => "open".into(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+impl From<KiteOrder> for BrokerOrder {
+    fn from(order: KiteOrder) -> Self {
+        BrokerOrder {
+            status: status_of(&order.status),
+            order_id: order.order_id,
+            tag: order.tag,
+            symbol: order.tradingsymbol,
+            exchange: order.exchange,
+            action: order.transaction_type,
+            quantity: order.quantity,
+            price: order.price,
+            trigger_price: order.trigger_price,
+            price_type: order.order_type,
+            product: order.product,
+            average_price: order.average_price,
+            filled_quantity: order.filled_quantity,
+            pending_quantity: order.pending_quantity,
+            rejection_reason: order.status_message,
+            timestamp: order.order_timestamp,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct KiteTrade {
+    #[serde(default, deserialize_with = "null_as_default")]
+    trade_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    order_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    tradingsymbol: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    exchange: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    transaction_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    product: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    quantity: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    average_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    fill_timestamp: String,
+}
+
+/// A position or a holding: Kite names their common fields alike.
+#[derive(Debug, Deserialize)]
+struct KiteHolding {
+    #[serde(default, deserialize_with = "null_as_default")]
+    tradingsymbol: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    exchange: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    product: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    quantity: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    average_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    last_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pnl: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct KitePositions {
+    #[serde(default)]
+    net: Vec<KiteHolding>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KiteMarginAvailable {
+    #[serde(default, deserialize_with = "null_as_default")]
+    collateral: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KiteMarginUtilised {
+    #[serde(default, deserialize_with = "null_as_default")]
+    debits: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    m2m_realised: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    m2m_unrealised: f64,
+}
+
+/// One segment of `GET /user/margins`.
+#[derive(Debug, Default, Deserialize)]
+struct KiteSegment {
+    #[serde(default, deserialize_with = "null_as_default")]
+    net: f64,
+    #[serde(default)]
+    available: KiteMarginAvailable,
+    #[serde(default)]
+    utilised: KiteMarginUtilised,
+}
+
+#[derive(Debug, Deserialize)]
+struct KiteMargins {
+    #[serde(default)]
+    equity: KiteSegment,
+    #[serde(default)]
+    commodity: KiteSegment,
+}
+
+/// OpenAlgo's funds from Kite's margins, as OpenAlgo's Zerodha module sums them: both segments'
+/// net, collateral, debits and mark-to-market.
+fn funds_of(margins: &KiteMargins) -> BrokerFunds {
+    let segments = [&margins.equity, &margins.commodity];
+    let sum = |field: fn(&KiteSegment) -> f64| segments.iter().map(|segment| field(segment)).sum();
+    BrokerFunds {
+        available_cash: sum(|segment| segment.net),
+        collateral: sum(|segment| segment.available.collateral),
+        m2m_realized: sum(|segment| segment.utilised.m2m_realised),
+        m2m_unrealized: sum(|segment| segment.utilised.m2m_unrealised),
+        utilised_debits: sum(|segment| segment.utilised.debits),
+    }
 }
 
 impl Broker for Kite {
@@ -209,17 +411,116 @@ impl Broker for Kite {
         tag: &'a str,
     ) -> BrokerFuture<'a, PlacedOrder> {
         Box::pin(async move {
+            instrument(leg)?;
             let call = self.request(Method::POST, "/orders/regular", session).form(&order_form(leg, tag));
             let placed: OrderIdData = self.call(call).await?;
             Ok(PlacedOrder { order_id: placed.order_id })
         })
     }
 
-    fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BookedOrder>> {
+    fn modify_order<'a>(
+        &'a self,
+        session: &'a BrokerSession,
+        order_id: &'a str,
+        leg: &'a OrderLeg,
+    ) -> BrokerFuture<'a, PlacedOrder> {
+        Box::pin(async move {
+            let path = format!("/orders/regular/{}", path_segment(order_id)?);
+            let call = self.request(Method::PUT, &path, session).form(&terms_form(leg));
+            let modified: OrderIdData = self.call(call).await?;
+            Ok(PlacedOrder { order_id: modified.order_id })
+        })
+    }
+
+    fn cancel_order<'a>(&'a self, session: &'a BrokerSession, order_id: &'a str) -> BrokerFuture<'a, PlacedOrder> {
+        Box::pin(async move {
+            let path = format!("/orders/regular/{}", path_segment(order_id)?);
+            let cancelled: OrderIdData = self.call(self.request(Method::DELETE, &path, session)).await?;
+            Ok(PlacedOrder { order_id: cancelled.order_id })
+        })
+    }
+
+    fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerOrder>> {
         Box::pin(async move {
             let orders: Vec<KiteOrder> = self.call(self.request(Method::GET, "/orders", session)).await?;
-            Ok(orders.into_iter().map(|order| BookedOrder { order_id: order.order_id, tag: order.tag }).collect())
+            // Kite lists the day's orders oldest first; OpenAlgo's book is newest first.
+            Ok(orders.into_iter().rev().map(BrokerOrder::from).collect())
         })
+    }
+
+    fn trade_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerTrade>> {
+        Box::pin(async move {
+            let trades: Vec<KiteTrade> = self.call(self.request(Method::GET, "/trades", session)).await?;
+            Ok(trades
+                .into_iter()
+                .map(|trade| BrokerTrade {
+                    trade_id: trade.trade_id,
+                    order_id: trade.order_id,
+                    symbol: trade.tradingsymbol,
+                    exchange: trade.exchange,
+                    action: trade.transaction_type,
+                    quantity: trade.quantity,
+                    average_price: trade.average_price,
+                    product: trade.product,
+                    timestamp: trade.fill_timestamp,
+                })
+                .collect())
+        })
+    }
+
+    fn positions<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>> {
+        Box::pin(async move {
+            let positions: KitePositions =
+                self.call(self.request(Method::GET, "/portfolio/positions", session)).await?;
+            Ok(positions
+                .net
+                .into_iter()
+                .map(|p| BrokerPosition {
+                    symbol: p.tradingsymbol,
+                    exchange: p.exchange,
+                    product: p.product,
+                    quantity: p.quantity,
+                    average_price: p.average_price,
+                    ltp: p.last_price,
+                    pnl: p.pnl,
+                })
+                .collect())
+        })
+    }
+
+    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>> {
+        Box::pin(async move {
+            let holdings: Vec<KiteHolding> =
+                self.call(self.request(Method::GET, "/portfolio/holdings", session)).await?;
+            Ok(holdings
+                .into_iter()
+                .map(|h| BrokerHolding {
+                    symbol: h.tradingsymbol,
+                    exchange: h.exchange,
+                    product: h.product,
+                    quantity: h.quantity,
+                    average_price: h.average_price,
+                    ltp: h.last_price,
+                    pnl: h.pnl,
+                })
+                .collect())
+        })
+    }
+
+    fn funds<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds> {
+        Box::pin(async move {
+            let margins: KiteMargins = self.call(self.request(Method::GET, "/user/margins", session)).await?;
+            Ok(funds_of(&margins))
+        })
+    }
+}
+
+/// An order id as a path segment: Kite's ids are digits; anything else would change the path.
+fn path_segment(order_id: &str) -> Result<&str, AppError> {
+    if !order_id.is_empty() && order_id.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+        Ok(order_id)
+    } else {
+        Err(AppError::OrderNotFound { order_id: order_id.chars().take(64).collect() })
     }
 }
 

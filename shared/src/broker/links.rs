@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::kite::Kite;
-use super::{BrokerId, BrokerSession};
+use super::{Broker, BrokerId, BrokerSession};
 use crate::core::clock::{Clock, UnixMillis};
 use crate::core::error::AppError;
 use crate::core::ist::DailyExpiry;
@@ -170,7 +170,14 @@ pub struct BrokerLinks<'a> {
     pub clock: &'a dyn Clock,
 }
 
-impl BrokerLinks<'_> {
+impl<'a> BrokerLinks<'a> {
+    /// The adapter that speaks `broker`'s API.
+    pub fn adapter(&self, broker: BrokerId) -> &'a dyn Broker {
+        match broker {
+            BrokerId::Zerodha => self.kite,
+        }
+    }
+
     /// Every broker's link of `user`, in [`BrokerId::ALL`] order.
     pub async fn all(&self, user: &str) -> Result<Vec<(BrokerId, Option<BrokerLinkRecord>)>, AppError> {
         let mut links = Vec::with_capacity(BrokerId::ALL.len());
@@ -314,6 +321,19 @@ impl BrokerLinks<'_> {
         };
         self.identity.revoke_broker_link(user, broker, failure.as_deref(), now).await?;
         Ok(outcome)
+    }
+
+    /// The session that trades for `user` at `broker` now: the link as stored at this moment (a
+    /// disconnect or the rollover takes effect on the next request), its token live. A link that
+    /// never completed is `broker_not_linked`; one disconnected, revoked by the rollover or past
+    /// its expiry is `broker_session_expired`: the trader logs in to the broker again.
+    pub async fn live_session(&self, user: &str, broker: BrokerId) -> Result<BrokerSession, AppError> {
+        let link = self.identity.broker_link(user, broker).await?.ok_or(AppError::NoBrokerLinked)?;
+        match (link.live_token(self.clock.now()), link.state) {
+            (Some(token), _) => self.session(&link, token).await,
+            (None, LinkState::Pending) => Err(AppError::NoBrokerLinked),
+            (None, _) => Err(AppError::BrokerSessionExpired),
+        }
     }
 
     async fn credentials(&self, link: &BrokerLinkRecord) -> Result<AppCredentials, AppError> {

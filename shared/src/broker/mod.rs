@@ -58,12 +58,86 @@ pub struct PlacedOrder {
     pub order_id: String,
 }
 
-/// One order as the broker's order book shows it, as much as [`place_once`] needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BookedOrder {
+/// One order as the broker's order book shows it, in OpenAlgo's vocabulary: `action` BUY/SELL,
+/// `price_type` MARKET/LIMIT/SL/SL-M, `status` open/complete/rejected/cancelled/trigger pending.
+/// Exchange, symbol and product are the broker's strings as mapped back: a book can hold orders
+/// placed outside Kavach, in products OpenAlgo does not name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerOrder {
     pub order_id: String,
     /// The tag the order was placed with, if the broker keeps it.
     pub tag: Option<String>,
+    pub symbol: String,
+    pub exchange: String,
+    pub action: String,
+    pub quantity: f64,
+    pub price: f64,
+    pub trigger_price: f64,
+    pub price_type: String,
+    pub product: String,
+    pub status: String,
+    pub average_price: f64,
+    pub filled_quantity: f64,
+    pub pending_quantity: f64,
+    pub rejection_reason: String,
+    /// IST, `YYYY-MM-DD HH:MM:SS`.
+    pub timestamp: String,
+}
+
+impl BrokerOrder {
+    /// Still working at the exchange: what cancel-all cancels.
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "open" | "trigger pending")
+    }
+}
+
+/// One fill, as the broker's trade book shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerTrade {
+    pub trade_id: String,
+    pub order_id: String,
+    pub symbol: String,
+    pub exchange: String,
+    pub action: String,
+    pub quantity: f64,
+    pub average_price: f64,
+    pub product: String,
+    pub timestamp: String,
+}
+
+/// One net position of the day.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerPosition {
+    pub symbol: String,
+    pub exchange: String,
+    pub product: String,
+    /// Signed: negative is short.
+    pub quantity: i64,
+    pub average_price: f64,
+    pub ltp: f64,
+    pub pnl: f64,
+}
+
+/// One delivery holding.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerHolding {
+    pub symbol: String,
+    pub exchange: String,
+    pub product: String,
+    pub quantity: i64,
+    pub average_price: f64,
+    pub ltp: f64,
+    pub pnl: f64,
+}
+
+/// The account's money across segments, in rupees.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerFunds {
+    pub available_cash: f64,
+    pub collateral: f64,
+    pub m2m_realized: f64,
+    pub m2m_unrealized: f64,
+    pub utilised_debits: f64,
 }
 
 pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AppError>> + Send + 'a>>;
@@ -83,8 +157,29 @@ pub trait Broker: Send + Sync {
         tag: &'a str,
     ) -> BrokerFuture<'a, PlacedOrder>;
 
-    /// Today's orders.
-    fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BookedOrder>>;
+    /// Changes an open order's quantity, prices and type (the leg's exchange, symbol, action and
+    /// product are the order's own and are not sent).
+    fn modify_order<'a>(
+        &'a self,
+        session: &'a BrokerSession,
+        order_id: &'a str,
+        leg: &'a OrderLeg,
+    ) -> BrokerFuture<'a, PlacedOrder>;
+
+    fn cancel_order<'a>(&'a self, session: &'a BrokerSession, order_id: &'a str) -> BrokerFuture<'a, PlacedOrder>;
+
+    /// Today's orders, newest first.
+    fn order_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerOrder>>;
+
+    /// Today's fills.
+    fn trade_book<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerTrade>>;
+
+    /// Today's net positions, closed ones included.
+    fn positions<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>>;
+
+    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>>;
+
+    fn funds<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds>;
 }
 
 /// How many times [`place_once`] reads the order book after an unknown outcome: the broker may
@@ -143,7 +238,7 @@ mod tests {
         visible_after: usize,
         sent: AtomicUsize,
         reads: AtomicUsize,
-        book: Mutex<Vec<BookedOrder>>,
+        book: Mutex<Vec<BrokerOrder>>,
     }
 
     impl LossyBroker {
@@ -176,7 +271,11 @@ mod tests {
                 }
                 let sent = self.sent.fetch_add(1, Ordering::SeqCst);
                 let order_id = format!("2512010000{sent:05}");
-                self.book.lock().expect("book").push(BookedOrder { order_id: order_id.clone(), tag: Some(tag.into()) });
+                self.book.lock().expect("book").push(BrokerOrder {
+                    order_id: order_id.clone(),
+                    tag: Some(tag.into()),
+                    ..BrokerOrder::default()
+                });
                 if sent < self.lost {
                     return Err(AppError::BrokerUnavailable(anyhow::anyhow!("read timed out")));
                 }
@@ -184,7 +283,36 @@ mod tests {
             })
         }
 
-        fn order_book<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BookedOrder>> {
+        fn modify_order<'a>(
+            &'a self,
+            _: &'a BrokerSession,
+            _: &'a str,
+            _: &'a OrderLeg,
+        ) -> BrokerFuture<'a, PlacedOrder> {
+            unreachable!("place_once never modifies")
+        }
+
+        fn cancel_order<'a>(&'a self, _: &'a BrokerSession, _: &'a str) -> BrokerFuture<'a, PlacedOrder> {
+            unreachable!("place_once never cancels")
+        }
+
+        fn trade_book<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerTrade>> {
+            unreachable!("place_once reads only the order book")
+        }
+
+        fn positions<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>> {
+            unreachable!("place_once reads only the order book")
+        }
+
+        fn holdings<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>> {
+            unreachable!("place_once reads only the order book")
+        }
+
+        fn funds<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds> {
+            unreachable!("place_once reads only the order book")
+        }
+
+        fn order_book<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerOrder>> {
             Box::pin(async move {
                 let read = self.reads.fetch_add(1, Ordering::SeqCst);
                 if read < self.visible_after {

@@ -124,6 +124,27 @@ pub struct OrderCaps {
     pub max_value_rupees: u64,
 }
 
+impl OrderCaps {
+    /// Why an order of `quantity` worth `value_paise` (when its price is known) is over the
+    /// operator's caps, or `None`: the one rule the sandbox and live orders share.
+    pub fn refusal(self, quantity: i64, value_paise: Option<i128>) -> Option<String> {
+        if u64::try_from(quantity).unwrap_or(u64::MAX) > self.max_quantity {
+            return Some(format!(
+                "Quantity {quantity} exceeds the per-order cap of {} (MAX_ORDER_QUANTITY)",
+                self.max_quantity
+            ));
+        }
+        let value = value_paise?;
+        (value > i128::from(self.max_value_rupees) * 100).then(|| {
+            format!(
+                "Order value ₹{:.2} exceeds the per-order cap of ₹{} (MAX_ORDER_VALUE)",
+                value as f64 / 100.0,
+                self.max_value_rupees
+            )
+        })
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

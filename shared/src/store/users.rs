@@ -28,7 +28,7 @@ use crate::core::error::AppError;
 use crate::crypto::api_key::KeyId;
 use crate::crypto::one_time::TokenHash;
 use crate::crypto::password::PhcString;
-use crate::identity::Role;
+use crate::identity::{Role, SANDBOX_BROKER};
 
 const ADMIN_PK: &str = "admin";
 const SETUP_TOKEN_PK: &str = "setup#token";
@@ -52,6 +52,9 @@ pub struct UserRecord {
     /// Session hash → login time (epoch ms).
     pub sessions: BTreeMap<String, u64>,
     pub api_key_id: Option<String>,
+    /// Where the account's orders go: [`SANDBOX_BROKER`] (analyzer mode) or a linked broker's
+    /// name (live). Copied onto its current key, which is what the gate reads.
+    pub broker: String,
     pub allow: Vec<String>,
     /// When the password was last set (a change or a reset): reset tokens issued before it are void.
     pub password_set_at: Option<UnixMillis>,
@@ -82,6 +85,7 @@ impl UserRecord {
             totp_step: number(item, "totp_step"),
             sessions,
             api_key_id: string(item, "api_key_id"),
+            broker: string(item, BROKER).unwrap_or_else(|| SANDBOX_BROKER.into()),
             allow: string_set(item, ALLOW),
             password_set_at: instant(item, "password_set_at"),
             key_state_version: number(item, KEY_STATE_VERSION),
@@ -95,6 +99,9 @@ impl UserRecord {
         })
     }
 }
+
+/// On the user and its current key: where orders go ([`UserRecord::broker`]).
+pub(crate) const BROKER: &str = "broker";
 
 /// On the user: a counter bumped by every change of its key pointer or allowlist. Writes that
 /// depend on both ([`IdentityStore::rotate_key`], `set_allowlist`) are conditional on it, so two
@@ -405,8 +412,8 @@ impl IdentityStore {
         now: UnixMillis,
     ) -> Result<Conditional<Option<KeyId>>, AppError> {
         let previous = seen.api_key_id.as_deref().and_then(KeyId::parse);
-        // The allowlist is the user's setting: the new key inherits it.
-        let record = &ApiKeyRecord { allow: seen.allow.clone(), ..record.clone() };
+        // The allowlist and the trading mode are the user's settings: the new key inherits them.
+        let record = &ApiKeyRecord { allow: seen.allow.clone(), broker: seen.broker.clone(), ..record.clone() };
         let point_user = unchanged_key_state(
             Update::builder()
                 .table_name(&self.table)
@@ -562,6 +569,39 @@ impl IdentityStore {
             .send()
             .await;
         conditional(sent, "set IP allowlist")
+    }
+
+    /// Sets where `seen`'s orders go ([`UserRecord::broker`]) on the user and on its current key,
+    /// together, conditional on the account as `seen` ([`KEY_STATE_VERSION`]): a key rotated
+    /// meanwhile would otherwise keep trading where the account no longer does.
+    pub async fn set_order_destination(&self, seen: &UserRecord, broker: &str) -> Result<Conditional<()>, AppError> {
+        let key_id = seen.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+        let key_id = crate::crypto::api_key::KeyId::parse(key_id)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))?;
+        let user = unchanged_key_state(
+            Update::builder()
+                .table_name(&self.table)
+                .key(PK, s(user_pk(&seen.username)))
+                .update_expression("SET #broker = :broker, #version = :next")
+                .expression_attribute_names("#broker", BROKER)
+                .expression_attribute_values(":broker", s(broker)),
+            seen,
+        );
+        let key = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(key_pk(&key_id)))
+            .update_expression("SET #broker = :broker")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#broker", BROKER)
+            .expression_attribute_values(":broker", s(broker));
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(write(user.build().map_err(AppError::internal)?))
+            .transact_items(write(key.build().map_err(AppError::internal)?))
+            .send()
+            .await;
+        conditional(sent, "set order destination")
     }
 
     /// The user an email address belongs to.

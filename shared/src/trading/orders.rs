@@ -164,6 +164,56 @@ impl SplitOrder {
     }
 }
 
+/// What a smart order did, on either desk: the order it placed (its id), or OpenAlgo's message
+/// for why none was needed.
+#[derive(Debug)]
+pub enum SmartOutcome {
+    Placed(String),
+    Matched(&'static str),
+}
+
+/// One leg's outcome in a basket or split: its order id, or why it was refused.
+#[derive(Debug)]
+pub struct LegOutcome {
+    pub leg: OrderLeg,
+    pub result: Result<String, crate::core::error::AppError>,
+}
+
+/// What a smart order should do on a position of `current`.
+#[derive(Debug, PartialEq)]
+pub enum SmartStep {
+    Place(OrderLeg),
+    Matched(&'static str),
+}
+
+/// OpenAlgo's smart-order rule: the order that takes the position from `current` to the request's
+/// `position_size`, or the message for when it is there already. With `position_size` 0 and no
+/// position, the leg is placed as given (an entry, not an exit).
+pub fn smart_step(request: &SmartOrder, current: i64) -> Result<SmartStep, crate::core::error::AppError> {
+    if request.position_size.fract() != 0.0 || request.position_size.abs() > 1e15 {
+        return Err(crate::core::error::AppError::OrderRejected {
+            message: format!("position_size ({}) must be a whole number of shares or lots", request.position_size),
+            order_id: None,
+        });
+    }
+    let target = request.position_size as i64;
+    let leg = &request.leg;
+    let (action, quantity) = if target == 0 && current == 0 && leg.quantity != 0.0 {
+        (leg.action, leg.quantity)
+    } else if target == current {
+        return Ok(SmartStep::Matched(if leg.quantity == 0.0 && current == 0 {
+            "No OpenPosition Found. Not placing Exit order."
+        } else {
+            "Positions Already Matched. No Action needed."
+        }));
+    } else if target > current {
+        (Action::Buy, (target - current) as f64)
+    } else {
+        (Action::Sell, (current - target) as f64)
+    };
+    Ok(SmartStep::Place(OrderLeg { action, quantity, ..leg.clone() }))
+}
+
 /// How a leg's quantity is checked: OpenAlgo words the rule differently per route.
 #[derive(Clone, Copy)]
 enum QuantityRule {

@@ -318,22 +318,10 @@ impl Ledger {
 
     fn check_caps(&self, quantity: i64, reference: Paise) -> Result<(), Rejection> {
         let Some(caps) = self.caps else { return Ok(()) };
-        if u64::try_from(quantity).unwrap_or(u64::MAX) > caps.max_quantity {
-            return Err(Rejection::new(format!(
-                "Quantity {quantity} exceeds the per-order cap of {} (MAX_ORDER_QUANTITY)",
-                caps.max_quantity
-            )));
+        match caps.refusal(quantity, Some(i128::from(quantity) * i128::from(reference))) {
+            Some(message) => Err(Rejection::new(message)),
+            None => Ok(()),
         }
-        let value = i128::from(quantity) * i128::from(reference);
-        let cap = i128::from(caps.max_value_rupees) * 100;
-        if value > cap {
-            return Err(Rejection::new(format!(
-                "Order value ₹{:.2} exceeds the per-order cap of ₹{} (MAX_ORDER_VALUE)",
-                value as f64 / 100.0,
-                caps.max_value_rupees
-            )));
-        }
-        Ok(())
     }
 
     pub fn now(&self) -> UnixMillis {

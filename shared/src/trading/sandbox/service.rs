@@ -24,7 +24,10 @@ use crate::core::config::OrderCaps;
 use crate::core::error::AppError;
 use crate::core::ist::{IstTime, last_boundary};
 use crate::store::sandbox::{AccountState, Attempt, Commit, SandboxStore};
-use crate::trading::orders::{Action, BasketOrder, ModifyOrder, OrderLeg, PriceType, SmartOrder, SplitOrder};
+use crate::trading::orders::{
+    Action, BasketOrder, LegOutcome, ModifyOrder, OrderLeg, PriceType, SmartOrder, SmartOutcome, SmartStep, SplitOrder,
+    smart_step,
+};
 
 /// Conflicts are now between orders that depend on each other (closing the position another order
 /// grows, spending the same last rupees), so a handful of attempts is plenty; the bound stays
@@ -75,21 +78,6 @@ enum Read {
 /// The smallest id an order placed at or after `at` can have.
 pub fn first_order_id_at(at: UnixMillis) -> String {
     format!("{:014}", order_id_decisecond(at) * 100)
-}
-
-/// What a smart order did.
-#[derive(Debug)]
-pub enum SmartOutcome {
-    Placed(Order),
-    /// Nothing to do; OpenAlgo's message.
-    Matched(&'static str),
-}
-
-/// One leg's outcome in a basket or split.
-#[derive(Debug)]
-pub struct LegOutcome {
-    pub leg: OrderLeg,
-    pub result: Result<Order, AppError>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -197,35 +185,17 @@ impl<'a> Sandbox<'a> {
 
     /// Reaches the target net position `position_size` for the leg's symbol, exchange and product.
     pub async fn smart(&self, user: &str, request: &SmartOrder) -> Result<SmartOutcome, AppError> {
-        if request.position_size.fract() != 0.0 || request.position_size.abs() > 1e15 {
-            return Err(AppError::OrderRejected {
-                message: format!("position_size ({}) must be a whole number of shares or lots", request.position_size),
-                order_id: None,
-            });
-        }
-        let target = request.position_size as i64;
         // The decision reads the position's quantity, so the order commits only on the position
         // exactly as read: a concurrent order on the same position makes it decide again.
         self.transact(user, Read::First, true, |ledger, id| {
             let leg = &request.leg;
             let key = PositionKey { exchange: leg.exchange, symbol: leg.symbol.clone(), product: leg.product };
-            let current = ledger.position_quantity(&key);
-            let (action, quantity) = if target == 0 && current == 0 && leg.quantity != 0.0 {
-                (leg.action, leg.quantity)
-            } else if target == current {
-                let message = if leg.quantity == 0.0 && current == 0 {
-                    "No OpenPosition Found. Not placing Exit order."
-                } else {
-                    "Positions Already Matched. No Action needed."
-                };
-                return Ok(SmartOutcome::Matched(message));
-            } else if target > current {
-                (Action::Buy, (target - current) as f64)
-            } else {
-                (Action::Sell, (current - target) as f64)
-            };
-            let order_leg = OrderLeg { action, quantity, ..leg.clone() };
-            Ok(SmartOutcome::Placed(ledger.place(id.to_owned(), &request.strategy, &order_leg)?))
+            match smart_step(request, ledger.position_quantity(&key))? {
+                SmartStep::Place(order_leg) => {
+                    Ok(SmartOutcome::Placed(ledger.place(id.to_owned(), &request.strategy, &order_leg)?.id))
+                }
+                SmartStep::Matched(message) => Ok(SmartOutcome::Matched(message)),
+            }
         })
         .await
     }
@@ -299,7 +269,7 @@ impl<'a> Sandbox<'a> {
             request.orders.iter().partition(|leg| leg.action == Action::Buy);
         let mut outcomes = Vec::with_capacity(request.orders.len());
         for leg in buys.into_iter().chain(sells) {
-            let result = self.place(user, &request.strategy, leg).await;
+            let result = self.place(user, &request.strategy, leg).await.map(|order| order.id);
             outcomes.push(LegOutcome { leg: leg.clone(), result });
         }
         outcomes
@@ -311,7 +281,7 @@ impl<'a> Sandbox<'a> {
         let mut outcomes = Vec::with_capacity(sizes.len());
         for quantity in sizes {
             let leg = OrderLeg { quantity: quantity as f64, ..request.leg.clone() };
-            let result = self.place(user, &request.strategy, &leg).await;
+            let result = self.place(user, &request.strategy, &leg).await.map(|order| order.id);
             outcomes.push(LegOutcome { leg, result });
         }
         outcomes
