@@ -26,6 +26,7 @@ use serde_yaml::Value as Yaml;
 use shared::Deps;
 use shared::app::aws::{AwsClients, acting_as};
 use shared::app::bootstrap::Secrets;
+use shared::broker::BrokerId;
 use shared::core::clock::{Clock, ManualClock};
 use shared::core::config::Config;
 
@@ -124,6 +125,28 @@ async fn trading(stack: &Stack, key: &str) {
     let position = json!({ "strategy": "iam", "symbol": "SBIN", "exchange": "NSE", "product": "CNC" });
     stack.ok("openposition", key, position).await;
     stack.ok("analyzer/toggle", key, json!({ "mode": true })).await;
+}
+
+/// Live trading: a Zerodha-linked account switched out of analyzer mode, an order and a read at
+/// Kite through OrdersFunction and AccountFunction, a signal through WebhookFunction, and back.
+async fn live(stack: &Stack, kite: &KiteStub) {
+    let (user, key) = new_user(&stack.deps).await;
+    let links = stack.deps.broker_links().expect("broker links");
+    let credentials = shared::broker::links::AppCredentials::from_form(API_KEY, API_SECRET).expect("credentials");
+    let login = links.start(&user, "iam-drift", BrokerId::Zerodha, Some(credentials)).await.expect("connect");
+    let back = kite.authorize(&login).await;
+    let (state, token) = (kavach_tests::query_param(&back, "state"), kavach_tests::query_param(&back, "request_token"));
+    links.complete(&user, "iam-drift", BrokerId::Zerodha, state.as_deref(), token.as_deref()).await.expect("linked");
+    let webhook = kavach_tests::sbin_webhook(&stack.deps, &user, "Live", 1).await;
+    stack.ok("analyzer/toggle", &key, json!({ "mode": false })).await;
+    let placed = stack.ok("placeorder", &key, sbin(json!({}))).await;
+    assert!(placed.get("mode").is_none(), "placed at Kite: {placed}");
+    stack.ok("orderbook", &key, json!({})).await;
+    let signal = json!({ "symbol": "SBIN", "action": "BUY" }).to_string();
+    let reply = post(stack.gateway, unique_ip(), &format!("/strategy/webhook/{webhook}"), &signal).await;
+    assert_eq!(reply.status, 200, "live signal: {}", reply.body);
+    assert!(reply.body.get("mode").is_none(), "the signal traded at Kite: {}", reply.body);
+    stack.ok("analyzer/toggle", &key, json!({ "mode": true })).await;
 }
 
 /// MarketFunction, every route.
@@ -428,6 +451,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     trading(&stack, &key).await;
     market(&stack, &key).await;
     webhook(&stack).await;
+    live(&stack, &kite).await;
     auth(&stack, &sink).await;
     portal(&stack, &kite).await;
     security(&stack).await;
@@ -442,7 +466,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     let missed: Vec<&String> = policies.keys().filter(|function| !callers.contains(function.as_str())).collect();
     assert!(missed.is_empty(), "these template functions were not driven, so their IAM is unchecked: {missed:?}");
     // A cold start reads the app secret exactly when its function uses a secret: never for the
-    // catch-all, the webhook or the security dashboard.
+    // catch-all or the security dashboard.
     for (function, secrets) in &function_secrets {
         let read =
             accesses.iter().any(|access| access.caller == *function && access.action.starts_with("secretsmanager:"));
