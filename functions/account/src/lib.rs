@@ -98,7 +98,7 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
 }
 
 async fn order_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.order_book().await,
         Desk::Sandbox { sandbox, user } => {
             Ok(views::order_book(&sandbox.store().orders_since(&user, &sandbox.session_first_id()).await?))
@@ -107,7 +107,7 @@ async fn order_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
 }
 
 async fn trade_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.trade_book().await,
         Desk::Sandbox { sandbox, user } => {
             Ok(views::trade_book(&sandbox.store().trades_since(&user, &sandbox.session_first_id()).await?))
@@ -116,7 +116,7 @@ async fn trade_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
 }
 
 async fn position_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.position_book().await,
         Desk::Sandbox { sandbox, user } => {
             let ledger = sandbox.ledger(&user).await?;
@@ -128,7 +128,7 @@ async fn position_book(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
 
 /// The sandbox settles nothing into holdings yet (no T+1 run): CNC buys stay in the positionbook.
 async fn holdings(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.holdings().await,
         Desk::Sandbox { .. } => Ok(json!({
             "data": {
@@ -141,7 +141,7 @@ async fn holdings(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
 }
 
 async fn funds(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.funds().await,
         Desk::Sandbox { sandbox, user } => {
             let ledger = sandbox.ledger(&user).await?;
@@ -153,7 +153,7 @@ async fn funds(deps: &Deps, call: Call<()>) -> Result<Value, AppError> {
 
 async fn order_status(deps: &Deps, call: Call<OrderStatus>) -> Result<Value, AppError> {
     let order_id = &call.input.order_id;
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.order_status(order_id).await,
         Desk::Sandbox { sandbox, user } => {
             let order = sandbox
@@ -170,7 +170,7 @@ async fn order_status(deps: &Deps, call: Call<OrderStatus>) -> Result<Value, App
 /// here in OpenAlgo either: an unknown one simply has no position.
 async fn open_position(deps: &Deps, call: Call<OpenPosition>) -> Result<Value, AppError> {
     let input = &call.input;
-    match Desk::of(deps, &call.principal).await? {
+    match deps.desk(&call.principal.user, &call.principal.broker).await? {
         Desk::Live(live) => live.open_position(&input.symbol, &input.exchange, input.product.as_str()).await,
         Desk::Sandbox { sandbox, user } => {
             let ledger = sandbox.ledger(&user).await?;

@@ -105,13 +105,13 @@ async fn reserve_orders<T>(deps: &Deps, call: &Call<T>, orders: usize) -> Result
 }
 
 async fn place(deps: &Deps, call: Call<PlaceOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     let order_id = desk.place(&call.input.strategy, &call.input.leg).await?;
     Ok(desk.answer(json!({ "orderid": order_id })))
 }
 
 async fn smart(deps: &Deps, call: Call<SmartOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     Ok(desk.answer(match desk.smart(&call.input).await? {
         SmartOutcome::Placed(order_id) => json!({ "orderid": order_id }),
         SmartOutcome::Matched(message) => json!({ "message": message }),
@@ -119,7 +119,7 @@ async fn smart(deps: &Deps, call: Call<SmartOrder>) -> Result<Value, AppError> {
 }
 
 async fn modify(deps: &Deps, call: Call<ModifyOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     Ok(match &desk {
         Desk::Sandbox { sandbox, user } => {
             let order = sandbox.modify(user, &call.input).await?;
@@ -130,7 +130,7 @@ async fn modify(deps: &Deps, call: Call<ModifyOrder>) -> Result<Value, AppError>
 }
 
 async fn cancel(deps: &Deps, call: Call<CancelOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     Ok(match &desk {
         Desk::Sandbox { sandbox, user } => {
             let order = sandbox.cancel(user, &call.input.order_id).await?;
@@ -141,7 +141,7 @@ async fn cancel(deps: &Deps, call: Call<CancelOrder>) -> Result<Value, AppError>
 }
 
 async fn cancel_all(deps: &Deps, call: Call<StrategyOnly>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     let (cancelled, failed) = match &desk {
         Desk::Sandbox { sandbox, user } => sandbox.cancel_all(user).await?,
         Desk::Live(live) => live.cancel_all().await?,
@@ -157,7 +157,7 @@ async fn cancel_all(deps: &Deps, call: Call<StrategyOnly>) -> Result<Value, AppE
 }
 
 async fn close(deps: &Deps, call: Call<StrategyOnly>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     let (closed, failed) = match &desk {
         Desk::Sandbox { sandbox, user } => {
             let (closed, failed) = sandbox.close_all(user).await?;
@@ -205,7 +205,7 @@ fn leg_result(outcome: &LegOutcome, mut row: Value) -> Value {
 }
 
 async fn basket(deps: &Deps, call: Call<BasketOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     let outcomes = match &desk {
         Desk::Sandbox { sandbox, user } => sandbox.basket(user, &call.input).await,
         Desk::Live(live) => live.basket(&call.input).await,
@@ -223,7 +223,7 @@ async fn basket(deps: &Deps, call: Call<BasketOrder>) -> Result<Value, AppError>
 }
 
 async fn split(deps: &Deps, call: Call<SplitOrder>) -> Result<Value, AppError> {
-    let desk = Desk::of(deps, &call.principal).await?;
+    let desk = deps.desk(&call.principal.user, &call.principal.broker).await?;
     let outcomes = match &desk {
         Desk::Sandbox { sandbox, user } => sandbox.split(user, &call.input).await,
         Desk::Live(live) => live.split(&call.input).await,

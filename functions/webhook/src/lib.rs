@@ -17,7 +17,6 @@ use shared::pipeline::api::InFlight;
 use shared::pipeline::gate::{self as gate, Admitted, Gate};
 use shared::pipeline::route::{Endpoint, Route, Routes};
 use shared::threats::{Detection, Detector, Initiator};
-use shared::trading::desk::Desk;
 use shared::trading::orders::{Action, OrderLeg, PriceType, SmartOrder, SmartOutcome};
 use shared::{AppError, Deps, http};
 
@@ -106,7 +105,7 @@ async fn signal(deps: &Deps, request: &Request, ip: Result<IpAddr, AppError>) ->
     // The webhook trades where its owner's account does: the account is read now, so a switch to
     // or from analyzer mode applies to the next alert.
     let owner = deps.identity.user(&webhook.user).await?.ok_or_else(|| AppError::NotFound { path: PATH.to_owned() })?;
-    let desk = Desk::trading_at(deps, &webhook.user, &owner.broker).await?;
+    let desk = deps.desk(&webhook.user, &owner.broker).await?;
     let placed =
         |order_id: String| json!({ "message": format!("Order placed for {}", input.symbol), "orderid": order_id });
     let body = match target {

@@ -36,6 +36,7 @@ use crate::store::sandbox::SandboxStore;
 use crate::store::trackers::TrackerStore;
 use crate::store::traffic::TrafficStore;
 use crate::threats::Threats;
+use crate::trading::desk::Desk;
 use crate::trading::live::LiveDesk;
 use crate::trading::sandbox::service::Sandbox;
 
@@ -231,7 +232,7 @@ impl Deps {
     /// `user`'s account at their linked broker when `broker` (where the account's orders go) is one,
     /// `None` when it is the sandbox (analyzer mode). The link is read on every call: a disconnect or
     /// the rollover stops live orders at the next request, as `broker_session_expired`.
-    pub async fn live_desk(&self, user: &str, broker: &str) -> Result<Option<LiveDesk<'_>>, AppError> {
+    async fn live_desk(&self, user: &str, broker: &str) -> Result<Option<LiveDesk<'_>>, AppError> {
         if broker == SANDBOX_BROKER {
             return Ok(None);
         }
@@ -240,6 +241,15 @@ impl Deps {
         let links = self.broker_links()?;
         let session = links.live_session(user, broker).await?;
         Ok(Some(LiveDesk { broker: links.adapter(broker), session, caps: self.config.order_caps }))
+    }
+
+    /// Where `user`'s orders go, whose setting is `broker` ([`SANDBOX_BROKER`] or a linked
+    /// broker's name): the key's copy for an API call, the account's for a webhook.
+    pub async fn desk(&self, user: &str, broker: &str) -> Result<Desk<'_>, AppError> {
+        Ok(match self.live_desk(user, broker).await? {
+            Some(live) => Desk::Live(live),
+            None => Desk::Sandbox { sandbox: self.sandbox(), user: user.to_owned() },
+        })
     }
 
     pub fn accounts(&self) -> Accounts<'_> {

@@ -1,12 +1,10 @@
-//! Where a key's orders go, decided once per request from what the gate read: the sandbox
-//! (analyzer mode) or the trader's linked broker (live). The order routes and the strategy
-//! webhook answer through it, so both trade where the account trades.
+//! Where an account's orders go, decided once per request (`Deps::desk`) from what the gate read:
+//! the sandbox (analyzer mode) or the trader's linked broker (live). The order routes, the account
+//! reads and the strategy webhook answer through it, so all of them trade where the account trades.
 
 use serde_json::{Value, json};
 
-use crate::app::bootstrap::Deps;
 use crate::core::error::AppError;
-use crate::identity::auth::Principal;
 use crate::trading::live::LiveDesk;
 use crate::trading::orders::{OrderLeg, SmartOrder, SmartOutcome};
 use crate::trading::sandbox::service::Sandbox;
@@ -20,19 +18,6 @@ pub enum Desk<'a> {
 }
 
 impl<'a> Desk<'a> {
-    /// The desk of the key the gate admitted.
-    pub async fn of(deps: &'a Deps, principal: &Principal) -> Result<Desk<'a>, AppError> {
-        Self::trading_at(deps, &principal.user, &principal.broker).await
-    }
-
-    /// The desk of `user`, whose orders go to `broker` ([`crate::identity::SANDBOX_BROKER`] or a linked broker's name).
-    pub async fn trading_at(deps: &'a Deps, user: &str, broker: &str) -> Result<Desk<'a>, AppError> {
-        Ok(match deps.live_desk(user, broker).await? {
-            Some(live) => Desk::Live(live),
-            None => Desk::Sandbox { sandbox: deps.sandbox(), user: user.to_owned() },
-        })
-    }
-
     /// `body` as this desk answers it.
     pub fn answer(&self, mut body: Value) -> Value {
         if let Desk::Sandbox { .. } = self {
