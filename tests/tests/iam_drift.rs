@@ -128,7 +128,8 @@ async fn trading(stack: &Stack, key: &str) {
 }
 
 /// Live trading: a Zerodha-linked account switched out of analyzer mode, an order and a read at
-/// Kite through OrdersFunction and AccountFunction, a signal through WebhookFunction, and back.
+/// Kite through OrdersFunction and AccountFunction, a quote through MarketFunction, a signal through
+/// WebhookFunction, and back.
 async fn live(stack: &Stack, kite: &KiteStub) {
     let (user, key) = new_user(&stack.deps).await;
     let links = stack.deps.broker_links().expect("broker links");
@@ -142,6 +143,8 @@ async fn live(stack: &Stack, kite: &KiteStub) {
     let placed = stack.ok("placeorder", &key, sbin(json!({}))).await;
     assert!(placed.get("mode").is_none(), "placed at Kite: {placed}");
     stack.ok("orderbook", &key, json!({})).await;
+    let quote = stack.ok("quotes", &key, json!({ "symbol": "SBIN", "exchange": "NSE" })).await;
+    assert_eq!(quote["data"]["ltp"], 800.0, "quoted at Kite: {quote}");
     let signal = json!({ "symbol": "SBIN", "action": "BUY" }).to_string();
     let reply = post(stack.gateway, unique_ip(), &format!("/strategy/webhook/{webhook}"), &signal).await;
     assert_eq!(reply.status, 200, "live signal: {}", reply.body);

@@ -190,7 +190,7 @@ fn the_api_functions_and_the_catch_all_read_only_what_their_gate_fetches() {
         ("PingFunction", set(&["apikey#0123456789abcdef"])),
         ("OrdersFunction", set(&["apikey#0123456789abcdef", "broker#victim#zerodha"])),
         ("AccountFunction", set(&["user#victim", "apikey#0123456789abcdef", "broker#victim#zerodha"])),
-        ("MarketFunction", set(&["apikey#0123456789abcdef"])),
+        ("MarketFunction", set(&["apikey#0123456789abcdef", "broker#victim#zerodha"])),
         ("WebhookFunction", set(&["user#victim", "webhook#77e0", "broker#victim#zerodha"])),
         ("NotFoundFunction", set(&["apikey#0123456789abcdef", "session#5f2b"])),
         ("FillEngineFunction", set(&[])),

@@ -210,6 +210,41 @@ async fn a_live_account_trades_at_kite_and_an_analyzer_one_on_the_sandbox() {
 }
 
 #[tokio::test]
+async fn a_live_account_is_quoted_by_kite_equities_and_indices_alike() {
+    let live = Live::trading().await;
+    let quote = live.ok("quotes", json!({ "symbol": "SBIN", "exchange": "NSE" })).await;
+    let data = &quote["data"];
+    // The stub quotes SBIN at ₹800 with a 5-paise book around it; the sandbox would not.
+    assert_eq!(
+        (data["ltp"].as_f64(), data["bid"].as_f64(), data["ask"].as_f64()),
+        (Some(800.0), Some(799.95), Some(800.05)),
+        "{quote}"
+    );
+    assert!(quote.get("mode").is_none(), "{quote}");
+    let index = live.ok("quotes", json!({ "symbol": "NIFTY", "exchange": "NSE_INDEX" })).await;
+    assert_eq!(index["data"]["ltp"], 24000.0, "OpenAlgo's NIFTY is Kite's NIFTY 50: {index}");
+    let depth = live.ok("depth", json!({ "symbol": "INFY", "exchange": "NSE" })).await;
+    assert_eq!(
+        (depth["data"]["bids"].as_array().map(Vec::len), depth["data"]["asks"][0]["price"].as_f64()),
+        (Some(5), Some(1500.05)),
+        "{depth}"
+    );
+    assert_eq!(depth["data"]["totalbuyqty"], 1500);
+    let symbols = json!({ "symbols": [
+        { "symbol": "SBIN", "exchange": "NSE" }, { "symbol": "NOSUCH", "exchange": "NSE" }, { "symbol": "INFY", "exchange": "BSE" },
+    ]});
+    let quotes_before = live.stub.calls("/quote").await.len();
+    let many = live.ok("multiquotes", symbols).await;
+    assert_eq!(live.stub.calls("/quote").await.len(), quotes_before + 1, "one call to Kite for all three");
+    let results = many["results"].as_array().expect("results");
+    assert_eq!(results[0]["data"]["ltp"], 800.0, "{many}");
+    assert_eq!(results[1]["error"], "Symbol NOSUCH not found on NSE", "{many}");
+    assert_eq!(results[2]["data"]["ltp"], 1500.5, "{many}");
+    let unknown = live.call("quotes", json!({ "symbol": "NOSUCH", "exchange": "NSE" })).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+}
+
+#[tokio::test]
 async fn an_order_whose_answer_is_lost_is_answered_from_kites_book_and_sent_once() {
     let live = Live::trading().await;
     let lost = json!({ "method": "POST", "path": "/orders/*", "when": "after", "latency_ms": 7000 });

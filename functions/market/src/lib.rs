@@ -1,10 +1,12 @@
-//! Market data from the simulated market. No account state is touched, so this function holds no
-//! sandbox privileges at all.
+//! Market data: quotes, multiquotes and depth from a live account's broker, from the simulated
+//! market otherwise; history and intervals from the simulated market. No sandbox state is
+//! touched, so this function holds no sandbox privileges at all.
 
 use std::time::Duration;
 
-/// What this function's cold start loads: the pepper, to verify API keys; no purpose key.
-pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::PEPPER;
+/// What this function's cold start loads: the pepper, to verify API keys, and the brokers' keys,
+/// to quote a live account at its broker.
+pub const SECRETS: shared::app::bootstrap::Secrets = shared::app::bootstrap::Secrets::TRADING;
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -13,6 +15,7 @@ use shared::core::ist::{OFFSET_SECS as IST_OFFSET_SECS, civil_from_days, days_fr
 use shared::limits::LimitedAction;
 use shared::pipeline::api::{self, Call};
 use shared::pipeline::route::{Endpoint, Route, Routes};
+use shared::trading::desk::Desk;
 use shared::trading::market::{self, Candle, HISTORY_BEGINS, SESSION_CLOSE, SESSION_OPEN};
 use shared::trading::reads::{History, Instrument, MultiQuotes};
 use shared::{AppError, Deps};
@@ -65,9 +68,11 @@ pub async fn handler(deps: &Deps, request: Request) -> Response<Body> {
     let now = deps.clock.now();
     let nothing_else = |_: &mut shared::http::validate::Fields| Some(());
     match market_route {
-        MarketRoute::Quotes => api::run(deps, request, route, Instrument::parse, |c| quotes(c, now)).await,
-        MarketRoute::MultiQuotes => api::run(deps, request, route, MultiQuotes::parse, |c| multi_quotes(c, now)).await,
-        MarketRoute::Depth => api::run(deps, request, route, Instrument::parse, |c| depth(c, now)).await,
+        MarketRoute::Quotes => api::run(deps, request, route, Instrument::parse, |c| quotes(deps, c, now)).await,
+        MarketRoute::MultiQuotes => {
+            api::run(deps, request, route, MultiQuotes::parse, |c| multi_quotes(deps, c, now)).await
+        }
+        MarketRoute::Depth => api::run(deps, request, route, Instrument::parse, |c| depth(deps, c, now)).await,
         MarketRoute::History => api::run(deps, request, route, History::parse, |c| history(c, now)).await,
         MarketRoute::Intervals => api::run(deps, request, route, nothing_else, |_| intervals()).await,
     }
@@ -87,11 +92,17 @@ fn quote_data(instrument: &market::Instrument, now: UnixMillis) -> Value {
     })
 }
 
-async fn quotes(call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
+async fn quotes(deps: &Deps, call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
+    if let Desk::Live(live) = deps.desk(&call.principal.user, &call.principal.broker).await? {
+        return live.quotes(&call.input).await;
+    }
     Ok(json!({ "data": quote_data(lookup(&call.input)?, now) }))
 }
 
-async fn multi_quotes(call: Call<MultiQuotes>, now: UnixMillis) -> Result<Value, AppError> {
+async fn multi_quotes(deps: &Deps, call: Call<MultiQuotes>, now: UnixMillis) -> Result<Value, AppError> {
+    if let Desk::Live(live) = deps.desk(&call.principal.user, &call.principal.broker).await? {
+        return live.multi_quotes(&call.input.symbols).await;
+    }
     let results: Vec<Value> = call
         .input
         .symbols
@@ -108,7 +119,10 @@ async fn multi_quotes(call: Call<MultiQuotes>, now: UnixMillis) -> Result<Value,
     Ok(json!({ "results": results }))
 }
 
-async fn depth(call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
+async fn depth(deps: &Deps, call: Call<Instrument>, now: UnixMillis) -> Result<Value, AppError> {
+    if let Desk::Live(live) = deps.desk(&call.principal.user, &call.principal.broker).await? {
+        return live.depth(&call.input).await;
+    }
     let instrument = lookup(&call.input)?;
     let quote = instrument.quote(now);
     let book = instrument.depth(now);

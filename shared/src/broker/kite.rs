@@ -16,8 +16,8 @@ use http::header::{AUTHORIZATION, HeaderName};
 
 use super::http::{Answer, BrokerHttp, Call};
 use super::{
-    Broker, BrokerFunds, BrokerFuture, BrokerHolding, BrokerId, BrokerOrder, BrokerPosition, BrokerSession,
-    BrokerTrade, PlacedOrder,
+    Broker, BrokerFunds, BrokerFuture, BrokerHolding, BrokerId, BrokerOrder, BrokerPosition, BrokerQuote,
+    BrokerSession, BrokerTrade, DepthLevel, PlacedOrder,
 };
 use crate::core::error::AppError;
 use crate::trading::orders::{Action, Exchange, OrderLeg, PriceType};
@@ -83,6 +83,33 @@ fn terms_form(leg: &OrderLeg) -> Vec<(&'static str, String)> {
         form.push(("disclosed_quantity", leg.disclosed_quantity.to_string()));
     }
     form
+}
+
+/// Kite's name for one of OpenAlgo's index symbols (`NSE_INDEX`, `BSE_INDEX`): OpenAlgo's
+/// symbol format names them by their trading root, Kite by the index's full name.
+const INDEX_NAMES: &[(Exchange, &str, &str)] = &[
+    (Exchange::NseIndex, "NIFTY", "NIFTY 50"),
+    (Exchange::NseIndex, "BANKNIFTY", "NIFTY BANK"),
+    (Exchange::NseIndex, "FINNIFTY", "NIFTY FIN SERVICE"),
+    (Exchange::NseIndex, "MIDCPNIFTY", "NIFTY MID SELECT"),
+    (Exchange::NseIndex, "NIFTYNXT50", "NIFTY NEXT 50"),
+    (Exchange::NseIndex, "INDIAVIX", "INDIA VIX"),
+    (Exchange::BseIndex, "SENSEX", "SENSEX"),
+    (Exchange::BseIndex, "BANKEX", "BANKEX"),
+];
+
+/// Kite's `exchange:tradingsymbol` for a quote of OpenAlgo's `exchange` and `symbol`: equities by
+/// the same symbol, the indices OpenAlgo names by their Kite names, derivatives not yet (see
+/// [`instrument`]).
+fn quote_key(exchange: Exchange, symbol: &str) -> Option<String> {
+    match exchange {
+        Exchange::Nse | Exchange::Bse => Some(format!("{}:{symbol}", exchange.as_str())),
+        Exchange::NseIndex | Exchange::BseIndex => INDEX_NAMES
+            .iter()
+            .find(|(index_exchange, name, _)| *index_exchange == exchange && *name == symbol)
+            .map(|(_, _, kite)| format!("{}:{kite}", if exchange == Exchange::NseIndex { "NSE" } else { "BSE" })),
+        _ => None,
+    }
 }
 
 /// Kite's instrument for OpenAlgo's `exchange` and `symbol`. Equities carry the same symbol on
@@ -512,6 +539,97 @@ impl Broker for Kite {
             let margins: KiteMargins = self.call(self.request(Method::GET, "/user/margins", session)).await?;
             Ok(funds_of(&margins))
         })
+    }
+
+    fn quotes<'a>(
+        &'a self,
+        session: &'a BrokerSession,
+        instruments: &'a [(Exchange, &'a str)],
+    ) -> BrokerFuture<'a, Vec<Option<BrokerQuote>>> {
+        Box::pin(async move {
+            let keys: Vec<Option<String>> =
+                instruments.iter().map(|(exchange, symbol)| quote_key(*exchange, symbol)).collect();
+            let asked: Vec<(&str, &str)> = keys.iter().flatten().map(|key| ("i", key.as_str())).collect();
+            if asked.is_empty() {
+                return Ok(vec![None; instruments.len()]);
+            }
+            // Kite leaves out the instruments it does not know.
+            let mut found: std::collections::HashMap<String, KiteQuote> =
+                self.call(self.request(Method::GET, "/quote", session).query(&asked)).await?;
+            Ok(keys.iter().map(|key| key.as_ref().and_then(|key| found.remove(key)).map(BrokerQuote::from)).collect())
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KiteOhlc {
+    #[serde(default, deserialize_with = "null_as_default")]
+    open: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    high: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    low: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    close: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct KiteLevel {
+    #[serde(default, deserialize_with = "null_as_default")]
+    price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    quantity: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KiteDepth {
+    #[serde(default)]
+    buy: Vec<KiteLevel>,
+    #[serde(default)]
+    sell: Vec<KiteLevel>,
+}
+
+/// One instrument of `GET /quote` (the full quote).
+#[derive(Debug, Deserialize)]
+struct KiteQuote {
+    #[serde(default, deserialize_with = "null_as_default")]
+    last_price: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    last_quantity: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    volume: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    oi: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    buy_quantity: u64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    sell_quantity: u64,
+    #[serde(default)]
+    ohlc: KiteOhlc,
+    #[serde(default)]
+    depth: KiteDepth,
+}
+
+impl From<KiteQuote> for BrokerQuote {
+    fn from(quote: KiteQuote) -> Self {
+        let levels = |levels: Vec<KiteLevel>| -> Vec<DepthLevel> {
+            levels.into_iter().map(|level| DepthLevel { price: level.price, quantity: level.quantity }).collect()
+        };
+        BrokerQuote {
+            open: quote.ohlc.open,
+            high: quote.ohlc.high,
+            low: quote.ohlc.low,
+            ltp: quote.last_price,
+            ltq: quote.last_quantity,
+            // Kite's `ohlc.close` is the previous session's close until today's session ends.
+            prev_close: quote.ohlc.close,
+            volume: quote.volume,
+            oi: quote.oi,
+            total_buy_quantity: quote.buy_quantity,
+            total_sell_quantity: quote.sell_quantity,
+            bids: levels(quote.depth.buy),
+            asks: levels(quote.depth.sell),
+        }
     }
 }
 

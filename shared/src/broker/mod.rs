@@ -18,7 +18,7 @@ use std::pin::Pin;
 use secrecy::SecretString;
 
 use crate::core::error::AppError;
-use crate::trading::orders::OrderLeg;
+use crate::trading::orders::{Exchange, OrderLeg};
 
 /// The brokers Kavach can link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,6 +130,32 @@ pub struct BrokerHolding {
     pub pnl: f64,
 }
 
+/// One price level of a market-depth side.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DepthLevel {
+    pub price: f64,
+    pub quantity: u64,
+}
+
+/// An instrument's quote and five-level depth, as the broker sees the market now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerQuote {
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub ltp: f64,
+    /// The last trade's quantity.
+    pub ltq: u64,
+    pub prev_close: f64,
+    pub volume: u64,
+    pub oi: u64,
+    pub total_buy_quantity: u64,
+    pub total_sell_quantity: u64,
+    /// Best first.
+    pub bids: Vec<DepthLevel>,
+    pub asks: Vec<DepthLevel>,
+}
+
 /// The account's money across segments, in rupees.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BrokerFunds {
@@ -180,6 +206,14 @@ pub trait Broker: Send + Sync {
     fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>>;
 
     fn funds<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds>;
+
+    /// Quotes with depth for `instruments` (OpenAlgo's exchange and symbol), in one call: one
+    /// answer per instrument, in order, `None` for one the broker does not know.
+    fn quotes<'a>(
+        &'a self,
+        session: &'a BrokerSession,
+        instruments: &'a [(Exchange, &'a str)],
+    ) -> BrokerFuture<'a, Vec<Option<BrokerQuote>>>;
 }
 
 /// How many times [`place_once`] reads the order book after an unknown outcome: the broker may
@@ -309,6 +343,14 @@ mod tests {
         }
 
         fn funds<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds> {
+            unreachable!("place_once reads only the order book")
+        }
+
+        fn quotes<'a>(
+            &'a self,
+            _: &'a BrokerSession,
+            _: &'a [(Exchange, &'a str)],
+        ) -> BrokerFuture<'a, Vec<Option<BrokerQuote>>> {
             unreachable!("place_once reads only the order book")
         }
 

@@ -1,4 +1,4 @@
-//! Live trading: OpenAlgo's order and account routes on the trader's linked broker, composed as
+//! Live trading: OpenAlgo's order, account and quote routes on the trader's linked broker, composed as
 //! OpenAlgo composes them from the broker's primitives (a smart order reads the position, a basket
 //! places BUY legs first, close-all flattens every net position with MARKET orders), and their
 //! bodies in OpenAlgo's live shapes: the same fields as the sandbox's, without `"mode":"analyze"`.
@@ -12,14 +12,17 @@ use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
 
 use crate::broker::{
-    Broker, BrokerFunds, BrokerHolding, BrokerOrder, BrokerPosition, BrokerSession, BrokerTrade, place_once,
+    Broker, BrokerFunds, BrokerHolding, BrokerOrder, BrokerPosition, BrokerQuote, BrokerSession, BrokerTrade,
+    DepthLevel, place_once,
 };
 use crate::core::config::OrderCaps;
 use crate::core::error::AppError;
+use crate::trading::orders::Exchange;
 use crate::trading::orders::{
     Action, BasketOrder, LegOutcome, ModifyOrder, OrderLeg, PriceType, SmartOrder, SmartOutcome, SmartStep, SplitOrder,
     smart_step,
 };
+use crate::trading::reads::Instrument;
 
 /// The characters of an order's tag after `kv`: 18 alphanumerics, so Kite's 20-character limit
 /// keeps all of it and a collision between two requests is out of reach (62^18).
@@ -193,11 +196,69 @@ impl LiveDesk<'_> {
     pub async fn funds(&self) -> Result<Value, AppError> {
         Ok(funds(&self.broker.funds(&self.session).await?))
     }
+
+    /// One instrument's quote at the broker, or the sandbox's refusal for an unknown one.
+    async fn quote(&self, instrument: &Instrument) -> Result<BrokerQuote, AppError> {
+        let asked = [(instrument.exchange, instrument.symbol.as_str())];
+        let mut quotes = self.broker.quotes(&self.session, &asked).await?;
+        quotes.pop().flatten().ok_or_else(|| not_found(instrument))
+    }
+
+    pub async fn quotes(&self, instrument: &Instrument) -> Result<Value, AppError> {
+        Ok(json!({ "data": quote_data(&self.quote(instrument).await?) }))
+    }
+
+    /// Every instrument in one broker call, each answered or refused on its own.
+    pub async fn multi_quotes(&self, instruments: &[Instrument]) -> Result<Value, AppError> {
+        let asked: Vec<(Exchange, &str)> = instruments.iter().map(|i| (i.exchange, i.symbol.as_str())).collect();
+        let quotes = self.broker.quotes(&self.session, &asked).await?;
+        let results: Vec<Value> = instruments
+            .iter()
+            .zip(quotes)
+            .map(|(instrument, quote)| {
+                let mut row = json!({ "symbol": instrument.symbol, "exchange": instrument.exchange.as_str() });
+                match quote {
+                    Some(quote) => row["data"] = quote_data(&quote),
+                    None => row["error"] = json!(not_found(instrument).public_message()),
+                }
+                row
+            })
+            .collect();
+        Ok(json!({ "results": results }))
+    }
+
+    pub async fn depth(&self, instrument: &Instrument) -> Result<Value, AppError> {
+        let quote = self.quote(instrument).await?;
+        let levels = |levels: &[DepthLevel]| -> Vec<Value> {
+            levels.iter().map(|level| json!({ "price": level.price, "quantity": level.quantity })).collect()
+        };
+        Ok(json!({ "data": {
+            "open": quote.open, "high": quote.high, "low": quote.low, "ltp": quote.ltp, "ltq": quote.ltq,
+            "prev_close": quote.prev_close, "volume": quote.volume, "oi": quote.oi,
+            "totalbuyqty": quote.total_buy_quantity, "totalsellqty": quote.total_sell_quantity,
+            "bids": levels(&quote.bids), "asks": levels(&quote.asks),
+        }}))
+    }
+}
+
+/// The refusal for an instrument the broker does not quote, in the sandbox's words.
+fn not_found(instrument: &Instrument) -> AppError {
+    AppError::bad_request(format!("Symbol {} not found on {}", instrument.symbol, instrument.exchange.as_str()))
+}
+
+/// OpenAlgo's quote: the best bid and ask from the depth's top level.
+fn quote_data(quote: &BrokerQuote) -> Value {
+    let best = |levels: &[DepthLevel]| levels.first().map_or(0.0, |level| level.price);
+    json!({
+        "open": quote.open, "high": quote.high, "low": quote.low, "ltp": quote.ltp,
+        "ask": best(&quote.asks), "bid": best(&quote.bids), "prev_close": quote.prev_close,
+        "volume": quote.volume, "oi": quote.oi,
+    })
 }
 
 /// The MARKET order that flattens `position`, if Kavach can name its instrument.
 fn closing_leg(position: &BrokerPosition) -> Option<OrderLeg> {
-    use crate::trading::orders::{Exchange, Product};
+    use crate::trading::orders::Product;
     let exchange = Exchange::CHOICES.iter().find(|(name, _)| *name == position.exchange)?.1;
     let product = Product::CHOICES.iter().find(|(name, _)| *name == position.product)?.1;
     Some(OrderLeg {
