@@ -267,6 +267,34 @@ async fn a_disconnect_kite_cannot_hear_still_revokes_here() {
 }
 
 #[tokio::test]
+async fn logging_out_everywhere_ends_the_broker_session_too_even_when_kite_cannot_hear() {
+    let (mut linking, _, query) = Linking::authorized().await;
+    assert_eq!(linking.callback(&query).await.status, 303);
+    let outage = json!({ "method": "DELETE", "path": "/session/token", "preset": "network", "times": 5 });
+    linking.stub.control("POST", "inject", outage).await;
+    let csrf = linking.browser.get("/dashboard").await.csrf();
+    let out = linking.browser.post("/auth/logout-all", &[("csrf_token", csrf.as_str())]).await;
+    assert!(out.status == 303 || out.status == 200, "{}", out.text);
+    let deletes = linking.stub.calls("/session/token").await;
+    assert!(deletes.iter().any(|call| call["method"] == "DELETE"), "Kite was asked: {deletes:?}");
+    let link = linking.deps.identity.broker_link(&linking.user.username, BrokerId::Zerodha).await.expect("read");
+    let link = link.expect("link");
+    assert_eq!(link.state, LinkState::Revoked);
+    assert!(link.encrypted_token.is_none(), "dropped here although Kite did not hear");
+    let lines = linking.metrics.lock().expect("metric lines").clone();
+    assert_eq!(lines.iter().filter(|line| line.contains("\"BrokerRevokeFailures\":1")).count(), 1, "{lines:?}");
+
+    // And when Kite hears, the session ends there.
+    let (mut linking, _, query) = Linking::authorized().await;
+    assert_eq!(linking.callback(&query).await.status, 303);
+    let csrf = linking.browser.get("/dashboard").await.csrf();
+    linking.browser.post("/auth/logout-all", &[("csrf_token", csrf.as_str())]).await;
+    let sessions = linking.stub.control("GET", "sessions", json!({})).await;
+    let active = sessions.as_array().map_or(usize::MAX, |all| all.iter().filter(|s| s["active"] == true).count());
+    assert_eq!(active, 0, "ended at Kite: {sessions}");
+}
+
+#[tokio::test]
 async fn connect_refuses_an_unknown_broker_and_missing_credentials_by_name() {
     let mut linking = Linking::start().await;
     let csrf = linking.browser.get("/broker").await.csrf();

@@ -389,8 +389,13 @@ pub async fn logout(deps: &Deps, request: WebRequest) -> Result<Reply, AppError>
     Ok(logged_out(&request))
 }
 
+/// Every web session ends, and every broker session too: the brokers are told first (a failure
+/// there is logged, metered and kept as the link's last error, and the token is dropped here all
+/// the same), so no device keeps trading on a login the trader meant to end.
 pub async fn logout_all(deps: &Deps, request: WebRequest) -> Result<Reply, AppError> {
-    deps.identity.end_all_sessions(&request.session()?.user).await?;
+    let user = &request.session()?.user;
+    deps.broker_links()?.end_all(user).await?;
+    deps.identity.end_all_sessions(user).await?;
     Ok(logged_out(&request))
 }
 

@@ -298,6 +298,19 @@ impl<'a> BrokerLinks<'a> {
         }
     }
 
+    /// Ends every broker session `user` holds, as [`BrokerLinks::disconnect`] does each one: "log
+    /// out everywhere" reaches the brokers too, so a stolen session cookie that was used to link
+    /// nothing still leaves no live token behind. Links without a token are left as they are.
+    pub async fn end_all(&self, user: &str) -> Result<Vec<(BrokerId, Disconnected)>, AppError> {
+        let mut ended = Vec::new();
+        for (broker, link) in self.all(user).await? {
+            if let Some(link) = link.filter(|link| link.encrypted_token.is_some()) {
+                ended.push((broker, self.end(user, &link).await?));
+            }
+        }
+        Ok(ended)
+    }
+
     /// [`BrokerLinks::disconnect`] of `link`, as just read.
     async fn end(&self, user: &str, link: &BrokerLinkRecord) -> Result<Disconnected, AppError> {
         let (now, broker) = (self.clock.now(), link.broker);
