@@ -69,7 +69,7 @@ async fn run() -> anyhow::Result<()> {
             orders(base, key, clients.parse()?, per_client.parse()?, rate.parse()?, label).await
         }
         _ => anyhow::bail!(
-            "usage: kavach-bench calls ping|placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | warm-run BIN ping|placeorder KEY N | load URL BODY REQUESTS CONCURRENCY | orders BASE KEY CLIENTS PER_CLIENT RATE LABEL | dashboard COUNTERS"
+            "usage: kavach-bench calls ping|placeorder|live-placeorder|orderbook|bad-key|not-found|webhook|page|history-daily|history-hourly N | login-timing N | key-forcing SECONDS | cold-start BIN KEY RUNS | warm-run BIN ping|placeorder KEY N | load URL BODY REQUESTS CONCURRENCY | orders BASE KEY CLIENTS PER_CLIENT RATE LABEL | dashboard COUNTERS"
         ),
     }
 }
@@ -197,8 +197,8 @@ fn summary(figure: &str, value: &str, target: &str, met: Option<bool>) -> anyhow
 }
 
 /// A cold start on `aws`, with the configuration and clock the tests use.
-async fn deps_on(aws: shared::app::aws::AwsClients) -> Arc<shared::Deps> {
-    let config = kavach_tests::config_with(&[]);
+async fn deps_on(aws: shared::app::aws::AwsClients, overrides: &[(&str, &str)]) -> Arc<shared::Deps> {
+    let config = kavach_tests::config_with(overrides);
     let clock: Arc<dyn shared::core::clock::Clock> = Arc::new(shared::core::clock::SystemClock);
     let metrics = shared::core::metrics::MetricSink::Memory(Default::default());
     match shared::app::bootstrap::init_with(config, clock, aws, metrics).await {
@@ -212,11 +212,11 @@ async fn deps_on(aws: shared::app::aws::AwsClients) -> Arc<shared::Deps> {
 /// production path, timed.
 ///
 /// [`AwsClients::for_lambda`]: shared::app::aws::AwsClients::for_lambda
-async fn metered_lambda_deps(meter: &CpuMeter) -> Arc<shared::Deps> {
+async fn metered_lambda_deps(meter: &CpuMeter, overrides: &[(&str, &str)]) -> Arc<shared::Deps> {
     let mut aws = shared::app::aws::AwsClients::for_lambda();
     aws.dynamodb =
         aws_sdk_dynamodb::Client::from_conf(aws.dynamodb.config().to_builder().interceptor(meter.clone()).build());
-    deps_on(aws).await
+    deps_on(aws, overrides).await
 }
 
 /// Switches `perf record --control fifo:…` on or off, when `scripts/bench` profiles this run
@@ -249,9 +249,22 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     // The subscriber a Lambda installs, at its default level, so that what the code logs (and
     // what it formats) is in the figure. Its lines go nowhere: Lambda's write to stdout is left out.
     shared::core::logging::init_to(std::io::sink);
-    let counted = deps_on(shared::app::aws::AwsClients::from_env().await).await;
+    // A live placeorder goes to Kite: the local stub here, started for this run.
+    let kite = match route {
+        "live-placeorder" => Some(kavach_tests::kite_stub::KiteStub::start().await),
+        _ => None,
+    };
+    let kite_root = kite.as_ref().map(|stub| stub.root.clone()).unwrap_or_default();
+    let overrides: &[(&str, &str)] = match kite {
+        Some(_) => &[("KITE_API_ROOT", &kite_root), ("KITE_LOGIN_ROOT", &kite_root)],
+        None => &[],
+    };
+    let counted = deps_on(shared::app::aws::AwsClients::from_env().await, overrides).await;
     let boot = counted.aws.stats.snapshot();
-    let (_, key) = kavach_tests::new_user(&counted).await;
+    let (user, key) = kavach_tests::new_user(&counted).await;
+    if let Some(stub) = &kite {
+        go_live(&counted, stub, &user).await?;
+    }
     // The detector routes count per address: each request comes from another one, so the cost
     // measured is a counted miss, never a ban.
     let (resource, body, expected) = match route {
@@ -264,6 +277,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
         // A page without a session: the page gate, then a form.
         "page" => ("/auth/reset-password".to_owned(), serde_json::json!({}), 200),
         "history-daily" | "history-hourly" => ("/api/v1/history".to_owned(), route_body(route, &key), 200),
+        "live-placeorder" => ("/api/v1/placeorder".to_owned(), route_body("placeorder", &key), 200),
         _ => (format!("/api/v1/{route}"), route_body(route, &key), 200),
     };
     let webhook_id = match route {
@@ -326,7 +340,7 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
 
     // The timed pass, on a Lambda function's clients.
     let meter = CpuMeter::default();
-    let deps = metered_lambda_deps(&meter).await;
+    let deps = metered_lambda_deps(&meter, overrides).await;
     warm_up(route, &deps, request()?, expected).await?;
     let timed_events = events(requests)?;
     let (mut answering, mut recording) = (Duration::ZERO, Duration::ZERO);
@@ -381,6 +395,23 @@ async fn calls(route: &str, requests: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Links `user` to Zerodha at the Kite `stub`, as the Broker page's Connect and callback do, and
+/// switches the account to live, as `analyzer/toggle` does.
+async fn go_live(deps: &shared::Deps, stub: &kavach_tests::kite_stub::KiteStub, user: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use kavach_tests::kite_stub::{API_KEY, API_SECRET};
+    use shared::broker::BrokerId;
+    let links = deps.broker_links()?;
+    let credentials = shared::broker::links::AppCredentials::from_form(API_KEY, API_SECRET)?;
+    let login = links.start(user, "bench", BrokerId::Zerodha, Some(credentials)).await?;
+    let back = stub.authorize(&login).await;
+    let (state, token) = (kavach_tests::query_param(&back, "state"), kavach_tests::query_param(&back, "request_token"));
+    links.complete(user, "bench", BrokerId::Zerodha, state.as_deref(), token.as_deref()).await?;
+    let account = deps.identity.user(user).await?.context("the user")?;
+    deps.identity.set_order_destination(&account, BrokerId::Zerodha.as_str()).await?;
+    Ok(())
+}
+
 /// The first request of a pass, whose answer must be the route's usual one.
 async fn warm_up(route: &str, deps: &shared::Deps, request: lambda_http::Request, expected: u16) -> anyhow::Result<()> {
     let first = handle(route, deps, request).await;
@@ -396,7 +427,7 @@ async fn handle(
 ) -> lambda_http::Response<lambda_http::Body> {
     match route {
         "ping" | "bad-key" => ping::handler(deps, request).await,
-        "placeorder" => orders::handler(deps, request).await,
+        "placeorder" | "live-placeorder" => orders::handler(deps, request).await,
         "not-found" => web::not_found_handler(deps, request).await,
         "webhook" => webhook::handler(deps, request).await,
         "history-daily" | "history-hourly" => market::handler(deps, request).await,
