@@ -244,6 +244,25 @@ async fn a_live_account_is_quoted_by_kite_equities_and_indices_alike() {
     assert_eq!(unknown.status, 400, "{}", unknown.body);
 }
 
+/// The `openalgo` SDK from PyPI (the repository's `.venv`, which `scripts/test` makes) plays the
+/// contract's 21 REST steps in live mode against a Zerodha-linked account on the Kite stub.
+#[tokio::test]
+async fn the_openalgo_sdk_plays_its_21_steps_live_at_kite() {
+    let live = Live::linked().await;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openalgo_compat.py");
+    let host = format!("http://{}", live.gateway);
+    let run = tokio::process::Command::new(python)
+        .args([script, "--host", &host, "--key", &live.key, "--live"])
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("cannot run {python} (run scripts/test once): {error}"));
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{printed}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(printed.contains("openalgo SDK: 21 passed, 0 failed"), "{printed}");
+    assert!(live.orders_sent().await >= 10, "the SDK's orders went to Kite");
+}
+
 #[tokio::test]
 async fn an_order_whose_answer_is_lost_is_answered_from_kites_book_and_sent_once() {
     let live = Live::trading().await;
