@@ -266,6 +266,21 @@ async fn a_disconnect_kite_cannot_hear_still_revokes_here() {
     assert!(lines.iter().any(|line| line.contains("\"Kind\":\"zerodha\"")), "{lines:?}");
 }
 
+/// A token Kite no longer honours (its 06:00 expiry, a logout at Kite) has nothing left to end:
+/// the disconnect is clean, not a revoke failure to alarm on.
+#[tokio::test]
+async fn disconnecting_a_session_kite_already_ended_is_not_a_failure() {
+    let (mut linking, _, query) = Linking::authorized().await;
+    assert_eq!(linking.callback(&query).await.status, 303);
+    linking.stub.control("POST", "expire_sessions", json!({})).await;
+    let csrf = linking.browser.get("/broker").await.csrf();
+    let gone = linking.browser.post("/broker/disconnect", &[("broker", "zerodha"), ("csrf_token", &csrf)]).await;
+    assert_eq!((gone.status, gone.location()), (303, "/broker?disconnected"), "{}", gone.text);
+    assert_eq!(linking.status().await, "revoked");
+    let lines = linking.metrics.lock().expect("metric lines").clone();
+    assert!(!lines.iter().any(|line| line.contains("BrokerRevokeFailures")), "{lines:?}");
+}
+
 #[tokio::test]
 async fn logging_out_everywhere_ends_the_broker_session_too_even_when_kite_cannot_hear() {
     let (mut linking, _, query) = Linking::authorized().await;

@@ -144,7 +144,7 @@ impl LinkStatus {
 /// How a disconnect went at the broker; the link is revoked here either way.
 #[derive(Debug)]
 pub enum Disconnected {
-    /// The broker ended the session.
+    /// The broker ended the session, or had ended it already.
     AtBroker,
     /// No token was held: nothing to end at the broker.
     NothingHeld,
@@ -319,6 +319,9 @@ impl<'a> BrokerLinks<'a> {
             Some(token) => match self.session(link, token).await {
                 Ok(session) => match self.kite.revoke(&session).await {
                     Ok(()) => Disconnected::AtBroker,
+                    // The broker no longer honours the token (its own morning expiry passed, or
+                    // the trader logged out there): nothing is left to end, and nothing failed.
+                    Err(AppError::BrokerSessionExpired) => Disconnected::AtBroker,
                     Err(error) => Disconnected::BrokerFailed(error),
                 },
                 Err(error) => Disconnected::BrokerFailed(error),
