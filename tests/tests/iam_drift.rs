@@ -338,6 +338,15 @@ async fn fill_engine(stack: &Stack, key: &str) {
     assert!(changed >= 1, "the pass filled the order");
 }
 
+/// RolloverFunction: the next morning's pass, which ends the live step's Kite token (Query of the
+/// held-tokens index, the link read, the conditional revoke). Last: it moves the clock a day on.
+async fn rollover(stack: &Stack) {
+    stack.clock.advance(Duration::from_secs(24 * 3600));
+    let deps = stack.deps.for_function(rollover::SECRETS);
+    let done = kavach_gateway::rollover_pass(&deps).await.expect("rollover pass");
+    assert!(done.revoked >= 1, "the live step's token was ended: {done:?}");
+}
+
 /// KeyRingFunction: the Create that fills the secret CloudFormation left empty (GetSecretValue,
 /// a KMS root, its sealing, PutSecretValue), then the upgrade's Create that finds both (opening the
 /// ring), and the deploy's last step turning deletion protection on (UpdateTable). Run first, on
@@ -460,6 +469,7 @@ async fn every_aws_call_of_every_function_is_allowed_by_its_template_policies() 
     security(&stack).await;
     not_found(&stack).await;
     fill_engine(&stack, &key).await;
+    rollover(&stack).await;
 
     let routes = kavach_gateway::template::routes(&text).expect("routes");
     let missing = routes_not_requested(&deps, &routes).await;

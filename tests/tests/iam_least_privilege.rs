@@ -118,6 +118,7 @@ fn only_the_pages_that_make_them_may_write_identity_items() {
         ("WebhookFunction", set(&[])),
         ("NotFoundFunction", set(&[])),
         ("FillEngineFunction", set(&[])),
+        ("RolloverFunction", set(&[])),
         ("KeyRingFunction", set(&[])),
         ("SecurityFunction", set(&[])),
         (

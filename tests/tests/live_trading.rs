@@ -26,6 +26,8 @@ struct Live {
     stub: KiteStub,
     user: String,
     key: String,
+    /// The metric lines this stack emitted.
+    metrics: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The session hash the link's one-time state is bound to: any page session of the user's would
@@ -35,8 +37,12 @@ const LINKING_SESSION: &str = "live-trading-test-session";
 impl Live {
     /// Linked, still in analyzer mode.
     async fn linked() -> Self {
+        Self::linked_on(market_morning()).await
+    }
+
+    /// Linked on `clock`, still in analyzer mode.
+    async fn linked_on(clock: Arc<ManualClock>) -> Self {
         let stub = KiteStub::start().await;
-        let clock = market_morning();
         // One test places a score of orders in a second: roomier budgets than a trader's default.
         let config = config_with(&[
             ("KITE_API_ROOT", &stub.root),
@@ -45,22 +51,23 @@ impl Live {
             ("API_RATE_LIMIT", "1000 per minute"),
         ]);
         let aws = AwsClients::from_env().await;
-        let deps =
-            shared::app::bootstrap::init_with(config, clock.clone(), aws, MetricSink::Memory(Default::default()))
-                .await
-                .expect("cold start");
+        let metrics = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deps = shared::app::bootstrap::init_with(config, clock.clone(), aws, MetricSink::Memory(metrics.clone()))
+            .await
+            .expect("cold start");
         let gateway = start_gateway(deps.clone()).await;
         let (user, key) = new_user(&deps).await;
-        let links = deps.broker_links().expect("broker links");
-        let credentials = AppCredentials::from_form(API_KEY, API_SECRET).expect("credentials");
-        let login = links.start(&user, LINKING_SESSION, BrokerId::Zerodha, Some(credentials)).await.expect("start");
-        let back = stub.authorize(&login).await;
-        let (state, token) = (query_param(&back, "state"), query_param(&back, "request_token"));
-        links
-            .complete(&user, LINKING_SESSION, BrokerId::Zerodha, state.as_deref(), token.as_deref())
-            .await
-            .expect("linked");
-        Self { deps, clock, gateway, stub, user, key }
+        link(&deps, &stub, &user).await;
+        Self { deps, clock, gateway, stub, user, key, metrics }
+    }
+
+    /// Another account on the same stack and stub, linked now and switched to live: its key.
+    async fn another_trader(&self) -> (String, String) {
+        let (user, key) = new_user(&self.deps).await;
+        link(&self.deps, &self.stub, &user).await;
+        let switched = call(self.gateway, "analyzer/toggle", &key, json!({ "mode": false })).await;
+        assert_eq!(switched.status, 200, "{}", switched.body);
+        (user, key)
     }
 
     /// Linked and switched to live.
@@ -97,6 +104,16 @@ impl Live {
             .cloned()
             .unwrap_or_else(|| panic!("order {order_id} is not at Kite: {orders}"))
     }
+}
+
+/// Links `user` to Zerodha at `stub` as the Broker page does: Connect, Kite's Authorize, the callback.
+async fn link(deps: &Deps, stub: &KiteStub, user: &str) {
+    let links = deps.broker_links().expect("broker links");
+    let credentials = AppCredentials::from_form(API_KEY, API_SECRET).expect("credentials");
+    let login = links.start(user, LINKING_SESSION, BrokerId::Zerodha, Some(credentials)).await.expect("start");
+    let back = stub.authorize(&login).await;
+    let (state, token) = (query_param(&back, "state"), query_param(&back, "request_token"));
+    links.complete(user, LINKING_SESSION, BrokerId::Zerodha, state.as_deref(), token.as_deref()).await.expect("linked");
 }
 
 fn order(symbol: &str, action: &str, quantity: u64, extra: Value) -> Value {
@@ -261,6 +278,60 @@ async fn the_openalgo_sdk_plays_its_21_steps_live_at_kite() {
     assert!(run.status.success(), "{printed}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(printed.contains("openalgo SDK: 21 passed, 0 failed"), "{printed}");
     assert!(live.orders_sent().await >= 10, "the SDK's orders went to Kite");
+}
+
+/// The daily rollover (W5): past the boundary, a token linked before it is ended at Kite and
+/// dropped here, and its key gets `broker_session_expired`; a trader who linked after the boundary
+/// keeps trading; a revoke Kite cannot hear still drops the token here and is metered. A run on a clock of its own, years before the other suites' links, so its
+/// rollover can reach none of theirs in the shared table.
+#[tokio::test]
+async fn the_rollover_ends_tokens_from_before_the_boundary_and_keeps_one_linked_after_it() {
+    let early = Arc::new(ManualClock::at(shared::core::clock::UnixMillis(
+        (shared::core::ist::ist_midnight_epoch(2020, 5, 1) as u64 + 10 * 3600) * 1000,
+    )));
+    let live = Live::linked_on(early).await;
+    live.ok("analyzer/toggle", json!({ "mode": false })).await;
+    live.ok("placeorder", order("SBIN", "BUY", 1, json!({ "product": "CNC" }))).await;
+    // The next morning, after SESSION_EXPIRY_TIME (03:00 IST): a second trader links.
+    live.clock.advance(Duration::from_secs(20 * 3600));
+    let (late_user, late_key) = live.another_trader().await;
+
+    let rollover = live.deps.for_function(rollover::SECRETS);
+    let done = kavach_gateway::rollover_pass(&rollover).await.expect("rollover");
+    assert!(done.revoked >= 1 && done.not_heard == 0, "{done:?}");
+    let deletes = live.stub.calls("/session/token").await;
+    assert_eq!(deletes.iter().filter(|c| c["method"] == "DELETE" && c["status"] == 200).count(), 1, "ended at Kite");
+    let early_link = live.deps.identity.broker_link(&live.user, BrokerId::Zerodha).await.expect("read").expect("link");
+    assert_eq!(early_link.state, shared::store::broker_links::LinkState::Revoked);
+    assert!(early_link.encrypted_token.is_none());
+    let expired = live.call("placeorder", order("SBIN", "BUY", 1, json!({ "product": "CNC" }))).await;
+    assert_eq!(
+        (expired.status, expired.body["code"].as_str()),
+        (403, Some("broker_session_expired")),
+        "{}",
+        expired.body
+    );
+
+    let late_link = live.deps.identity.broker_link(&late_user, BrokerId::Zerodha).await.expect("read").expect("link");
+    assert_eq!(late_link.state, shared::store::broker_links::LinkState::Linked, "linked after the boundary: kept");
+    let late = call(live.gateway, "placeorder", &late_key, order("SBIN", "BUY", 1, json!({ "product": "CNC" }))).await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    let again = kavach_gateway::rollover_pass(&rollover).await.expect("rollover");
+    assert_eq!(again.revoked, 0, "nothing more to end: {again:?}");
+
+    // A rollover Kite cannot hear still drops the token here, and meters it for the alarm. (One
+    // test: a second one's rollover, on its own early clock, could reach this one's links.)
+    let outage = json!({ "method": "DELETE", "path": "/session/token", "preset": "network", "times": 5 });
+    live.stub.control("POST", "inject", outage).await;
+    live.clock.advance(Duration::from_secs(24 * 3600));
+    let unheard = kavach_gateway::rollover_pass(&rollover).await.expect("rollover");
+    assert!(unheard.revoked >= 1 && unheard.not_heard >= 1, "{unheard:?}");
+    let late_link = live.deps.identity.broker_link(&late_user, BrokerId::Zerodha).await.expect("read").expect("link");
+    assert!(late_link.encrypted_token.is_none(), "dropped here all the same");
+    let last_error = late_link.last_error.unwrap_or_default();
+    assert!(last_error.contains("Not revoked at the broker"), "{last_error}");
+    let lines = live.metrics.lock().expect("metric lines").clone();
+    assert!(lines.iter().any(|line| line.contains("\"BrokerRevokeFailures\":1")), "{lines:?}");
 }
 
 #[tokio::test]

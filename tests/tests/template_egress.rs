@@ -15,11 +15,17 @@ use serde_yaml::Value as Yaml;
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
 
-/// The functions whose requests reach a broker once live trading exists: order, account and market
-/// routes, strategy webhooks, and the fill engine. A new broker-calling function (the broker page,
-/// the rollover) joins this list and the VPC together.
-const BROKER_CALLING: &[&str] =
-    &["OrdersFunction", "AccountFunction", "MarketFunction", "WebhookFunction", "FillEngineFunction"];
+/// The functions whose requests reach a broker: order, account and market routes, strategy
+/// webhooks, the fill engine, and the daily rollover (its session deletes). A new broker-calling
+/// function (the broker page) joins this list and the VPC together.
+const BROKER_CALLING: &[&str] = &[
+    "OrdersFunction",
+    "AccountFunction",
+    "MarketFunction",
+    "WebhookFunction",
+    "FillEngineFunction",
+    "RolloverFunction",
+];
 
 const MODES: &[&str] = &["off", "nat-gateway", "nat-instance"];
 

@@ -102,6 +102,7 @@ pub fn function_secrets() -> BTreeMap<&'static str, Secrets> {
         ("PortalFunction", web::PORTAL_SECRETS),
         ("SecurityFunction", web::SECURITY_SECRETS),
         ("NotFoundFunction", web::NOT_FOUND_SECRETS),
+        (ROLLOVER_FUNCTION, rollover::SECRETS),
     ])
 }
 
@@ -157,6 +158,28 @@ pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::tim
         ticks.tick().await;
         if let Err(error) = fill_engine_pass(&engine).await {
             tracing::warn!(error = %error, "fill engine pass failed");
+        }
+    }
+}
+
+/// The template function EventBridge Scheduler runs the daily broker rollover as.
+pub const ROLLOVER_FUNCTION: &str = "RolloverFunction";
+
+/// One rollover invocation, as [`ROLLOVER_FUNCTION`] on a cold start with its own secrets.
+pub async fn rollover_pass(deps: &Deps) -> Result<shared::broker::links::Rollover, AppError> {
+    acting_as(ROLLOVER_FUNCTION, rollover::run_once(deps)).await
+}
+
+/// What the scheduler does in AWS, locally: a rollover pass every `interval`. AWS runs it once, at
+/// the boundary; a pass finds nothing to do until a token's expiry has passed, so running it
+/// more often only tells the broker sooner.
+pub async fn run_rollover(deps: Deps, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = rollover_pass(&deps).await {
+            tracing::warn!(error = %error, "broker rollover pass failed");
         }
     }
 }

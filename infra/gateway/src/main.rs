@@ -14,6 +14,9 @@ async fn main() -> anyhow::Result<()> {
     let fill_every = std::env::var("KAVACH_FILL_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let engine = fill_engine::FillEngine::new(&deps.config, &deps.aws, deps.clock.clone());
     tokio::spawn(kavach_gateway::run_fill_engine(engine, std::time::Duration::from_secs(fill_every)));
+    let rollover_every = std::env::var("KAVACH_ROLLOVER_INTERVAL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let rollover = deps.for_function(rollover::SECRETS);
+    tokio::spawn(kavach_gateway::run_rollover(rollover, std::time::Duration::from_secs(rollover_every)));
     // `prod` serves every route under /prod, as the deployed execute-api URL does.
     let stage = std::env::var("KAVACH_STAGE").unwrap_or_default();
     let gateway = Arc::new(Gateway::from_template(deps, &template)?.under_stage(&stage));

@@ -152,6 +152,17 @@ pub enum Disconnected {
     BrokerFailed(AppError),
 }
 
+/// What one rollover pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rollover {
+    /// Tokens dropped here (and ended at the broker, unless counted in `not_heard`).
+    pub revoked: usize,
+    /// Of those, the ones the broker could not be told of.
+    pub not_heard: usize,
+    /// Listed, but holding a newer token by the time they were read: left alone.
+    pub kept: usize,
+}
+
 /// Kite's access tokens lapse at 06:00 IST the next morning.
 const KITE_DAILY_EXPIRY: DailyExpiry = DailyExpiry { secs_of_day: 6 * 3600 };
 
@@ -313,6 +324,17 @@ impl<'a> BrokerLinks<'a> {
 
     /// [`BrokerLinks::disconnect`] of `link`, as just read.
     async fn end(&self, user: &str, link: &BrokerLinkRecord) -> Result<Disconnected, AppError> {
+        Ok(self.end_token(user, link, None).await?.0)
+    }
+
+    /// [`BrokerLinks::end`], the local revoke conditional on `expiring_at` when given: whether
+    /// the link was revoked here too (false: it holds a newer token, which stays).
+    async fn end_token(
+        &self,
+        user: &str,
+        link: &BrokerLinkRecord,
+        expiring_at: Option<UnixMillis>,
+    ) -> Result<(Disconnected, bool), AppError> {
         let (now, broker) = (self.clock.now(), link.broker);
         let outcome = match &link.encrypted_token {
             None => Disconnected::NothingHeld,
@@ -335,8 +357,35 @@ impl<'a> BrokerLinks<'a> {
             }
             _ => None,
         };
-        self.identity.revoke_broker_link(user, broker, failure.as_deref(), now).await?;
-        Ok(outcome)
+        let revoked = self.identity.revoke_broker_link(user, broker, failure.as_deref(), now, expiring_at).await?;
+        Ok((outcome, revoked))
+    }
+
+    /// The daily rollover: every token whose expiry has passed (Kavach's session boundary, or the
+    /// broker's own morning) is ended at the broker and dropped here, each drop conditional on the
+    /// expiry it was listed with, so a link made after the boundary keeps its new token. A broker
+    /// that cannot be told is logged, metered and alarmed as a disconnect's is; the token is
+    /// dropped here all the same. Until it runs, an expired token is refused on use anyway
+    /// ([`BrokerLinks::live_session`]): the rollover is what tells the broker.
+    pub async fn roll_over(&self) -> Result<Rollover, AppError> {
+        let mut done = Rollover::default();
+        for expired in self.identity.links_expired_by(self.clock.now()).await? {
+            let Some(link) = self.identity.broker_link(&expired.user, expired.broker).await? else { continue };
+            if link.encrypted_token.is_none() || link.token_expires != Some(expired.expires) {
+                // Linked again (or disconnected) since the index was read: not this token.
+                done.kept += 1;
+                continue;
+            }
+            match self.end_token(&expired.user, &link, Some(expired.expires)).await? {
+                (_, false) => done.kept += 1,
+                (Disconnected::BrokerFailed(_), true) => {
+                    done.revoked += 1;
+                    done.not_heard += 1;
+                }
+                (_, true) => done.revoked += 1,
+            }
+        }
+        Ok(done)
     }
 
     /// The session that trades for `user` at `broker` now: the link as stored at this moment (a

@@ -8,6 +8,8 @@
 //!   `tok_exp` has passed reads as expired whatever `st` says.
 //! - `linked_at`, `tok_exp`, `broker_user`, `err` (the last failure, in the broker's words),
 //!   `updated_at`.
+//! - `held`: `tok` while a token is held, so that the link is in the sparse `held_tokens` index,
+//!   by `tok_exp`, until it is revoked.
 //!
 //! The identity table, not the sandbox's: the web portal and the order functions already read it,
 //! so linking grants no function a table it did not have.
@@ -27,6 +29,13 @@ const TOKEN_EXPIRES: &str = "tok_exp";
 const BROKER_USER: &str = "broker_user";
 const LAST_ERROR: &str = "err";
 const UPDATED_AT: &str = "updated_at";
+/// Present (`tok`) exactly while a token is held: the partition key of [`HELD_TOKENS_INDEX`].
+const HELD: &str = "held";
+const HELD_VALUE: &str = "tok";
+
+/// The sparse index of the links that hold a token, by its expiry (`tok_exp`): what the daily
+/// rollover queries, instead of scanning the identity table.
+pub const HELD_TOKENS_INDEX: &str = "held_tokens";
 
 /// The longest broker message kept as a link's last error.
 const MAX_ERROR_CHARS: usize = 300;
@@ -114,6 +123,22 @@ impl BrokerLinkRecord {
     }
 }
 
+/// A link whose token's expiry has passed, as the index lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiredLink {
+    pub user: String,
+    pub broker: BrokerId,
+    pub expires: UnixMillis,
+}
+
+impl ExpiredLink {
+    fn from_item(item: &Item) -> Option<Self> {
+        let (user, broker) =
+            string(item, PK)?.strip_prefix("broker#")?.rsplit_once('#').map(|(u, b)| (u.to_owned(), b.to_owned()))?;
+        Some(Self { user, broker: BrokerId::parse(&broker)?, expires: instant(item, TOKEN_EXPIRES)? })
+    }
+}
+
 fn bounded(message: &str) -> String {
     message.chars().take(MAX_ERROR_CHARS).collect()
 }
@@ -169,11 +194,13 @@ impl IdentityStore {
             .table_name(&self.table)
             .key(PK, s(link_pk(user, broker)))
             .update_expression(
-                "SET #tok = :tok, #st = :linked, #linked_at = :now, #tok_exp = :exp, #broker_user = :broker_user, \
-                 #updated_at = :now REMOVE #err",
+                "SET #tok = :tok, #held = :held, #st = :linked, #linked_at = :now, #tok_exp = :exp, \
+                 #broker_user = :broker_user, #updated_at = :now REMOVE #err",
             )
             .condition_expression("#creds = :creds")
             .expression_attribute_names("#tok", TOKEN)
+            .expression_attribute_names("#held", HELD)
+            .expression_attribute_values(":held", s(HELD_VALUE))
             .expression_attribute_names("#st", STATE)
             .expression_attribute_names("#linked_at", LINKED_AT)
             .expression_attribute_names("#tok_exp", TOKEN_EXPIRES)
@@ -194,36 +221,73 @@ impl IdentityStore {
 
     /// Ends the link here: the token is dropped and the state is `revoked`, with `error` (a
     /// failure to revoke at the broker, say) kept as the last error. The credentials stay, so the
-    /// trader can log in again without entering them.
+    /// trader can log in again without entering them. With `expiring_at`, only the token with
+    /// that expiry is revoked (the rollover's condition: a token linked after the boundary has a
+    /// later one and survives); false when the link holds another.
     pub async fn revoke_broker_link(
         &self,
         user: &str,
         broker: BrokerId,
         error: Option<&str>,
         now: UnixMillis,
-    ) -> Result<(), AppError> {
+        expiring_at: Option<UnixMillis>,
+    ) -> Result<bool, AppError> {
         let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, s(link_pk(user, broker)))
-            .condition_expression("attribute_exists(#creds)")
             .expression_attribute_names("#creds", CREDENTIALS)
             .expression_attribute_names("#tok", TOKEN)
+            .expression_attribute_names("#held", HELD)
             .expression_attribute_names("#st", STATE)
             .expression_attribute_names("#updated_at", UPDATED_AT)
             .expression_attribute_names("#err", LAST_ERROR)
             .expression_attribute_values(":revoked", s(LinkState::Revoked.as_str()))
             .expression_attribute_values(":now", epoch(now));
+        let request = match expiring_at {
+            Some(expires) => request
+                .condition_expression("attribute_exists(#creds) AND #tok_exp = :seen")
+                .expression_attribute_names("#tok_exp", TOKEN_EXPIRES)
+                .expression_attribute_values(":seen", epoch(expires)),
+            None => request.condition_expression("attribute_exists(#creds)"),
+        };
         let request = match error {
             Some(error) => request
-                .update_expression("SET #st = :revoked, #updated_at = :now, #err = :err REMOVE #tok")
+                .update_expression("SET #st = :revoked, #updated_at = :now, #err = :err REMOVE #tok, #held")
                 .expression_attribute_values(":err", s(bounded(error))),
-            None => request.update_expression("SET #st = :revoked, #updated_at = :now REMOVE #tok, #err"),
+            None => request.update_expression("SET #st = :revoked, #updated_at = :now REMOVE #tok, #held, #err"),
         };
         // No link is nothing to revoke.
-        unless_condition_failed(request.send().await, "revoke broker link")?;
-        Ok(())
+        Ok(unless_condition_failed(request.send().await, "revoke broker link")?.is_some())
+    }
+
+    /// The links whose token expires at or before `now`, from [`HELD_TOKENS_INDEX`] (keys only:
+    /// the rollover reads each link again, consistently, before it acts).
+    pub async fn links_expired_by(&self, now: UnixMillis) -> Result<Vec<ExpiredLink>, AppError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HELD_TOKENS_INDEX)
+                .key_condition_expression("#held = :held AND #tok_exp <= :now")
+                .expression_attribute_names("#held", HELD)
+                .expression_attribute_names("#tok_exp", TOKEN_EXPIRES)
+                .expression_attribute_values(":held", s(HELD_VALUE))
+                .expression_attribute_values(":now", epoch(now))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable("list expiring broker tokens"))?;
+            found.extend(page.items().iter().filter_map(ExpiredLink::from_item));
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(found),
+            }
+        }
     }
 
     /// Keeps `error` as the link's last error (a login the broker refused), changing nothing else.
