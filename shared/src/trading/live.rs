@@ -75,6 +75,7 @@ impl LiveDesk<'_> {
 
     /// OpenAlgo's smart order on the broker's net position for the leg's symbol and product.
     pub async fn smart(&self, request: &SmartOrder) -> Result<SmartOutcome, AppError> {
+        request.check_position_size()?;
         let leg = &request.leg;
         let positions = self.broker.positions(&self.session).await?;
         let current = positions

@@ -179,6 +179,20 @@ pub struct LegOutcome {
     pub result: Result<String, crate::core::error::AppError>,
 }
 
+impl SmartOrder {
+    /// A target position must be a whole number of shares or lots: refused before any account or
+    /// broker is read.
+    pub fn check_position_size(&self) -> Result<(), crate::core::error::AppError> {
+        if self.position_size.fract() != 0.0 || self.position_size.abs() > 1e15 {
+            return Err(crate::core::error::AppError::OrderRejected {
+                message: format!("position_size ({}) must be a whole number of shares or lots", self.position_size),
+                order_id: None,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What a smart order should do on a position of `current`.
 #[derive(Debug, PartialEq)]
 pub enum SmartStep {
@@ -190,12 +204,7 @@ pub enum SmartStep {
 /// `position_size`, or the message for when it is there already. With `position_size` 0 and no
 /// position, the leg is placed as given (an entry, not an exit).
 pub fn smart_step(request: &SmartOrder, current: i64) -> Result<SmartStep, crate::core::error::AppError> {
-    if request.position_size.fract() != 0.0 || request.position_size.abs() > 1e15 {
-        return Err(crate::core::error::AppError::OrderRejected {
-            message: format!("position_size ({}) must be a whole number of shares or lots", request.position_size),
-            order_id: None,
-        });
-    }
+    request.check_position_size()?;
     let target = request.position_size as i64;
     let leg = &request.leg;
     let (action, quantity) = if target == 0 && current == 0 && leg.quantity != 0.0 {

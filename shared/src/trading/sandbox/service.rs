@@ -185,6 +185,7 @@ impl<'a> Sandbox<'a> {
 
     /// Reaches the target net position `position_size` for the leg's symbol, exchange and product.
     pub async fn smart(&self, user: &str, request: &SmartOrder) -> Result<SmartOutcome, AppError> {
+        request.check_position_size()?;
         // The decision reads the position's quantity, so the order commits only on the position
         // exactly as read: a concurrent order on the same position makes it decide again.
         self.transact(user, Read::First, true, |ledger, id| {
