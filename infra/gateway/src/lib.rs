@@ -152,12 +152,22 @@ pub async fn fill_engine_pass(engine: &fill_engine::FillEngine) -> Result<usize,
 /// What EventBridge does for the fill engine in AWS: one matching pass every `interval`, for as long
 /// as the task lives. A failed pass is logged and the next one runs on time.
 pub async fn run_fill_engine(engine: fill_engine::FillEngine, interval: std::time::Duration) {
+    every(interval, "fill engine", || fill_engine_pass(&engine)).await
+}
+
+/// `pass` every `interval`, for as long as the task lives: a failed pass is logged as `name`'s and
+/// the next one runs on time.
+async fn every<T, Pass, Fut>(interval: std::time::Duration, name: &str, pass: Pass)
+where
+    Pass: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AppError>>,
+{
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(error) = fill_engine_pass(&engine).await {
-            tracing::warn!(error = %error, "fill engine pass failed");
+        if let Err(error) = pass().await {
+            tracing::warn!(error = %error, "{name} pass failed");
         }
     }
 }
@@ -174,14 +184,7 @@ pub async fn rollover_pass(deps: &Deps) -> Result<shared::broker::links::Rollove
 /// the boundary; a pass finds nothing to do until a token's expiry has passed, so running it
 /// more often only tells the broker sooner.
 pub async fn run_rollover(deps: Deps, interval: std::time::Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = rollover_pass(&deps).await {
-            tracing::warn!(error = %error, "broker rollover pass failed");
-        }
-    }
+    every(interval, "broker rollover", || rollover_pass(&deps)).await
 }
 
 pub struct Gateway {

@@ -16,8 +16,8 @@ use http::header::{AUTHORIZATION, HeaderName};
 
 use super::http::{Answer, BrokerHttp, Call};
 use super::{
-    Broker, BrokerFunds, BrokerFuture, BrokerHolding, BrokerId, BrokerOrder, BrokerPosition, BrokerQuote,
-    BrokerSession, BrokerTrade, DepthLevel, PlacedOrder,
+    Broker, BrokerFunds, BrokerFuture, BrokerId, BrokerOrder, BrokerPosition, BrokerQuote, BrokerSession, BrokerTrade,
+    DepthLevel, PlacedOrder,
 };
 use crate::core::error::AppError;
 use crate::trading::orders::{Action, Exchange, OrderLeg, PriceType};
@@ -371,6 +371,20 @@ struct KiteHolding {
     pnl: f64,
 }
 
+impl From<KiteHolding> for BrokerPosition {
+    fn from(kite: KiteHolding) -> Self {
+        BrokerPosition {
+            symbol: kite.tradingsymbol,
+            exchange: kite.exchange,
+            product: kite.product,
+            quantity: kite.quantity,
+            average_price: kite.average_price,
+            ltp: kite.last_price,
+            pnl: kite.pnl,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct KitePositions {
     #[serde(default)]
@@ -499,38 +513,15 @@ impl Broker for Kite {
         Box::pin(async move {
             let positions: KitePositions =
                 self.call(self.request(Method::GET, "/portfolio/positions", session)).await?;
-            Ok(positions
-                .net
-                .into_iter()
-                .map(|p| BrokerPosition {
-                    symbol: p.tradingsymbol,
-                    exchange: p.exchange,
-                    product: p.product,
-                    quantity: p.quantity,
-                    average_price: p.average_price,
-                    ltp: p.last_price,
-                    pnl: p.pnl,
-                })
-                .collect())
+            Ok(positions.net.into_iter().map(BrokerPosition::from).collect())
         })
     }
 
-    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>> {
+    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>> {
         Box::pin(async move {
             let holdings: Vec<KiteHolding> =
                 self.call(self.request(Method::GET, "/portfolio/holdings", session)).await?;
-            Ok(holdings
-                .into_iter()
-                .map(|h| BrokerHolding {
-                    symbol: h.tradingsymbol,
-                    exchange: h.exchange,
-                    product: h.product,
-                    quantity: h.quantity,
-                    average_price: h.average_price,
-                    ltp: h.last_price,
-                    pnl: h.pnl,
-                })
-                .collect())
+            Ok(holdings.into_iter().map(BrokerPosition::from).collect())
         })
     }
 

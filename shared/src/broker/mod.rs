@@ -105,25 +105,13 @@ pub struct BrokerTrade {
     pub timestamp: String,
 }
 
-/// One net position of the day.
+/// One net position of the day, or one delivery holding: brokers describe both with these fields.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BrokerPosition {
     pub symbol: String,
     pub exchange: String,
     pub product: String,
     /// Signed: negative is short.
-    pub quantity: i64,
-    pub average_price: f64,
-    pub ltp: f64,
-    pub pnl: f64,
-}
-
-/// One delivery holding.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct BrokerHolding {
-    pub symbol: String,
-    pub exchange: String,
-    pub product: String,
     pub quantity: i64,
     pub average_price: f64,
     pub ltp: f64,
@@ -203,7 +191,7 @@ pub trait Broker: Send + Sync {
     /// Today's net positions, closed ones included.
     fn positions<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>>;
 
-    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>>;
+    fn holdings<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>>;
 
     fn funds<'a>(&'a self, session: &'a BrokerSession) -> BrokerFuture<'a, BrokerFunds>;
 
@@ -338,7 +326,7 @@ mod tests {
             unreachable!("place_once reads only the order book")
         }
 
-        fn holdings<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerHolding>> {
+        fn holdings<'a>(&'a self, _: &'a BrokerSession) -> BrokerFuture<'a, Vec<BrokerPosition>> {
             unreachable!("place_once reads only the order book")
         }
 

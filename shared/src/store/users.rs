@@ -125,6 +125,12 @@ pub(crate) fn unchanged_key_state(
     }
 }
 
+/// The id of `seen`'s current key, which the settings copied onto it are written to.
+fn current_key_id(seen: &UserRecord) -> Result<KeyId, AppError> {
+    let key_id = seen.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+    KeyId::parse(key_id).ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))
+}
+
 /// A user who can log in to the pages, written in one transaction with its first key.
 #[derive(Debug)]
 pub struct NewWebUser<'a> {
@@ -534,7 +540,7 @@ impl IdentityStore {
     /// together. An empty list removes both. Conditional on the account as `seen`
     /// ([`KEY_STATE_VERSION`]): a key rotated since would otherwise miss the new list.
     pub async fn set_allowlist(&self, seen: &UserRecord, allow: &[String]) -> Result<Conditional<()>, AppError> {
-        let key_id = seen.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
+        let key_id = current_key_id(seen)?;
         let with_allow = |builder: aws_sdk_dynamodb::types::builders::UpdateBuilder, set: &str, remove: &str| {
             let builder = if allow.is_empty() {
                 builder.update_expression(remove)
@@ -551,8 +557,6 @@ impl IdentityStore {
             ),
             seen,
         );
-        let key_id = crate::crypto::api_key::KeyId::parse(key_id)
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))?;
         let key = with_allow(
             Update::builder()
                 .table_name(&self.table)
@@ -561,6 +565,16 @@ impl IdentityStore {
             "SET #allow = :allow",
             "REMOVE #allow",
         );
+        self.update_user_and_key(user, key, "set IP allowlist").await
+    }
+
+    /// The user's update and its current key's, in one transaction.
+    async fn update_user_and_key(
+        &self,
+        user: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+        key: aws_sdk_dynamodb::types::builders::UpdateBuilder,
+        operation: &'static str,
+    ) -> Result<Conditional<()>, AppError> {
         let sent = self
             .client
             .transact_write_items()
@@ -568,16 +582,14 @@ impl IdentityStore {
             .transact_items(write(key.build().map_err(AppError::internal)?))
             .send()
             .await;
-        conditional(sent, "set IP allowlist")
+        conditional(sent, operation)
     }
 
     /// Sets where `seen`'s orders go ([`UserRecord::broker`]) on the user and on its current key,
     /// together, conditional on the account as `seen` ([`KEY_STATE_VERSION`]): a key rotated
     /// meanwhile would otherwise keep trading where the account no longer does.
     pub async fn set_order_destination(&self, seen: &UserRecord, broker: &str) -> Result<Conditional<()>, AppError> {
-        let key_id = seen.api_key_id.as_deref().ok_or_else(|| AppError::bad_request("This account has no API key"))?;
-        let key_id = crate::crypto::api_key::KeyId::parse(key_id)
-            .ok_or_else(|| AppError::internal(anyhow::anyhow!("stored api_key_id is malformed")))?;
+        let key_id = current_key_id(seen)?;
         let user = unchanged_key_state(
             Update::builder()
                 .table_name(&self.table)
@@ -594,14 +606,7 @@ impl IdentityStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#broker", BROKER)
             .expression_attribute_values(":broker", s(broker));
-        let sent = self
-            .client
-            .transact_write_items()
-            .transact_items(write(user.build().map_err(AppError::internal)?))
-            .transact_items(write(key.build().map_err(AppError::internal)?))
-            .send()
-            .await;
-        conditional(sent, "set order destination")
+        self.update_user_and_key(user, key, "set order destination").await
     }
 
     /// The user an email address belongs to.

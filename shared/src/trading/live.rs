@@ -12,8 +12,7 @@ use rand::distributions::Alphanumeric;
 use serde_json::{Value, json};
 
 use crate::broker::{
-    Broker, BrokerFunds, BrokerHolding, BrokerOrder, BrokerPosition, BrokerQuote, BrokerSession, BrokerTrade,
-    DepthLevel, place_once,
+    Broker, BrokerFunds, BrokerOrder, BrokerPosition, BrokerQuote, BrokerSession, BrokerTrade, DepthLevel, place_once,
 };
 use crate::core::config::OrderCaps;
 use crate::core::error::AppError;
@@ -356,7 +355,7 @@ fn position_book(positions: &[BrokerPosition]) -> Value {
     json!({ "data": rows })
 }
 
-fn holdings(holdings: &[BrokerHolding]) -> Value {
+fn holdings(holdings: &[BrokerPosition]) -> Value {
     let (mut value, mut invested, mut pnl) = (0.0, 0.0, 0.0);
     let rows: Vec<Value> = holdings
         .iter()
